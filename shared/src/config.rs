@@ -1,0 +1,151 @@
+//! Configuration, read once per cold start.
+//!
+//! The DynamoDB endpoint (`AWS_ENDPOINT_URL_DYNAMODB`) and region (`AWS_REGION`) go through
+//! aws-config's standard handling; the rest is ours.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+
+use crate::token::PermanentKey;
+
+/// Default for `MAX_TOKENS_PER_USER`.
+pub const DEFAULT_MAX_TOKENS_PER_USER: u32 = 100;
+
+/// What is wrong with the environment; stops the cold start with a message an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("TABLE_NAME is not set: set it to the DynamoDB table of this deployment")]
+    MissingTableName,
+    #[error("MAX_TOKENS_PER_USER must be a whole number from 1 to 100000, got {0:?}")]
+    BadMaxTokens(String),
+    #[error("PERMANENT_TOKEN_KEY is not set: set it to a random secret of at least 32 bytes")]
+    MissingPermanentKey,
+    #[error(
+        "PERMANENT_TOKEN_KEY must be at least {} bytes long",
+        PermanentKey::MIN_LEN
+    )]
+    ShortPermanentKey,
+}
+
+/// Settings every function shares.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub table_name: String,
+    pub max_tokens_per_user: u32,
+    /// Only the functions that derive permanent tokens need it; see [`Config::permanent_key`].
+    permanent_key: Option<PermanentKey>,
+}
+
+impl Config {
+    /// Reads `TABLE_NAME`, `MAX_TOKENS_PER_USER` and (when present) `PERMANENT_TOKEN_KEY`.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::from_env`] over any source of variables, so tests need not touch the process
+    /// environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let table_name = lookup("TABLE_NAME")
+            .filter(|t| !t.trim().is_empty())
+            .ok_or(ConfigError::MissingTableName)?;
+        let max_tokens_per_user = match lookup("MAX_TOKENS_PER_USER") {
+            None => DEFAULT_MAX_TOKENS_PER_USER,
+            Some(text) => text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=100_000).contains(n))
+                .ok_or(ConfigError::BadMaxTokens(text))?,
+        };
+        let permanent_key = match lookup("PERMANENT_TOKEN_KEY") {
+            None => None,
+            Some(key) => {
+                Some(PermanentKey::new(key.as_bytes()).ok_or(ConfigError::ShortPermanentKey)?)
+            }
+        };
+        Ok(Config {
+            table_name,
+            max_tokens_per_user,
+            permanent_key,
+        })
+    }
+
+    /// The permanent-token key, required by the functions that derive permanent tokens.
+    pub fn permanent_key(&self) -> Result<&PermanentKey, ConfigError> {
+        self.permanent_key
+            .as_ref()
+            .ok_or(ConfigError::MissingPermanentKey)
+    }
+}
+
+/// Builds the DynamoDB client once per cold start, with deliberate timeouts and retries so an
+/// outage answers 503 within a few seconds instead of hanging until the Lambda times out.
+pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_millis(500))
+                .operation_attempt_timeout(Duration::from_millis(1500))
+                .operation_timeout(Duration::from_secs(4))
+                .build(),
+        )
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&sdk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn table_name_is_required() {
+        assert!(matches!(config(&[]), Err(ConfigError::MissingTableName)));
+        assert!(matches!(
+            config(&[("TABLE_NAME", " ")]),
+            Err(ConfigError::MissingTableName)
+        ));
+    }
+
+    #[test]
+    fn max_tokens_defaults_and_validates() {
+        let c = config(&[("TABLE_NAME", "t")]).unwrap();
+        assert_eq!(c.max_tokens_per_user, 100);
+        assert!(c.permanent_key().is_err());
+        let c = config(&[("TABLE_NAME", "t"), ("MAX_TOKENS_PER_USER", "5")]).unwrap();
+        assert_eq!(c.max_tokens_per_user, 5);
+        for bad in ["0", "-1", "x", "100001"] {
+            assert!(matches!(
+                config(&[("TABLE_NAME", "t"), ("MAX_TOKENS_PER_USER", bad)]),
+                Err(ConfigError::BadMaxTokens(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn permanent_key_must_be_long_enough() {
+        assert!(matches!(
+            config(&[("TABLE_NAME", "t"), ("PERMANENT_TOKEN_KEY", "short")]),
+            Err(ConfigError::ShortPermanentKey)
+        ));
+        let c = config(&[
+            ("TABLE_NAME", "t"),
+            ("PERMANENT_TOKEN_KEY", &"k".repeat(32)),
+        ])
+        .unwrap();
+        assert!(c.permanent_key().is_ok());
+    }
+}

@@ -1,0 +1,327 @@
+//! Validated domain values: once you hold one, it is valid.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A user id: allocated atomically by the store, or imported from the platform's own system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub u64);
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A platform (white-label or agency tenant) id, allocated atomically by the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PlatformId(pub u64);
+
+impl fmt::Display for PlatformId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A 12-digit customer id, unique across the table.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CustomerId(String);
+
+impl CustomerId {
+    /// Exactly twelve ASCII digits.
+    pub fn parse(text: &str) -> Option<CustomerId> {
+        (text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| CustomerId(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An email address as given, with the case-insensitive form that uniqueness is checked on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// Longest address accepted (RFC 5321's path limit).
+    pub const MAX_LEN: usize = 254;
+
+    /// A plausible address: one `@` with text on both sides, a dot in the domain, no spaces or
+    /// control characters, at most [`Self::MAX_LEN`] bytes.
+    pub fn parse(text: &str) -> Option<Email> {
+        let text = text.trim();
+        let (local, domain) = text.split_once('@')?;
+        let plausible = !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains('@')
+            && text.len() <= Self::MAX_LEN
+            && !text.chars().any(|c| c.is_whitespace() || c.is_control());
+        plausible.then(|| Email(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form uniqueness within a platform is checked on.
+    pub fn normalized(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+/// A token name (`name`, `token_name`): 1 to 255 characters after trimming, no control characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenName(String);
+
+/// Why a name was refused; each route words the message in its own style.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameProblem {
+    Empty,
+    TooLong,
+    ControlCharacters,
+}
+
+impl TokenName {
+    pub const MAX_CHARS: usize = 255;
+
+    pub fn parse(text: &str) -> Result<TokenName, NameProblem> {
+        let text = text.trim();
+        if text.is_empty() {
+            Err(NameProblem::Empty)
+        } else if text.chars().count() > Self::MAX_CHARS {
+            Err(NameProblem::TooLong)
+        } else if text.chars().any(char::is_control) {
+            Err(NameProblem::ControlCharacters)
+        } else {
+            Ok(TokenName(text.to_string()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a token may do. `["*"]` is full access.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Abilities(Vec<String>);
+
+/// Why an abilities list was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbilitiesProblem {
+    Empty,
+    TooMany,
+    BadAbility,
+}
+
+impl Abilities {
+    pub const MAX_COUNT: usize = 50;
+    pub const MAX_LEN: usize = 100;
+
+    /// Full access.
+    pub fn full() -> Abilities {
+        Abilities(vec!["*".to_string()])
+    }
+
+    /// 1 to 50 distinct abilities of 1 to 100 visible ASCII characters; `*` stands alone.
+    pub fn parse(items: Vec<String>) -> Result<Abilities, AbilitiesProblem> {
+        if items.is_empty() {
+            return Err(AbilitiesProblem::Empty);
+        }
+        if items.len() > Self::MAX_COUNT {
+            return Err(AbilitiesProblem::TooMany);
+        }
+        let valid = |a: &String| {
+            !a.is_empty() && a.len() <= Self::MAX_LEN && a.bytes().all(|b| b.is_ascii_graphic())
+        };
+        if !items.iter().all(valid) {
+            return Err(AbilitiesProblem::BadAbility);
+        }
+        let mut unique: Vec<String> = Vec::with_capacity(items.len());
+        for item in items {
+            if !unique.contains(&item) {
+                unique.push(item);
+            }
+        }
+        if unique.iter().any(|a| a == "*") {
+            return Ok(Abilities::full());
+        }
+        Ok(Abilities(unique))
+    }
+
+    /// Rebuilds abilities read back from the store, where they were validated on the way in.
+    pub fn from_stored(items: Vec<String>) -> Abilities {
+        Abilities(items)
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.0.iter().any(|a| a == "*")
+    }
+
+    /// True when every ability of `other` is one of ours: a token never mints a broader one.
+    pub fn covers(&self, other: &Abilities) -> bool {
+        self.is_full() || (!other.is_full() && other.0.iter().all(|a| self.0.contains(a)))
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// A user's role inside its platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    User,
+}
+
+/// Whether a user may authenticate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    Active,
+    Blocked,
+}
+
+/// Whether a workspace counts for the customer-token route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceStatus {
+    Active,
+    Inactive,
+}
+
+/// A user's workspace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workspace {
+    pub name: String,
+    pub status: WorkspaceStatus,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Role> {
+        [Role::Admin, Role::User]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::Blocked => "blocked",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<UserStatus> {
+        [UserStatus::Active, UserStatus::Blocked]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+impl WorkspaceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkspaceStatus::Active => "active",
+            WorkspaceStatus::Inactive => "inactive",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<WorkspaceStatus> {
+        [WorkspaceStatus::Active, WorkspaceStatus::Inactive]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn abilities(items: &[&str]) -> Abilities {
+        Abilities::parse(items.iter().map(|s| s.to_string()).collect()).unwrap()
+    }
+
+    #[test]
+    fn customer_ids_are_exactly_twelve_digits() {
+        assert!(CustomerId::parse("048372910564").is_some());
+        for bad in [
+            "04837291056",
+            "0483729105641",
+            "04837291056a",
+            "",
+            "٠٤٨٣٧٢٩١٠٥٦٤",
+        ] {
+            assert!(CustomerId::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn emails_compare_case_insensitively() {
+        let a = Email::parse("John@Example.com").unwrap();
+        assert_eq!(a.normalized(), "john@example.com");
+        assert_eq!(a.as_str(), "John@Example.com");
+        for bad in [
+            "",
+            "john",
+            "@x.com",
+            "a@b",
+            "a b@c.com",
+            "a@b@c.com",
+            "a@.com",
+        ] {
+            assert!(Email::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_are_one_to_255_characters() {
+        assert_eq!(TokenName::parse("  CI  ").unwrap().as_str(), "CI");
+        assert!(TokenName::parse(&"é".repeat(255)).is_ok());
+        assert_eq!(
+            TokenName::parse(&"a".repeat(256)),
+            Err(NameProblem::TooLong)
+        );
+        assert_eq!(TokenName::parse("   "), Err(NameProblem::Empty));
+        assert_eq!(
+            TokenName::parse("a\u{0}b"),
+            Err(NameProblem::ControlCharacters)
+        );
+    }
+
+    #[test]
+    fn abilities_never_widen() {
+        let full = Abilities::full();
+        let read = abilities(&["calls:read"]);
+        let both = abilities(&["calls:read", "calls:write"]);
+        assert!(full.covers(&both));
+        assert!(both.covers(&read));
+        assert!(!read.covers(&both));
+        assert!(!read.covers(&full));
+        assert!(!both.covers(&full));
+        assert_eq!(abilities(&["a", "*"]), full);
+        assert_eq!(abilities(&["a", "a"]).as_slice(), ["a"]);
+        assert_eq!(Abilities::parse(vec![]), Err(AbilitiesProblem::Empty));
+        assert_eq!(
+            Abilities::parse(vec!["has space".into()]),
+            Err(AbilitiesProblem::BadAbility)
+        );
+    }
+}

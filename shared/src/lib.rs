@@ -1,0 +1,14 @@
+//! The library every function and the CLI share: tokens, authentication, the store, errors and
+//! responses.
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod mint;
+pub mod service;
+pub mod store;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+pub mod token;

@@ -1,0 +1,67 @@
+//! What a function holds for its lifetime, built once per cold start, and the Lambda glue.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use lambda_http::{service_fn, Body, Request, Response};
+
+use crate::config::{dynamodb_client, Config};
+use crate::store::{DynamoStore, Store};
+
+/// The store and configuration every handler takes.
+#[derive(Clone)]
+pub struct Service {
+    pub store: Arc<dyn Store>,
+    pub config: Config,
+}
+
+impl Service {
+    /// Reads the configuration and builds the DynamoDB client; a missing setting is an error
+    /// here, at cold start, and never later in a request.
+    pub async fn from_env() -> Result<Service, lambda_http::Error> {
+        let config = Config::from_env()?;
+        let store = DynamoStore::new(dynamodb_client().await, config.table_name.clone());
+        Ok(Service {
+            store: Arc::new(store),
+            config,
+        })
+    }
+}
+
+/// Logs as JSON when Lambda's `AWS_LAMBDA_LOG_FORMAT` says so, as text otherwise; level from
+/// `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .without_time();
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}
+
+/// The whole `main` of a function: tracing, the service built once, then the runtime loop over
+/// a handler that always answers (errors are responses, never Lambda errors).
+pub async fn run_function<H, F>(
+    handler: H,
+    check: fn(&Service) -> Result<(), lambda_http::Error>,
+) -> Result<(), lambda_http::Error>
+where
+    H: Fn(&'static Service, Request) -> F,
+    F: Future<Output = Response<Body>> + Send,
+{
+    init_tracing();
+    let service: &'static Service = Box::leak(Box::new(Service::from_env().await?));
+    check(service)?;
+    lambda_http::run(service_fn(|request| {
+        let response = handler(service, request);
+        async move { Ok::<_, Infallible>(response.await) }
+    }))
+    .await
+}

@@ -1,0 +1,674 @@
+//! The DynamoDB implementation of [`Store`]: one table, no Scan, conditions and transactions
+//! where invariants need them.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Put, ReturnValue, TransactWriteItem, Update,
+};
+use aws_sdk_dynamodb::Client;
+
+use super::item::{
+    n, platform_from_item, platform_item, s, token_from_item, token_item, token_sort_prefix,
+    user_from_item, user_item, user_partition, Item, Key,
+};
+use super::{NewToken, NewUser, Platform, Store, StoreError, TokenRecord, TokenState, User};
+use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
+use crate::token::{fill_random, TokenFamily, TokenId};
+
+/// How often a transaction that lost a race with another one on the same item is tried again.
+const TRANSACTION_ATTEMPTS: u32 = 10;
+
+/// The store over one DynamoDB table.
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+/// Why a transaction did not commit.
+enum TransactionFailure {
+    /// Which of its items' conditions failed, by position.
+    Conditions(Vec<bool>),
+    Store(StoreError),
+}
+
+impl From<StoreError> for TransactionFailure {
+    fn from(e: StoreError) -> Self {
+        TransactionFailure::Store(e)
+    }
+}
+
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+fn is_conditional_failure<E, R>(e: &SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "ConditionalCheckFailedException")
+}
+
+/// Attribute values of one expression, built with `value(":name", v)`.
+fn values<const N: usize>(
+    pairs: [(&str, AttributeValue); N],
+) -> Option<HashMap<String, AttributeValue>> {
+    Some(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+fn names<const N: usize>(pairs: [(&str, &str); N]) -> Option<HashMap<String, String>> {
+    Some(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> DynamoStore {
+        DynamoStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn get(&self, key: Key) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key.to_item()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.item)
+    }
+
+    /// Next value of a named counter (atomic `ADD`).
+    async fn allocate(&self, counter: &str) -> Result<u64, StoreError> {
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Key::counter(counter).to_item()))
+            .update_expression("ADD #value :one")
+            .set_expression_attribute_names(names([("#value", "value")]))
+            .set_expression_attribute_values(values([(":one", n(1))]))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output
+            .attributes()
+            .and_then(|a| a.get("value"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("counter {counter} has no number")))
+    }
+
+    fn put(&self, item: Item, condition: &str) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .build()
+            .map_err(unavailable)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Runs a transaction, trying again (with jittered backoff) while it only lost a race.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TransactionFailure> {
+        let mut backoff_ms = 5u64;
+        for attempt in 1..=TRANSACTION_ATTEMPTS {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let retry = match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                    let codes: Vec<&str> = cancelled
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().unwrap_or("None"))
+                        .collect();
+                    if codes.contains(&"ConditionalCheckFailed") {
+                        return Err(TransactionFailure::Conditions(
+                            codes
+                                .iter()
+                                .map(|c| *c == "ConditionalCheckFailed")
+                                .collect(),
+                        ));
+                    }
+                    codes.contains(&"TransactionConflict")
+                }
+                Some(TransactWriteItemsError::TransactionInProgressException(_)) => true,
+                _ => false,
+            };
+            if !retry || attempt == TRANSACTION_ATTEMPTS {
+                return Err(unavailable(error).into());
+            }
+            let mut jitter = [0u8; 1];
+            fill_random(&mut jitter);
+            let wait = backoff_ms + backoff_ms * u64::from(jitter[0]) / 255;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            backoff_ms = (backoff_ms * 2).min(200);
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    /// The user update of a token creation: counts capped families, and in every case holds
+    /// the owner active for the transaction.
+    fn owner_guard(
+        &self,
+        owner: UserId,
+        family: TokenFamily,
+        cap: u32,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let key = Some(Key::user(owner).to_item());
+        if family.is_capped() {
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(key)
+                .update_expression("ADD live_tokens :one")
+                .condition_expression(
+                    "attribute_exists(pk) AND #status = :active AND live_tokens < :cap",
+                )
+                .set_expression_attribute_names(names([("#status", "status")]))
+                .set_expression_attribute_values(values([
+                    (":one", n(1)),
+                    (":active", s(UserStatus::Active.as_str())),
+                    (":cap", n(cap)),
+                ]))
+                .build()
+                .map_err(unavailable)?;
+            Ok(TransactWriteItem::builder().update(update).build())
+        } else {
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(key)
+                .condition_expression("attribute_exists(pk) AND #status = :active")
+                .set_expression_attribute_names(names([("#status", "status")]))
+                .set_expression_attribute_values(values([(
+                    ":active",
+                    s(UserStatus::Active.as_str()),
+                )]))
+                .build()
+                .map_err(unavailable)?;
+            Ok(TransactWriteItem::builder().condition_check(check).build())
+        }
+    }
+
+    /// One Query over a prefix of a user's partition, newest first, every page.
+    async fn query_tokens(
+        &self,
+        user: UserId,
+        prefix: &str,
+        filter: Option<(&str, HashMap<String, AttributeValue>)>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let mut expression_values = HashMap::from([
+                (":pk".to_string(), s(user_partition(user))),
+                (":prefix".to_string(), s(prefix)),
+            ]);
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .scan_index_forward(false)
+                .consistent_read(true)
+                .set_exclusive_start_key(start);
+            if let Some((expression, filter_values)) = &filter {
+                query = query.filter_expression(*expression);
+                expression_values.extend(filter_values.clone());
+            }
+            let page = query
+                .set_expression_attribute_values(Some(expression_values))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Gives back the cap slots of expired, never-revoked tokens of capped families (DynamoDB's
+    /// TTL deletes items days late, and the count must not wait). Returns how many were freed.
+    async fn release_expired(&self, user: UserId, now_ms: u64) -> Result<u32, StoreError> {
+        let now_s = now_ms / 1000;
+        let mut released = 0;
+        for family in [TokenFamily::ApiKeys, TokenFamily::Personal] {
+            let filter = (
+                "attribute_not_exists(revoked_at) AND attribute_not_exists(released_at) \
+                 AND expires_at <= :now",
+                HashMap::from([(":now".to_string(), n(now_s))]),
+            );
+            let expired = self
+                .query_tokens(user, &token_sort_prefix(family), Some(filter))
+                .await?;
+            for item in expired {
+                let record = token_from_item(&item)?;
+                let release = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(Key::token(user, family, record.id).to_item()))
+                    .update_expression("SET released_at = :now_ms")
+                    .condition_expression(
+                        "attribute_not_exists(revoked_at) AND attribute_not_exists(released_at) \
+                         AND expires_at <= :now",
+                    )
+                    .set_expression_attribute_values(values([
+                        (":now_ms", n(now_ms)),
+                        (":now", n(now_s)),
+                    ]))
+                    .build()
+                    .map_err(unavailable)?;
+                let items = vec![
+                    TransactWriteItem::builder().update(release).build(),
+                    self.counter_decrement(user)?,
+                ];
+                match self.transact(items).await {
+                    Ok(()) => released += 1,
+                    // Another request released it first.
+                    Err(TransactionFailure::Conditions(_)) => {}
+                    Err(TransactionFailure::Store(e)) => return Err(e),
+                }
+            }
+        }
+        Ok(released)
+    }
+
+    fn counter_decrement(&self, user: UserId) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Key::user(user).to_item()))
+            .update_expression("ADD live_tokens :minus_one")
+            .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_values(values([(":minus_one", n(-1))]))
+            .build()
+            .map_err(unavailable)?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn create_platform(&self, name: &str, now_ms: u64) -> Result<Platform, StoreError> {
+        loop {
+            let platform = Platform {
+                id: PlatformId(self.allocate("platforms").await?),
+                name: name.to_string(),
+                created_at_ms: now_ms,
+            };
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(platform_item(&platform)))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await;
+            match put {
+                Ok(_) => return Ok(platform),
+                // An id taken outside the counter (a restored backup): take the next one.
+                Err(e) if is_conditional_failure(&e) => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+
+    async fn get_platform(&self, id: PlatformId) -> Result<Option<Platform>, StoreError> {
+        self.get(Key::platform(id))
+            .await?
+            .map(|item| platform_from_item(&item))
+            .transpose()
+    }
+
+    async fn create_user(&self, new: NewUser, now_ms: u64) -> Result<User, StoreError> {
+        loop {
+            let id = match new.id {
+                Some(id) => id,
+                None => UserId(self.allocate("users").await?),
+            };
+            let user = User {
+                id,
+                platform_id: new.platform_id,
+                name: new.name.clone(),
+                email: new.email.as_str().to_string(),
+                role: new.role,
+                status: new.status,
+                customer_id: new.customer_id.clone(),
+                workspaces: new.workspaces.clone(),
+                permanent_generation: 1,
+                permanent_issued: false,
+                created_at_ms: now_ms,
+            };
+            let absent = "attribute_not_exists(pk)";
+            let mut email = Key::email(new.platform_id, &new.email.normalized()).to_item();
+            email.insert("user_id".into(), n(id.0));
+            let platform_exists = ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(Key::platform(new.platform_id).to_item()))
+                .condition_expression("attribute_exists(pk)")
+                .build()
+                .map_err(unavailable)?;
+            let mut items = vec![
+                TransactWriteItem::builder()
+                    .condition_check(platform_exists)
+                    .build(),
+                self.put(email, absent)?,
+                self.put(user_item(&user), absent)?,
+            ];
+            if let Some(customer) = &new.customer_id {
+                let mut item = Key::customer(customer).to_item();
+                item.insert("user_id".into(), n(id.0));
+                items.push(self.put(item, absent)?);
+            }
+            match self.transact(items).await {
+                Ok(()) => return Ok(user),
+                Err(TransactionFailure::Store(e)) => return Err(e),
+                Err(TransactionFailure::Conditions(failed)) => {
+                    let failed = |i: usize| failed.get(i).copied().unwrap_or(false);
+                    if failed(0) {
+                        return Err(StoreError::PlatformNotFound);
+                    } else if failed(1) {
+                        return Err(StoreError::EmailTaken);
+                    } else if failed(3) {
+                        return Err(StoreError::CustomerIdTaken);
+                    } else if new.id.is_some() {
+                        return Err(StoreError::UserIdTaken);
+                    }
+                    // An allocated id that an imported user already holds: take the next one.
+                }
+            }
+        }
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.get(Key::user(id))
+            .await?
+            .map(|item| user_from_item(&item))
+            .transpose()
+    }
+
+    async fn find_user_by_email(
+        &self,
+        platform: PlatformId,
+        email: &Email,
+    ) -> Result<Option<User>, StoreError> {
+        let Some(pointer) = self.get(Key::email(platform, &email.normalized())).await? else {
+            return Ok(None);
+        };
+        let id = pointer
+            .get("user_id")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt("email item without user_id".into()))?;
+        Ok(self
+            .get_user(UserId(id))
+            .await?
+            .filter(|u| u.platform_id == platform))
+    }
+
+    async fn find_user_by_customer_id(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<Option<User>, StoreError> {
+        let Some(pointer) = self.get(Key::customer(customer)).await? else {
+            return Ok(None);
+        };
+        let id = pointer
+            .get("user_id")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt("customer item without user_id".into()))?;
+        self.get_user(UserId(id)).await
+    }
+
+    async fn set_user_status(&self, id: UserId, status: UserStatus) -> Result<(), StoreError> {
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Key::user(id).to_item()))
+            .update_expression("SET #status = :status")
+            .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_names(names([("#status", "status")]))
+            .set_expression_attribute_values(values([(":status", s(status.as_str()))]))
+            .send()
+            .await;
+        match updated {
+            Ok(_) => {}
+            Err(e) if is_conditional_failure(&e) => return Err(StoreError::UserNotFound),
+            Err(e) => return Err(unavailable(e)),
+        }
+        // Token creation holds the profile's status in its transaction, so every token created
+        // before the update above is visible to this Query, and none is created after it.
+        for item in self.query_tokens(id, "TOKEN#", None).await? {
+            let record = token_from_item(&item)?;
+            let updated = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(
+                    Key::token(id, record.kind.family(), record.id).to_item(),
+                ))
+                .update_expression("SET owner_status = :status")
+                .condition_expression("attribute_exists(pk)")
+                .set_expression_attribute_values(values([(":status", s(status.as_str()))]))
+                .send()
+                .await;
+            match updated {
+                Ok(_) => {}
+                // Deleted by TTL meanwhile.
+                Err(e) if is_conditional_failure(&e) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_token(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        id: TokenId,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        self.get(Key::token(user, family, id))
+            .await?
+            .map(|item| token_from_item(&item))
+            .transpose()
+    }
+
+    async fn create_token(
+        &self,
+        owner: &User,
+        token: NewToken,
+        cap: u32,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let family = token.parsed.kind.family();
+        let record = TokenRecord {
+            owner_status: UserStatus::Active,
+            ..token.record(owner)
+        };
+        let mut released_once = false;
+        loop {
+            let items = vec![
+                self.owner_guard(owner.id, family, cap)?,
+                self.put(token_item(&record), "attribute_not_exists(pk)")?,
+            ];
+            match self.transact(items).await {
+                Ok(()) => return Ok(()),
+                Err(TransactionFailure::Store(e)) => return Err(e),
+                Err(TransactionFailure::Conditions(failed)) if failed.first() == Some(&true) => {
+                    match self.get_user(owner.id).await? {
+                        None => return Err(StoreError::UserNotFound),
+                        Some(user) if !user.is_active() => return Err(StoreError::UserBlocked),
+                        Some(_) if family.is_capped() && !released_once => {
+                            released_once = true;
+                            if self.release_expired(owner.id, now_ms).await? == 0 {
+                                return Err(StoreError::TokenLimitReached { max: cap });
+                            }
+                        }
+                        Some(_) => return Err(StoreError::TokenLimitReached { max: cap }),
+                    }
+                }
+                Err(TransactionFailure::Conditions(_)) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "token id {} of user {} already exists",
+                        record.id, owner.id
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn list_tokens(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        now_ms: u64,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let items = self
+            .query_tokens(user, &token_sort_prefix(family), None)
+            .await?;
+        let mut live = Vec::with_capacity(items.len());
+        for item in &items {
+            let record = token_from_item(item)?;
+            if matches!(
+                record.state(now_ms),
+                TokenState::Live | TokenState::OwnerBlocked
+            ) {
+                live.push(record);
+            }
+        }
+        Ok(live)
+    }
+
+    async fn revoke_token(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        id: TokenId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let revoke = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Key::token(user, family, id).to_item()))
+            // Expiring now hands the tombstone to DynamoDB's TTL.
+            .update_expression("SET revoked_at = :now_ms, expires_at = :now")
+            .condition_expression(
+                "attribute_exists(pk) AND attribute_not_exists(revoked_at) \
+                 AND (attribute_not_exists(expires_at) OR expires_at > :now)",
+            )
+            .set_expression_attribute_values(values([
+                (":now_ms", n(now_ms)),
+                (":now", n(now_ms / 1000)),
+            ]))
+            .build()
+            .map_err(unavailable)?;
+        let mut items = vec![TransactWriteItem::builder().update(revoke).build()];
+        if family.is_capped() {
+            items.push(self.counter_decrement(user)?);
+        }
+        match self.transact(items).await {
+            Ok(()) => Ok(true),
+            Err(TransactionFailure::Conditions(_)) => Ok(false),
+            Err(TransactionFailure::Store(e)) => Err(e),
+        }
+    }
+
+    async fn ensure_permanent_token(
+        &self,
+        owner: &User,
+        token: NewToken,
+    ) -> Result<(), StoreError> {
+        let mut owner = owner.clone();
+        for _ in 0..5 {
+            if owner.permanent_issued {
+                return Ok(());
+            }
+            // The record carries the owner's status; the check keeps it from going stale
+            // should the owner be blocked while it is written.
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(Key::user(owner.id).to_item()))
+                .condition_expression("#status = :status AND permanent_generation = :generation")
+                .set_expression_attribute_names(names([("#status", "status")]))
+                .set_expression_attribute_values(values([
+                    (":status", s(owner.status.as_str())),
+                    (":generation", n(owner.permanent_generation)),
+                ]))
+                .build()
+                .map_err(unavailable)?;
+            let items = vec![
+                TransactWriteItem::builder().condition_check(check).build(),
+                self.put(
+                    token_item(&token.record(&owner)),
+                    "attribute_not_exists(pk)",
+                )?,
+            ];
+            match self.transact(items).await {
+                Err(TransactionFailure::Store(e)) => return Err(e),
+                Err(TransactionFailure::Conditions(failed)) if failed.first() == Some(&true) => {
+                    owner = self
+                        .get_user(owner.id)
+                        .await?
+                        .ok_or(StoreError::UserNotFound)?;
+                    continue;
+                }
+                // Written now, or by an earlier call that did not get to mark the profile.
+                Ok(()) | Err(TransactionFailure::Conditions(_)) => {}
+            }
+            let marked = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Key::user(owner.id).to_item()))
+                .update_expression("SET permanent_issued = :yes")
+                .condition_expression("permanent_generation = :generation")
+                .set_expression_attribute_values(values([
+                    (":yes", AttributeValue::Bool(true)),
+                    (":generation", n(owner.permanent_generation)),
+                ]))
+                .send()
+                .await;
+            return match marked {
+                Ok(_) => Ok(()),
+                Err(e) if is_conditional_failure(&e) => Ok(()),
+                Err(e) => Err(unavailable(e)),
+            };
+        }
+        Err(StoreError::Unavailable(
+            "the owner kept changing while its permanent token was written".into(),
+        ))
+    }
+}

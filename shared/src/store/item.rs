@@ -1,0 +1,432 @@
+//! Item <-> record conversion and the key layout, in one place.
+//!
+//! | item       | pk                          | sk                      |
+//! |------------|-----------------------------|-------------------------|
+//! | platform   | `PLATFORM#<id>`             | `PLATFORM`              |
+//! | id counter | `COUNTER#<name>`            | `COUNTER`               |
+//! | user       | `USER#<id>`                 | `PROFILE`               |
+//! | email      | `EMAIL#<platform>#<lower>`  | `EMAIL`                 |
+//! | customer   | `CUSTOMER#<12 digits>`      | `CUSTOMER`              |
+//! | token      | `USER#<owner id>`           | `TOKEN#<family>#<id>`   |
+//!
+//! A user's tokens share its partition, so a listing is one Query on `begins_with(sk, ...)` and
+//! token ids sort by creation time.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{Platform, StoreError, TokenRecord, User};
+use crate::domain::{
+    Abilities, CustomerId, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
+};
+use crate::token::{TokenFamily, TokenHash, TokenId, TokenKind};
+
+pub(super) type Item = HashMap<String, AttributeValue>;
+
+pub(super) const PK: &str = "pk";
+pub(super) const SK: &str = "sk";
+
+/// The primary key of one item.
+pub(super) struct Key {
+    pub pk: String,
+    pub sk: String,
+}
+
+impl Key {
+    fn fixed(pk: String, sk: &str) -> Key {
+        Key { pk, sk: sk.into() }
+    }
+
+    pub fn platform(id: PlatformId) -> Key {
+        Key::fixed(format!("PLATFORM#{id}"), "PLATFORM")
+    }
+
+    pub fn counter(name: &str) -> Key {
+        Key::fixed(format!("COUNTER#{name}"), "COUNTER")
+    }
+
+    pub fn user(id: UserId) -> Key {
+        Key::fixed(user_partition(id), "PROFILE")
+    }
+
+    pub fn email(platform: PlatformId, normalized: &str) -> Key {
+        Key::fixed(format!("EMAIL#{platform}#{normalized}"), "EMAIL")
+    }
+
+    pub fn customer(customer: &CustomerId) -> Key {
+        Key::fixed(format!("CUSTOMER#{}", customer.as_str()), "CUSTOMER")
+    }
+
+    pub fn token(user: UserId, family: TokenFamily, id: TokenId) -> Key {
+        Key {
+            pk: user_partition(user),
+            sk: format!("{}{id}", token_sort_prefix(family)),
+        }
+    }
+
+    /// The key as an item map, for GetItem, UpdateItem and DeleteItem.
+    pub fn to_item(&self) -> Item {
+        HashMap::from([(PK.to_string(), s(&self.pk)), (SK.to_string(), s(&self.sk))])
+    }
+}
+
+pub(super) fn user_partition(id: UserId) -> String {
+    format!("USER#{id}")
+}
+
+/// Sort-key prefix of one family's tokens inside the owner's partition.
+pub(super) fn token_sort_prefix(family: TokenFamily) -> String {
+    format!("TOKEN#{}#", family.key_segment())
+}
+
+pub(super) fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+pub(super) fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// Starts an item with its key and type.
+fn keyed(key: &Key, kind: &str) -> Item {
+    let mut item = key.to_item();
+    item.insert("type".into(), s(kind));
+    item
+}
+
+pub(super) fn platform_item(platform: &Platform) -> Item {
+    let mut item = keyed(&Key::platform(platform.id), "platform");
+    item.insert("id".into(), n(platform.id.0));
+    item.insert("name".into(), s(&platform.name));
+    item.insert("created_at".into(), n(platform.created_at_ms));
+    item
+}
+
+pub(super) fn platform_from_item(item: &Item) -> Result<Platform, StoreError> {
+    let r = Reader(item);
+    Ok(Platform {
+        id: PlatformId(r.number("id")?),
+        name: r.string("name")?,
+        created_at_ms: r.number("created_at")?,
+    })
+}
+
+pub(super) fn user_item(user: &User) -> Item {
+    let mut item = keyed(&Key::user(user.id), "user");
+    item.insert("id".into(), n(user.id.0));
+    item.insert("platform_id".into(), n(user.platform_id.0));
+    item.insert("name".into(), s(&user.name));
+    item.insert("email".into(), s(&user.email));
+    item.insert("role".into(), s(user.role.as_str()));
+    item.insert("status".into(), s(user.status.as_str()));
+    if let Some(customer) = &user.customer_id {
+        item.insert("customer_id".into(), s(customer.as_str()));
+    }
+    let workspaces = user
+        .workspaces
+        .iter()
+        .map(|w| {
+            AttributeValue::M(HashMap::from([
+                ("name".to_string(), s(&w.name)),
+                ("status".to_string(), s(w.status.as_str())),
+            ]))
+        })
+        .collect();
+    item.insert("workspaces".into(), AttributeValue::L(workspaces));
+    item.insert("permanent_generation".into(), n(user.permanent_generation));
+    item.insert(
+        "permanent_issued".into(),
+        AttributeValue::Bool(user.permanent_issued),
+    );
+    item.insert("live_tokens".into(), n(0));
+    item.insert("created_at".into(), n(user.created_at_ms));
+    item
+}
+
+pub(super) fn user_from_item(item: &Item) -> Result<User, StoreError> {
+    let r = Reader(item);
+    let workspaces = r
+        .list("workspaces")?
+        .iter()
+        .map(|w| {
+            let map = w
+                .as_m()
+                .map_err(|_| corrupt("workspaces", "a list of maps"))?;
+            let w = Reader(map);
+            Ok(Workspace {
+                name: w.string("name")?,
+                status: w.parsed("status", WorkspaceStatus::from_name)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(User {
+        id: UserId(r.number("id")?),
+        platform_id: PlatformId(r.number("platform_id")?),
+        name: r.string("name")?,
+        email: r.string("email")?,
+        role: r.parsed("role", Role::from_name)?,
+        status: r.parsed("status", UserStatus::from_name)?,
+        customer_id: r
+            .optional_string("customer_id")?
+            .map(|c| CustomerId::parse(&c).ok_or_else(|| corrupt("customer_id", "12 digits")))
+            .transpose()?,
+        workspaces,
+        permanent_generation: r.number("permanent_generation")?,
+        permanent_issued: matches!(
+            item.get("permanent_issued"),
+            Some(AttributeValue::Bool(true))
+        ),
+        created_at_ms: r.number("created_at")?,
+    })
+}
+
+pub(super) fn token_item(token: &TokenRecord) -> Item {
+    let key = Key::token(token.user_id, token.kind.family(), token.id);
+    let mut item = keyed(&key, "token");
+    item.insert("id".into(), s(token.id.to_string()));
+    item.insert("user_id".into(), n(token.user_id.0));
+    item.insert("platform_id".into(), n(token.platform_id.0));
+    item.insert("kind".into(), s(token.kind.as_str()));
+    item.insert("name".into(), s(&token.name));
+    item.insert(
+        "abilities".into(),
+        AttributeValue::L(token.abilities.as_slice().iter().map(s).collect()),
+    );
+    item.insert(
+        "hash".into(),
+        AttributeValue::B(Blob::new(token.hash.0.to_vec())),
+    );
+    item.insert("created_at".into(), n(token.created_at_ms));
+    if let Some(at) = token.expires_at {
+        item.insert("expires_at".into(), n(at));
+    }
+    if let Some(at) = token.last_used_at_ms {
+        item.insert("last_used_at".into(), n(at));
+    }
+    if let Some(at) = token.revoked_at_ms {
+        item.insert("revoked_at".into(), n(at));
+    }
+    item.insert("owner_role".into(), s(token.owner_role.as_str()));
+    item.insert("owner_status".into(), s(token.owner_status.as_str()));
+    item
+}
+
+pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, StoreError> {
+    let r = Reader(item);
+    let hash: [u8; 32] = match item.get("hash") {
+        Some(AttributeValue::B(blob)) => blob
+            .as_ref()
+            .try_into()
+            .map_err(|_| corrupt("hash", "32 bytes"))?,
+        _ => return Err(corrupt("hash", "binary")),
+    };
+    let abilities = r
+        .list("abilities")?
+        .iter()
+        .map(|a| {
+            a.as_s()
+                .cloned()
+                .map_err(|_| corrupt("abilities", "a list of strings"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TokenRecord {
+        id: r.parsed("id", TokenId::parse)?,
+        user_id: UserId(r.number("user_id")?),
+        platform_id: PlatformId(r.number("platform_id")?),
+        kind: r.parsed("kind", TokenKind::from_name)?,
+        name: r.string("name")?,
+        abilities: Abilities::from_stored(abilities),
+        hash: TokenHash(hash),
+        created_at_ms: r.number("created_at")?,
+        expires_at: r.optional_number("expires_at")?,
+        last_used_at_ms: r.optional_number("last_used_at")?,
+        revoked_at_ms: r.optional_number("revoked_at")?,
+        owner_role: r.parsed("owner_role", Role::from_name)?,
+        owner_status: r.parsed("owner_status", UserStatus::from_name)?,
+    })
+}
+
+fn corrupt(attribute: &str, expected: &str) -> StoreError {
+    StoreError::Corrupt(format!("attribute {attribute:?} is not {expected}"))
+}
+
+/// Typed access to an item's attributes; a missing or mistyped one is [`StoreError::Corrupt`].
+struct Reader<'a>(&'a Item);
+
+impl Reader<'_> {
+    fn optional_string(&self, name: &str) -> Result<Option<String>, StoreError> {
+        match self.0.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::S(text)) => Ok(Some(text.clone())),
+            Some(_) => Err(corrupt(name, "a string")),
+        }
+    }
+
+    fn string(&self, name: &str) -> Result<String, StoreError> {
+        self.optional_string(name)?
+            .ok_or_else(|| corrupt(name, "present"))
+    }
+
+    fn parsed<T>(&self, name: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, StoreError> {
+        parse(&self.string(name)?).ok_or_else(|| corrupt(name, "a known value"))
+    }
+
+    fn optional_number<T: FromStr>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        match self.0.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::N(text)) => text
+                .parse()
+                .map(Some)
+                .map_err(|_| corrupt(name, "a whole number")),
+            Some(_) => Err(corrupt(name, "a number")),
+        }
+    }
+
+    fn number<T: FromStr>(&self, name: &str) -> Result<T, StoreError> {
+        self.optional_number(name)?
+            .ok_or_else(|| corrupt(name, "present"))
+    }
+
+    fn list(&self, name: &str) -> Result<&[AttributeValue], StoreError> {
+        match self.0.get(name) {
+            Some(AttributeValue::L(items)) => Ok(items),
+            _ => Err(corrupt(name, "a list")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{generate, PermanentKey};
+
+    fn user() -> User {
+        User {
+            id: UserId(123),
+            platform_id: PlatformId(4),
+            name: "John Doe".into(),
+            email: "John@Example.com".into(),
+            role: Role::Admin,
+            status: UserStatus::Blocked,
+            customer_id: CustomerId::parse("048372910564"),
+            workspaces: vec![
+                Workspace {
+                    name: "Main".into(),
+                    status: WorkspaceStatus::Active,
+                },
+                Workspace {
+                    name: "Old".into(),
+                    status: WorkspaceStatus::Inactive,
+                },
+            ],
+            permanent_generation: 3,
+            permanent_issued: true,
+            created_at_ms: 1_736_332_200_000,
+        }
+    }
+
+    fn token(kind: TokenKind) -> TokenRecord {
+        let issued = generate(kind, UserId(123), 1_736_332_200_123);
+        TokenRecord {
+            id: issued.parsed.token_id,
+            user_id: UserId(123),
+            platform_id: PlatformId(4),
+            kind,
+            name: "CI Pipeline ✓".into(),
+            abilities: Abilities::parse(vec!["calls:read".into(), "leads:write".into()]).unwrap(),
+            hash: issued.parsed.hash,
+            created_at_ms: 1_736_332_200_123,
+            expires_at: Some(1_743_033_600),
+            last_used_at_ms: Some(1_736_332_300_000),
+            revoked_at_ms: None,
+            owner_role: Role::User,
+            owner_status: UserStatus::Active,
+        }
+    }
+
+    #[test]
+    fn users_round_trip() {
+        let user = user();
+        let item = user_item(&user);
+        assert_eq!(item["pk"], s("USER#123"));
+        assert_eq!(item["sk"], s("PROFILE"));
+        assert_eq!(item["customer_id"], s("048372910564"));
+        assert_eq!(user_from_item(&item).unwrap(), user);
+        let mut plain = User {
+            customer_id: None,
+            workspaces: vec![],
+            ..user
+        };
+        plain.permanent_issued = false;
+        let item = user_item(&plain);
+        assert!(!item.contains_key("customer_id"));
+        assert_eq!(user_from_item(&item).unwrap(), plain);
+    }
+
+    #[test]
+    fn tokens_round_trip_and_keep_no_plaintext() {
+        for kind in TokenKind::ALL {
+            let record = token(kind);
+            let item = token_item(&record);
+            assert_eq!(item["pk"], s("USER#123"));
+            let sk = item["sk"].as_s().unwrap();
+            assert!(sk.starts_with(&token_sort_prefix(kind.family())), "{sk}");
+            assert!(sk.ends_with(&record.id.to_string()));
+            assert_eq!(item["expires_at"], n(1_743_033_600u64));
+            assert_eq!(token_from_item(&item).unwrap(), record);
+        }
+        let never = TokenRecord {
+            expires_at: None,
+            last_used_at_ms: None,
+            revoked_at_ms: Some(5),
+            ..token(TokenKind::ApiKey)
+        };
+        let item = token_item(&never);
+        assert!(!item.contains_key("expires_at"));
+        assert_eq!(token_from_item(&item).unwrap(), never);
+    }
+
+    #[test]
+    fn permanent_items_store_only_the_hash() {
+        let key = PermanentKey::new(&[1; 32]).unwrap();
+        let issued = key.derive(UserId(123), 1);
+        let record = TokenRecord {
+            id: issued.parsed.token_id,
+            hash: issued.parsed.hash,
+            ..token(TokenKind::Permanent)
+        };
+        let item = format!("{:?}", token_item(&record));
+        assert!(!item.contains(issued.secret.expose()));
+    }
+
+    #[test]
+    fn platforms_round_trip() {
+        let platform = Platform {
+            id: PlatformId(9),
+            name: "Acme".into(),
+            created_at_ms: 1,
+        };
+        assert_eq!(
+            platform_from_item(&platform_item(&platform)).unwrap(),
+            platform
+        );
+    }
+
+    #[test]
+    fn damaged_items_are_reported_not_panicked_on() {
+        let mut item = token_item(&token(TokenKind::ApiKey));
+        item.insert("hash".into(), s("not binary"));
+        assert!(matches!(
+            token_from_item(&item),
+            Err(StoreError::Corrupt(_))
+        ));
+        let mut item = user_item(&user());
+        item.insert("role".into(), s("root"));
+        assert!(matches!(user_from_item(&item), Err(StoreError::Corrupt(_))));
+        item.remove("id");
+        assert!(matches!(user_from_item(&item), Err(StoreError::Corrupt(_))));
+    }
+}

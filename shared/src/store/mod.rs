@@ -1,0 +1,245 @@
+//! The narrow store interface the handlers use, and its records.
+//!
+//! One DynamoDB implementation ([`DynamoStore`]); handlers take `&dyn Store`, so a
+//! fault-injecting store can stand in for outage tests.
+
+mod dynamo;
+mod item;
+pub mod schema;
+
+use async_trait::async_trait;
+
+pub use dynamo::DynamoStore;
+
+use crate::domain::{
+    Abilities, CustomerId, Email, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
+};
+use crate::token::{ParsedToken, TokenFamily, TokenHash, TokenId, TokenKind};
+
+/// A white-label or agency tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub id: PlatformId,
+    pub name: String,
+    pub created_at_ms: u64,
+}
+
+/// A user of the directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub platform_id: PlatformId,
+    pub name: String,
+    pub email: String,
+    pub role: Role,
+    pub status: UserStatus,
+    pub customer_id: Option<CustomerId>,
+    pub workspaces: Vec<Workspace>,
+    /// Generation of the permanent token; bumping it would retire the old one.
+    pub permanent_generation: u32,
+    /// Whether the permanent token record of this generation has been written.
+    pub permanent_issued: bool,
+    pub created_at_ms: u64,
+}
+
+impl User {
+    pub fn is_active(&self) -> bool {
+        self.status == UserStatus::Active
+    }
+
+    pub fn has_active_workspace(&self) -> bool {
+        self.workspaces
+            .iter()
+            .any(|w| w.status == WorkspaceStatus::Active)
+    }
+}
+
+/// A user to add to the directory.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    /// `Some` imports the id the platform already uses; `None` allocates one.
+    pub id: Option<UserId>,
+    pub platform_id: PlatformId,
+    pub name: String,
+    pub email: Email,
+    pub role: Role,
+    pub status: UserStatus,
+    pub customer_id: Option<CustomerId>,
+    pub workspaces: Vec<Workspace>,
+}
+
+/// A stored token: everything but the plaintext.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    pub user_id: UserId,
+    pub platform_id: PlatformId,
+    pub kind: TokenKind,
+    pub name: String,
+    pub abilities: Abilities,
+    pub hash: TokenHash,
+    pub created_at_ms: u64,
+    /// Epoch seconds; also DynamoDB's TTL attribute. `None` never expires.
+    pub expires_at: Option<u64>,
+    pub last_used_at_ms: Option<u64>,
+    pub revoked_at_ms: Option<u64>,
+    /// The owner's role and status, copied here so verification is one GetItem.
+    pub owner_role: Role,
+    pub owner_status: UserStatus,
+}
+
+/// Whether a stored token may be used now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenState {
+    Live,
+    Expired,
+    Revoked,
+    OwnerBlocked,
+}
+
+impl TokenRecord {
+    /// A token is live until revoked, until its `expires_at` second has begun, and while its
+    /// owner is active. DynamoDB deletes expired items only eventually, so every read asks this.
+    pub fn state(&self, now_ms: u64) -> TokenState {
+        if self.revoked_at_ms.is_some() {
+            TokenState::Revoked
+        } else if self
+            .expires_at
+            .is_some_and(|at| at.saturating_mul(1000) <= now_ms)
+        {
+            TokenState::Expired
+        } else if self.owner_status != UserStatus::Active {
+            TokenState::OwnerBlocked
+        } else {
+            TokenState::Live
+        }
+    }
+}
+
+/// A token to store, built from a freshly issued one; owner fields come from the owner's record.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    pub parsed: ParsedToken,
+    pub name: String,
+    pub abilities: Abilities,
+    pub created_at_ms: u64,
+    pub expires_at: Option<u64>,
+}
+
+impl NewToken {
+    /// The record as it is first written for `owner`.
+    pub fn record(&self, owner: &User) -> TokenRecord {
+        TokenRecord {
+            id: self.parsed.token_id,
+            user_id: owner.id,
+            platform_id: owner.platform_id,
+            kind: self.parsed.kind,
+            name: self.name.clone(),
+            abilities: self.abilities.clone(),
+            hash: self.parsed.hash,
+            created_at_ms: self.created_at_ms,
+            expires_at: self.expires_at,
+            last_used_at_ms: None,
+            revoked_at_ms: None,
+            owner_role: owner.role,
+            owner_status: owner.status,
+        }
+    }
+}
+
+/// What the store could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("platform not found")]
+    PlatformNotFound,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("user is blocked")]
+    UserBlocked,
+    #[error("user id is already taken")]
+    UserIdTaken,
+    #[error("email is already used in this platform")]
+    EmailTaken,
+    #[error("customer id is already used")]
+    CustomerIdTaken,
+    #[error("the user already holds the maximum of {max} tokens")]
+    TokenLimitReached { max: u32 },
+    #[error("the table holds an item this version cannot read: {0}")]
+    Corrupt(String),
+    #[error("DynamoDB is unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The store every handler and the CLI work through.
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn create_platform(&self, name: &str, now_ms: u64) -> Result<Platform, StoreError>;
+
+    async fn get_platform(&self, id: PlatformId) -> Result<Option<Platform>, StoreError>;
+
+    /// Adds a user; email (per platform, case-insensitively), customer id and id stay unique.
+    async fn create_user(&self, user: NewUser, now_ms: u64) -> Result<User, StoreError>;
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+
+    async fn find_user_by_email(
+        &self,
+        platform: PlatformId,
+        email: &Email,
+    ) -> Result<Option<User>, StoreError>;
+
+    async fn find_user_by_customer_id(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<Option<User>, StoreError>;
+
+    /// Blocks or unblocks a user and every token it holds.
+    async fn set_user_status(&self, id: UserId, status: UserStatus) -> Result<(), StoreError>;
+
+    /// One strongly consistent GetItem; the caller checks [`TokenRecord::state`].
+    async fn get_token(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        id: TokenId,
+    ) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Stores a token of `owner` while the owner is active; capped families stay within `cap`,
+    /// whatever the concurrency.
+    async fn create_token(
+        &self,
+        owner: &User,
+        token: NewToken,
+        cap: u32,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// The live tokens of one family, newest first (one strongly consistent Query).
+    async fn list_tokens(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        now_ms: u64,
+    ) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Revokes a live token at once. `false` when there is no such live token.
+    async fn revoke_token(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        id: TokenId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Writes the permanent token record of the user's current generation unless it exists.
+    async fn ensure_permanent_token(&self, owner: &User, token: NewToken)
+        -> Result<(), StoreError>;
+}
+
+/// Milliseconds since the Unix epoch, from the system clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

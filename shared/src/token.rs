@@ -1,0 +1,523 @@
+//! The token format: generation, parsing, hashing and derivation.
+//!
+//! A token looks like `tkna_<57 base62 characters><6 base62 characters>`:
+//!
+//! * `tkn` is the product prefix secret scanners look for, the fourth letter is the kind
+//!   (`a` API key, `p` personal access token, `w` white-label token, `c` customer token,
+//!   `u` permanent user token), then `_`;
+//! * 57 base62 characters encode 42 bytes: the owner's user id (8 bytes, big-endian), the token
+//!   record id (10 bytes: 48 bits of milliseconds since the epoch then 32 random bits) and the
+//!   secret (24 bytes, 192 bits from the OS CSPRNG);
+//! * the last 6 base62 characters are the CRC-32 of everything before them, so a mistyped or
+//!   truncated token is rejected before any database read (as GitHub's tokens are).
+//!
+//! The user id and record id name the DynamoDB item, so verification is one strongly consistent
+//! GetItem. Only the SHA-256 of the whole token is stored; comparison is in constant time.
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::domain::UserId;
+
+const PREFIX: &str = "tkn";
+const PAYLOAD_BYTES: usize = 8 + TokenId::LEN + SECRET_BYTES;
+const SECRET_BYTES: usize = 24;
+const PAYLOAD_CHARS: usize = 57;
+const CHECKSUM_CHARS: usize = 6;
+/// Length of every token: prefix, kind letter, `_`, payload and checksum.
+pub const TOKEN_LEN: usize = PREFIX.len() + 2 + PAYLOAD_CHARS + CHECKSUM_CHARS;
+
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// What a token is for; fixes its prefix letter, the listing it shows in and whether it is capped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    ApiKey,
+    Personal,
+    WhiteLabel,
+    Customer,
+    Permanent,
+}
+
+/// The listings tokens are grouped in; each is one DynamoDB Query on the owner's partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenFamily {
+    /// `/api/user/api-keys`: keys a user made and white-label tokens an admin made for them.
+    ApiKeys,
+    /// `/api/v1/user/api-tokens`: personal access tokens with abilities.
+    Personal,
+    Customer,
+    Permanent,
+}
+
+impl TokenKind {
+    /// Every kind, for exhaustive tests and parsing.
+    pub const ALL: [TokenKind; 5] = [
+        TokenKind::ApiKey,
+        TokenKind::Personal,
+        TokenKind::WhiteLabel,
+        TokenKind::Customer,
+        TokenKind::Permanent,
+    ];
+
+    /// The name stored in the `kind` attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::ApiKey => "api_key",
+            TokenKind::Personal => "personal",
+            TokenKind::WhiteLabel => "white_label",
+            TokenKind::Customer => "customer",
+            TokenKind::Permanent => "permanent",
+        }
+    }
+
+    /// Parses the stored `kind` attribute.
+    pub fn from_name(name: &str) -> Option<TokenKind> {
+        TokenKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    fn letter(self) -> u8 {
+        match self {
+            TokenKind::ApiKey => b'a',
+            TokenKind::Personal => b'p',
+            TokenKind::WhiteLabel => b'w',
+            TokenKind::Customer => b'c',
+            TokenKind::Permanent => b'u',
+        }
+    }
+
+    fn from_letter(letter: u8) -> Option<TokenKind> {
+        TokenKind::ALL.into_iter().find(|k| k.letter() == letter)
+    }
+
+    /// The listing this kind belongs to.
+    pub fn family(self) -> TokenFamily {
+        match self {
+            TokenKind::ApiKey | TokenKind::WhiteLabel => TokenFamily::ApiKeys,
+            TokenKind::Personal => TokenFamily::Personal,
+            TokenKind::Customer => TokenFamily::Customer,
+            TokenKind::Permanent => TokenFamily::Permanent,
+        }
+    }
+}
+
+impl TokenFamily {
+    /// Sort-key segment of the family, so one Query lists one family.
+    pub fn key_segment(self) -> &'static str {
+        match self {
+            TokenFamily::ApiKeys => "k",
+            TokenFamily::Personal => "p",
+            TokenFamily::Customer => "c",
+            TokenFamily::Permanent => "u",
+        }
+    }
+
+    /// Families counted against `MAX_TOKENS_PER_USER`.
+    pub fn is_capped(self) -> bool {
+        matches!(self, TokenFamily::ApiKeys | TokenFamily::Personal)
+    }
+}
+
+/// A token record id: 48 bits of creation milliseconds then 32 random bits, so ids sort by age.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenId([u8; TokenId::LEN]);
+
+impl TokenId {
+    const LEN: usize = 10;
+
+    /// A new id for a token created at `now_ms`.
+    pub fn generate(now_ms: u64) -> TokenId {
+        let mut bytes = [0u8; TokenId::LEN];
+        bytes[..6].copy_from_slice(&now_ms.to_be_bytes()[2..]);
+        fill_random(&mut bytes[6..]);
+        TokenId(bytes)
+    }
+
+    /// The fixed id of a user's permanent token of one generation.
+    pub fn permanent(generation: u32) -> TokenId {
+        let mut bytes = [0u8; TokenId::LEN];
+        bytes[6..].copy_from_slice(&generation.to_be_bytes());
+        TokenId(bytes)
+    }
+
+    /// Parses the 20 lowercase hex characters of [`fmt::Display`] (path parameters).
+    pub fn parse(text: &str) -> Option<TokenId> {
+        if text.len() != TokenId::LEN * 2 {
+            return None;
+        }
+        let mut bytes = [0u8; TokenId::LEN];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            let pair = text.get(i * 2..i * 2 + 2)?;
+            if !pair.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return None;
+            }
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(TokenId(bytes))
+    }
+}
+
+impl fmt::Display for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenId({self})")
+    }
+}
+
+/// The SHA-256 of a token, the only form in which it is stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    /// Constant-time comparison, so response timing says nothing about the stored hash.
+    pub fn matches(&self, other: &TokenHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenHash(..)")
+    }
+}
+
+/// A plaintext token, returned to its owner once. Its `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenSecret(String);
+
+impl TokenSecret {
+    /// The plaintext, for the one response that hands it out.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TokenSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSecret(..)")
+    }
+}
+
+/// A syntactically valid token: what it names, and the hash to compare with the stored one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedToken {
+    pub kind: TokenKind,
+    pub user_id: UserId,
+    pub token_id: TokenId,
+    pub hash: TokenHash,
+}
+
+/// A new token: the plaintext for the caller and the parsed form for the store.
+#[derive(Clone, Debug)]
+pub struct IssuedToken {
+    pub secret: TokenSecret,
+    pub parsed: ParsedToken,
+}
+
+/// Why a string is not a token; kept coarse so responses reveal nothing useful.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("malformed token")]
+pub struct MalformedToken;
+
+/// Mints a random token of `kind` for `user_id`, created at `now_ms`.
+pub fn generate(kind: TokenKind, user_id: UserId, now_ms: u64) -> IssuedToken {
+    let mut secret = [0u8; SECRET_BYTES];
+    fill_random(&mut secret);
+    assemble(kind, user_id, TokenId::generate(now_ms), &secret)
+}
+
+/// The server key permanent tokens are derived from (`PERMANENT_TOKEN_KEY`).
+#[derive(Clone)]
+pub struct PermanentKey(Vec<u8>);
+
+impl PermanentKey {
+    /// At least 32 bytes, so the derived tokens carry the full 192 bits of the secret.
+    pub const MIN_LEN: usize = 32;
+
+    /// Accepts a key of at least [`Self::MIN_LEN`] bytes.
+    pub fn new(key: &[u8]) -> Option<PermanentKey> {
+        (key.len() >= Self::MIN_LEN).then(|| PermanentKey(key.to_vec()))
+    }
+
+    /// The permanent token of `user_id` for `generation`: HMAC-SHA256 of the key, the user id and
+    /// the generation, so it is the same on every call and never stored in plaintext.
+    pub fn derive(&self, user_id: UserId, generation: u32) -> IssuedToken {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"permanent-token/v1");
+        mac.update(&user_id.0.to_be_bytes());
+        mac.update(&generation.to_be_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut secret = [0u8; SECRET_BYTES];
+        secret.copy_from_slice(&digest[..SECRET_BYTES]);
+        assemble(
+            TokenKind::Permanent,
+            user_id,
+            TokenId::permanent(generation),
+            &secret,
+        )
+    }
+}
+
+impl fmt::Debug for PermanentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PermanentKey(..)")
+    }
+}
+
+fn assemble(
+    kind: TokenKind,
+    user_id: UserId,
+    token_id: TokenId,
+    secret: &[u8; SECRET_BYTES],
+) -> IssuedToken {
+    let mut payload = [0u8; PAYLOAD_BYTES];
+    payload[..8].copy_from_slice(&user_id.0.to_be_bytes());
+    payload[8..8 + TokenId::LEN].copy_from_slice(&token_id.0);
+    payload[8 + TokenId::LEN..].copy_from_slice(secret);
+    let mut text = String::with_capacity(TOKEN_LEN);
+    text.push_str(PREFIX);
+    text.push(kind.letter() as char);
+    text.push('_');
+    text.push_str(&encode_base62(&payload, PAYLOAD_CHARS));
+    let checksum = crc32fast::hash(text.as_bytes());
+    text.push_str(&encode_base62(&checksum.to_be_bytes(), CHECKSUM_CHARS));
+    let hash = hash_token(&text);
+    IssuedToken {
+        secret: TokenSecret(text),
+        parsed: ParsedToken {
+            kind,
+            user_id,
+            token_id,
+            hash,
+        },
+    }
+}
+
+/// Parses and checks a presented token without touching the database.
+pub fn parse(text: &str) -> Result<ParsedToken, MalformedToken> {
+    let bytes = text.as_bytes();
+    if bytes.len() != TOKEN_LEN
+        || !text.is_ascii()
+        || !text.starts_with(PREFIX)
+        || bytes[PREFIX.len() + 1] != b'_'
+    {
+        return Err(MalformedToken);
+    }
+    let kind = TokenKind::from_letter(bytes[PREFIX.len()]).ok_or(MalformedToken)?;
+    let (body, checksum) = text.split_at(TOKEN_LEN - CHECKSUM_CHARS);
+    let checksum: [u8; 4] = decode_base62(checksum)
+        .ok_or(MalformedToken)?
+        .try_into()
+        .map_err(|_| MalformedToken)?;
+    if crc32fast::hash(body.as_bytes()) != u32::from_be_bytes(checksum) {
+        return Err(MalformedToken);
+    }
+    let payload: [u8; PAYLOAD_BYTES] = decode_base62(&body[PREFIX.len() + 2..])
+        .ok_or(MalformedToken)?
+        .try_into()
+        .map_err(|_| MalformedToken)?;
+    let mut user = [0u8; 8];
+    user.copy_from_slice(&payload[..8]);
+    let mut token_id = [0u8; TokenId::LEN];
+    token_id.copy_from_slice(&payload[8..8 + TokenId::LEN]);
+    Ok(ParsedToken {
+        kind,
+        user_id: UserId(u64::from_be_bytes(user)),
+        token_id: TokenId(token_id),
+        hash: hash_token(text),
+    })
+}
+
+fn hash_token(text: &str) -> TokenHash {
+    TokenHash(Sha256::digest(text.as_bytes()).into())
+}
+
+/// Fills `buf` from the operating system's CSPRNG.
+pub fn fill_random(buf: &mut [u8]) {
+    // A machine whose kernel cannot provide randomness must not mint tokens at all.
+    getrandom::fill(buf).expect("the OS random number generator is unavailable");
+}
+
+/// Big-endian base62 of `bytes`, left-padded with `0` to exactly `width` characters.
+fn encode_base62(bytes: &[u8], width: usize) -> String {
+    let mut number = bytes.to_vec();
+    let mut digits = vec![b'0'; width];
+    for slot in digits.iter_mut().rev() {
+        let mut remainder = 0u32;
+        for byte in number.iter_mut() {
+            let value = (remainder << 8) | u32::from(*byte);
+            *byte = (value / 62) as u8;
+            remainder = value % 62;
+        }
+        *slot = ALPHABET[remainder as usize];
+    }
+    debug_assert!(number.iter().all(|&b| b == 0), "width too small");
+    String::from_utf8(digits).expect("alphabet is ASCII")
+}
+
+/// Inverse of [`encode_base62`] for the byte length its width implies; `None` on a character
+/// outside the alphabet or a value that does not fit (so every token has one spelling).
+fn decode_base62(text: &str) -> Option<Vec<u8>> {
+    let len = match text.len() {
+        PAYLOAD_CHARS => PAYLOAD_BYTES,
+        CHECKSUM_CHARS => 4,
+        _ => return None,
+    };
+    let mut number = vec![0u8; len];
+    for c in text.bytes() {
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'A'..=b'Z' => c - b'A' + 10,
+            b'a'..=b'z' => c - b'a' + 36,
+            _ => return None,
+        };
+        let mut carry = u32::from(digit);
+        for byte in number.iter_mut().rev() {
+            let value = u32::from(*byte) * 62 + carry;
+            *byte = value as u8;
+            carry = value >> 8;
+        }
+        if carry != 0 {
+            return None;
+        }
+    }
+    Some(number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    fn any_kind() -> impl Strategy<Value = TokenKind> {
+        prop::sample::select(TokenKind::ALL.to_vec())
+    }
+
+    proptest! {
+        #[test]
+        fn generated_tokens_round_trip(kind in any_kind(), user in any::<u64>(), ms in 0u64..(1 << 48)) {
+            let issued = generate(kind, UserId(user), ms);
+            let text = issued.secret.expose();
+            prop_assert_eq!(text.len(), TOKEN_LEN);
+            prop_assert!(text.starts_with("tkn"));
+            prop_assert_eq!(parse(text), Ok(issued.parsed.clone()));
+            prop_assert_eq!(issued.parsed.user_id, UserId(user));
+            prop_assert_eq!(issued.parsed.kind, kind);
+        }
+
+        #[test]
+        fn every_single_character_corruption_is_rejected(
+            kind in any_kind(),
+            user in any::<u64>(),
+            position in 0usize..TOKEN_LEN,
+            replacement in prop::char::range('!', '~'),
+        ) {
+            let issued = generate(kind, UserId(user), 1_700_000_000_000);
+            let text = issued.secret.expose();
+            let original = text.as_bytes()[position] as char;
+            prop_assume!(replacement != original);
+            let mut corrupted = text.to_string();
+            corrupted.replace_range(position..position + 1, &replacement.to_string());
+            prop_assert_eq!(parse(&corrupted), Err(MalformedToken));
+        }
+
+        #[test]
+        fn arbitrary_strings_never_panic(text in ".{0,90}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn base62_round_trips(bytes in prop::array::uniform32(any::<u8>())) {
+            let mut payload = [0u8; PAYLOAD_BYTES];
+            payload[..32].copy_from_slice(&bytes);
+            let text = encode_base62(&payload, PAYLOAD_CHARS);
+            prop_assert_eq!(decode_base62(&text), Some(payload.to_vec()));
+        }
+    }
+
+    #[test]
+    fn the_largest_payload_fits_and_one_more_digit_overflows() {
+        let max = encode_base62(&[0xff; PAYLOAD_BYTES], PAYLOAD_CHARS);
+        assert_eq!(decode_base62(&max), Some(vec![0xff; PAYLOAD_BYTES]));
+        assert_eq!(decode_base62(&"z".repeat(PAYLOAD_CHARS)), None);
+    }
+
+    #[test]
+    fn generations_are_unique() {
+        let mut seen = HashSet::new();
+        let mut ids = HashSet::new();
+        for _ in 0..20_000 {
+            let issued = generate(TokenKind::ApiKey, UserId(7), 1_700_000_000_000);
+            assert!(ids.insert(issued.parsed.token_id));
+            assert!(seen.insert(issued.secret.expose().to_string()));
+        }
+    }
+
+    #[test]
+    fn every_checksum_flip_is_rejected_without_state() {
+        let issued = generate(TokenKind::Customer, UserId(42), 1);
+        let text = issued.secret.expose();
+        let last = text.len() - 1;
+        for c in ALPHABET.iter().map(|&b| b as char) {
+            if c == text.as_bytes()[last] as char {
+                continue;
+            }
+            let flipped = format!("{}{}", &text[..last], c);
+            assert_eq!(parse(&flipped), Err(MalformedToken), "{c}");
+        }
+    }
+
+    #[test]
+    fn foreign_shapes_are_rejected() {
+        for text in ["", "tkna_", "2|abc123xyz789", "Bearer tkna_x", "tknz_aaa"] {
+            assert_eq!(parse(text), Err(MalformedToken), "{text}");
+        }
+        let issued = generate(TokenKind::ApiKey, UserId(1), 1);
+        let text = issued.secret.expose();
+        assert_eq!(parse(&text[..TOKEN_LEN - 1]), Err(MalformedToken));
+        assert_eq!(parse(&format!("{text}0")), Err(MalformedToken));
+        assert_eq!(parse(&format!(" {}", &text[1..])), Err(MalformedToken));
+    }
+
+    #[test]
+    fn permanent_tokens_are_stable_per_user_and_generation() {
+        let key = PermanentKey::new(&[9u8; 32]).unwrap();
+        let a = key.derive(UserId(5), 1);
+        assert_eq!(a.secret, key.derive(UserId(5), 1).secret);
+        assert_ne!(a.secret, key.derive(UserId(5), 2).secret);
+        assert_ne!(a.secret, key.derive(UserId(6), 1).secret);
+        let other = PermanentKey::new(&[8u8; 32]).unwrap();
+        assert_ne!(a.secret, other.derive(UserId(5), 1).secret);
+        assert_eq!(parse(a.secret.expose()), Ok(a.parsed.clone()));
+        assert_eq!(a.parsed.token_id, TokenId::permanent(1));
+        assert!(PermanentKey::new(&[1u8; 31]).is_none());
+    }
+
+    #[test]
+    fn token_ids_sort_by_creation_time_and_parse_back() {
+        let older = TokenId::generate(1_000);
+        let newer = TokenId::generate(1_001);
+        assert!(older.to_string() < newer.to_string());
+        assert_eq!(TokenId::parse(&older.to_string()), Some(older));
+        assert_eq!(TokenId::parse("zz"), None);
+        assert_eq!(TokenId::parse(&older.to_string().to_uppercase()), None);
+        assert_eq!(TokenId::parse("+1234567890abcdef012"), None);
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let issued = generate(TokenKind::ApiKey, UserId(1), 1);
+        let shown = format!("{issued:?}");
+        assert!(!shown.contains(issued.secret.expose()));
+        assert!(!shown.contains(&issued.secret.expose()[5..20]));
+    }
+}

@@ -1,0 +1,478 @@
+//! The store and authentication against DynamoDB Local.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use shared::auth::authenticate;
+use shared::domain::{Abilities, CustomerId, Email, Role, TokenName, UserId, UserStatus};
+use shared::error::ApiError;
+use shared::mint::{mint, MintRequest};
+use shared::store::{now_ms, DynamoStore, Store, StoreError, TokenState};
+use shared::test_support::{add_user, new_user, random_hex, service, tenant, token_for};
+use shared::token::{self, TokenFamily, TokenKind};
+
+fn request(kind: TokenKind, expires_at: Option<u64>) -> MintRequest {
+    MintRequest {
+        kind,
+        name: TokenName::parse("key").unwrap(),
+        abilities: Abilities::full(),
+        expires_at,
+    }
+}
+
+#[tokio::test]
+async fn fifty_parallel_user_creates_get_fifty_distinct_ids() {
+    let (_, store) = service().await;
+    let platform = store.create_platform("Acme", now_ms()).await.unwrap();
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let store = store.clone();
+        let user = new_user(&platform, Role::User);
+        tasks.push(tokio::spawn(async move {
+            store.create_user(user, now_ms()).await
+        }));
+    }
+    let mut ids = HashSet::new();
+    for task in tasks {
+        let user = task.await.unwrap().unwrap();
+        assert!(ids.insert(user.id), "id {} handed out twice", user.id);
+        assert_eq!(store.get_user(user.id).await.unwrap(), Some(user));
+    }
+    assert_eq!(ids.len(), 50);
+}
+
+#[tokio::test]
+async fn emails_are_unique_per_platform_case_insensitively() {
+    let (_, store) = service().await;
+    let acme = store.create_platform("Acme", now_ms()).await.unwrap();
+    let other = store.create_platform("Other", now_ms()).await.unwrap();
+    let mut first = new_user(&acme, Role::User);
+    first.email = Email::parse("Jane@Example.com").unwrap();
+    let jane = add_user(&store, first).await;
+
+    let mut again = new_user(&acme, Role::User);
+    again.email = Email::parse("jane@EXAMPLE.com").unwrap();
+    assert!(matches!(
+        store.create_user(again.clone(), now_ms()).await,
+        Err(StoreError::EmailTaken)
+    ));
+
+    again.platform_id = other.id;
+    let elsewhere = store.create_user(again, now_ms()).await.unwrap();
+    assert_ne!(elsewhere.id, jane.id);
+
+    let found = store
+        .find_user_by_email(acme.id, &Email::parse("JANE@example.com").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(found.map(|u| u.id), Some(jane.id));
+    let found = store
+        .find_user_by_email(other.id, &Email::parse("jane@example.com").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(found.map(|u| u.id), Some(elsewhere.id));
+}
+
+#[tokio::test]
+async fn customer_ids_and_imported_ids_are_unique() {
+    let (_, store) = service().await;
+    let acme = store.create_platform("Acme", now_ms()).await.unwrap();
+    let customer = CustomerId::parse("048372910564").unwrap();
+    let mut first = new_user(&acme, Role::User);
+    first.customer_id = Some(customer.clone());
+    first.id = Some(UserId(1));
+    let first = add_user(&store, first).await;
+    assert_eq!(first.id, UserId(1));
+
+    let mut second = new_user(&acme, Role::User);
+    second.customer_id = Some(customer.clone());
+    assert!(matches!(
+        store.create_user(second, now_ms()).await,
+        Err(StoreError::CustomerIdTaken)
+    ));
+
+    let mut imported = new_user(&acme, Role::User);
+    imported.id = Some(UserId(1));
+    assert!(matches!(
+        store.create_user(imported, now_ms()).await,
+        Err(StoreError::UserIdTaken)
+    ));
+
+    // The counter starts at 1, which the import holds: allocation skips it.
+    let allocated = add_user(&store, new_user(&acme, Role::User)).await;
+    assert_eq!(allocated.id, UserId(2));
+
+    let found = store.find_user_by_customer_id(&customer).await.unwrap();
+    assert_eq!(found.map(|u| u.id), Some(first.id));
+
+    let mut missing_platform = new_user(&acme, Role::User);
+    missing_platform.platform_id = shared::domain::PlatformId(999_999);
+    assert!(matches!(
+        store.create_user(missing_platform, now_ms()).await,
+        Err(StoreError::PlatformNotFound)
+    ));
+}
+
+#[tokio::test]
+async fn expired_tokens_are_rejected_and_unlisted_while_the_item_remains() {
+    let (_, store) = service().await;
+    let t = tenant(&store).await;
+    let now = now_ms();
+    let expired = mint(
+        &store,
+        &t.user,
+        request(TokenKind::ApiKey, Some(now / 1000 - 1)),
+        100,
+        now,
+    )
+    .await
+    .unwrap();
+    let live = mint(
+        &store,
+        &t.user,
+        request(TokenKind::ApiKey, Some(now / 1000 + 3600)),
+        100,
+        now,
+    )
+    .await
+    .unwrap();
+
+    let result = authenticate(&store, Some(expired.secret.expose()), now_ms()).await;
+    assert!(matches!(result, Err(ApiError::Unauthenticated)));
+    let principal = authenticate(&store, Some(live.secret.expose()), now_ms())
+        .await
+        .unwrap();
+    assert_eq!(principal.user_id, t.user.id);
+
+    let listed: Vec<_> = store
+        .list_tokens(t.user.id, TokenFamily::ApiKeys, now_ms())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert!(listed.contains(&live.record.id));
+    assert!(!listed.contains(&expired.record.id));
+
+    // DynamoDB's TTL has not removed it: the item is still there.
+    let raw = store
+        .get_token(t.user.id, TokenFamily::ApiKeys, expired.record.id)
+        .await
+        .unwrap()
+        .expect("item still stored");
+    assert_eq!(raw.state(now_ms()), TokenState::Expired);
+}
+
+#[tokio::test]
+async fn a_revoked_token_fails_on_the_very_next_read() {
+    let (_, store) = service().await;
+    let t = tenant(&store).await;
+    let minted = mint(
+        &store,
+        &t.user,
+        request(TokenKind::Personal, None),
+        100,
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    assert!(authenticate(&store, Some(minted.secret.expose()), now_ms())
+        .await
+        .is_ok());
+    let revoked = store
+        .revoke_token(t.user.id, TokenFamily::Personal, minted.record.id, now_ms())
+        .await
+        .unwrap();
+    assert!(revoked);
+    assert!(matches!(
+        authenticate(&store, Some(minted.secret.expose()), now_ms()).await,
+        Err(ApiError::Unauthenticated)
+    ));
+    // Revoking twice finds nothing live.
+    assert!(!store
+        .revoke_token(t.user.id, TokenFamily::Personal, minted.record.id, now_ms())
+        .await
+        .unwrap());
+    // Another user's partition never holds it.
+    assert!(!store
+        .revoke_token(
+            t.admin.id,
+            TokenFamily::Personal,
+            minted.record.id,
+            now_ms()
+        )
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn malformed_tokens_are_refused_without_a_database_call() {
+    let (_, working) = service().await;
+    let t = tenant(&working).await;
+    // A store whose table does not exist: any read would fail with 503, not 401.
+    let broken = DynamoStore::new(
+        working.client().clone(),
+        format!("missing-{}", random_hex(4)),
+    );
+    let mut flipped = t.user_token.clone();
+    let last = flipped.pop().unwrap();
+    flipped.push(if last == 'a' { 'b' } else { 'a' });
+    for presented in [flipped.as_str(), "", "garbage", &t.user_token[..20]] {
+        assert!(matches!(
+            authenticate(&broken, Some(presented), now_ms()).await,
+            Err(ApiError::Unauthenticated)
+        ));
+    }
+    // Control: a well-formed token does reach the (broken) database.
+    assert!(matches!(
+        authenticate(&broken, Some(&t.user_token), now_ms()).await,
+        Err(ApiError::Unavailable)
+    ));
+    // And the flipped token is refused by the working store too.
+    assert!(matches!(
+        authenticate(&working, Some(&flipped), now_ms()).await,
+        Err(ApiError::Unauthenticated)
+    ));
+}
+
+#[tokio::test]
+async fn a_forged_secret_for_a_real_record_is_refused() {
+    let (_, store) = service().await;
+    let t = tenant(&store).await;
+    let real = token::parse(&t.user_token).unwrap();
+    // Same user and record id but another secret: only the hash comparison can refuse it.
+    let other = token_for(&store, &t.user, TokenKind::ApiKey, Abilities::full()).await;
+    let other = token::parse(&other).unwrap();
+    assert_ne!(real.hash, other.hash);
+    let record = store
+        .get_token(t.user.id, TokenFamily::ApiKeys, real.token_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.hash.matches(&real.hash));
+    assert!(!record.hash.matches(&other.hash));
+}
+
+#[tokio::test]
+async fn blocking_a_user_stops_its_tokens_and_new_ones() {
+    let (_, store) = service().await;
+    let t = tenant(&store).await;
+    store
+        .set_user_status(t.user.id, UserStatus::Blocked)
+        .await
+        .unwrap();
+    assert!(matches!(
+        authenticate(&store, Some(&t.user_token), now_ms()).await,
+        Err(ApiError::Unauthenticated)
+    ));
+    assert!(matches!(
+        mint(
+            &store,
+            &t.user,
+            request(TokenKind::ApiKey, None),
+            100,
+            now_ms()
+        )
+        .await,
+        Err(StoreError::UserBlocked)
+    ));
+    store
+        .set_user_status(t.user.id, UserStatus::Active)
+        .await
+        .unwrap();
+    assert!(authenticate(&store, Some(&t.user_token), now_ms())
+        .await
+        .is_ok());
+    assert!(matches!(
+        store
+            .set_user_status(UserId(987_654), UserStatus::Blocked)
+            .await,
+        Err(StoreError::UserNotFound)
+    ));
+}
+
+#[tokio::test]
+async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
+    let (_, store) = service().await;
+    let t = tenant(&store).await;
+    let store = Arc::new(store);
+    let cap = 4;
+    // The tenant's user already holds one API key.
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let store = store.clone();
+        let owner = t.user.clone();
+        let kind = if i % 2 == 0 {
+            TokenKind::ApiKey
+        } else {
+            TokenKind::Personal
+        };
+        tasks.push(tokio::spawn(async move {
+            mint(store.as_ref(), &owner, request(kind, None), cap, now_ms()).await
+        }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(StoreError::TokenLimitReached { max }) => assert_eq!(max, cap),
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(created, cap - 1);
+    let live = store
+        .list_tokens(t.user.id, TokenFamily::ApiKeys, now_ms())
+        .await
+        .unwrap()
+        .len()
+        + store
+            .list_tokens(t.user.id, TokenFamily::Personal, now_ms())
+            .await
+            .unwrap()
+            .len();
+    assert_eq!(live as u32, cap);
+
+    // Customer tokens are not capped.
+    mint(
+        store.as_ref(),
+        &t.user,
+        request(TokenKind::Customer, None),
+        cap,
+        now_ms(),
+    )
+    .await
+    .unwrap();
+
+    // Revoking one frees a slot.
+    let newest = store
+        .list_tokens(t.user.id, TokenFamily::ApiKeys, now_ms())
+        .await
+        .unwrap()[0]
+        .clone();
+    assert!(store
+        .revoke_token(t.user.id, TokenFamily::ApiKeys, newest.id, now_ms())
+        .await
+        .unwrap());
+    // Fill it with a token that expires at once; its slot comes back when the cap is hit.
+    let soon = now_ms() / 1000 + 1;
+    mint(
+        store.as_ref(),
+        &t.user,
+        request(TokenKind::ApiKey, Some(soon)),
+        cap,
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    let later = (soon + 1) * 1000;
+    mint(
+        store.as_ref(),
+        &t.user,
+        request(TokenKind::ApiKey, None),
+        cap,
+        later,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        mint(
+            store.as_ref(),
+            &t.user,
+            request(TokenKind::ApiKey, None),
+            cap,
+            later
+        )
+        .await,
+        Err(StoreError::TokenLimitReached { .. })
+    ));
+}
+
+#[tokio::test]
+async fn listings_are_newest_first_and_per_family() {
+    let (_, store) = service().await;
+    let t = tenant(&store).await;
+    let mut ids = Vec::new();
+    for offset in 1..=3 {
+        let minted = mint(
+            &store,
+            &t.admin,
+            request(TokenKind::WhiteLabel, None),
+            100,
+            now_ms() + offset,
+        )
+        .await
+        .unwrap();
+        ids.push(minted.record.id);
+    }
+    let personal = mint(
+        &store,
+        &t.admin,
+        request(TokenKind::Personal, None),
+        100,
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    let listed: Vec<_> = store
+        .list_tokens(t.admin.id, TokenFamily::ApiKeys, now_ms())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    // Three white-label tokens (same family as API keys) and the tenant's API key, newest first.
+    assert_eq!(listed.len(), 4);
+    assert_eq!(&listed[..3], &[ids[2], ids[1], ids[0]]);
+    let personal_list = store
+        .list_tokens(t.admin.id, TokenFamily::Personal, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(personal_list.len(), 1);
+    assert_eq!(personal_list[0].id, personal.record.id);
+}
+
+#[tokio::test]
+async fn the_permanent_token_is_written_once_and_authenticates() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let key = service.config.permanent_key().unwrap();
+    let issued = key.derive(t.user.id, t.user.permanent_generation);
+    let new = shared::store::NewToken {
+        parsed: issued.parsed.clone(),
+        name: "permanent".into(),
+        abilities: Abilities::full(),
+        created_at_ms: now_ms(),
+        expires_at: None,
+    };
+    store
+        .ensure_permanent_token(&t.user, new.clone())
+        .await
+        .unwrap();
+    let user = store.get_user(t.user.id).await.unwrap().unwrap();
+    assert!(user.permanent_issued);
+    // A second call (even with a stale profile) changes nothing and fails nothing.
+    store.ensure_permanent_token(&t.user, new).await.unwrap();
+    let principal = authenticate(&store, Some(issued.secret.expose()), now_ms())
+        .await
+        .unwrap();
+    assert_eq!(principal.kind, TokenKind::Permanent);
+
+    // Only the hash is stored.
+    let item = store
+        .client()
+        .get_item()
+        .table_name(store.table())
+        .key("pk", AttributeValue::S(format!("USER#{}", t.user.id)))
+        .key(
+            "sk",
+            AttributeValue::S(format!("TOKEN#u#{}", issued.parsed.token_id)),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert!(!format!("{item:?}").contains(issued.secret.expose()));
+}
