@@ -2,7 +2,7 @@
 
 use crate::domain::{Abilities, PlatformId, Role, UserId};
 use crate::error::ApiError;
-use crate::store::{Store, TokenState};
+use crate::store::{Owner, Store, TokenState};
 use crate::token::{self, TokenId, TokenKind};
 
 /// Who is calling: the verified token and its owner.
@@ -17,6 +17,15 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The caller as the owner of tokens it mints for itself.
+    pub fn owner(&self) -> Owner {
+        Owner {
+            id: self.user_id,
+            platform_id: self.platform_id,
+            role: self.role,
+        }
+    }
+
     /// Minting tokens for other users takes an admin's full-access token.
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.role == Role::Admin && self.abilities.is_full() {

@@ -56,6 +56,14 @@ pub fn route<R: Copy>(
     }
 }
 
+/// Whether any route matches `path`, whatever the method.
+pub fn serves<R: Copy>(routes: &[Route<R>], path: &str) -> bool {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    routes
+        .iter()
+        .any(|r| match_suffix(r.pattern, &segments).is_some())
+}
+
 fn match_suffix(pattern: &str, segments: &[&str]) -> Option<(Vec<String>, String)> {
     let wanted: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
     let tail = segments.get(segments.len().checked_sub(wanted.len())?..)?;

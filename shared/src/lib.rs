@@ -12,3 +12,4 @@ pub mod store;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod token;
+pub mod validate;

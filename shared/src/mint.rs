@@ -1,7 +1,8 @@
 //! Minting: the one path from a request for a token to a stored record and a plaintext.
 
+use crate::domain::UserStatus;
 use crate::domain::{Abilities, TokenName};
-use crate::store::{NewToken, Store, StoreError, TokenRecord, User};
+use crate::store::{NewToken, Owner, Store, StoreError, TokenRecord};
 use crate::token::{self, TokenKind, TokenSecret};
 
 /// What to mint.
@@ -24,7 +25,7 @@ pub struct Minted {
 /// Generates a token for `owner` and stores its hash, within the per-user cap.
 pub async fn mint(
     store: &dyn Store,
-    owner: &User,
+    owner: Owner,
     request: MintRequest,
     cap: u32,
     now_ms: u64,
@@ -37,7 +38,7 @@ pub async fn mint(
         created_at_ms: now_ms,
         expires_at: request.expires_at,
     };
-    let record = new.record(owner);
+    let record = new.record(owner, UserStatus::Active);
     store.create_token(owner, new, cap, now_ms).await?;
     Ok(Minted {
         secret: issued.secret,

@@ -13,7 +13,7 @@ use crate::domain::{Abilities, Email, Role, TokenName, UserStatus, Workspace, Wo
 use crate::mint::{mint, MintRequest};
 use crate::service::Service;
 use crate::store::schema::create_table;
-use crate::store::{now_ms, DynamoStore, NewUser, Platform, Store, User};
+use crate::store::{now_ms, DynamoStore, NewUser, Owner, Platform, Store, User};
 use crate::token::{fill_random, TokenKind};
 
 /// A random lowercase hex string of `bytes` bytes.
@@ -93,7 +93,7 @@ pub async fn token_for(
         abilities,
         expires_at: None,
     };
-    mint(store, owner, request, u32::MAX, now_ms())
+    mint(store, Owner::from(owner), request, u32::MAX, now_ms())
         .await
         .expect("mint token")
         .secret

@@ -5,9 +5,9 @@
 //! * `tkn` is the product prefix secret scanners look for, the fourth letter is the kind
 //!   (`a` API key, `p` personal access token, `w` white-label token, `c` customer token,
 //!   `u` permanent user token), then `_`;
-//! * 57 base62 characters encode 42 bytes: the owner's user id (8 bytes, big-endian), the token
-//!   record id (10 bytes: 48 bits of milliseconds since the epoch then 32 random bits) and the
-//!   secret (24 bytes, 192 bits from the OS CSPRNG);
+//! * 57 base62 characters encode 42 bytes, read as one big-endian number: the secret (24 bytes,
+//!   192 bits from the OS CSPRNG), the owner's user id (8 bytes) and the token record id
+//!   (10 bytes: 48 bits of milliseconds since the epoch then 32 random bits);
 //! * the last 6 base62 characters are the CRC-32 of everything before them, so a mistyped or
 //!   truncated token is rejected before any database read (as GitHub's tokens are).
 //!
@@ -172,6 +172,33 @@ impl fmt::Debug for TokenId {
     }
 }
 
+/// The id a token is known by in responses and to `tokenctl`: `<owner user id>-<record id>`.
+/// Like the token itself it names its owner, so it locates the record without an index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PublicTokenId {
+    pub user_id: UserId,
+    pub token_id: TokenId,
+}
+
+impl PublicTokenId {
+    pub fn parse(text: &str) -> Option<PublicTokenId> {
+        let (user, id) = text.split_once('-')?;
+        if user.is_empty() || !user.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(PublicTokenId {
+            user_id: UserId(user.parse().ok()?),
+            token_id: TokenId::parse(id)?,
+        })
+    }
+}
+
+impl fmt::Display for PublicTokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.user_id, self.token_id)
+    }
+}
+
 /// The SHA-256 of a token, the only form in which it is stored.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct TokenHash(pub [u8; 32]);
@@ -279,9 +306,9 @@ fn assemble(
     secret: &[u8; SECRET_BYTES],
 ) -> IssuedToken {
     let mut payload = [0u8; PAYLOAD_BYTES];
-    payload[..8].copy_from_slice(&user_id.0.to_be_bytes());
-    payload[8..8 + TokenId::LEN].copy_from_slice(&token_id.0);
-    payload[8 + TokenId::LEN..].copy_from_slice(secret);
+    payload[..SECRET_BYTES].copy_from_slice(secret);
+    payload[SECRET_BYTES..SECRET_BYTES + 8].copy_from_slice(&user_id.0.to_be_bytes());
+    payload[SECRET_BYTES + 8..].copy_from_slice(&token_id.0);
     let mut text = String::with_capacity(TOKEN_LEN);
     text.push_str(PREFIX);
     text.push(kind.letter() as char);
@@ -325,9 +352,9 @@ pub fn parse(text: &str) -> Result<ParsedToken, MalformedToken> {
         .try_into()
         .map_err(|_| MalformedToken)?;
     let mut user = [0u8; 8];
-    user.copy_from_slice(&payload[..8]);
+    user.copy_from_slice(&payload[SECRET_BYTES..SECRET_BYTES + 8]);
     let mut token_id = [0u8; TokenId::LEN];
-    token_id.copy_from_slice(&payload[8..8 + TokenId::LEN]);
+    token_id.copy_from_slice(&payload[SECRET_BYTES + 8..]);
     Ok(ParsedToken {
         kind,
         user_id: UserId(u64::from_be_bytes(user)),
@@ -511,6 +538,28 @@ mod tests {
         assert_eq!(TokenId::parse("zz"), None);
         assert_eq!(TokenId::parse(&older.to_string().to_uppercase()), None);
         assert_eq!(TokenId::parse("+1234567890abcdef012"), None);
+    }
+
+    #[test]
+    fn public_ids_name_owner_and_record() {
+        let id = PublicTokenId {
+            user_id: UserId(42),
+            token_id: TokenId::generate(5),
+        };
+        let text = id.to_string();
+        assert!(text.starts_with("42-"));
+        assert_eq!(PublicTokenId::parse(&text), Some(id));
+        for bad in [
+            "",
+            "42",
+            "-abc",
+            "x-0000",
+            "42-",
+            &text[1..],
+            &format!("+{text}"),
+        ] {
+            assert_eq!(PublicTokenId::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

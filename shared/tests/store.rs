@@ -12,6 +12,10 @@ use shared::store::{now_ms, DynamoStore, Store, StoreError, TokenState};
 use shared::test_support::{add_user, new_user, random_hex, service, tenant, token_for};
 use shared::token::{self, TokenFamily, TokenKind};
 
+fn owner(user: &shared::store::User) -> shared::store::Owner {
+    shared::store::Owner::from(user)
+}
+
 fn request(kind: TokenKind, expires_at: Option<u64>) -> MintRequest {
     MintRequest {
         kind,
@@ -122,7 +126,7 @@ async fn expired_tokens_are_rejected_and_unlisted_while_the_item_remains() {
     let now = now_ms();
     let expired = mint(
         &store,
-        &t.user,
+        owner(&t.user),
         request(TokenKind::ApiKey, Some(now / 1000 - 1)),
         100,
         now,
@@ -131,7 +135,7 @@ async fn expired_tokens_are_rejected_and_unlisted_while_the_item_remains() {
     .unwrap();
     let live = mint(
         &store,
-        &t.user,
+        owner(&t.user),
         request(TokenKind::ApiKey, Some(now / 1000 + 3600)),
         100,
         now,
@@ -171,7 +175,7 @@ async fn a_revoked_token_fails_on_the_very_next_read() {
     let t = tenant(&store).await;
     let minted = mint(
         &store,
-        &t.user,
+        owner(&t.user),
         request(TokenKind::Personal, None),
         100,
         now_ms(),
@@ -270,7 +274,7 @@ async fn blocking_a_user_stops_its_tokens_and_new_ones() {
     assert!(matches!(
         mint(
             &store,
-            &t.user,
+            owner(&t.user),
             request(TokenKind::ApiKey, None),
             100,
             now_ms()
@@ -303,14 +307,21 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
     let mut tasks = Vec::new();
     for i in 0..12 {
         let store = store.clone();
-        let owner = t.user.clone();
+        let user = t.user.clone();
         let kind = if i % 2 == 0 {
             TokenKind::ApiKey
         } else {
             TokenKind::Personal
         };
         tasks.push(tokio::spawn(async move {
-            mint(store.as_ref(), &owner, request(kind, None), cap, now_ms()).await
+            mint(
+                store.as_ref(),
+                owner(&user),
+                request(kind, None),
+                cap,
+                now_ms(),
+            )
+            .await
         }));
     }
     let mut created = 0;
@@ -337,7 +348,7 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
     // Customer tokens are not capped.
     mint(
         store.as_ref(),
-        &t.user,
+        owner(&t.user),
         request(TokenKind::Customer, None),
         cap,
         now_ms(),
@@ -359,7 +370,7 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
     let soon = now_ms() / 1000 + 1;
     mint(
         store.as_ref(),
-        &t.user,
+        owner(&t.user),
         request(TokenKind::ApiKey, Some(soon)),
         cap,
         now_ms(),
@@ -369,7 +380,7 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
     let later = (soon + 1) * 1000;
     mint(
         store.as_ref(),
-        &t.user,
+        owner(&t.user),
         request(TokenKind::ApiKey, None),
         cap,
         later,
@@ -379,7 +390,7 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
     assert!(matches!(
         mint(
             store.as_ref(),
-            &t.user,
+            owner(&t.user),
             request(TokenKind::ApiKey, None),
             cap,
             later
@@ -397,7 +408,7 @@ async fn listings_are_newest_first_and_per_family() {
     for offset in 1..=3 {
         let minted = mint(
             &store,
-            &t.admin,
+            owner(&t.admin),
             request(TokenKind::WhiteLabel, None),
             100,
             now_ms() + offset,
@@ -408,7 +419,7 @@ async fn listings_are_newest_first_and_per_family() {
     }
     let personal = mint(
         &store,
-        &t.admin,
+        owner(&t.admin),
         request(TokenKind::Personal, None),
         100,
         now_ms(),

@@ -1,1 +1,4 @@
-fn main() {}
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::service::run_function(admin_token::handle, |_| Ok(())).await
+}

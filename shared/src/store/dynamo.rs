@@ -16,7 +16,7 @@ use super::item::{
     n, platform_from_item, platform_item, s, token_from_item, token_item, token_sort_prefix,
     user_from_item, user_item, user_partition, Item, Key,
 };
-use super::{NewToken, NewUser, Platform, Store, StoreError, TokenRecord, TokenState, User};
+use super::{NewToken, NewUser, Owner, Platform, Store, StoreError, TokenRecord, TokenState, User};
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
 use crate::token::{fill_random, TokenFamily, TokenId};
 
@@ -509,16 +509,13 @@ impl Store for DynamoStore {
 
     async fn create_token(
         &self,
-        owner: &User,
+        owner: Owner,
         token: NewToken,
         cap: u32,
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let family = token.parsed.kind.family();
-        let record = TokenRecord {
-            owner_status: UserStatus::Active,
-            ..token.record(owner)
-        };
+        let record = token.record(owner, UserStatus::Active);
         let mut released_once = false;
         loop {
             let items = vec![
@@ -632,7 +629,7 @@ impl Store for DynamoStore {
             let items = vec![
                 TransactWriteItem::builder().condition_check(check).build(),
                 self.put(
-                    token_item(&token.record(&owner)),
+                    token_item(&token.record(Owner::from(&owner), owner.status)),
                     "attribute_not_exists(pk)",
                 )?,
             ];

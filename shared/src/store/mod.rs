@@ -14,7 +14,7 @@ pub use dynamo::DynamoStore;
 use crate::domain::{
     Abilities, CustomerId, Email, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
-use crate::token::{ParsedToken, TokenFamily, TokenHash, TokenId, TokenKind};
+use crate::token::{ParsedToken, PublicTokenId, TokenFamily, TokenHash, TokenId, TokenKind};
 
 /// A white-label or agency tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +51,24 @@ impl User {
         self.workspaces
             .iter()
             .any(|w| w.status == WorkspaceStatus::Active)
+    }
+}
+
+/// The owner fields a token record copies, from a profile or from a verified caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub id: UserId,
+    pub platform_id: PlatformId,
+    pub role: Role,
+}
+
+impl From<&User> for Owner {
+    fn from(user: &User) -> Owner {
+        Owner {
+            id: user.id,
+            platform_id: user.platform_id,
+            role: user.role,
+        }
     }
 }
 
@@ -98,6 +116,14 @@ pub enum TokenState {
 }
 
 impl TokenRecord {
+    /// The id responses and `tokenctl` show.
+    pub fn public_id(&self) -> PublicTokenId {
+        PublicTokenId {
+            user_id: self.user_id,
+            token_id: self.id,
+        }
+    }
+
     /// A token is live until revoked, until its `expires_at` second has begun, and while its
     /// owner is active. DynamoDB deletes expired items only eventually, so every read asks this.
     pub fn state(&self, now_ms: u64) -> TokenState {
@@ -127,8 +153,8 @@ pub struct NewToken {
 }
 
 impl NewToken {
-    /// The record as it is first written for `owner`.
-    pub fn record(&self, owner: &User) -> TokenRecord {
+    /// The record as it is first written for `owner`, whose status is `owner_status`.
+    pub fn record(&self, owner: Owner, owner_status: UserStatus) -> TokenRecord {
         TokenRecord {
             id: self.parsed.token_id,
             user_id: owner.id,
@@ -142,7 +168,7 @@ impl NewToken {
             last_used_at_ms: None,
             revoked_at_ms: None,
             owner_role: owner.role,
-            owner_status: owner.status,
+            owner_status,
         }
     }
 }
@@ -208,7 +234,7 @@ pub trait Store: Send + Sync {
     /// whatever the concurrency.
     async fn create_token(
         &self,
-        owner: &User,
+        owner: Owner,
         token: NewToken,
         cap: u32,
         now_ms: u64,

@@ -1,1 +1,461 @@
-fn main() {}
+//! `tokenctl`: the operator CLI. Creates the table, manages the directory, mints bootstrap keys
+//! and serves every route locally. Reads `TABLE_NAME`, `AWS_ENDPOINT_URL_DYNAMODB` and
+//! `AWS_REGION` like the functions do; `--json` prints one JSON object.
+
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use shared::domain::{
+    Abilities, CustomerId, Email, PlatformId, Role, TokenName, UserId, UserStatus, Workspace,
+    WorkspaceStatus,
+};
+use shared::mint::{mint, MintRequest};
+use shared::service::Service;
+use shared::store::schema::{create_table, TableOutcome};
+use shared::store::{now_ms, NewUser, Owner, Store, StoreError, User};
+use shared::token::{PublicTokenId, TokenFamily, TokenKind};
+
+#[derive(Parser)]
+#[command(
+    name = "tokenctl",
+    version,
+    about = "Operate the token service's table and directory"
+)]
+struct Cli {
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the table (the definition template.yaml declares) if it is missing.
+    Init,
+    /// Platforms (white-label and agency tenants).
+    #[command(subcommand)]
+    Platform(PlatformCommand),
+    /// Users of the directory.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Tokens: bootstrap keys and revocation.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// A demo platform with an admin and users; prints their keys.
+    SeedDemo,
+    /// Serve every route on 127.0.0.1.
+    Serve {
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlatformCommand {
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    Create(CreateUser),
+    Block { id: u64 },
+    Unblock { id: u64 },
+}
+
+#[derive(Args)]
+struct CreateUser {
+    #[arg(long)]
+    platform: u64,
+    #[arg(long)]
+    email: String,
+    #[arg(long)]
+    name: String,
+    /// Import the id the user already has in the platform's own system.
+    #[arg(long)]
+    id: Option<u64>,
+    #[arg(long)]
+    admin: bool,
+    /// 12 digits, unique.
+    #[arg(long = "customer-id")]
+    customer_id: Option<String>,
+    #[arg(long = "workspace")]
+    workspaces: Vec<String>,
+    #[arg(long = "inactive-workspace")]
+    inactive_workspaces: Vec<String>,
+    #[arg(long)]
+    blocked: bool,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// An API key for a user (an admin's first key, say).
+    Mint {
+        #[arg(long)]
+        user: u64,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated; full access when omitted.
+        #[arg(long, value_delimiter = ',')]
+        abilities: Option<Vec<String>>,
+        #[arg(long = "expires-in-days")]
+        expires_in_days: Option<u64>,
+    },
+    /// Revoke a token by the id `token mint` and the listings show.
+    Revoke { id: String },
+}
+
+/// A failure the operator can act on.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve { .. }) {
+        shared::service::init_tracing();
+    }
+    match run(cli.command).await {
+        Ok(output) => {
+            if cli.json {
+                println!("{output}");
+            } else {
+                print_text(&output);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if cli.json {
+                println!("{}", json!({ "error": e.to_string() }));
+            } else {
+                eprintln!("tokenctl: {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_text(output: &Value) {
+    if let Value::Object(fields) = output {
+        for (key, value) in fields {
+            match value {
+                Value::String(text) => println!("{key}: {text}"),
+                other => println!("{key}: {other}"),
+            }
+        }
+    }
+}
+
+async fn service() -> Result<Service, CliError> {
+    Service::from_env()
+        .await
+        .map_err(|e| CliError::Setup(e.to_string()))
+}
+
+async fn run(command: Command) -> Result<Value, CliError> {
+    let service = service().await?;
+    let store = service.store.as_ref();
+    let now = now_ms();
+    match command {
+        Command::Init => {
+            let client = shared::config::dynamodb_client().await;
+            let outcome = create_table(&client, &service.config.table_name).await?;
+            Ok(json!({
+                "table": service.config.table_name,
+                "created": outcome == TableOutcome::Created,
+            }))
+        }
+        Command::Platform(PlatformCommand::Create { name }) => {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 255 {
+                return Err(CliError::Usage("--name must be 1 to 255 characters".into()));
+            }
+            let platform = store.create_platform(name, now).await?;
+            Ok(json!({"id": platform.id, "name": platform.name}))
+        }
+        Command::User(UserCommand::Create(args)) => {
+            let user = store
+                .create_user(new_user(args)?, now)
+                .await
+                .map_err(explain)?;
+            Ok(json!({
+                "id": user.id,
+                "customer_id": user.customer_id.as_ref().map(CustomerId::as_str),
+                "platform_id": user.platform_id,
+                "email": user.email,
+                "role": user.role.as_str(),
+                "status": user.status.as_str(),
+            }))
+        }
+        Command::User(UserCommand::Block { id }) => {
+            set_status(store, id, UserStatus::Blocked).await
+        }
+        Command::User(UserCommand::Unblock { id }) => {
+            set_status(store, id, UserStatus::Active).await
+        }
+        Command::Token(TokenCommand::Mint {
+            user,
+            name,
+            abilities,
+            expires_in_days,
+        }) => {
+            let owner = store
+                .get_user(UserId(user))
+                .await?
+                .ok_or_else(|| CliError::Usage(format!("no user with id {user}")))?;
+            let abilities = match abilities {
+                None => Abilities::full(),
+                Some(list) => Abilities::parse(list).map_err(|_| {
+                    CliError::Usage(
+                        "--abilities takes 1 to 50 comma-separated abilities without spaces".into(),
+                    )
+                })?,
+            };
+            let expires_at = match expires_in_days {
+                None => None,
+                Some(days @ 1..=3650) => Some(now / 1000 + days * 86_400),
+                Some(_) => {
+                    return Err(CliError::Usage(
+                        "--expires-in-days must be from 1 to 3650".into(),
+                    ))
+                }
+            };
+            let name = TokenName::parse(&name)
+                .map_err(|_| CliError::Usage("--name must be 1 to 255 characters".into()))?;
+            let request = MintRequest {
+                kind: TokenKind::ApiKey,
+                name,
+                abilities,
+                expires_at,
+            };
+            let cap = service.config.max_tokens_per_user;
+            let minted = mint(store, Owner::from(&owner), request, cap, now)
+                .await
+                .map_err(explain)?;
+            Ok(json!({
+                "id": minted.record.public_id().to_string(),
+                "token": minted.secret.expose(),
+                "user_id": owner.id,
+                "kind": minted.record.kind.as_str(),
+                "abilities": minted.record.abilities,
+                "expires_at": minted.record.expires_at,
+            }))
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            let id = PublicTokenId::parse(&id).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "{id:?} is not a token id (USER-HEX, as `token mint` prints)"
+                ))
+            })?;
+            for family in [
+                TokenFamily::ApiKeys,
+                TokenFamily::Personal,
+                TokenFamily::Customer,
+                TokenFamily::Permanent,
+            ] {
+                if store
+                    .revoke_token(id.user_id, family, id.token_id, now)
+                    .await?
+                {
+                    return Ok(json!({"id": id.to_string(), "revoked": true}));
+                }
+            }
+            Err(CliError::Usage(format!("no live token with id {id}")))
+        }
+        Command::SeedDemo => seed_demo(&service, now).await,
+        Command::Serve { port } => {
+            if service.config.permanent_key().is_err() {
+                eprintln!(
+                    "warning: PERMANENT_TOKEN_KEY is not set; /ext/get-user-token will answer 503"
+                );
+            }
+            let service: &'static Service = Box::leak(Box::new(service));
+            serve::serve(service, port)
+                .await
+                .map_err(|e| CliError::Setup(format!("cannot serve on 127.0.0.1:{port}: {e}")))?;
+            Ok(json!({}))
+        }
+    }
+}
+
+fn explain(error: StoreError) -> CliError {
+    match error {
+        StoreError::Unavailable(_) | StoreError::Corrupt(_) => CliError::Store(error),
+        other => CliError::Usage(other.to_string()),
+    }
+}
+
+fn new_user(args: CreateUser) -> Result<NewUser, CliError> {
+    let email = Email::parse(&args.email)
+        .ok_or_else(|| CliError::Usage(format!("{:?} is not an email address", args.email)))?;
+    let customer_id = args
+        .customer_id
+        .map(|c| {
+            CustomerId::parse(&c)
+                .ok_or_else(|| CliError::Usage("--customer-id must be exactly 12 digits".into()))
+        })
+        .transpose()?;
+    let name = args.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 255 {
+        return Err(CliError::Usage("--name must be 1 to 255 characters".into()));
+    }
+    if args.id == Some(0) {
+        return Err(CliError::Usage("--id must be a positive integer".into()));
+    }
+    let workspace = |status| move |name: String| Workspace { name, status };
+    let workspaces = args
+        .workspaces
+        .into_iter()
+        .map(workspace(WorkspaceStatus::Active))
+        .chain(
+            args.inactive_workspaces
+                .into_iter()
+                .map(workspace(WorkspaceStatus::Inactive)),
+        )
+        .collect();
+    Ok(NewUser {
+        id: args.id.map(UserId),
+        platform_id: PlatformId(args.platform),
+        name,
+        email,
+        role: if args.admin { Role::Admin } else { Role::User },
+        status: if args.blocked {
+            UserStatus::Blocked
+        } else {
+            UserStatus::Active
+        },
+        customer_id,
+        workspaces,
+    })
+}
+
+async fn set_status(store: &dyn Store, id: u64, status: UserStatus) -> Result<Value, CliError> {
+    store
+        .set_user_status(UserId(id), status)
+        .await
+        .map_err(explain)?;
+    Ok(json!({"id": id, "status": status.as_str()}))
+}
+
+/// Ids the demo directory uses, so `seed-demo` finds it again on a persistent table.
+const DEMO_ADMIN: UserId = UserId(1001);
+const DEMO_USER: UserId = UserId(1002);
+const DEMO_BLOCKED: UserId = UserId(1003);
+const DEMO_CUSTOMER: &str = "048372910564";
+
+async fn seed_demo(service: &Service, now: u64) -> Result<Value, CliError> {
+    let store = service.store.as_ref();
+    let admin = match store.get_user(DEMO_ADMIN).await? {
+        Some(admin) => admin,
+        None => {
+            let platform = store.create_platform("Demo Platform", now).await?;
+            let demo =
+                |id, email: &str, name: &str, role, status, customer: Option<&str>| NewUser {
+                    id: Some(id),
+                    platform_id: platform.id,
+                    name: name.to_string(),
+                    email: Email::parse(email).expect("demo email"),
+                    role,
+                    status,
+                    customer_id: customer.and_then(CustomerId::parse),
+                    workspaces: vec![Workspace {
+                        name: "Main".into(),
+                        status: WorkspaceStatus::Active,
+                    }],
+                };
+            let admin = store
+                .create_user(
+                    demo(
+                        DEMO_ADMIN,
+                        "admin@demo.test",
+                        "Demo Admin",
+                        Role::Admin,
+                        UserStatus::Active,
+                        None,
+                    ),
+                    now,
+                )
+                .await
+                .map_err(explain)?;
+            store
+                .create_user(
+                    demo(
+                        DEMO_USER,
+                        "john@example.com",
+                        "John Doe",
+                        Role::User,
+                        UserStatus::Active,
+                        Some(DEMO_CUSTOMER),
+                    ),
+                    now,
+                )
+                .await
+                .map_err(explain)?;
+            store
+                .create_user(
+                    demo(
+                        DEMO_BLOCKED,
+                        "blocked@example.com",
+                        "Blocked Bob",
+                        Role::User,
+                        UserStatus::Blocked,
+                        None,
+                    ),
+                    now,
+                )
+                .await
+                .map_err(explain)?;
+            admin
+        }
+    };
+    let user = store
+        .get_user(DEMO_USER)
+        .await?
+        .ok_or_else(|| CliError::Setup("the demo user is missing".into()))?;
+    let admin_key = demo_key(service, &admin, now).await?;
+    let user_key = demo_key(service, &user, now).await?;
+    Ok(json!({
+        "platform_id": admin.platform_id,
+        "admin_id": admin.id,
+        "admin_email": admin.email,
+        "admin_key": admin_key,
+        "user_id": user.id,
+        "user_email": user.email,
+        "user_customer_id": DEMO_CUSTOMER,
+        "user_key": user_key,
+        "blocked_user_id": DEMO_BLOCKED,
+    }))
+}
+
+async fn demo_key(service: &Service, owner: &User, now: u64) -> Result<String, CliError> {
+    let request = MintRequest {
+        kind: TokenKind::ApiKey,
+        name: TokenName::parse("demo").expect("demo name"),
+        abilities: Abilities::full(),
+        expires_at: None,
+    };
+    let minted = mint(
+        service.store.as_ref(),
+        Owner::from(owner),
+        request,
+        service.config.max_tokens_per_user,
+        now,
+    )
+    .await
+    .map_err(explain)?;
+    Ok(minted.secret.expose().to_string())
+}

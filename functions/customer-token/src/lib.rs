@@ -1,0 +1,274 @@
+//! `POST /api/v1/global/users/gettokenbycustomerid`: a partner (platform admin) mints a new API
+//! token for one of its customers, found by 12-digit customer id; optionally expiring.
+
+use lambda_http::http::{HeaderMap, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde_json::{json, Map, Value};
+
+use shared::auth::authenticate;
+use shared::domain::{Abilities, CustomerId, TokenName};
+use shared::error::{error_response, json_response, ApiError, ErrorStyle};
+use shared::http::{bearer_token, header, json_object, route, Route};
+use shared::mint::{mint, MintRequest};
+use shared::service::Service;
+use shared::store::{now_ms, Owner, StoreError};
+use shared::token::TokenKind;
+
+/// The routes this function serves.
+pub const ROUTES: [Route<()>; 1] = [Route {
+    method: "POST",
+    pattern: "/api/v1/global/users/gettokenbycustomerid",
+    action: (),
+}];
+
+/// Longest lifetime a customer token may be given.
+pub const MAX_EXPIRATION_DAYS: u64 = 3650;
+
+/// Name stored for tokens minted without one (the response still says `null`).
+const UNNAMED: &str = "customer-api-token";
+
+/// The aliases the seed accepts for the customer id, in order of preference.
+const CUSTOMER_ID_FIELDS: [&str; 3] = ["customer_id", "customerid", "customer_salt"];
+
+/// The Lambda handler: always a response, errors as `{"error": CODE, "message": ...}`.
+pub async fn handle(service: &Service, request: Request) -> Response<Body> {
+    create_token(service, &request)
+        .await
+        .unwrap_or_else(|e| error_response(ErrorStyle::Coded, &e))
+}
+
+fn coded(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::Coded {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+fn customer_not_found() -> ApiError {
+    coded(
+        StatusCode::NOT_FOUND,
+        "CUSTOMER_ID_NOT_FOUND",
+        "No active user found with the given customer ID.",
+    )
+}
+
+/// The seed shows `token: <token>`, `Authorization: <token>` and `Authorization: Bearer <token>`.
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    header(headers, "token")
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer_token(headers))
+        .or_else(|| header(headers, "authorization").filter(|t| !t.contains(' ')))
+}
+
+/// The validated body.
+#[derive(Debug, PartialEq, Eq)]
+struct CustomerTokenRequest {
+    customer_id: CustomerId,
+    name: Option<TokenName>,
+    expiration_days: Option<u64>,
+}
+
+impl CustomerTokenRequest {
+    fn parse(body: &Map<String, Value>) -> Result<CustomerTokenRequest, ApiError> {
+        let given: Vec<(&str, &Value)> = CUSTOMER_ID_FIELDS
+            .iter()
+            .filter_map(|field| match body.get(*field) {
+                None | Some(Value::Null) => None,
+                Some(value) => Some((*field, value)),
+            })
+            .collect();
+        let Some((field, value)) = given.first() else {
+            return Err(coded(
+                StatusCode::BAD_REQUEST,
+                "CUSTOMER_ID_REQUIRED",
+                "customer_id is required (also accepted as customerid or customer_salt).",
+            ));
+        };
+        let text = match value {
+            Value::String(text) => text.trim().to_string(),
+            Value::Number(number) if number.is_u64() => number.to_string(),
+            _ => String::new(),
+        };
+        let customer_id = CustomerId::parse(&text).ok_or_else(|| {
+            coded(
+                StatusCode::BAD_REQUEST,
+                "INVALID_CUSTOMER_ID",
+                format!("{field} must be a string of exactly 12 digits, such as \"048372910564\"."),
+            )
+        })?;
+        if given.iter().any(|(_, other)| {
+            other.as_str().map(str::trim) != Some(customer_id.as_str())
+                && other.as_u64().map(|n| n.to_string()).as_deref() != Some(customer_id.as_str())
+        }) {
+            return Err(coded(
+                StatusCode::BAD_REQUEST,
+                "INVALID_CUSTOMER_ID",
+                "customer_id, customerid and customer_salt name different customers; send one of them.",
+            ));
+        }
+        let name = match body.get("name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => Some(TokenName::parse(text).map_err(|_| {
+                coded(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_NAME",
+                    "name must be 1 to 255 characters without control characters.",
+                )
+            })?),
+            Some(_) => {
+                return Err(coded(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_NAME",
+                    "name must be a string.",
+                ))
+            }
+        };
+        let expiration_days = match body.get("expiration_days") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(
+                value
+                    .as_u64()
+                    .filter(|days| (1..=MAX_EXPIRATION_DAYS).contains(days))
+                    .ok_or_else(|| {
+                        coded(
+                            StatusCode::BAD_REQUEST,
+                            "INVALID_EXPIRATION_DAYS",
+                            format!(
+                                "expiration_days must be a whole number from 1 to {MAX_EXPIRATION_DAYS}, or omitted for a token that does not expire."
+                            ),
+                        )
+                    })?,
+            ),
+        };
+        Ok(CustomerTokenRequest {
+            customer_id,
+            name,
+            expiration_days,
+        })
+    }
+}
+
+async fn create_token(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
+    route(&ROUTES, request.method(), request.uri().path())?;
+    let now = now_ms();
+    let store = service.store.as_ref();
+    let caller = authenticate(store, presented_token(request.headers()), now).await?;
+    caller.require_admin()?;
+    let input = CustomerTokenRequest::parse(&json_object(request)?)?;
+
+    // Unknown, blocked and other platforms' customers are one and the same answer.
+    let user = store
+        .find_user_by_customer_id(&input.customer_id)
+        .await?
+        .filter(|user| user.platform_id == caller.platform_id && user.is_active())
+        .ok_or_else(customer_not_found)?;
+    if !user.has_active_workspace() {
+        return Err(coded(
+            StatusCode::NOT_FOUND,
+            "WORKSPACE_NOT_FOUND",
+            "The user does not have an active workspace.",
+        ));
+    }
+
+    let expires = input.expiration_days.map(|days| now / 1000 + days * 86_400);
+    let name = input
+        .name
+        .clone()
+        .unwrap_or_else(|| TokenName::parse(UNNAMED).expect("default name is valid"));
+    let mint_request = MintRequest {
+        kind: TokenKind::Customer,
+        name,
+        abilities: Abilities::full(),
+        expires_at: expires,
+    };
+    let cap = service.config.max_tokens_per_user;
+    let minted = mint(store, Owner::from(&user), mint_request, cap, now)
+        .await
+        .map_err(|e| match e {
+            StoreError::UserNotFound | StoreError::UserBlocked => customer_not_found(),
+            other => other.into(),
+        })?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "message": "API token generated successfully",
+            "customerid": input.customer_id.as_str(),
+            "customer_api_key": minted.secret.expose(),
+            "name": input.name.as_ref().map(TokenName::as_str),
+            "expires": minted.record.expires_at,
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(value: Value) -> Result<CustomerTokenRequest, ApiError> {
+        CustomerTokenRequest::parse(value.as_object().unwrap())
+    }
+
+    fn code(value: Value) -> &'static str {
+        parse(value).unwrap_err().code()
+    }
+
+    #[test]
+    fn every_alias_names_the_customer() {
+        for field in CUSTOMER_ID_FIELDS {
+            let input = parse(json!({ field: "048372910564" })).unwrap();
+            assert_eq!(input.customer_id.as_str(), "048372910564");
+        }
+        let input = parse(json!({"customer_id": 483729105641u64, "customerid": "483729105641"}));
+        assert_eq!(input.unwrap().customer_id.as_str(), "483729105641");
+        assert_eq!(
+            code(json!({"customer_id": "048372910564", "customerid": "048372910565"})),
+            "INVALID_CUSTOMER_ID"
+        );
+        assert_eq!(code(json!({})), "CUSTOMER_ID_REQUIRED");
+        for bad in [
+            json!("04837291056"),
+            json!("0483729105641"),
+            json!("04837291056a"),
+            json!(true),
+        ] {
+            assert_eq!(code(json!({ "customer_id": bad })), "INVALID_CUSTOMER_ID");
+        }
+    }
+
+    #[test]
+    fn expiration_days_are_positive_whole_numbers() {
+        let ok = parse(json!({"customer_id": "048372910564", "expiration_days": 30})).unwrap();
+        assert_eq!(ok.expiration_days, Some(30));
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(1.5),
+            json!("30"),
+            json!(1e12),
+            json!(3651),
+        ] {
+            assert_eq!(
+                code(json!({"customer_id": "048372910564", "expiration_days": bad})),
+                "INVALID_EXPIRATION_DAYS",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn all_three_headers_carry_the_token() {
+        for (name, value) in [
+            ("token", "tkna_x"),
+            ("authorization", "Bearer tkna_x"),
+            ("authorization", "tkna_x"),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, value.parse().unwrap());
+            assert_eq!(presented_token(&headers), Some("tkna_x"));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Basic abc".parse().unwrap());
+        assert_eq!(presented_token(&headers), None);
+    }
+}

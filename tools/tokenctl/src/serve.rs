@@ -1,0 +1,133 @@
+//! `tokenctl serve`: every route on 127.0.0.1, each request handed to the handler of the
+//! function that owns it in AWS, in-process.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use lambda_http::{Body, Request, Response};
+use tokio::net::TcpListener;
+
+use shared::error::{error_response, ApiError, ErrorStyle};
+use shared::http::{serves, MAX_BODY_BYTES};
+use shared::service::Service;
+
+/// The functions of template.yaml, by name, as the local server dispatches to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Function {
+    AdminToken,
+    CustomerToken,
+    ApiKeys,
+    GetUserToken,
+}
+
+/// Every (method, path pattern) each function serves: the local server's route table.
+pub fn route_table() -> Vec<(Function, &'static str, &'static str)> {
+    let mut table = Vec::new();
+    table.extend(
+        admin_token::ROUTES
+            .iter()
+            .map(|r| (Function::AdminToken, r.method, r.pattern)),
+    );
+    table.extend(
+        customer_token::ROUTES
+            .iter()
+            .map(|r| (Function::CustomerToken, r.method, r.pattern)),
+    );
+    table.extend(
+        api_keys::ROUTES
+            .iter()
+            .map(|r| (Function::ApiKeys, r.method, r.pattern)),
+    );
+    table.extend(
+        get_user_token::ROUTES
+            .iter()
+            .map(|r| (Function::GetUserToken, r.method, r.pattern)),
+    );
+    table
+}
+
+/// The function whose routes match `path` with any method (it answers 405 itself).
+fn owner_of(path: &str) -> Option<Function> {
+    if serves(&admin_token::ROUTES, path) {
+        Some(Function::AdminToken)
+    } else if serves(&customer_token::ROUTES, path) {
+        Some(Function::CustomerToken)
+    } else if serves(&api_keys::ROUTES, path) {
+        Some(Function::ApiKeys)
+    } else if serves(&get_user_token::ROUTES, path) {
+        Some(Function::GetUserToken)
+    } else {
+        None
+    }
+}
+
+/// Answers one request as API Gateway and the functions would.
+pub async fn dispatch(service: &Service, request: Request) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    match owner_of(&path) {
+        Some(Function::AdminToken) => admin_token::handle(service, request).await,
+        Some(Function::CustomerToken) => customer_token::handle(service, request).await,
+        Some(Function::ApiKeys) => api_keys::handle(service, request).await,
+        Some(Function::GetUserToken) => get_user_token::handle(service, request).await,
+        None => {
+            let shown = path.trim_matches('/').to_string();
+            error_response(ErrorStyle::Laravel, &ApiError::RouteNotFound(shown))
+        }
+    }
+}
+
+/// Reads at most one byte more than the limit, so the function still answers 413 itself
+/// without the server buffering an unbounded body.
+async fn into_lambda_request(request: hyper::Request<Incoming>) -> Request {
+    let (parts, body) = request.into_parts();
+    let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(_) => vec![b' '; MAX_BODY_BYTES + 1],
+    };
+    let body = if bytes.is_empty() {
+        Body::Empty
+    } else {
+        match String::from_utf8(bytes) {
+            Ok(text) => Body::Text(text),
+            Err(e) => Body::Binary(e.into_bytes()),
+        }
+    };
+    Request::from_parts(parts, body)
+}
+
+fn into_hyper_response(response: Response<Body>) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = response.into_parts();
+    let bytes = Bytes::copy_from_slice(body.as_ref());
+    hyper::Response::from_parts(parts, Full::new(bytes))
+}
+
+/// Serves until the process is stopped.
+pub async fn serve(service: &'static Service, port: u16) -> std::io::Result<()> {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = TcpListener::bind(address).await?;
+    eprintln!("serving every route on http://{address}");
+    for (_, method, pattern) in route_table() {
+        eprintln!("  {method:<6} {pattern}");
+    }
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let handler = service_fn(move |request| async move {
+                let response = dispatch(service, into_lambda_request(request).await).await;
+                Ok::<_, Infallible>(into_hyper_response(response))
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), handler)
+                .await
+            {
+                tracing::debug!(error = %e, "connection closed");
+            }
+        });
+    }
+}
