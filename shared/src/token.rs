@@ -555,7 +555,7 @@ mod tests {
             "-abc",
             "x-0000",
             "42-",
-            &text[1..],
+            &text[..text.len() - 1],
             &format!("+{text}"),
         ] {
             assert_eq!(PublicTokenId::parse(bad), None, "{bad}");
