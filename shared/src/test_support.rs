@@ -155,3 +155,13 @@ pub fn status_and_json(response: &Response<Body>) -> (u16, Value) {
     let body = serde_json::from_slice(response.body().as_ref()).expect("JSON body");
     (response.status().as_u16(), body)
 }
+
+/// A sample event from `events/` with its `{{PLACEHOLDER}}`s replaced, as the function receives
+/// it from API Gateway.
+pub fn event(json: &str, replacements: &[(&str, &str)]) -> Request {
+    let mut json = json.to_string();
+    for (name, value) in replacements {
+        json = json.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    lambda_http::request::from_str(&json).expect("a valid API Gateway event")
+}

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
+use shared::demo;
 use shared::domain::{
     Abilities, CustomerId, Email, PlatformId, Role, TokenName, UserId, UserStatus, Workspace,
     WorkspaceStatus,
@@ -16,7 +17,7 @@ use shared::domain::{
 use shared::mint::{mint, MintRequest};
 use shared::service::Service;
 use shared::store::schema::{create_table, TableOutcome};
-use shared::store::{now_ms, NewUser, Owner, Store, StoreError, User};
+use shared::store::{now_ms, NewUser, Owner, Store, StoreError};
 use shared::token::{PublicTokenId, TokenFamily, TokenKind};
 
 #[derive(Parser)]
@@ -351,111 +352,20 @@ async fn set_status(store: &dyn Store, id: u64, status: UserStatus) -> Result<Va
     Ok(json!({"id": id, "status": status.as_str()}))
 }
 
-/// Ids the demo directory uses, so `seed-demo` finds it again on a persistent table.
-const DEMO_ADMIN: UserId = UserId(1001);
-const DEMO_USER: UserId = UserId(1002);
-const DEMO_BLOCKED: UserId = UserId(1003);
-const DEMO_CUSTOMER: &str = "048372910564";
-
 async fn seed_demo(service: &Service, now: u64) -> Result<Value, CliError> {
-    let store = service.store.as_ref();
-    let admin = match store.get_user(DEMO_ADMIN).await? {
-        Some(admin) => admin,
-        None => {
-            let platform = store.create_platform("Demo Platform", now).await?;
-            let demo =
-                |id, email: &str, name: &str, role, status, customer: Option<&str>| NewUser {
-                    id: Some(id),
-                    platform_id: platform.id,
-                    name: name.to_string(),
-                    email: Email::parse(email).expect("demo email"),
-                    role,
-                    status,
-                    customer_id: customer.and_then(CustomerId::parse),
-                    workspaces: vec![Workspace {
-                        name: "Main".into(),
-                        status: WorkspaceStatus::Active,
-                    }],
-                };
-            let admin = store
-                .create_user(
-                    demo(
-                        DEMO_ADMIN,
-                        "admin@demo.test",
-                        "Demo Admin",
-                        Role::Admin,
-                        UserStatus::Active,
-                        None,
-                    ),
-                    now,
-                )
-                .await
-                .map_err(explain)?;
-            store
-                .create_user(
-                    demo(
-                        DEMO_USER,
-                        "john@example.com",
-                        "John Doe",
-                        Role::User,
-                        UserStatus::Active,
-                        Some(DEMO_CUSTOMER),
-                    ),
-                    now,
-                )
-                .await
-                .map_err(explain)?;
-            store
-                .create_user(
-                    demo(
-                        DEMO_BLOCKED,
-                        "blocked@example.com",
-                        "Blocked Bob",
-                        Role::User,
-                        UserStatus::Blocked,
-                        None,
-                    ),
-                    now,
-                )
-                .await
-                .map_err(explain)?;
-            admin
-        }
-    };
-    let user = store
-        .get_user(DEMO_USER)
-        .await?
-        .ok_or_else(|| CliError::Setup("the demo user is missing".into()))?;
-    let admin_key = demo_key(service, &admin, now).await?;
-    let user_key = demo_key(service, &user, now).await?;
+    let cap = service.config.max_tokens_per_user;
+    let demo = demo::seed(service.store.as_ref(), cap, now)
+        .await
+        .map_err(explain)?;
     Ok(json!({
-        "platform_id": admin.platform_id,
-        "admin_id": admin.id,
-        "admin_email": admin.email,
-        "admin_key": admin_key,
-        "user_id": user.id,
-        "user_email": user.email,
-        "user_customer_id": DEMO_CUSTOMER,
-        "user_key": user_key,
-        "blocked_user_id": DEMO_BLOCKED,
+        "platform_id": demo.admin.platform_id,
+        "admin_id": demo.admin.id,
+        "admin_email": demo.admin.email,
+        "admin_key": demo.admin_key,
+        "user_id": demo.user.id,
+        "user_email": demo.user.email,
+        "user_customer_id": demo::CUSTOMER_ID,
+        "user_key": demo.user_key,
+        "blocked_user_id": demo::BLOCKED_ID,
     }))
-}
-
-async fn demo_key(service: &Service, owner: &User, now: u64) -> Result<String, CliError> {
-    let request = MintRequest {
-        kind: TokenKind::ApiKey,
-        name: TokenName::parse("demo").expect("demo name"),
-        abilities: Abilities::full(),
-        expires_at: None,
-    };
-    let minted = mint(
-        service.store.as_ref(),
-        Owner::from(owner),
-        request,
-        service.config.max_tokens_per_user,
-        now,
-    )
-    .await
-    .map_err(explain)?;
-    Ok(minted.secret.expose().to_string())
 }

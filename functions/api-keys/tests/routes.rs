@@ -1,0 +1,507 @@
+//! `/api/user/api-keys` and `/api/v1/user/api-tokens` against DynamoDB Local.
+
+use std::collections::BTreeSet;
+
+use lambda_http::http::Method;
+use lambda_http::Request;
+use serde_json::{json, Value};
+
+use api_keys::handle;
+use shared::demo;
+use shared::domain::{Abilities, UserStatus};
+use shared::service::Service;
+use shared::store::{now_ms, Store};
+use shared::test_support::{
+    bearer, event, request, service, service_with, status_and_json, tenant, token_for,
+};
+use shared::token::TokenKind;
+
+const KEYS: &str = "/api/user/api-keys";
+const TOKENS: &str = "/api/v1/user/api-tokens";
+
+async fn call(service: &Service, request: Request) -> (u16, Value) {
+    status_and_json(&handle(service, request).await)
+}
+
+async fn send(
+    service: &Service,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, Value) {
+    let (name, value) = bearer(token);
+    call(service, request(method, path, &[(name, &value)], body)).await
+}
+
+fn keys(object: &Value) -> BTreeSet<&str> {
+    object
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+fn is_micros_timestamp(text: &str) -> bool {
+    // 2025-01-08T10:30:00.000000Z
+    text.len() == 27
+        && text.ends_with('Z')
+        && text.as_bytes()[10] == b'T'
+        && text.as_bytes()[19] == b'.'
+}
+
+#[tokio::test]
+async fn api_keys_are_created_listed_newest_first_and_deleted_at_once() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let (status, created) = send(
+        &service,
+        Method::POST,
+        KEYS,
+        &t.user_token,
+        r#"{"name":"Production API Key"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["message"], "API key created successfully.");
+    let key = &created["api_key"];
+    assert_eq!(
+        keys(key),
+        BTreeSet::from(["id", "name", "token", "created_at"])
+    );
+    assert_eq!(key["name"], "Production API Key");
+    assert!(
+        is_micros_timestamp(key["created_at"].as_str().unwrap()),
+        "{key}"
+    );
+    let token = key["token"].as_str().unwrap().to_string();
+    let id = key["id"].as_str().unwrap().to_string();
+
+    // The new key authenticates, and the listing shows it first, without any secret.
+    let (status, listed) = send(&service, Method::GET, KEYS, &token, "").await;
+    assert_eq!(status, 200);
+    let listed = listed["api_keys"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["last_used_at"], Value::Null);
+    for entry in &listed {
+        assert_eq!(
+            keys(entry),
+            BTreeSet::from(["id", "name", "created_at", "last_used_at"])
+        );
+        assert!(!entry.to_string().contains("tkn"));
+    }
+
+    // Another user cannot delete it, and it keeps working.
+    let path = format!("{KEYS}/{id}");
+    assert_eq!(
+        send(&service, Method::DELETE, &path, &t.admin_token, "").await,
+        (404, json!({"message": "API key not found."}))
+    );
+    assert_eq!(send(&service, Method::GET, KEYS, &token, "").await.0, 200);
+
+    // Its owner can, and it stops working on the very next request.
+    assert_eq!(
+        send(&service, Method::DELETE, &path, &t.user_token, "").await,
+        (200, json!({"message": "API key deleted successfully."}))
+    );
+    assert_eq!(
+        send(&service, Method::GET, KEYS, &token, "").await,
+        (401, json!({"message": "Unauthenticated."}))
+    );
+    assert_eq!(
+        send(&service, Method::DELETE, &path, &t.user_token, "")
+            .await
+            .0,
+        404
+    );
+    let (_, listed) = send(&service, Method::GET, KEYS, &t.user_token, "").await;
+    assert_eq!(listed["api_keys"].as_array().unwrap().len(), 1);
+    for bad in ["nope", "1-zz", "0-00000000000000000000"] {
+        assert_eq!(
+            send(
+                &service,
+                Method::DELETE,
+                &format!("{KEYS}/{bad}"),
+                &t.user_token,
+                ""
+            )
+            .await
+            .0,
+            404
+        );
+    }
+}
+
+#[tokio::test]
+async fn api_key_validation_matches_the_seed() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let required = (
+        422,
+        json!({"message": "The name field is required.", "errors": {"name": ["The name field is required."]}}),
+    );
+    for body in ["", "{}", r#"{"name":null}"#, r#"{"name":"  "}"#] {
+        assert_eq!(
+            send(&service, Method::POST, KEYS, &t.user_token, body).await,
+            required,
+            "{body}"
+        );
+    }
+    let (status, body) = send(&service, Method::POST, KEYS, &t.user_token, r#"{"name":5}"#).await;
+    assert_eq!(
+        (status, &body["errors"]["name"][0]),
+        (422, &json!("The name field must be a string."))
+    );
+    let long = json!({"name": "n".repeat(256)}).to_string();
+    let (status, body) = send(&service, Method::POST, KEYS, &t.user_token, &long).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        body["errors"]["name"][0],
+        "The name field must not be greater than 255 characters."
+    );
+    let exact = json!({"name": "é".repeat(255)}).to_string();
+    assert_eq!(
+        send(&service, Method::POST, KEYS, &t.user_token, &exact)
+            .await
+            .0,
+        201
+    );
+}
+
+#[tokio::test]
+async fn personal_tokens_carry_abilities_that_never_widen() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let (status, created) = send(
+        &service,
+        Method::POST,
+        TOKENS,
+        &t.user_token,
+        r#"{"name":"CI Pipeline","abilities":["calls:read","leads:write"]}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let data = &created["data"];
+    assert_eq!(
+        keys(data),
+        BTreeSet::from(["id", "name", "abilities", "token", "created_at"])
+    );
+    assert_eq!(data["abilities"], json!(["calls:read", "leads:write"]));
+    let created_at = data["created_at"].as_str().unwrap();
+    assert!(
+        created_at.len() == 20 && created_at.ends_with('Z'),
+        "{created_at}"
+    );
+    let limited = data["token"].as_str().unwrap().to_string();
+
+    // Full access by default for a full-access caller.
+    let (status, full) = send(
+        &service,
+        Method::POST,
+        TOKENS,
+        &t.user_token,
+        r#"{"name":"Local Dev"}"#,
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(full["data"]["abilities"], json!(["*"]));
+
+    // The limited token may mint a subset, never more; by default it passes on its own.
+    let subset = send(
+        &service,
+        Method::POST,
+        TOKENS,
+        &limited,
+        r#"{"name":"sub","abilities":["calls:read"]}"#,
+    )
+    .await;
+    assert_eq!(subset.0, 201);
+    let inherited = send(
+        &service,
+        Method::POST,
+        TOKENS,
+        &limited,
+        r#"{"name":"inherit"}"#,
+    )
+    .await;
+    assert_eq!(
+        inherited.1["data"]["abilities"],
+        json!(["calls:read", "leads:write"])
+    );
+    let forbidden = (
+        403,
+        json!({"message": "This token cannot grant abilities it does not have itself."}),
+    );
+    for body in [
+        r#"{"name":"x","abilities":["*"]}"#,
+        r#"{"name":"x","abilities":["calls:delete"]}"#,
+    ] {
+        assert_eq!(
+            send(&service, Method::POST, TOKENS, &limited, body).await,
+            forbidden
+        );
+    }
+    // API keys made with it inherit its abilities too.
+    let key = send(&service, Method::POST, KEYS, &limited, r#"{"name":"k"}"#).await;
+    assert_eq!(key.0, 201);
+    let key_token = key.1["api_key"]["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        send(
+            &service,
+            Method::POST,
+            TOKENS,
+            &key_token,
+            r#"{"name":"x","abilities":["*"]}"#
+        )
+        .await,
+        forbidden
+    );
+
+    // Listing: newest first, abilities shown, no secrets.
+    let (status, listed) = send(&service, Method::GET, TOKENS, &t.user_token, "").await;
+    assert_eq!(status, 200);
+    let listed = listed["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 4);
+    assert_eq!(listed[3]["id"], data["id"]);
+    assert_eq!(listed[0]["name"], "inherit");
+    for entry in listed {
+        assert_eq!(
+            keys(entry),
+            BTreeSet::from([
+                "id",
+                "name",
+                "abilities",
+                "created_at",
+                "last_used_at",
+                "expires_at"
+            ])
+        );
+        assert!(!entry.to_string().contains("tkn"));
+    }
+
+    // Delete revokes at once; API-key ids are not personal-token ids.
+    let path = format!("{TOKENS}/{}", data["id"].as_str().unwrap());
+    assert_eq!(
+        send(&service, Method::DELETE, &path, &t.user_token, "").await,
+        (200, json!({"message": "API token deleted successfully."}))
+    );
+    assert_eq!(
+        send(&service, Method::GET, TOKENS, &limited, "").await.0,
+        401
+    );
+    let key_path = format!("{TOKENS}/{}", key.1["api_key"]["id"].as_str().unwrap());
+    assert_eq!(
+        send(&service, Method::DELETE, &key_path, &t.user_token, "").await,
+        (404, json!({"message": "API token not found."}))
+    );
+}
+
+#[tokio::test]
+async fn abilities_are_validated() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    for (body, field, message) in [
+        (
+            r#"{"name":"x","abilities":"*"}"#,
+            "abilities",
+            "The abilities field must be an array.",
+        ),
+        (
+            r#"{"name":"x","abilities":[1]}"#,
+            "abilities.0",
+            "The abilities.0 field must be a string.",
+        ),
+        (
+            r#"{"name":"x","abilities":["has space"]}"#,
+            "abilities",
+            "Each of the abilities must be 1 to 100 visible ASCII characters without spaces.",
+        ),
+    ] {
+        let (status, response) = send(&service, Method::POST, TOKENS, &t.user_token, body).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(response["errors"][field][0], message, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn the_cap_answers_422_and_a_delete_frees_a_slot() {
+    let (service, store) = service_with(3).await;
+    let t = tenant(&store).await;
+    assert_eq!(
+        send(
+            &service,
+            Method::POST,
+            KEYS,
+            &t.user_token,
+            r#"{"name":"a"}"#
+        )
+        .await
+        .0,
+        201
+    );
+    let (status, token) = send(
+        &service,
+        Method::POST,
+        TOKENS,
+        &t.user_token,
+        r#"{"name":"b"}"#,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, body) = send(
+        &service,
+        Method::POST,
+        KEYS,
+        &t.user_token,
+        r#"{"name":"c"}"#,
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(
+        body["message"].as_str().unwrap().contains("already hold 3"),
+        "{body}"
+    );
+    assert_eq!(
+        send(
+            &service,
+            Method::POST,
+            TOKENS,
+            &t.user_token,
+            r#"{"name":"c"}"#
+        )
+        .await
+        .0,
+        422
+    );
+    let path = format!("{TOKENS}/{}", token["data"]["id"].as_str().unwrap());
+    assert_eq!(
+        send(&service, Method::DELETE, &path, &t.user_token, "")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        send(
+            &service,
+            Method::POST,
+            KEYS,
+            &t.user_token,
+            r#"{"name":"c"}"#
+        )
+        .await
+        .0,
+        201
+    );
+}
+
+#[tokio::test]
+async fn authentication_and_routing_errors_keep_the_json_shape() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let unauthenticated = (401, json!({"message": "Unauthenticated."}));
+    assert_eq!(
+        call(&service, request(Method::GET, KEYS, &[], "")).await,
+        unauthenticated
+    );
+    assert_eq!(
+        send(&service, Method::GET, TOKENS, "tkna_garbage", "").await,
+        unauthenticated
+    );
+    let expired = token_for(&store, &t.user, TokenKind::Personal, Abilities::full()).await;
+    store
+        .set_user_status(t.user.id, UserStatus::Blocked)
+        .await
+        .unwrap();
+    assert_eq!(
+        send(&service, Method::GET, KEYS, &expired, "").await,
+        unauthenticated
+    );
+    let (status, body) = send(&service, Method::PUT, KEYS, &t.admin_token, "").await;
+    assert_eq!(status, 405);
+    assert_eq!(body["message"], "The PUT method is not supported for route api/user/api-keys. Supported methods: POST, GET.");
+    let (status, body) = send(
+        &service,
+        Method::GET,
+        "/api/user/nothing",
+        &t.admin_token,
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            404,
+            json!({"message": "The route api/user/nothing could not be found."})
+        )
+    );
+    assert_eq!(
+        send(&service, Method::POST, KEYS, &t.admin_token, "[]")
+            .await
+            .0,
+        400
+    );
+}
+
+#[tokio::test]
+async fn every_sample_event_runs_through_the_handler() {
+    let (service, store) = service().await;
+    let demo = demo::seed(&store, 100, now_ms()).await.unwrap();
+    let user_key = [("USER_KEY", demo.user_key.as_str())];
+    let run = |json: &'static str, extra: Vec<(&'static str, String)>| {
+        let mut replacements: Vec<(&str, &str)> = user_key.to_vec();
+        replacements.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+        event(json, &replacements)
+    };
+    let (status, key) = call(
+        &service,
+        run(include_str!("../../../events/api-keys-post.json"), vec![]),
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    assert_eq!(key["api_key"]["name"], "Production API Key");
+    let (status, listed) = call(
+        &service,
+        run(include_str!("../../../events/api-keys-get.json"), vec![]),
+    )
+    .await;
+    assert_eq!(
+        (status, listed["api_keys"].as_array().unwrap().len()),
+        (200, 2)
+    );
+    let key_id = key["api_key"]["id"].as_str().unwrap().to_string();
+    let deleted = call(
+        &service,
+        run(
+            include_str!("../../../events/api-keys-delete.json"),
+            vec![("KEY_ID", key_id)],
+        ),
+    )
+    .await;
+    assert_eq!(deleted.0, 200, "{}", deleted.1);
+
+    let (status, token) = call(
+        &service,
+        run(include_str!("../../../events/api-tokens-post.json"), vec![]),
+    )
+    .await;
+    assert_eq!(status, 201, "{token}");
+    assert_eq!(token["data"]["name"], "CI Pipeline");
+    let (status, listed) = call(
+        &service,
+        run(include_str!("../../../events/api-tokens-get.json"), vec![]),
+    )
+    .await;
+    assert_eq!((status, listed["data"].as_array().unwrap().len()), (200, 1));
+    let token_id = token["data"]["id"].as_str().unwrap().to_string();
+    let deleted = call(
+        &service,
+        run(
+            include_str!("../../../events/api-tokens-delete.json"),
+            vec![("TOKEN_ID", token_id)],
+        ),
+    )
+    .await;
+    assert_eq!(deleted.0, 200, "{}", deleted.1);
+}

@@ -1,0 +1,289 @@
+//! `POST /api/v1/global/users/gettokenbycustomerid` against DynamoDB Local.
+
+use lambda_http::http::Method;
+use lambda_http::Request;
+use serde_json::{json, Value};
+
+use customer_token::handle;
+use shared::auth::authenticate;
+use shared::demo;
+use shared::domain::{CustomerId, Role, UserStatus, Workspace, WorkspaceStatus};
+use shared::service::Service;
+use shared::store::{now_ms, Store, User};
+use shared::test_support::{
+    add_user, event, new_user, request, service, status_and_json, tenant, Tenant,
+};
+use shared::token::{self, TokenKind};
+
+const PATH: &str = "/api/v1/global/users/gettokenbycustomerid";
+
+async fn call(service: &Service, request: Request) -> (u16, Value) {
+    status_and_json(&handle(service, request).await)
+}
+
+async fn post(service: &Service, token: &str, body: Value) -> (u16, Value) {
+    call(
+        service,
+        request(Method::POST, PATH, &[("token", token)], &body.to_string()),
+    )
+    .await
+}
+
+fn customer_id() -> String {
+    let digits: u64 =
+        u64::from_str_radix(&shared::test_support::random_hex(5), 16).unwrap() % 1_000_000_000_000;
+    format!("{digits:012}")
+}
+
+async fn customer(
+    store: &dyn Store,
+    t: &Tenant,
+    status: UserStatus,
+    workspaces: Vec<Workspace>,
+) -> User {
+    let mut user = new_user(&t.platform, Role::User);
+    user.customer_id = CustomerId::parse(&customer_id());
+    user.status = status;
+    user.workspaces = workspaces;
+    add_user(store, user).await
+}
+
+fn active() -> Vec<Workspace> {
+    vec![Workspace {
+        name: "Main".into(),
+        status: WorkspaceStatus::Active,
+    }]
+}
+
+fn not_found() -> (u16, Value) {
+    (
+        404,
+        json!({"error": "CUSTOMER_ID_NOT_FOUND", "message": "No active user found with the given customer ID."}),
+    )
+}
+
+#[tokio::test]
+async fn mints_a_new_expiring_token_on_every_call() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let user = customer(&store, &t, UserStatus::Active, active()).await;
+    let cid = user.customer_id.clone().unwrap();
+    let before = now_ms() / 1000;
+    let (status, body) = post(
+        &service,
+        &t.admin_token,
+        json!({"customer_id": cid.as_str(), "name": "My API Token", "expiration_days": 30}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let key = body["customer_api_key"].as_str().unwrap().to_string();
+    let expires = body["expires"].as_u64().unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "message": "API token generated successfully",
+            "customerid": cid.as_str(),
+            "customer_api_key": key,
+            "name": "My API Token",
+            "expires": expires,
+        })
+    );
+    assert!((before + 30 * 86_400..=now_ms() / 1000 + 30 * 86_400).contains(&expires));
+    // `expires` is exactly the stored TTL attribute, and the token works as the customer.
+    let parsed = token::parse(&key).unwrap();
+    let record = store
+        .get_token(parsed.user_id, parsed.kind.family(), parsed.token_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.expires_at, Some(expires));
+    assert_eq!(record.kind, TokenKind::Customer);
+    let principal = authenticate(&store, Some(&key), now_ms()).await.unwrap();
+    assert_eq!(principal.user_id, user.id);
+
+    // Again: another token, the first one still valid; no name or expiry means nulls.
+    let (status, second) = post(
+        &service,
+        &t.admin_token,
+        json!({"customerid": cid.as_str()}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_ne!(second["customer_api_key"], key.as_str());
+    assert_eq!(
+        (second["name"].clone(), second["expires"].clone()),
+        (Value::Null, Value::Null)
+    );
+    assert!(authenticate(&store, Some(&key), now_ms()).await.is_ok());
+    let (status, third) = post(
+        &service,
+        &t.admin_token,
+        json!({"customer_salt": cid.as_str()}),
+    )
+    .await;
+    assert_eq!((status, &third["customerid"]), (200, &json!(cid.as_str())));
+}
+
+#[tokio::test]
+async fn every_header_style_of_the_seed_authenticates() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let user = customer(&store, &t, UserStatus::Active, active()).await;
+    let body = json!({"customer_id": user.customer_id.unwrap().as_str()}).to_string();
+    let bearer = format!("Bearer {}", t.admin_token);
+    for headers in [
+        [("token", t.admin_token.as_str())],
+        [("authorization", t.admin_token.as_str())],
+        [("authorization", bearer.as_str())],
+    ] {
+        let (status, response) = call(&service, request(Method::POST, PATH, &headers, &body)).await;
+        assert_eq!(status, 200, "{headers:?}: {response}");
+    }
+    let unauthenticated = (
+        401,
+        json!({"error": "UNAUTHENTICATED", "message": "Unauthenticated."}),
+    );
+    assert_eq!(
+        call(&service, request(Method::POST, PATH, &[], &body)).await,
+        unauthenticated
+    );
+    assert_eq!(
+        call(
+            &service,
+            request(Method::POST, PATH, &[("token", "x")], &body)
+        )
+        .await,
+        unauthenticated
+    );
+    let forbidden = (
+        403,
+        json!({"error": "FORBIDDEN", "message": "You are not an administrator."}),
+    );
+    assert_eq!(
+        call(
+            &service,
+            request(Method::POST, PATH, &[("token", &t.user_token)], &body)
+        )
+        .await,
+        forbidden
+    );
+}
+
+#[tokio::test]
+async fn unknown_blocked_and_foreign_customers_are_one_answer() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let other = tenant(&store).await;
+    let foreign = customer(&store, &other, UserStatus::Active, active()).await;
+    let blocked = customer(&store, &t, UserStatus::Blocked, active()).await;
+    for cid in [
+        customer_id(),
+        foreign.customer_id.unwrap().as_str().to_string(),
+        blocked.customer_id.unwrap().as_str().to_string(),
+    ] {
+        assert_eq!(
+            post(&service, &t.admin_token, json!({"customer_id": cid})).await,
+            not_found()
+        );
+    }
+    let idle = customer(
+        &store,
+        &t,
+        UserStatus::Active,
+        vec![Workspace {
+            name: "Old".into(),
+            status: WorkspaceStatus::Inactive,
+        }],
+    )
+    .await;
+    assert_eq!(
+        post(
+            &service,
+            &t.admin_token,
+            json!({"customer_id": idle.customer_id.unwrap().as_str()})
+        )
+        .await,
+        (
+            404,
+            json!({"error": "WORKSPACE_NOT_FOUND", "message": "The user does not have an active workspace."})
+        )
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_route_codes() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let user = customer(&store, &t, UserStatus::Active, active()).await;
+    let cid = user.customer_id.unwrap().as_str().to_string();
+    for days in [json!(0), json!(-1), json!(1.5), json!("30"), json!(1e12)] {
+        let (status, body) = post(
+            &service,
+            &t.admin_token,
+            json!({"customer_id": cid, "expiration_days": days}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str().unwrap()),
+            (400, "INVALID_EXPIRATION_DAYS"),
+            "{days}"
+        );
+    }
+    for (body, code) in [
+        (json!({}), "CUSTOMER_ID_REQUIRED"),
+        (json!({"customer_id": "12345678901"}), "INVALID_CUSTOMER_ID"),
+        (
+            json!({"customer_id": "1234567890123"}),
+            "INVALID_CUSTOMER_ID",
+        ),
+        (
+            json!({"customer_id": "abcdefghijkl"}),
+            "INVALID_CUSTOMER_ID",
+        ),
+        (json!({"customer_id": cid, "name": 7}), "INVALID_NAME"),
+        (
+            json!({"customer_id": cid, "name": "n".repeat(256)}),
+            "INVALID_NAME",
+        ),
+    ] {
+        let (status, response) = post(&service, &t.admin_token, body.clone()).await;
+        assert_eq!(
+            (status, response["error"].as_str().unwrap()),
+            (400, code),
+            "{body}"
+        );
+        assert!(response["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (status, body) = call(
+        &service,
+        request(Method::POST, PATH, &[("token", &t.admin_token)], "{oops"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (400, "INVALID_REQUEST")
+    );
+    let (status, body) = call(
+        &service,
+        request(Method::GET, PATH, &[("token", &t.admin_token)], ""),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (405, "METHOD_NOT_ALLOWED")
+    );
+}
+
+#[tokio::test]
+async fn the_sample_event_runs_through_the_handler() {
+    let (service, store) = service().await;
+    let demo = demo::seed(&store, 100, now_ms()).await.unwrap();
+    let request = event(
+        include_str!("../../../events/customer-token-post.json"),
+        &[("ADMIN_KEY", &demo.admin_key)],
+    );
+    let (status, body) = call(&service, request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["customerid"], demo::CUSTOMER_ID);
+    assert_eq!(body["name"], "My API Token");
+}

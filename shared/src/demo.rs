@@ -1,0 +1,105 @@
+//! The demo directory `tokenctl seed-demo` (and so `make dev`) creates, and the sample events in
+//! `events/` refer to: a platform with an admin (1001), a customer (1002, customer id
+//! 048372910564, one active workspace) and a blocked user (1003).
+
+use crate::domain::{
+    Abilities, CustomerId, Email, Role, TokenName, UserId, UserStatus, Workspace, WorkspaceStatus,
+};
+use crate::mint::{mint, MintRequest};
+use crate::store::{NewUser, Owner, Store, StoreError, User};
+use crate::token::TokenKind;
+
+pub const ADMIN_ID: UserId = UserId(1001);
+pub const USER_ID: UserId = UserId(1002);
+pub const BLOCKED_ID: UserId = UserId(1003);
+pub const CUSTOMER_ID: &str = "048372910564";
+
+/// The demo users and a fresh full-access API key for the admin and the user.
+#[derive(Debug)]
+pub struct Demo {
+    pub admin: User,
+    pub user: User,
+    pub admin_key: String,
+    pub user_key: String,
+}
+
+/// Creates the demo directory unless its admin exists (so it is safe on a persistent table),
+/// then mints fresh keys.
+pub async fn seed(store: &dyn Store, cap: u32, now_ms: u64) -> Result<Demo, StoreError> {
+    let admin = match store.get_user(ADMIN_ID).await? {
+        Some(admin) => admin,
+        None => {
+            let platform = store.create_platform("Demo Platform", now_ms).await?;
+            let users = [
+                (
+                    ADMIN_ID,
+                    "admin@demo.test",
+                    "Demo Admin",
+                    Role::Admin,
+                    UserStatus::Active,
+                ),
+                (
+                    USER_ID,
+                    "john@example.com",
+                    "John Doe",
+                    Role::User,
+                    UserStatus::Active,
+                ),
+                (
+                    BLOCKED_ID,
+                    "blocked@example.com",
+                    "Blocked Bob",
+                    Role::User,
+                    UserStatus::Blocked,
+                ),
+            ];
+            let mut created = Vec::new();
+            for (id, email, name, role, status) in users {
+                let user = NewUser {
+                    id: Some(id),
+                    platform_id: platform.id,
+                    name: name.to_string(),
+                    email: Email::parse(email).expect("demo email"),
+                    role,
+                    status,
+                    customer_id: (id == USER_ID)
+                        .then(|| CustomerId::parse(CUSTOMER_ID).expect("demo customer id")),
+                    workspaces: vec![Workspace {
+                        name: "Main".into(),
+                        status: WorkspaceStatus::Active,
+                    }],
+                };
+                created.push(store.create_user(user, now_ms).await?);
+            }
+            created.swap_remove(0)
+        }
+    };
+    let user = store
+        .get_user(USER_ID)
+        .await?
+        .ok_or(StoreError::UserNotFound)?;
+    let admin_key = demo_key(store, &admin, cap, now_ms).await?;
+    let user_key = demo_key(store, &user, cap, now_ms).await?;
+    Ok(Demo {
+        admin,
+        user,
+        admin_key,
+        user_key,
+    })
+}
+
+async fn demo_key(
+    store: &dyn Store,
+    owner: &User,
+    cap: u32,
+    now_ms: u64,
+) -> Result<String, StoreError> {
+    let request = MintRequest {
+        kind: TokenKind::ApiKey,
+        name: TokenName::parse("demo").expect("demo name"),
+        abilities: Abilities::full(),
+        expires_at: None,
+    };
+    let minted = mint(store, Owner::from(owner), request, cap, now_ms).await?;
+    Ok(minted.secret.expose().to_string())
+}
