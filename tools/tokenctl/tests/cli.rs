@@ -1,0 +1,363 @@
+//! `tokenctl` as an operator runs it, against DynamoDB Local: every command's JSON, and the
+//! local server answering real HTTP.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use shared::test_support::random_hex;
+
+const KEY: &str = "cli-test-key-0123456789abcdef0123456789";
+
+/// Runs tokenctl on `table`.
+fn tokenctl(table: &str, args: &[&str]) -> Output {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
+        "AWS_ENDPOINT_URL_DYNAMODB is not set: run the tests with `make test`"
+    );
+    Command::new(env!("CARGO_BIN_EXE_tokenctl"))
+        .args(args)
+        .env("TABLE_NAME", table)
+        .env("PERMANENT_TOKEN_KEY", KEY)
+        .output()
+        .expect("run tokenctl")
+}
+
+/// Runs tokenctl with `--json`, expecting success and one JSON object on stdout.
+fn ok(table: &str, args: &[&str]) -> Value {
+    let output = tokenctl(table, args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{args:?}: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 1, "one JSON object: {stdout}");
+    serde_json::from_str(&stdout).expect("JSON output")
+}
+
+fn table() -> String {
+    let table = format!("cli-{}", random_hex(6));
+    assert_eq!(
+        ok(&table, &["init", "--json"]),
+        json!({"table": table, "created": true})
+    );
+    table
+}
+
+/// A minimal HTTP/1.1 client: status and JSON body.
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let (_, body) = response.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(body).expect("JSON body"))
+}
+
+/// A running `tokenctl serve`, stopped when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(table: &str) -> (Server, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_tokenctl"))
+        .args(["serve", "--port", &port.to_string()])
+        .env("TABLE_NAME", table)
+        .env("PERMANENT_TOKEN_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tokenctl serve");
+    let server = Server(child);
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "tokenctl serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, port)
+}
+
+#[test]
+fn the_operator_path_from_an_empty_table_to_a_revoked_key() {
+    let table = table();
+    assert_eq!(ok(&table, &["init", "--json"])["created"], false);
+    let platform = ok(&table, &["--json", "platform", "create", "--name", "Acme"]);
+    let pid = platform["id"].as_u64().unwrap().to_string();
+    let admin = ok(
+        &table,
+        &[
+            "user",
+            "create",
+            "--platform",
+            &pid,
+            "--email",
+            "Admin@Acme.test",
+            "--name",
+            "Ada",
+            "--admin",
+            "--json",
+        ],
+    );
+    assert_eq!(admin["customer_id"], Value::Null);
+    assert_eq!(admin["role"], "admin");
+    let customer = ok(
+        &table,
+        &[
+            "user",
+            "create",
+            "--platform",
+            &pid,
+            "--email",
+            "c@acme.test",
+            "--name",
+            "Cy",
+            "--id",
+            "4242",
+            "--customer-id",
+            "048372910564",
+            "--workspace",
+            "Main",
+            "--inactive-workspace",
+            "Old",
+            "--json",
+        ],
+    );
+    assert_eq!(customer["id"], 4242);
+    assert_eq!(customer["customer_id"], "048372910564");
+
+    // Refusals are one JSON object with an error, and a failing exit code.
+    let duplicate = tokenctl(
+        &table,
+        &[
+            "user",
+            "create",
+            "--platform",
+            &pid,
+            "--email",
+            "admin@acme.test",
+            "--name",
+            "X",
+            "--json",
+        ],
+    );
+    assert!(!duplicate.status.success());
+    let error: Value = serde_json::from_slice(&duplicate.stdout).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("email"),
+        "{error}"
+    );
+    let bad = tokenctl(
+        &table,
+        &[
+            "user",
+            "create",
+            "--platform",
+            &pid,
+            "--email",
+            "z@acme.test",
+            "--name",
+            "X",
+            "--customer-id",
+            "123",
+            "--json",
+        ],
+    );
+    assert!(!bad.status.success());
+
+    let admin_id = admin["id"].as_u64().unwrap().to_string();
+    let minted = ok(
+        &table,
+        &[
+            "token",
+            "mint",
+            "--user",
+            &admin_id,
+            "--name",
+            "bootstrap",
+            "--json",
+        ],
+    );
+    let token = minted["token"].as_str().unwrap().to_string();
+    let id = minted["id"].as_str().unwrap().to_string();
+    assert!(token.starts_with("tkna_"));
+    let limited = ok(
+        &table,
+        &[
+            "token",
+            "mint",
+            "--user",
+            "4242",
+            "--name",
+            "ro",
+            "--abilities",
+            "calls:read,leads:read",
+            "--expires-in-days",
+            "7",
+            "--json",
+        ],
+    );
+    assert_eq!(limited["abilities"], json!(["calls:read", "leads:read"]));
+    assert!(limited["expires_at"].as_u64().is_some());
+
+    let (_server, port) = serve(&table);
+    let auth = format!("Bearer {token}");
+    let (status, listed) = http(
+        port,
+        "GET",
+        "/api/user/api-keys",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["api_keys"][0]["id"], id.as_str());
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/v1/global/users/gettokenbycustomerid",
+        &[("token", &token), ("Content-Type", "application/json")],
+        r#"{"customer_id":"048372910564","expiration_days":30}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+
+    assert_eq!(
+        ok(&table, &["token", "revoke", &id, "--json"]),
+        json!({"id": id, "revoked": true})
+    );
+    let after = http(
+        port,
+        "GET",
+        "/api/user/api-keys",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(after.0, 401);
+    assert!(!tokenctl(&table, &["token", "revoke", &id, "--json"])
+        .status
+        .success());
+
+    assert_eq!(
+        ok(&table, &["user", "block", "4242", "--json"]),
+        json!({"id": 4242, "status": "blocked"})
+    );
+    let limited_auth = format!("Bearer {}", limited["token"].as_str().unwrap());
+    let blocked = http(
+        port,
+        "GET",
+        "/api/v1/user/api-tokens",
+        &[("Authorization", &limited_auth)],
+        "",
+    );
+    assert_eq!(blocked.0, 401);
+    assert_eq!(
+        ok(&table, &["user", "unblock", "4242", "--json"])["status"],
+        "active"
+    );
+    let unblocked = http(
+        port,
+        "GET",
+        "/api/user/api-keys",
+        &[("Authorization", &limited_auth)],
+        "",
+    );
+    assert_eq!(unblocked.0, 200);
+}
+
+#[test]
+fn seed_demo_is_repeatable_and_its_keys_work_over_http() {
+    let table = table();
+    let first = ok(&table, &["seed-demo", "--json"]);
+    let second = ok(&table, &["seed-demo", "--json"]);
+    assert_eq!(first["admin_id"], 1001);
+    assert_eq!(first["platform_id"], second["platform_id"]);
+    assert_ne!(first["admin_key"], second["admin_key"]);
+
+    let (_server, port) = serve(&table);
+    let admin = format!("Bearer {}", first["admin_key"].as_str().unwrap());
+    let (status, body) = http(
+        port,
+        "POST",
+        "/api/white-label/token",
+        &[
+            ("Authorization", &admin),
+            ("Content-Type", "application/json"),
+        ],
+        r#"{"email":"john@example.com"}"#,
+    );
+    assert_eq!((status, &body["user"]["id"]), (200, &json!(1002)), "{body}");
+    let (status, body) = http(
+        port,
+        "GET",
+        "/ext/get-user-token?userId=1002",
+        &[("Authorization", &admin), ("authtype", "Key")],
+        "",
+    );
+    assert_eq!((status, &body["success"]), (200, &json!(true)), "{body}");
+    let (status, body) = http(port, "GET", "/nowhere", &[], "");
+    assert_eq!(
+        (status, body),
+        (
+            404,
+            json!({"message": "The route nowhere could not be found."})
+        )
+    );
+    let huge = format!(r#"{{"name":"{}"}}"#, "x".repeat(20_000));
+    let user = format!("Bearer {}", first["user_key"].as_str().unwrap());
+    let (status, _) = http(
+        port,
+        "POST",
+        "/api/user/api-keys",
+        &[("Authorization", &user)],
+        &huge,
+    );
+    assert_eq!(status, 413);
+}
+
+#[test]
+fn text_output_and_usage_errors() {
+    let table = table();
+    let output = tokenctl(&table, &["platform", "create", "--name", "Text Co"]);
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("name: Text Co"), "{text}");
+    let missing = tokenctl(
+        &table,
+        &["token", "mint", "--user", "999999", "--name", "x", "--json"],
+    );
+    assert!(!missing.status.success());
+    let error: Value = serde_json::from_slice(&missing.stdout).unwrap();
+    assert_eq!(error["error"], "no user with id 999999");
+    let no_table = Command::new(env!("CARGO_BIN_EXE_tokenctl"))
+        .args(["init", "--json"])
+        .env_remove("TABLE_NAME")
+        .output()
+        .unwrap();
+    assert!(!no_table.status.success());
+    assert!(String::from_utf8_lossy(&no_table.stdout).contains("TABLE_NAME"));
+}
