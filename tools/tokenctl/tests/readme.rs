@@ -1,0 +1,159 @@
+//! The README's walkthrough, run verbatim against `tokenctl serve` on a fresh table: every
+//! response must be the one the README shows (tokens, ids, timestamps and expiry aside).
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+use serde_json::Value;
+
+use shared::test_support::random_hex;
+
+const KEY: &str = "readme-test-key-0123456789abcdef0123456789";
+
+/// The fenced blocks of the README's `## Walkthrough` section: (language, text).
+fn walkthrough_blocks() -> Vec<(String, String)> {
+    let readme = include_str!("../../../README.md");
+    let start = readme
+        .find("\n## Walkthrough")
+        .expect("a Walkthrough section");
+    let rest = &readme[start + 1..];
+    let section = &rest[..rest[3..].find("\n## ").map_or(rest.len(), |end| end + 3)];
+    let mut blocks = Vec::new();
+    let mut lines = section.lines();
+    while let Some(line) = lines.next() {
+        if let Some(language) = line.strip_prefix("```") {
+            let body: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .collect();
+            blocks.push((language.to_string(), body.join("\n")));
+        }
+    }
+    blocks
+}
+
+/// Replaces what differs from run to run.
+fn normalize(text: &str) -> String {
+    let rules = [
+        (r"tkn([apwcu])_[0-9A-Za-z…]+", "tkn${1}_TOKEN"),
+        (r"\b\d+-[0-9a-f]{20}\b", "ID"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", "TIME"),
+        (r#""expires":\d+"#, r#""expires":N"#),
+    ];
+    rules
+        .iter()
+        .fold(text.to_string(), |text, (pattern, replacement)| {
+            Regex::new(pattern)
+                .unwrap()
+                .replace_all(&text, *replacement)
+                .into_owned()
+        })
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tokenctl(table: &str) -> Command {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
+        "AWS_ENDPOINT_URL_DYNAMODB is not set: run the tests with `make test`"
+    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenctl"));
+    command
+        .env("TABLE_NAME", table)
+        .env("PERMANENT_TOKEN_KEY", KEY);
+    command
+}
+
+#[test]
+fn the_readme_walkthrough_works_verbatim() {
+    let blocks = walkthrough_blocks();
+    let script: Vec<&str> = blocks
+        .iter()
+        .filter(|(language, _)| language == "sh")
+        .map(|(_, text)| text.as_str())
+        .collect();
+    let expected: Vec<String> = blocks
+        .iter()
+        .filter(|(language, _)| language == "json")
+        .map(|(_, text)| normalize(text))
+        .collect();
+    assert!(
+        script.len() > 10 && expected.len() > 10,
+        "walkthrough found"
+    );
+
+    let table = format!("readme-{}", random_hex(6));
+    assert!(tokenctl(&table)
+        .arg("init")
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let demo = tokenctl(&table)
+        .args(["seed-demo", "--json"])
+        .output()
+        .unwrap();
+    assert!(demo.status.success());
+    let demo: Value = serde_json::from_slice(&demo.stdout).unwrap();
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = Server(
+        tokenctl(&table)
+            .args(["serve", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The layout `make dev` leaves: .tools/demo.env in the working directory.
+    let dir = std::env::temp_dir().join(format!("readme-{}", random_hex(4)));
+    std::fs::create_dir_all(dir.join(".tools")).unwrap();
+    std::fs::write(
+        dir.join(".tools/demo.env"),
+        format!(
+            "BASE_URL=http://127.0.0.1:{port}\nADMIN_KEY={}\nUSER_KEY={}\n",
+            demo["admin_key"].as_str().unwrap(),
+            demo["user_key"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let output = Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(script.join("\n"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the walkthrough failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let actual: Vec<String> = stdout.lines().map(normalize).collect();
+    assert_eq!(actual, expected);
+}
