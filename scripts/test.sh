@@ -21,4 +21,8 @@ fi
 echo "endpoint: $AWS_ENDPOINT_URL_DYNAMODB"
 
 echo "== tests"
-cargo test --workspace --all-features --locked
+log=$(mktemp)
+cargo test --workspace --all-features --locked 2>&1 | tee "$log"
+# One closing line over every test binary.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
+rm -f "$log"

@@ -448,60 +448,63 @@ async fn authentication_and_routing_errors_keep_the_json_shape() {
 async fn every_sample_event_runs_through_the_handler() {
     let (service, store) = service().await;
     let demo = demo::seed(&store, 100, now_ms()).await.unwrap();
-    let user_key = [("USER_KEY", demo.user_key.as_str())];
-    let run = |json: &'static str, extra: Vec<(&'static str, String)>| {
-        let mut replacements: Vec<(&str, &str)> = user_key.to_vec();
-        replacements.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
-        event(json, &replacements)
-    };
-    let (status, key) = call(
-        &service,
-        run(include_str!("../../../events/api-keys-post.json"), vec![]),
-    )
-    .await;
-    assert_eq!(status, 201, "{key}");
-    assert_eq!(key["api_key"]["name"], "Production API Key");
-    let (status, listed) = call(
-        &service,
-        run(include_str!("../../../events/api-keys-get.json"), vec![]),
-    )
-    .await;
-    assert_eq!(
-        (status, listed["api_keys"].as_array().unwrap().len()),
-        (200, 2)
-    );
-    let key_id = key["api_key"]["id"].as_str().unwrap().to_string();
-    let deleted = call(
-        &service,
-        run(
+    // (event, placeholder filled from the previous step's response id, status, listing length)
+    let steps: [(&str, Option<&str>, u16, Option<usize>); 6] = [
+        (
+            include_str!("../../../events/api-keys-post.json"),
+            None,
+            201,
+            None,
+        ),
+        (
+            include_str!("../../../events/api-keys-get.json"),
+            None,
+            200,
+            Some(2),
+        ),
+        (
             include_str!("../../../events/api-keys-delete.json"),
-            vec![("KEY_ID", key_id)],
+            Some("KEY_ID"),
+            200,
+            None,
         ),
-    )
-    .await;
-    assert_eq!(deleted.0, 200, "{}", deleted.1);
-
-    let (status, token) = call(
-        &service,
-        run(include_str!("../../../events/api-tokens-post.json"), vec![]),
-    )
-    .await;
-    assert_eq!(status, 201, "{token}");
-    assert_eq!(token["data"]["name"], "CI Pipeline");
-    let (status, listed) = call(
-        &service,
-        run(include_str!("../../../events/api-tokens-get.json"), vec![]),
-    )
-    .await;
-    assert_eq!((status, listed["data"].as_array().unwrap().len()), (200, 1));
-    let token_id = token["data"]["id"].as_str().unwrap().to_string();
-    let deleted = call(
-        &service,
-        run(
+        (
+            include_str!("../../../events/api-tokens-post.json"),
+            None,
+            201,
+            None,
+        ),
+        (
+            include_str!("../../../events/api-tokens-get.json"),
+            None,
+            200,
+            Some(1),
+        ),
+        (
             include_str!("../../../events/api-tokens-delete.json"),
-            vec![("TOKEN_ID", token_id)],
+            Some("TOKEN_ID"),
+            200,
+            None,
         ),
-    )
-    .await;
-    assert_eq!(deleted.0, 200, "{}", deleted.1);
+    ];
+    let mut created_id = String::new();
+    for (json, placeholder, expected, listed) in steps {
+        let mut replacements = vec![("USER_KEY", demo.user_key.as_str())];
+        if let Some(name) = placeholder {
+            replacements.push((name, created_id.as_str()));
+        }
+        let (status, body) = call(&service, event(json, &replacements)).await;
+        assert_eq!(status, expected, "{body}");
+        if let Some(created) = body
+            .get("api_key")
+            .or_else(|| body.get("data"))
+            .and_then(|d| d.get("id"))
+        {
+            created_id = created.as_str().unwrap().to_string();
+        }
+        if let Some(length) = listed {
+            let list = body.get("api_keys").or_else(|| body.get("data")).unwrap();
+            assert_eq!(list.as_array().unwrap().len(), length, "{body}");
+        }
+    }
 }

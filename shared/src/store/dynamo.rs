@@ -101,6 +101,19 @@ impl DynamoStore {
         Ok(output.item)
     }
 
+    /// The user a uniqueness item (email, customer id) points to.
+    async fn follow_pointer(&self, key: Key) -> Result<Option<User>, StoreError> {
+        let Some(pointer) = self.get(key).await? else {
+            return Ok(None);
+        };
+        let id = pointer
+            .get("user_id")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt("uniqueness item without user_id".into()))?;
+        self.get_user(UserId(id)).await
+    }
+
     /// Next value of a named counter (atomic `ADD`).
     async fn allocate(&self, counter: &str) -> Result<u64, StoreError> {
         let output = self
@@ -423,16 +436,8 @@ impl Store for DynamoStore {
         platform: PlatformId,
         email: &Email,
     ) -> Result<Option<User>, StoreError> {
-        let Some(pointer) = self.get(Key::email(platform, &email.normalized())).await? else {
-            return Ok(None);
-        };
-        let id = pointer
-            .get("user_id")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| StoreError::Corrupt("email item without user_id".into()))?;
         Ok(self
-            .get_user(UserId(id))
+            .follow_pointer(Key::email(platform, &email.normalized()))
             .await?
             .filter(|u| u.platform_id == platform))
     }
@@ -441,15 +446,7 @@ impl Store for DynamoStore {
         &self,
         customer: &CustomerId,
     ) -> Result<Option<User>, StoreError> {
-        let Some(pointer) = self.get(Key::customer(customer)).await? else {
-            return Ok(None);
-        };
-        let id = pointer
-            .get("user_id")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| StoreError::Corrupt("customer item without user_id".into()))?;
-        self.get_user(UserId(id)).await
+        self.follow_pointer(Key::customer(customer)).await
     }
 
     async fn set_user_status(&self, id: UserId, status: UserStatus) -> Result<(), StoreError> {
