@@ -49,6 +49,8 @@ enum Command {
     Token(TokenCommand),
     /// A demo platform with an admin and users; prints their keys.
     SeedDemo,
+    /// The local server's route table: function, method and path of every route.
+    Routes,
     /// Serve every route on 127.0.0.1.
     Serve {
         #[arg(long, default_value_t = 3000)]
@@ -168,6 +170,17 @@ async fn service() -> Result<Service, CliError> {
 }
 
 async fn run(command: Command) -> Result<Value, CliError> {
+    if let Command::Routes = command {
+        let routes: Vec<Value> = serve::Function::ALL
+            .into_iter()
+            .flat_map(|f| {
+                f.routes().into_iter().map(move |(method, path)| {
+                    json!({"function": f.name(), "method": method, "path": path})
+                })
+            })
+            .collect();
+        return Ok(json!({ "routes": routes }));
+    }
     let service = service().await?;
     let store = service.store.as_ref();
     let now = now_ms();
@@ -278,6 +291,7 @@ async fn run(command: Command) -> Result<Value, CliError> {
             Err(CliError::Usage(format!("no live token with id {id}")))
         }
         Command::SeedDemo => seed_demo(&service, now).await,
+        Command::Routes => unreachable!("answered without a store"),
         Command::Serve { port } => {
             if service.config.permanent_key().is_err() {
                 eprintln!(

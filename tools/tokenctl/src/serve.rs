@@ -14,10 +14,10 @@ use lambda_http::{Body, Request, Response};
 use tokio::net::TcpListener;
 
 use shared::error::{error_response, ApiError, ErrorStyle};
-use shared::http::{serves, MAX_BODY_BYTES};
+use shared::http::{serves, Route, MAX_BODY_BYTES};
 use shared::service::Service;
 
-/// The functions of template.yaml, by name, as the local server dispatches to them.
+/// The functions of template.yaml, as the local server dispatches to them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Function {
     AdminToken,
@@ -26,55 +26,62 @@ pub enum Function {
     GetUserToken,
 }
 
-/// Every (method, path pattern) each function serves: the local server's route table.
-pub fn route_table() -> Vec<(Function, &'static str, &'static str)> {
-    let mut table = Vec::new();
-    table.extend(
-        admin_token::ROUTES
-            .iter()
-            .map(|r| (Function::AdminToken, r.method, r.pattern)),
-    );
-    table.extend(
-        customer_token::ROUTES
-            .iter()
-            .map(|r| (Function::CustomerToken, r.method, r.pattern)),
-    );
-    table.extend(
-        api_keys::ROUTES
-            .iter()
-            .map(|r| (Function::ApiKeys, r.method, r.pattern)),
-    );
-    table.extend(
-        get_user_token::ROUTES
-            .iter()
-            .map(|r| (Function::GetUserToken, r.method, r.pattern)),
-    );
-    table
-}
+impl Function {
+    pub const ALL: [Function; 4] = [
+        Function::AdminToken,
+        Function::CustomerToken,
+        Function::ApiKeys,
+        Function::GetUserToken,
+    ];
 
-/// The function whose routes match `path` with any method (it answers 405 itself).
-fn owner_of(path: &str) -> Option<Function> {
-    if serves(&admin_token::ROUTES, path) {
-        Some(Function::AdminToken)
-    } else if serves(&customer_token::ROUTES, path) {
-        Some(Function::CustomerToken)
-    } else if serves(&api_keys::ROUTES, path) {
-        Some(Function::ApiKeys)
-    } else if serves(&get_user_token::ROUTES, path) {
-        Some(Function::GetUserToken)
-    } else {
-        None
+    /// The crate and folder name (`functions/<name>`, template.yaml's `CodeUri`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::AdminToken => "admin-token",
+            Function::CustomerToken => "customer-token",
+            Function::ApiKeys => "api-keys",
+            Function::GetUserToken => "get-user-token",
+        }
+    }
+
+    /// (method, path pattern) of every route the function serves.
+    pub fn routes(self) -> Vec<(&'static str, &'static str)> {
+        fn pairs<R>(routes: &[Route<R>]) -> Vec<(&'static str, &'static str)> {
+            routes.iter().map(|r| (r.method, r.pattern)).collect()
+        }
+        match self {
+            Function::AdminToken => pairs(&admin_token::ROUTES),
+            Function::CustomerToken => pairs(&customer_token::ROUTES),
+            Function::ApiKeys => pairs(&api_keys::ROUTES),
+            Function::GetUserToken => pairs(&get_user_token::ROUTES),
+        }
+    }
+
+    /// Whether one of its routes matches `path`, whatever the method (it answers 405 itself).
+    fn serves(self, path: &str) -> bool {
+        match self {
+            Function::AdminToken => serves(&admin_token::ROUTES, path),
+            Function::CustomerToken => serves(&customer_token::ROUTES, path),
+            Function::ApiKeys => serves(&api_keys::ROUTES, path),
+            Function::GetUserToken => serves(&get_user_token::ROUTES, path),
+        }
+    }
+
+    async fn handle(self, service: &Service, request: Request) -> Response<Body> {
+        match self {
+            Function::AdminToken => admin_token::handle(service, request).await,
+            Function::CustomerToken => customer_token::handle(service, request).await,
+            Function::ApiKeys => api_keys::handle(service, request).await,
+            Function::GetUserToken => get_user_token::handle(service, request).await,
+        }
     }
 }
 
 /// Answers one request as API Gateway and the functions would.
 pub async fn dispatch(service: &Service, request: Request) -> Response<Body> {
     let path = request.uri().path().to_string();
-    match owner_of(&path) {
-        Some(Function::AdminToken) => admin_token::handle(service, request).await,
-        Some(Function::CustomerToken) => customer_token::handle(service, request).await,
-        Some(Function::ApiKeys) => api_keys::handle(service, request).await,
-        Some(Function::GetUserToken) => get_user_token::handle(service, request).await,
+    match Function::ALL.into_iter().find(|f| f.serves(&path)) {
+        Some(function) => function.handle(service, request).await,
         None => {
             let shown = path.trim_matches('/').to_string();
             error_response(ErrorStyle::Laravel, &ApiError::RouteNotFound(shown))
@@ -112,8 +119,10 @@ pub async fn serve(service: &'static Service, port: u16) -> std::io::Result<()> 
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = TcpListener::bind(address).await?;
     eprintln!("serving every route on http://{address}");
-    for (_, method, pattern) in route_table() {
-        eprintln!("  {method:<6} {pattern}");
+    for function in Function::ALL {
+        for (method, pattern) in function.routes() {
+            eprintln!("  {method:<6} {pattern:<45} {}", function.name());
+        }
     }
     loop {
         let (stream, _) = listener.accept().await?;

@@ -1,0 +1,280 @@
+//! template.yaml against the code: one route table (template events, the functions' routing and
+//! `tokenctl serve` agree), the table `tokenctl init` creates, and the deploy rules of the spec.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use serde_json::Value as Json;
+use serde_yaml::Value;
+
+use shared::store::schema::{create_table, KEY_ATTRIBUTES, TTL_ATTRIBUTE};
+use shared::test_support::random_hex;
+
+fn template() -> Value {
+    serde_yaml::from_str(include_str!("../../../template.yaml")).expect("template.yaml parses")
+}
+
+fn resources_of_type(template: &Value, kind: &str) -> Vec<(String, Value)> {
+    template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+        .map(|(name, r)| (name.as_str().unwrap().to_string(), r.clone()))
+        .collect()
+}
+
+fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| value.as_bool().map(|b| b.to_string()))
+        .or_else(|| value.as_u64().map(|n| n.to_string()))
+        .unwrap_or_else(|| panic!("not a scalar: {value:?}"))
+}
+
+/// (function folder, METHOD, path) of every API event in the template.
+fn template_routes(template: &Value) -> BTreeSet<(String, String, String)> {
+    let mut routes = BTreeSet::new();
+    for (_, function) in resources_of_type(template, "AWS::Serverless::Function") {
+        let folder = text(&function["Properties"]["CodeUri"]);
+        let folder = folder.strip_prefix("functions/").unwrap().to_string();
+        for (_, event) in function["Properties"]["Events"].as_mapping().unwrap() {
+            assert_eq!(text(&event["Type"]), "Api");
+            let properties = &event["Properties"];
+            routes.insert((
+                folder.clone(),
+                text(&properties["Method"]).to_uppercase(),
+                text(&properties["Path"]),
+            ));
+        }
+    }
+    routes
+}
+
+/// The same triples from `tokenctl routes`, the table `tokenctl serve` dispatches with.
+fn served_routes() -> BTreeSet<(String, String, String)> {
+    let output = Command::new(env!("CARGO_BIN_EXE_tokenctl"))
+        .args(["routes", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let routes: Json = serde_json::from_slice(&output.stdout).unwrap();
+    routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["function"].as_str().unwrap().to_string(),
+                r["method"].as_str().unwrap().to_string(),
+                r["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// And from the functions' own routing tables.
+fn function_routes() -> BTreeSet<(String, String, String)> {
+    let mut routes = BTreeSet::new();
+    let mut add = |function: &str, method: &str, pattern: &str| {
+        routes.insert((
+            function.to_string(),
+            method.to_string(),
+            pattern.to_string(),
+        ));
+    };
+    admin_token::ROUTES
+        .iter()
+        .for_each(|r| add("admin-token", r.method, r.pattern));
+    customer_token::ROUTES
+        .iter()
+        .for_each(|r| add("customer-token", r.method, r.pattern));
+    api_keys::ROUTES
+        .iter()
+        .for_each(|r| add("api-keys", r.method, r.pattern));
+    get_user_token::ROUTES
+        .iter()
+        .for_each(|r| add("get-user-token", r.method, r.pattern));
+    routes
+}
+
+#[test]
+fn template_functions_and_local_server_share_one_route_table() {
+    let template = template_routes(&template());
+    assert_eq!(template.len(), 9, "{template:?}");
+    assert_eq!(template, function_routes());
+    assert_eq!(template, served_routes());
+}
+
+#[test]
+fn every_function_is_an_arm64_rust_lambda_of_its_own_crate() {
+    let template = template();
+    let globals = &template["Globals"]["Function"];
+    assert_eq!(text(&globals["Runtime"]), "provided.al2023");
+    assert_eq!(text(&globals["Architectures"][0]), "arm64");
+    assert_eq!(text(&globals["Handler"]), "bootstrap");
+    assert_eq!(text(&globals["LoggingConfig"]["LogFormat"]), "JSON");
+    let functions = resources_of_type(&template, "AWS::Serverless::Function");
+    let folders: BTreeSet<String> = functions
+        .iter()
+        .map(|(_, f)| text(&f["Properties"]["CodeUri"]))
+        .collect();
+    let on_disk: BTreeSet<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../functions"))
+            .unwrap()
+            .map(|entry| format!("functions/{}", entry.unwrap().file_name().to_string_lossy()))
+            .collect();
+    assert_eq!(folders, on_disk, "one function per folder under functions/");
+    for (name, function) in &functions {
+        assert_eq!(
+            text(&function["Metadata"]["BuildMethod"]),
+            "rust-cargolambda",
+            "{name}"
+        );
+        let folder = text(&function["Properties"]["CodeUri"]);
+        let manifest = std::fs::read_to_string(format!(
+            "{}/../../{folder}/Cargo.toml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let package = folder.strip_prefix("functions/").unwrap();
+        assert!(
+            manifest.contains(&format!("name = \"{package}\"")),
+            "{folder}: package name"
+        );
+    }
+}
+
+#[test]
+fn permissions_are_least_privilege() {
+    let template = template();
+    for (name, function) in resources_of_type(&template, "AWS::Serverless::Function") {
+        let policies = function["Properties"]["Policies"].as_sequence().unwrap();
+        for policy in policies {
+            for statement in policy["Statement"].as_sequence().unwrap() {
+                let actions = statement["Action"].as_sequence().unwrap();
+                assert!(!actions.is_empty());
+                for action in actions {
+                    let action = text(action);
+                    assert!(
+                        action.starts_with("dynamodb:") && !action.contains('*'),
+                        "{name}: {action}"
+                    );
+                    assert!(
+                        ![
+                            "dynamodb:Scan",
+                            "dynamodb:DeleteTable",
+                            "dynamodb:DeleteItem"
+                        ]
+                        .contains(&action.as_str()),
+                        "{name}: {action}"
+                    );
+                }
+                // Only the table itself, never "*".
+                let resource = format!("{:?}", statement["Resource"]);
+                assert!(resource.contains("TokensTable.Arn"), "{name}: {resource}");
+            }
+        }
+    }
+    let key = &template["Parameters"]["PermanentTokenKey"];
+    assert_eq!(key["NoEcho"], Value::Bool(true));
+    assert_eq!(key["MinLength"].as_u64(), Some(32));
+    let outputs = template["Outputs"].as_mapping().unwrap();
+    assert!(outputs.contains_key("ApiUrl") && outputs.contains_key("TableName"));
+}
+
+#[tokio::test]
+async fn tokenctl_init_creates_the_table_template_yaml_declares() {
+    let template = template();
+    let table = &resources_of_type(&template, "AWS::DynamoDB::Table")[0].1;
+    assert_eq!(text(&table["DeletionPolicy"]), "Retain");
+    let declared = &table["Properties"];
+    assert_eq!(text(&declared["BillingMode"]), "PAY_PER_REQUEST");
+    assert_eq!(
+        text(&declared["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]),
+        "true"
+    );
+    assert_eq!(text(&declared["DeletionProtectionEnabled"]), "true");
+    assert_eq!(
+        text(&declared["TimeToLiveSpecification"]["AttributeName"]),
+        TTL_ATTRIBUTE
+    );
+    let declared_keys: Vec<(String, String)> = declared["KeySchema"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| (text(&k["AttributeName"]), text(&k["KeyType"])))
+        .collect();
+    let code_keys: Vec<(String, String)> = KEY_ATTRIBUTES
+        .iter()
+        .map(|(name, kind)| (name.to_string(), kind.to_string()))
+        .collect();
+    assert_eq!(declared_keys, code_keys);
+    let declared_types: BTreeSet<(String, String)> = declared["AttributeDefinitions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| (text(&a["AttributeName"]), text(&a["AttributeType"])))
+        .collect();
+    assert!(
+        declared["GlobalSecondaryIndexes"].is_null() && declared["LocalSecondaryIndexes"].is_null()
+    );
+
+    // The table tokenctl's definition actually creates on DynamoDB Local.
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
+        "run with `make test`"
+    );
+    let client = shared::config::dynamodb_client().await;
+    let name = format!("template-{}", random_hex(6));
+    create_table(&client, &name).await.unwrap();
+    let described = client
+        .describe_table()
+        .table_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let described = described.table().unwrap();
+    let created_keys: Vec<(String, String)> = described
+        .key_schema()
+        .iter()
+        .map(|k| {
+            (
+                k.attribute_name().to_string(),
+                k.key_type().as_str().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(created_keys, declared_keys);
+    let created_types: BTreeSet<(String, String)> = described
+        .attribute_definitions()
+        .iter()
+        .map(|a| {
+            (
+                a.attribute_name().to_string(),
+                a.attribute_type().as_str().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(created_types, declared_types);
+    assert!(
+        described.global_secondary_indexes().is_empty()
+            && described.local_secondary_indexes().is_empty()
+    );
+    assert_eq!(
+        described
+            .billing_mode_summary()
+            .and_then(|b| b.billing_mode())
+            .map(|m| m.as_str()),
+        Some("PAY_PER_REQUEST")
+    );
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let ttl = ttl.time_to_live_description().unwrap();
+    assert_eq!(ttl.attribute_name(), Some(TTL_ATTRIBUTE));
+}
