@@ -1,14 +1,22 @@
 # The first two targets are the README's first two commands.
-.PHONY: dev test lint
+.PHONY: dev test lint sam-build invoke
 
 ## Run the service locally on DynamoDB Local (or AWS_ENDPOINT_URL_DYNAMODB when set).
 dev:
 	@scripts/dev.sh
 
-## Lint and run every test against a DynamoDB Local this starts and stops.
+## Lint, build for AWS, and run every test against a DynamoDB Local this starts and stops.
 test:
 	@scripts/test.sh
 
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+## sam validate --lint, sam build (arm64, cargo-lambda + zig from PyPI), artifact check.
+sam-build:
+	@scripts/sam-build.sh
+
+## Every events/*.json through cargo lambda watch + invoke (needs AWS_ENDPOINT_URL_DYNAMODB).
+invoke:
+	@scripts/invoke-events.sh

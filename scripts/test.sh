@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: lint, then every test against a DynamoDB Local started here and stopped on exit.
+# `make test`: lint, the SAM template and arm64 build, every test against a DynamoDB Local started
+# here, then every sample event through the Lambda runtime API. Stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,13 @@ echo "== format and lint"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
+echo "== tools (SAM CLI, cargo-lambda, zig) and DynamoDB Local"
+scripts/venv.sh
+scripts/dynamodb-local.sh fetch
+
+echo "== SAM: validate --lint, build arm64"
+scripts/sam-build.sh
+
 echo "== DynamoDB Local"
 if [ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]; then
   trap 'scripts/dynamodb-local.sh stop test' EXIT
@@ -20,9 +28,15 @@ if [ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]; then
 fi
 echo "endpoint: $AWS_ENDPOINT_URL_DYNAMODB"
 
-echo "== tests"
 log=$(mktemp)
+echo "== tests"
 cargo test --workspace --all-features --locked 2>&1 | tee "$log"
-# One closing line over every test binary.
-awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
+
+echo "== sample events through the Lambda runtime API (cargo lambda watch + invoke)"
+scripts/invoke-events.sh 2>&1 | tee -a "$log"
+
+# One closing line over every cargo test binary and the invocations.
+awk '/^test result:/ { passed += $4; failed += $6 }
+     /^invoke: [0-9]+ passed/ { passed += $2; failed += $4 }
+     END { printf "%d passed, %d failed\n", passed, failed }' "$log"
 rm -f "$log"

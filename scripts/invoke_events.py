@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Sends every sample event in events/ through the real Lambda runtime API (`cargo lambda watch`
+must be running on the given port) and checks each response's statusCode and body shape.
+
+usage: invoke_events.py PORT DEMO_JSON   (DEMO_JSON: the output of `tokenctl seed-demo --json`)
+Prints one line per event and a closing 'N passed, N failed'; exits non-zero on any failure.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+port, demo = sys.argv[1], json.loads(sys.argv[2])
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+values = {"ADMIN_KEY": demo["admin_key"], "USER_KEY": demo["user_key"]}
+
+
+def keys(*names):
+    return lambda body: set(body) == set(names)
+
+
+# (event, function, expected status, body check, placeholder the response's id fills)
+STEPS = [
+    ("admin-token-post", "admin-token", 200,
+     lambda b: keys("message", "user", "token", "token_name")(b) and b["user"]["id"] == 1002, None),
+    ("customer-token-post", "customer-token", 200,
+     lambda b: keys("message", "customerid", "customer_api_key", "name", "expires")(b)
+     and isinstance(b["expires"], int), None),
+    ("get-user-token-get", "get-user-token", 200,
+     lambda b: b["success"] is True and keys("key", "active")(b["data"]["permanentToken"]), None),
+    ("api-keys-post", "api-keys", 201,
+     lambda b: keys("id", "name", "token", "created_at")(b["api_key"]), "KEY_ID"),
+    ("api-keys-get", "api-keys", 200,
+     lambda b: all(keys("id", "name", "created_at", "last_used_at")(k) for k in b["api_keys"])
+     and len(b["api_keys"]) == 3, None),
+    ("api-keys-delete", "api-keys", 200, keys("message"), None),
+    ("api-tokens-post", "api-keys", 201,
+     lambda b: keys("id", "name", "abilities", "token", "created_at")(b["data"]), "TOKEN_ID"),
+    ("api-tokens-get", "api-keys", 200, lambda b: len(b["data"]) == 1, None),
+    ("api-tokens-delete", "api-keys", 200, keys("message"), None),
+]
+
+covered = {step[0] for step in STEPS}
+on_disk = {name[:-5] for name in os.listdir(os.path.join(root, "events")) if name.endswith(".json")}
+failures = [f"{name}: no invocation step" for name in sorted(on_disk - covered)]
+passed = 0
+for event, function, status, check, fills in STEPS:
+    with open(os.path.join(root, "events", event + ".json")) as f:
+        text = f.read()
+    for name, value in values.items():
+        text = text.replace("{{" + name + "}}", value)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        f.write(text)
+        path = f.name
+    result = subprocess.run(
+        ["cargo", "lambda", "invoke", function, "--data-file", path, "--invoke-address", "127.0.0.1",
+         "--invoke-port", port, "--output-format", "json"],
+        capture_output=True, text=True, timeout=300)
+    os.unlink(path)
+    try:
+        response = json.loads(result.stdout)
+        body = json.loads(response["body"])
+        ok = response["statusCode"] == status and check(body)
+    except Exception as error:  # a Lambda error, or not an API Gateway response
+        response, body, ok = None, f"{error}: {result.stdout} {result.stderr}", False
+    if ok:
+        passed += 1
+        print(f"ok   {event}: {response['statusCode']} via the runtime API ({function})")
+        if fills:
+            inner = body.get("api_key") or body.get("data")
+            values[fills] = inner["id"]
+    else:
+        failures.append(f"{event}: {response and response.get('statusCode')} {body}")
+        print(f"FAIL {event}: {failures[-1]}")
+
+for failure in failures:
+    print("failure:", failure)
+print(f"invoke: {passed} passed, {len(failures)} failed")
+sys.exit(1 if failures else 0)
