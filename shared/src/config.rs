@@ -84,6 +84,12 @@ impl Config {
 /// Builds the DynamoDB client once per cold start, with deliberate timeouts and retries so an
 /// outage answers 503 within a few seconds instead of hanging until the Lambda times out.
 pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    dynamodb_client_at(None).await
+}
+
+/// [`dynamodb_client`] with an explicit endpoint instead of `AWS_ENDPOINT_URL_DYNAMODB`, for
+/// tests that run a DynamoDB Local of their own (to stop and restart it).
+pub async fn dynamodb_client_at(endpoint: Option<&str>) -> aws_sdk_dynamodb::Client {
     let sdk = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .timeout_config(
@@ -95,7 +101,11 @@ pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
         )
         .load()
         .await;
-    aws_sdk_dynamodb::Client::new(&sdk)
+    let mut config = aws_sdk_dynamodb::config::Builder::from(&sdk);
+    if let Some(endpoint) = endpoint {
+        config = config.endpoint_url(endpoint);
+    }
+    aws_sdk_dynamodb::Client::from_conf(config.build())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! and serves every route locally. Reads `TABLE_NAME`, `AWS_ENDPOINT_URL_DYNAMODB` and
 //! `AWS_REGION` like the functions do; `--json` prints one JSON object.
 
-mod serve;
+use tokenctl::serve;
 
 use std::process::ExitCode;
 

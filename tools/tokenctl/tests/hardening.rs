@@ -1,0 +1,958 @@
+//! Hostile input, every credential against every route, and concurrency, through the same
+//! dispatch `tokenctl serve` uses, against DynamoDB Local. No case may answer 5xx, and every
+//! answer has its route's JSON shape.
+
+use std::sync::Arc;
+
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, Response};
+use serde_json::{json, Value};
+
+use shared::domain::{Abilities, CustomerId, Role, UserId, UserStatus};
+use shared::mint::{mint, MintRequest};
+use shared::service::Service;
+use shared::store::{now_ms, DynamoStore, Owner, Store, User};
+use shared::test_support::{
+    add_user, new_user, request, service, service_with, tenant, token_for, Tenant,
+};
+use shared::token::{self, TokenFamily, TokenKind};
+use tokenctl::serve::dispatch;
+
+/// How a route words its errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Style {
+    Laravel,
+    WhiteLabel,
+    Coded,
+    Envelope,
+}
+
+/// Fails the test unless `body` has the shape `style` prescribes for `status`.
+fn assert_shape(style: Style, status: u16, body: &Value, case: &str) {
+    assert!(status < 500, "{case}: {status} {body}");
+    let object = body
+        .as_object()
+        .unwrap_or_else(|| panic!("{case}: not an object: {body}"));
+    if status < 400 {
+        return;
+    }
+    let message = |key: &str| {
+        object
+            .get(key)
+            .and_then(Value::as_str)
+            .is_some_and(|m| !m.is_empty())
+    };
+    let ok = match style {
+        Style::Laravel => message("message") && (status != 422 || object["errors"].is_object()),
+        Style::WhiteLabel if matches!(status, 403 | 404) && object.contains_key("error") => {
+            message("error") && object.len() == 1
+        }
+        Style::WhiteLabel => message("message") && (status != 422 || object["errors"].is_object()),
+        Style::Coded => message("error") && message("message") && object.len() == 2,
+        Style::Envelope => {
+            object["success"] == false
+                && object["data"].is_null()
+                && object["code"] == status
+                && object["message"].is_string()
+                && object.len() == 4
+        }
+    };
+    assert!(ok, "{case}: {status} {body} is not a {style:?} error");
+}
+
+async fn send(service: &Service, request: Request) -> (u16, Value, Vec<u8>) {
+    let response: Response<Body> = dispatch(service, request).await;
+    let status = response.status().as_u16();
+    let bytes = response.body().as_ref().to_vec();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {bytes:?}"));
+    (status, body, bytes)
+}
+
+/// Everything the matrix needs: two tenants, a customer, and tokens in every state.
+struct World {
+    service: Service,
+    store: DynamoStore,
+    a: Tenant,
+    b: Tenant,
+    customer: User,
+    expired: String,
+    revoked: String,
+    blocked: String,
+    limited_admin: String,
+    unknown: String,
+    bad_checksum: String,
+}
+
+async fn world() -> World {
+    let (service, store) = service().await;
+    let a = tenant(&store).await;
+    let b = tenant(&store).await;
+    let mut customer = new_user(&a.platform, Role::User);
+    customer.customer_id = CustomerId::parse(&format!("{:012}", 100_000_000_000u64 + a.user.id.0));
+    let customer = add_user(&store, customer).await;
+    let now = now_ms();
+    let request = |expires_at| MintRequest {
+        kind: TokenKind::ApiKey,
+        name: shared::domain::TokenName::parse("state").unwrap(),
+        abilities: Abilities::full(),
+        expires_at,
+    };
+    let expired = mint(
+        &store,
+        Owner::from(&a.admin),
+        request(Some(now / 1000 - 60)),
+        u32::MAX,
+        now,
+    )
+    .await
+    .unwrap();
+    let revoked = mint(&store, Owner::from(&a.admin), request(None), u32::MAX, now)
+        .await
+        .unwrap();
+    assert!(store
+        .revoke_token(a.admin.id, TokenFamily::ApiKeys, revoked.record.id, now)
+        .await
+        .unwrap());
+    let blocked_admin = add_user(&store, new_user(&a.platform, Role::Admin)).await;
+    let blocked = token_for(&store, &blocked_admin, TokenKind::ApiKey, Abilities::full()).await;
+    store
+        .set_user_status(blocked_admin.id, UserStatus::Blocked)
+        .await
+        .unwrap();
+    let limited = Abilities::parse(vec!["calls:read".into()]).unwrap();
+    let limited_admin = token_for(&store, &a.admin, TokenKind::Personal, limited).await;
+    let unknown = token::generate(TokenKind::ApiKey, UserId(999_999_999), now)
+        .secret
+        .expose()
+        .to_string();
+    let mut bad_checksum = a.admin_token.clone();
+    let last = bad_checksum.pop().unwrap();
+    bad_checksum.push(if last == '0' { '1' } else { '0' });
+    World {
+        service,
+        store,
+        a,
+        b,
+        customer,
+        expired: expired.secret.expose().to_string(),
+        revoked: revoked.secret.expose().to_string(),
+        blocked,
+        limited_admin,
+        unknown,
+        bad_checksum,
+    }
+}
+
+/// One route as the matrix calls it.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    WhiteLabelToken,
+    CustomerToken,
+    GetUserToken,
+    CreateApiKey,
+    ListApiKeys,
+    DeleteApiKey,
+    CreateApiToken,
+    ListApiTokens,
+    DeleteApiToken,
+}
+
+impl Route {
+    const ALL: [Route; 9] = [
+        Route::WhiteLabelToken,
+        Route::CustomerToken,
+        Route::GetUserToken,
+        Route::CreateApiKey,
+        Route::ListApiKeys,
+        Route::DeleteApiKey,
+        Route::CreateApiToken,
+        Route::ListApiTokens,
+        Route::DeleteApiToken,
+    ];
+
+    fn style(self) -> Style {
+        match self {
+            Route::WhiteLabelToken => Style::WhiteLabel,
+            Route::CustomerToken => Style::Coded,
+            Route::GetUserToken => Style::Envelope,
+            _ => Style::Laravel,
+        }
+    }
+
+    fn admin_only(self) -> bool {
+        matches!(
+            self,
+            Route::WhiteLabelToken | Route::CustomerToken | Route::GetUserToken
+        )
+    }
+
+    fn success(self) -> u16 {
+        match self {
+            Route::CreateApiKey | Route::CreateApiToken => 201,
+            _ => 200,
+        }
+    }
+
+    /// A request with `token` (if any) that succeeds for tenant A's admin.
+    async fn request(self, w: &World, token: Option<&str>) -> Request {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        match (self, token) {
+            (Route::CustomerToken, Some(token)) => headers.push(("token", token)),
+            (_, Some(_)) => headers.push(("authorization", bearer.as_deref().unwrap())),
+            (_, None) => {}
+        }
+        let (method, path, body) = match self {
+            Route::WhiteLabelToken => (
+                Method::POST,
+                "/api/white-label/token".to_string(),
+                json!({"user_id": w.a.user.id.0}).to_string(),
+            ),
+            Route::CustomerToken => (
+                Method::POST,
+                "/api/v1/global/users/gettokenbycustomerid".to_string(),
+                json!({"customer_id": w.customer.customer_id.as_ref().unwrap().as_str()})
+                    .to_string(),
+            ),
+            Route::GetUserToken => {
+                headers.push(("authtype", "Key"));
+                (
+                    Method::GET,
+                    format!("/ext/get-user-token?userId={}", w.a.user.id),
+                    String::new(),
+                )
+            }
+            Route::CreateApiKey => (
+                Method::POST,
+                "/api/user/api-keys".into(),
+                r#"{"name":"m"}"#.into(),
+            ),
+            Route::ListApiKeys => (Method::GET, "/api/user/api-keys".into(), String::new()),
+            Route::CreateApiToken => (
+                Method::POST,
+                "/api/v1/user/api-tokens".into(),
+                r#"{"name":"m"}"#.into(),
+            ),
+            Route::ListApiTokens => (Method::GET, "/api/v1/user/api-tokens".into(), String::new()),
+            Route::DeleteApiKey | Route::DeleteApiToken => {
+                // A fresh token of the caller (when the caller is a real, active user), else of A's admin.
+                let owner = match token.and_then(|t| token::parse(t).ok()) {
+                    Some(parsed) => w.store.get_user(parsed.user_id).await.unwrap(),
+                    None => None,
+                }
+                .filter(User::is_active)
+                .unwrap_or_else(|| w.a.admin.clone());
+                let (kind, base) = match self {
+                    Route::DeleteApiKey => (TokenKind::ApiKey, "/api/user/api-keys"),
+                    _ => (TokenKind::Personal, "/api/v1/user/api-tokens"),
+                };
+                let text = token_for(&w.store, &owner, kind, Abilities::full()).await;
+                let parsed = token::parse(&text).unwrap();
+                (
+                    Method::DELETE,
+                    format!("{base}/{}-{}", owner.id, parsed.token_id),
+                    String::new(),
+                )
+            }
+        };
+        request(method, &path, &headers, &body)
+    }
+}
+
+#[tokio::test]
+async fn every_credential_against_every_route() {
+    let w = world().await;
+    let rejected: [(&str, Option<&str>); 7] = [
+        ("no token", None),
+        ("garbage", Some("garbage")),
+        ("well-formed unknown", Some(&w.unknown)),
+        ("bad checksum", Some(&w.bad_checksum)),
+        ("expired", Some(&w.expired)),
+        ("revoked", Some(&w.revoked)),
+        ("blocked owner", Some(&w.blocked)),
+    ];
+    let mut cases = 0;
+    for route in Route::ALL {
+        for (state, token) in rejected {
+            let (status, body, _) = send(&w.service, route.request(&w, token).await).await;
+            let case = format!("{route:?} with {state}");
+            assert_eq!(status, 401, "{case}: {body}");
+            assert_shape(route.style(), status, &body, &case);
+            cases += 1;
+        }
+        let (status, body, _) =
+            send(&w.service, route.request(&w, Some(&w.a.admin_token)).await).await;
+        assert_eq!(status, route.success(), "{route:?} as admin: {body}");
+
+        let (status, body, _) =
+            send(&w.service, route.request(&w, Some(&w.a.user_token)).await).await;
+        let expected = if route.admin_only() {
+            403
+        } else {
+            route.success()
+        };
+        assert_eq!(status, expected, "{route:?} as a plain user: {body}");
+        assert_shape(
+            route.style(),
+            status,
+            &body,
+            &format!("{route:?} as a plain user"),
+        );
+
+        let (status, body, _) =
+            send(&w.service, route.request(&w, Some(&w.limited_admin)).await).await;
+        let expected = if route.admin_only() {
+            403
+        } else {
+            route.success()
+        };
+        assert_eq!(status, expected, "{route:?} with limited abilities: {body}");
+
+        let (status, body, _) =
+            send(&w.service, route.request(&w, Some(&w.b.admin_token)).await).await;
+        let expected = if route.admin_only() {
+            404
+        } else {
+            route.success()
+        };
+        assert_eq!(
+            status, expected,
+            "{route:?} as another platform's admin: {body}"
+        );
+        assert_shape(
+            route.style(),
+            status,
+            &body,
+            &format!("{route:?} cross-tenant"),
+        );
+        cases += 4;
+    }
+    assert_eq!(cases, 9 * 11);
+}
+
+#[tokio::test]
+async fn cross_tenant_answers_are_byte_identical_to_unknown_users() {
+    let w = world().await;
+    let other_admin = format!("Bearer {}", w.b.admin_token);
+    let auth = [("authorization", other_admin.as_str())];
+    let pairs = [
+        (
+            request(
+                Method::POST,
+                "/api/white-label/token",
+                &auth,
+                &json!({"user_id": w.a.user.id.0}).to_string(),
+            ),
+            request(
+                Method::POST,
+                "/api/white-label/token",
+                &auth,
+                r#"{"user_id": 987654321}"#,
+            ),
+        ),
+        (
+            request(
+                Method::POST,
+                "/api/white-label/token",
+                &auth,
+                &json!({"email": w.a.user.email}).to_string(),
+            ),
+            request(
+                Method::POST,
+                "/api/white-label/token",
+                &auth,
+                r#"{"email": "nobody@nowhere.test"}"#,
+            ),
+        ),
+        (
+            request(
+                Method::POST,
+                "/api/v1/global/users/gettokenbycustomerid",
+                &[("token", &w.b.admin_token)],
+                &json!({"customer_id": w.customer.customer_id.as_ref().unwrap().as_str()})
+                    .to_string(),
+            ),
+            request(
+                Method::POST,
+                "/api/v1/global/users/gettokenbycustomerid",
+                &[("token", &w.b.admin_token)],
+                r#"{"customer_id": "999999999999"}"#,
+            ),
+        ),
+        (
+            request(
+                Method::GET,
+                &format!("/ext/get-user-token?userId={}", w.a.user.id),
+                &[auth[0], ("authtype", "Key")],
+                "",
+            ),
+            request(
+                Method::GET,
+                "/ext/get-user-token?userId=987654321",
+                &[auth[0], ("authtype", "Key")],
+                "",
+            ),
+        ),
+    ];
+    for (foreign, missing) in pairs {
+        let (foreign_status, _, foreign_bytes) = send(&w.service, foreign).await;
+        let (missing_status, _, missing_bytes) = send(&w.service, missing).await;
+        assert_eq!(foreign_status, 404);
+        assert_eq!(
+            (foreign_status, foreign_bytes),
+            (missing_status, missing_bytes)
+        );
+    }
+    // Another user's token ids are unknown ids too.
+    let victim = token_for(&w.store, &w.a.user, TokenKind::ApiKey, Abilities::full()).await;
+    let victim_id = format!(
+        "{}-{}",
+        w.a.user.id,
+        token::parse(&victim).unwrap().token_id
+    );
+    let (status, body, _) = send(
+        &w.service,
+        request(
+            Method::DELETE,
+            &format!("/api/user/api-keys/{victim_id}"),
+            &auth,
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (404, json!({"message": "API key not found."}))
+    );
+    assert!(
+        shared::auth::authenticate(&w.store, Some(&victim), now_ms())
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn limited_tokens_never_mint_broader_ones() {
+    let w = world().await;
+    let limited = format!("Bearer {}", w.limited_admin);
+    let auth = [("authorization", limited.as_str())];
+    for abilities in [
+        json!(["*"]),
+        json!(["calls:read", "calls:write"]),
+        json!(["admin"]),
+    ] {
+        let body = json!({"name": "wider", "abilities": abilities}).to_string();
+        let (status, response, _) = send(
+            &w.service,
+            request(Method::POST, "/api/v1/user/api-tokens", &auth, &body),
+        )
+        .await;
+        assert_eq!(status, 403, "{abilities}: {response}");
+    }
+    let (status, response, _) = send(
+        &w.service,
+        request(
+            Method::POST,
+            "/api/v1/user/api-tokens",
+            &auth,
+            r#"{"name":"same","abilities":["calls:read"]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{response}");
+    // Nor through the admin routes, which need full access.
+    for route in [
+        Route::WhiteLabelToken,
+        Route::CustomerToken,
+        Route::GetUserToken,
+    ] {
+        let (status, _, _) =
+            send(&w.service, route.request(&w, Some(&w.limited_admin)).await).await;
+        assert_eq!(status, 403, "{route:?}");
+    }
+}
+
+/// (route, method, path, extra headers, body, expected status) for hostile input.
+fn hostile_cases(
+    w: &World,
+) -> Vec<(
+    Style,
+    Method,
+    String,
+    Vec<(&'static str, String)>,
+    String,
+    u16,
+)> {
+    let admin = ("authorization", format!("Bearer {}", w.a.admin_token));
+    let user = ("authorization", format!("Bearer {}", w.a.user_token));
+    let customer_auth = ("token", w.a.admin_token.clone());
+    let cid = w
+        .customer
+        .customer_id
+        .as_ref()
+        .unwrap()
+        .as_str()
+        .to_string();
+    let huge = format!(r#"{{"name":"{}"}}"#, "x".repeat(16 * 1024));
+    let mut cases = Vec::new();
+
+    // Bodies every POST route must refuse as a body: malformed, not an object, too large.
+    let posts = [
+        (Style::WhiteLabel, "/api/white-label/token", admin.clone()),
+        (Style::Laravel, "/api/user/api-keys", user.clone()),
+        (Style::Laravel, "/api/v1/user/api-tokens", user.clone()),
+        (
+            Style::Coded,
+            "/api/v1/global/users/gettokenbycustomerid",
+            customer_auth.clone(),
+        ),
+    ];
+    for (style, path, auth) in &posts {
+        for body in [
+            "{",
+            "{\"a\":",
+            "nul",
+            "{\"name\": \"x\",}",
+            "\u{feff}{}",
+            "[]",
+            "\"text\"",
+            "42",
+            "null",
+            "true",
+            "[{}]",
+        ] {
+            cases.push((
+                *style,
+                Method::POST,
+                path.to_string(),
+                vec![auth.clone()],
+                body.to_string(),
+                400,
+            ));
+        }
+        cases.push((
+            *style,
+            Method::POST,
+            path.to_string(),
+            vec![auth.clone()],
+            huge.clone(),
+            413,
+        ));
+        for method in [Method::PUT, Method::PATCH, Method::GET, Method::DELETE] {
+            if *path != "/api/white-label/token"
+                && *path != "/api/v1/global/users/gettokenbycustomerid"
+                && method == Method::GET
+            {
+                continue;
+            }
+            cases.push((
+                *style,
+                method,
+                path.to_string(),
+                vec![auth.clone()],
+                String::new(),
+                405,
+            ));
+        }
+        // No function owns it: the server's own (Laravel-shaped) 404, as API Gateway's is JSON too.
+        cases.push((
+            Style::Laravel,
+            Method::POST,
+            format!("{path}/extra/segments"),
+            vec![auth.clone()],
+            "{}".into(),
+            404,
+        ));
+    }
+
+    // The white-label route: every field null, wrong types, extra fields, unicode.
+    let white = |body: Value, status: u16| {
+        (
+            Style::WhiteLabel,
+            Method::POST,
+            "/api/white-label/token".to_string(),
+            vec![admin.clone()],
+            body.to_string(),
+            status,
+        )
+    };
+    for body in [
+        json!({}),
+        json!({"user_id": null, "email": null, "token_name": null}),
+        json!({"user_id": "", "email": "  "}),
+    ] {
+        cases.push(white(body, 422));
+    }
+    for value in [
+        json!(1.5),
+        json!("12a"),
+        json!(true),
+        json!([1]),
+        json!({"id": 1}),
+        json!("١٢٣"),
+    ] {
+        cases.push(white(json!({ "user_id": value }), 422));
+    }
+    for value in [
+        json!(5),
+        json!(true),
+        json!(["a@b.co"]),
+        json!("not-an-email"),
+        json!("a@b"),
+        json!("é@\u{0}.com"),
+    ] {
+        cases.push(white(json!({ "email": value }), 422));
+    }
+    for value in [
+        json!(5),
+        json!(["n"]),
+        json!({}),
+        json!("n".repeat(256)),
+        json!("a\u{7}b"),
+    ] {
+        cases.push(white(
+            json!({"user_id": w.a.user.id.0, "token_name": value}),
+            422,
+        ));
+    }
+    cases.push(white(
+        json!({"user_id": w.a.user.id.0, "token_name": "é".repeat(255)}),
+        200,
+    ));
+    cases.push(white(
+        json!({"user_id": w.a.user.id.0, "unexpected": [1, {"deep": null}]}),
+        200,
+    ));
+    cases.push(white(json!({"user_id": u64::MAX}), 404));
+    cases.push(white(json!({"user_id": -1}), 404));
+    cases.push(white(json!({"email": "NOBODY@example.com"}), 404));
+
+    // API keys and personal tokens.
+    for path in ["/api/user/api-keys", "/api/v1/user/api-tokens"] {
+        let post = |body: Value, status: u16| {
+            (
+                Style::Laravel,
+                Method::POST,
+                path.to_string(),
+                vec![user.clone()],
+                body.to_string(),
+                status,
+            )
+        };
+        for value in [
+            json!(null),
+            json!(""),
+            json!("   "),
+            json!(5),
+            json!(["x"]),
+            json!({}),
+            json!(true),
+            json!("n".repeat(256)),
+            json!("tab\tname"),
+            json!("\u{202e}\u{0}"),
+        ] {
+            cases.push(post(json!({ "name": value }), 422));
+        }
+        for name in ["名前 🚀", "\u{202e}rtl", "a", "ÅngströmΩ"] {
+            cases.push(post(json!({ "name": name }), 201));
+        }
+        cases.push(post(json!({"name": "n".repeat(255)}), 201));
+        cases.push(post(json!({"name": "extra", "other": {"x": [1, 2]}}), 201));
+        let delete = |id: &str, status: u16| {
+            (
+                Style::Laravel,
+                Method::DELETE,
+                format!("{path}/{id}"),
+                vec![user.clone()],
+                String::new(),
+                status,
+            )
+        };
+        for id in [
+            "x",
+            "1-",
+            "-1",
+            "999999999999999999999999-00000000000000000000",
+            "1-0000000000000000000g",
+            "%00",
+            "1-%2e%2e",
+        ] {
+            cases.push(delete(id, 404));
+        }
+    }
+    let tokens = |body: Value, status: u16| {
+        (
+            Style::Laravel,
+            Method::POST,
+            "/api/v1/user/api-tokens".to_string(),
+            vec![user.clone()],
+            body.to_string(),
+            status,
+        )
+    };
+    for abilities in [
+        json!("*"),
+        json!(5),
+        json!({"a": 1}),
+        json!([1]),
+        json!([null]),
+        json!([]),
+        json!(["has space"]),
+        json!([""]),
+        json!(["é"]),
+        json!(vec!["a"; 51]
+            .iter()
+            .enumerate()
+            .map(|(i, _)| format!("a{i}"))
+            .collect::<Vec<_>>()),
+    ] {
+        cases.push(tokens(json!({"name": "n", "abilities": abilities}), 422));
+    }
+    cases.push(tokens(json!({"name": "n", "abilities": null}), 201));
+    cases.push(tokens(
+        json!({"name": "n", "abilities": ["a", "a", "b"]}),
+        201,
+    ));
+
+    // The customer-token route.
+    let customer = |body: Value, status: u16| {
+        (
+            Style::Coded,
+            Method::POST,
+            "/api/v1/global/users/gettokenbycustomerid".to_string(),
+            vec![customer_auth.clone()],
+            body.to_string(),
+            status,
+        )
+    };
+    for days in [
+        json!(0),
+        json!(-1),
+        json!(1.5),
+        json!("30"),
+        json!(1e12),
+        json!(true),
+        json!([30]),
+        json!(3651),
+        json!(u64::MAX),
+    ] {
+        cases.push(customer(
+            json!({"customer_id": cid, "expiration_days": days}),
+            400,
+        ));
+    }
+    for id in [
+        json!("12345678901"),
+        json!("1234567890123"),
+        json!("12345678901a"),
+        json!("١٢٣٤٥٦٧٨٩٠١٢"),
+        json!(12),
+        json!(true),
+        json!([cid]),
+        json!({}),
+    ] {
+        cases.push(customer(json!({ "customer_id": id }), 400));
+    }
+    cases.push(customer(json!({}), 400));
+    cases.push(customer(json!({"customer_id": null}), 400));
+    cases.push(customer(json!({"customer_id": cid, "name": ""}), 400));
+    cases.push(customer(json!({"customer_id": cid, "name": 5}), 400));
+    cases.push(customer(
+        json!({"customer_id": cid, "name": "n".repeat(256)}),
+        400,
+    ));
+    cases.push(customer(
+        json!({"customer_id": cid, "name": "名前", "expiration_days": 3650, "extra": 1}),
+        200,
+    ));
+    cases.push(customer(json!({"customer_id": "000000000001"}), 404));
+
+    // The get-user-token route: query string and authtype.
+    let get = |query: &str, authtype: Option<&str>, status: u16| {
+        let mut headers = vec![admin.clone()];
+        if let Some(value) = authtype {
+            headers.push(("authtype", value.to_string()));
+        }
+        (
+            Style::Envelope,
+            Method::GET,
+            format!("/ext/get-user-token{query}"),
+            headers,
+            String::new(),
+            status,
+        )
+    };
+    for query in [
+        "",
+        "?",
+        "?userId",
+        "?userId=",
+        "?userid=1",
+        "?userId=abc",
+        "?userId=-1",
+        "?userId=1.5",
+        "?userId=%F0%9F%9A%80",
+        "?userId=99999999999999999999999",
+    ] {
+        cases.push(get(query, Some("Key"), 400));
+    }
+    let valid = format!("?userId={}", w.a.user.id);
+    cases.push(get(&valid, None, 400));
+    cases.push(get(&valid, Some("Bearer"), 400));
+    cases.push(get(&valid, Some(""), 400));
+    cases.push(get(&valid, Some("key"), 200));
+    cases.push(get(&format!("{valid}&userId=1&extra=x"), Some("Key"), 200));
+    cases.push(get("?userId=0", Some("Key"), 404));
+    for method in [Method::POST, Method::DELETE, Method::PUT] {
+        let mut case = get(&valid, Some("Key"), 405);
+        case.1 = method;
+        cases.push(case);
+    }
+    for path in [
+        "/",
+        "/api",
+        "/api/user",
+        "/ext",
+        "/api/v1/user/api-tokens/1/2",
+        "/%ff",
+        "/api/white-label/token/",
+    ] {
+        if path == "/api/white-label/token/" {
+            cases.push((
+                Style::WhiteLabel,
+                Method::POST,
+                path.into(),
+                vec![admin.clone()],
+                json!({"user_id": w.a.user.id.0}).to_string(),
+                200,
+            ));
+        } else {
+            cases.push((
+                Style::Laravel,
+                Method::GET,
+                path.into(),
+                vec![admin.clone()],
+                String::new(),
+                404,
+            ));
+        }
+    }
+    cases
+}
+
+#[tokio::test]
+async fn hostile_input_gets_the_routes_own_errors_and_never_a_5xx() {
+    let w = world().await;
+    let cases = hostile_cases(&w);
+    let total = cases.len();
+    for (style, method, path, headers, body, expected) in cases {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let case = format!(
+            "{method} {path} {}",
+            body.chars().take(80).collect::<String>()
+        );
+        let (status, response, _) = send(&w.service, request(method, &path, &headers, &body)).await;
+        assert_eq!(status, expected, "{case}: {response}");
+        assert_shape(style, status, &response, &case);
+    }
+    eprintln!("{total} hostile cases");
+    assert!(total > 150, "{total}");
+}
+
+#[tokio::test]
+async fn two_hundred_parallel_creates_respect_a_cap_of_one_hundred() {
+    let (service, store) = service_with(100).await;
+    let t = tenant(&store).await;
+    let user = add_user(&store, new_user(&t.platform, Role::User)).await;
+    // The caller's own token is a customer token, which the cap does not count.
+    let caller = token_for(&store, &user, TokenKind::Customer, Abilities::full()).await;
+    let service = Arc::new(service);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let service = service.clone();
+        let bearer = format!("Bearer {caller}");
+        let path = if i % 2 == 0 {
+            "/api/user/api-keys"
+        } else {
+            "/api/v1/user/api-tokens"
+        };
+        tasks.push(tokio::spawn(async move {
+            let body = json!({ "name": format!("key {i}") }).to_string();
+            let (status, body, _) = send(
+                &service,
+                request(Method::POST, path, &[("authorization", &bearer)], &body),
+            )
+            .await;
+            (status, body)
+        }));
+    }
+    let (mut created, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            (201, _) => created += 1,
+            (422, body) => {
+                assert!(body["message"].as_str().unwrap().contains("100"), "{body}");
+                refused += 1
+            }
+            (status, body) => panic!("{status}: {body}"),
+        }
+    }
+    assert_eq!((created, refused), (100, 100));
+    let keys = store
+        .list_tokens(user.id, TokenFamily::ApiKeys, now_ms())
+        .await
+        .unwrap();
+    let personal = store
+        .list_tokens(user.id, TokenFamily::Personal, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(keys.len() + personal.len(), 100);
+}
+
+#[tokio::test]
+async fn two_hundred_parallel_creates_across_users_all_land() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let mut callers = Vec::new();
+    for _ in 0..200 {
+        let user = add_user(&store, new_user(&t.platform, Role::User)).await;
+        let token = token_for(&store, &user, TokenKind::Customer, Abilities::full()).await;
+        callers.push((user, token));
+    }
+    let service = Arc::new(service);
+    let mut tasks = Vec::new();
+    for (user, token) in callers {
+        let service = service.clone();
+        tasks.push(tokio::spawn(async move {
+            let bearer = format!("Bearer {token}");
+            let (status, body, _) = send(
+                &service,
+                request(
+                    Method::POST,
+                    "/api/user/api-keys",
+                    &[("authorization", &bearer)],
+                    r#"{"name":"parallel"}"#,
+                ),
+            )
+            .await;
+            (user, status, body)
+        }));
+    }
+    let mut tokens = std::collections::HashSet::new();
+    for task in tasks {
+        let (user, status, body) = task.await.unwrap();
+        assert_eq!(status, 201, "{body}");
+        let token = body["api_key"]["token"].as_str().unwrap().to_string();
+        let principal = shared::auth::authenticate(&store, Some(&token), now_ms())
+            .await
+            .unwrap();
+        assert_eq!(principal.user_id, user.id);
+        assert!(tokens.insert(token));
+        let listed = store
+            .list_tokens(user.id, TokenFamily::ApiKeys, now_ms())
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+    }
+    assert_eq!(tokens.len(), 200);
+}
