@@ -27,9 +27,14 @@ enum Style {
     Envelope,
 }
 
-/// Fails the test unless `body` has the shape `style` prescribes for `status`.
+/// Fails the test on a 5xx, or unless `body` has the shape `style` prescribes for `status`.
 fn assert_shape(style: Style, status: u16, body: &Value, case: &str) {
     assert!(status < 500, "{case}: {status} {body}");
+    assert_error_shape(style, status, body, case);
+}
+
+/// Fails the test unless `body` has the shape `style` prescribes for `status`.
+fn assert_error_shape(style: Style, status: u16, body: &Value, case: &str) {
     let object = body
         .as_object()
         .unwrap_or_else(|| panic!("{case}: not an object: {body}"));
@@ -85,6 +90,11 @@ struct World {
 
 async fn world() -> World {
     let (service, store) = service().await;
+    world_on(service, store).await
+}
+
+/// [`world`] in the given service's table.
+async fn world_on(service: Service, store: DynamoStore) -> World {
     let a = tenant(&store).await;
     let b = tenant(&store).await;
     let mut customer = new_user(&a.platform, Role::User);
@@ -955,4 +965,135 @@ async fn two_hundred_parallel_creates_across_users_all_land() {
         assert_eq!(listed.len(), 1);
     }
     assert_eq!(tokens.len(), 200);
+}
+
+/// A DynamoDB Local of this test's own, on disk so its data outlives a restart.
+struct OwnDynamoDb {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnDynamoDb {
+    fn jar_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/dynamodb-local")
+    }
+
+    fn start(port: u16, dir: &std::path::Path) -> OwnDynamoDb {
+        let child = std::process::Command::new("java")
+            .args([
+                "-Djava.library.path=DynamoDBLocal_lib",
+                "-jar",
+                "DynamoDBLocal.jar",
+                "-sharedDb",
+                "-dbPath",
+            ])
+            .arg(dir)
+            .args(["-port", &port.to_string()])
+            .current_dir(Self::jar_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("java runs DynamoDB Local (fetched by `make test` into .tools)");
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "DynamoDB Local did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        OwnDynamoDb { child, port }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnDynamoDb {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn admin_requests(w: &World) -> Vec<(Route, Request)> {
+    let mut requests = Vec::new();
+    for route in Route::ALL {
+        requests.push((route, route.request(w, Some(&w.a.admin_token)).await));
+    }
+    requests
+}
+
+#[tokio::test]
+async fn an_outage_answers_503_json_on_every_route_and_the_same_process_recovers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("outage-{}", shared::test_support::random_hex(4)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut dynamodb = OwnDynamoDb::start(port, &dir);
+    let endpoint = format!("http://127.0.0.1:{}", dynamodb.port);
+    let client = shared::config::dynamodb_client_at(Some(&endpoint)).await;
+    shared::store::schema::create_table(&client, "outage")
+        .await
+        .unwrap();
+    let store = DynamoStore::new(client, "outage");
+    let config = shared::config::Config::from_lookup(|name| match name {
+        "TABLE_NAME" => Some("outage".into()),
+        "PERMANENT_TOKEN_KEY" => Some("outage-key-0123456789abcdef0123456789".into()),
+        _ => None,
+    })
+    .unwrap();
+    let service = Service {
+        store: Arc::new(store.clone()),
+        config,
+    };
+    let w = world_on(service, store).await;
+    for (route, request) in admin_requests(&w).await {
+        assert_eq!(
+            send(&w.service, request).await.0,
+            route.success(),
+            "{route:?} before the outage"
+        );
+    }
+
+    let requests = admin_requests(&w).await;
+    dynamodb.stop();
+    for (route, request) in requests {
+        let started = std::time::Instant::now();
+        let (status, body, _) = send(&w.service, request).await;
+        let waited = started.elapsed();
+        assert_eq!(status, 503, "{route:?}: {body}");
+        assert_error_shape(
+            route.style(),
+            status,
+            &body,
+            &format!("{route:?} during the outage"),
+        );
+        // The SDK's timeouts and retries bound the wait (4 s per operation, a few operations).
+        assert!(waited.as_secs() < 15, "{route:?} took {waited:?}");
+        eprintln!("{route:?}: 503 after {waited:?}");
+    }
+    let unavailable = "The service is temporarily unavailable. Please try again shortly.";
+    let (_, body, _) = send(
+        &w.service,
+        Route::ListApiKeys.request(&w, Some(&w.a.user_token)).await,
+    )
+    .await;
+    assert_eq!(body, json!({"message": unavailable}));
+
+    // Back on the same port and data: the same service, same client, serves again.
+    let _restarted = OwnDynamoDb::start(port, &dir);
+    for (route, request) in admin_requests(&w).await {
+        let (status, body, _) = send(&w.service, request).await;
+        assert_eq!(
+            status,
+            route.success(),
+            "{route:?} after the outage: {body}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
