@@ -294,6 +294,34 @@ mod tests {
         assert_eq!(bearer_token(&headers), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_path_routes_or_is_a_client_error(path in "(/[a-z{}%0-9.-]{0,12}){0,6}", method in "[A-Z]{3,7}") {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            if let Err(error) = route(&ROUTES, &method, &path) {
+                proptest::prop_assert!(error.status().is_client_error());
+            }
+        }
+
+        #[test]
+        fn any_body_bytes_are_an_object_or_a_client_error(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let request = lambda_http::http::Request::builder()
+                .body(Body::Binary(bytes))
+                .unwrap();
+            if let Err(error) = json_object(&request) {
+                proptest::prop_assert!(error.status().is_client_error());
+            }
+        }
+
+        #[test]
+        fn any_query_string_decodes_without_panicking(query in ".{0,40}") {
+            let uri = format!("/x?{}", query.replace(['#', ' '], ""));
+            if let Ok(request) = lambda_http::http::Request::builder().uri(uri).body(Body::Empty) {
+                let _ = query_parameter(&request, "userId");
+            }
+        }
+    }
+
     #[test]
     fn timestamps_follow_the_seeds() {
         assert_eq!(

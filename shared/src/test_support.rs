@@ -165,3 +165,57 @@ pub fn event(json: &str, replacements: &[(&str, &str)]) -> Request {
     }
     lambda_http::request::from_str(&json).expect("a valid API Gateway event")
 }
+
+/// Any JSON value: what a hostile client may send, for property tests of body parsers. Strings
+/// lean towards the field names and shapes the routes look at.
+pub fn arbitrary_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let text = prop_oneof![
+        any::<String>(),
+        "[0-9]{0,14}",
+        "[a-z@. ]{0,20}",
+        Just("*".to_string()),
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        text.prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(field_name(), inner, 0..6)
+                .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+        ]
+    })
+}
+
+/// A JSON object whose keys are mostly the fields the routes read.
+pub fn arbitrary_body() -> impl proptest::strategy::Strategy<Value = serde_json::Map<String, Value>>
+{
+    use proptest::prelude::*;
+    prop::collection::btree_map(field_name(), arbitrary_json(), 0..6)
+        .prop_map(|fields| fields.into_iter().collect())
+}
+
+fn field_name() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        prop::sample::select(vec![
+            "user_id",
+            "email",
+            "token_name",
+            "name",
+            "abilities",
+            "customer_id",
+            "customerid",
+            "customer_salt",
+            "expiration_days",
+        ])
+        .prop_map(str::to_string),
+        "[a-z_]{1,12}",
+    ]
+}

@@ -122,6 +122,7 @@ pub fn abilities_field(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn body(value: Value) -> Map<String, Value> {
@@ -156,6 +157,37 @@ mod tests {
         assert!(errors.is_empty());
         let name = name_field(&body(json!({"name": " Prod "})), "name", true, &mut errors);
         assert_eq!(name.unwrap().as_str(), "Prod");
+    }
+
+    fn any_field() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<String>().prop_map(Value::String),
+            any::<i64>().prop_map(Value::from),
+            prop::collection::vec(any::<String>().prop_map(Value::String), 0..60)
+                .prop_map(Value::Array),
+            prop::collection::vec(any::<i64>().prop_map(Value::from), 0..3).prop_map(Value::Array),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the body, the field readers record errors or return valid values; never panic.
+        #[test]
+        fn any_body_yields_values_or_errors(
+            body in prop::collection::btree_map("[a-z_]{1,10}|name|abilities", any_field(), 0..5)
+        ) {
+            let body: Map<String, Value> = body.into_iter().collect();
+            let mut errors = FieldErrors::new();
+            let name = name_field(&body, "name", true, &mut errors);
+            let abilities = abilities_field(&body, "abilities", &mut errors);
+            prop_assert!(name.is_some() || !errors.is_empty());
+            if let Some(name) = name {
+                prop_assert!((1..=TokenName::MAX_CHARS).contains(&name.as_str().chars().count()));
+            }
+            if let Some(abilities) = abilities {
+                prop_assert!((1..=Abilities::MAX_COUNT).contains(&abilities.as_slice().len()));
+            }
+        }
     }
 
     #[test]

@@ -212,6 +212,15 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_body_parses_or_is_a_client_error(body in shared::test_support::arbitrary_body()) {
+            if let Err(error) = WhiteLabelTokenRequest::parse(&body) {
+                proptest::prop_assert!(error.status().is_client_error(), "{error:?}");
+            }
+        }
+    }
+
     #[test]
     fn token_name_defaults_when_absent_or_blank() {
         for body in [

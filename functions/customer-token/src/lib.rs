@@ -236,6 +236,16 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_body_parses_or_is_a_client_error(body in shared::test_support::arbitrary_body()) {
+            match CustomerTokenRequest::parse(&body) {
+                Ok(input) => proptest::prop_assert!(input.expiration_days.is_none_or(|d| (1..=MAX_EXPIRATION_DAYS).contains(&d))),
+                Err(error) => proptest::prop_assert!(error.status().is_client_error(), "{error:?}"),
+            }
+        }
+    }
+
     #[test]
     fn expiration_days_are_positive_whole_numbers() {
         let ok = parse(json!({"customer_id": "048372910564", "expiration_days": 30})).unwrap();

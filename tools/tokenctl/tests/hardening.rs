@@ -482,17 +482,17 @@ async fn limited_tokens_never_mint_broader_ones() {
     }
 }
 
-/// (route, method, path, extra headers, body, expected status) for hostile input.
-fn hostile_cases(
-    w: &World,
-) -> Vec<(
+/// (style, method, path, extra headers, body, expected status) of one hostile request.
+type HostileCase = (
     Style,
     Method,
     String,
     Vec<(&'static str, String)>,
     String,
     u16,
-)> {
+);
+
+fn hostile_cases(w: &World) -> Vec<HostileCase> {
     let admin = ("authorization", format!("Bearer {}", w.a.admin_token));
     let user = ("authorization", format!("Bearer {}", w.a.user_token));
     let customer_auth = ("token", w.a.admin_token.clone());
