@@ -35,6 +35,9 @@ cargo test --workspace --all-features --locked 2>&1 | tee "$log"
 echo "== sample events through the Lambda runtime API (cargo lambda watch + invoke)"
 scripts/invoke-events.sh 2>&1 | tee -a "$log"
 
+echo "== schemathesis against tokenctl serve (openapi.yaml)"
+scripts/schemathesis.sh
+
 # One closing line over every cargo test binary and the invocations.
 awk '/^test result:/ { passed += $4; failed += $6 }
      /^invoke: [0-9]+ passed/ { passed += $2; failed += $4 }
