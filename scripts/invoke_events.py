@@ -39,6 +39,15 @@ STEPS = [
      lambda b: keys("id", "name", "abilities", "token", "created_at")(b["data"]), "TOKEN_ID"),
     ("api-tokens-get", "api-keys", 200, lambda b: len(b["data"]) == 1, None),
     ("api-tokens-delete", "api-keys", 200, keys("message"), None),
+    ("tokens-verify-post", "authorizer", 200,
+     lambda b: b["valid"] is True and b["code"] == "VALID" and b["token"]["user_id"] == 1002, None),
+    ("user-me-get", "authorizer", 200,
+     lambda b: b["user"]["id"] == 1002 and b["token"]["abilities"] == ["*"], None),
+    # Not an HTTP event: the response is the policy itself (checked below).
+    ("authorizer-request", "authorizer", None,
+     lambda p: p["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+     and p["policyDocument"]["Statement"][0]["Resource"].endswith("/prod/GET/api/user/me")
+     and p["context"]["user_id"] == 1002, None),
 ]
 
 covered = {step[0] for step in STEPS}
@@ -60,8 +69,13 @@ for event, function, status, check, fills in STEPS:
     os.unlink(path)
     try:
         response = json.loads(result.stdout)
-        body = json.loads(response["body"])
-        ok = response["statusCode"] == status and check(body)
+        if status is None:
+            body = response
+            ok = check(response)
+            response = {"statusCode": "policy"}
+        else:
+            body = json.loads(response["body"])
+            ok = response["statusCode"] == status and check(body)
     except Exception as error:  # a Lambda error, or not an API Gateway response
         response, body, ok = None, f"{error}: {result.stdout} {result.stderr}", False
     if ok:

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use lambda_http::{service_fn, Body, Request, Response};
 
+use crate::auth::{authenticate, Principal};
 use crate::config::{dynamodb_client, Config};
+use crate::error::ApiError;
 use crate::store::{DynamoStore, Store};
 
 /// The store and configuration every handler takes.
@@ -26,6 +28,32 @@ impl Service {
             store: Arc::new(store),
             config,
         })
+    }
+}
+
+impl Service {
+    /// Authenticates a request's token and, when its `last_used_at` is stale, records the use in
+    /// the background: never a round trip on the request's path.
+    pub async fn authenticate(
+        &self,
+        presented: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Principal, ApiError> {
+        let principal = authenticate(self.store.as_ref(), presented, now_ms).await?;
+        if principal.last_use_is_stale(now_ms) {
+            let store = self.store.clone();
+            let (user, family, id) = (
+                principal.user_id,
+                principal.kind.family(),
+                principal.token_id,
+            );
+            tokio::spawn(async move {
+                if let Err(error) = store.touch_token(user, family, id, now_ms).await {
+                    tracing::warn!(error = %error, "could not record a token's last use");
+                }
+            });
+        }
+        Ok(principal)
     }
 }
 

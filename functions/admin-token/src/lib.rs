@@ -5,7 +5,6 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Map, Value};
 
-use shared::auth::authenticate;
 use shared::domain::{Abilities, Email, TokenName, UserId};
 use shared::error::{error_response, json_response, ApiError, ErrorStyle, FieldErrors};
 use shared::http::{bearer_token, json_object, route, Route};
@@ -116,7 +115,9 @@ async fn create_token(service: &Service, request: &Request) -> Result<Response<B
     route(&ROUTES, request.method(), request.uri().path())?;
     let now = now_ms();
     let store = service.store.as_ref();
-    let caller = authenticate(store, bearer_token(request.headers()), now).await?;
+    let caller = service
+        .authenticate(bearer_token(request.headers()), now)
+        .await?;
     caller.require_admin()?;
     let input = WhiteLabelTokenRequest::parse(&json_object(request)?)?;
 

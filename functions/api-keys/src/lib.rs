@@ -5,7 +5,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
-use shared::auth::{authenticate, Principal};
+use shared::auth::Principal;
 use shared::error::{error_response, json_response, ApiError, ErrorStyle, FieldErrors};
 use shared::http::{bearer_token, json_object, route, timestamp_micros, timestamp_seconds, Route};
 use shared::mint::{mint, MintRequest};
@@ -69,7 +69,9 @@ pub async fn handle(service: &Service, request: Request) -> Response<Body> {
 async fn dispatch(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
     let (action, params) = route(&ROUTES, request.method(), request.uri().path())?;
     let now = now_ms();
-    let caller = authenticate(service.store.as_ref(), bearer_token(request.headers()), now).await?;
+    let caller = service
+        .authenticate(bearer_token(request.headers()), now)
+        .await?;
     let id = params.first().map(String::as_str).unwrap_or_default();
     match action {
         Action::CreateKey => create(service, request, &caller, TokenKind::ApiKey, now).await,

@@ -5,7 +5,6 @@ use lambda_http::http::{HeaderMap, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Map, Value};
 
-use shared::auth::authenticate;
 use shared::domain::{Abilities, CustomerId, TokenName};
 use shared::error::{error_response, json_response, ApiError, ErrorStyle};
 use shared::http::{bearer_token, header, json_object, route, Route};
@@ -153,7 +152,9 @@ async fn create_token(service: &Service, request: &Request) -> Result<Response<B
     route(&ROUTES, request.method(), request.uri().path())?;
     let now = now_ms();
     let store = service.store.as_ref();
-    let caller = authenticate(store, presented_token(request.headers()), now).await?;
+    let caller = service
+        .authenticate(presented_token(request.headers()), now)
+        .await?;
     caller.require_admin()?;
     let input = CustomerTokenRequest::parse(&json_object(request)?)?;
 

@@ -6,7 +6,6 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
-use shared::auth::authenticate;
 use shared::domain::{Abilities, UserId};
 use shared::error::{error_response, json_response, ApiError, ErrorStyle};
 use shared::http::{bearer_token, header, query_parameter, route, Route};
@@ -45,7 +44,9 @@ async fn permanent_token(service: &Service, request: &Request) -> Result<Respons
     }
     let now = now_ms();
     let store = service.store.as_ref();
-    let caller = authenticate(store, bearer_token(request.headers()), now).await?;
+    let caller = service
+        .authenticate(bearer_token(request.headers()), now)
+        .await?;
     caller.require_admin()?;
     let user_id = match query_parameter(request, "userId") {
         Some(text) if !text.trim().is_empty() => {

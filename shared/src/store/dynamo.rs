@@ -600,6 +600,38 @@ impl Store for DynamoStore {
         }
     }
 
+    async fn touch_token(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        id: TokenId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let touched = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Key::token(user, family, id).to_item()))
+            .update_expression("SET last_used_at = :now")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(last_used_at) OR last_used_at <= :stale)",
+            )
+            .set_expression_attribute_values(values([
+                (":now", n(now_ms)),
+                (
+                    ":stale",
+                    n(now_ms.saturating_sub(super::LAST_USED_RESOLUTION_MS)),
+                ),
+            ]))
+            .send()
+            .await;
+        match touched {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn ensure_permanent_token(
         &self,
         owner: &User,

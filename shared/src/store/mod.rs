@@ -173,6 +173,9 @@ impl NewToken {
     }
 }
 
+/// `last_used_at` is written at most this often per token (5 minutes).
+pub const LAST_USED_RESOLUTION_MS: u64 = 5 * 60 * 1000;
+
 /// What the store could not do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -250,6 +253,17 @@ pub trait Store: Send + Sync {
 
     /// Revokes a live token at once. `false` when there is no such live token.
     async fn revoke_token(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        id: TokenId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Records that a token authenticated at `now_ms`, unless its `last_used_at` is already
+    /// within [`LAST_USED_RESOLUTION_MS`] of it (a conditional update: concurrent requests write
+    /// once). Returns whether it wrote.
+    async fn touch_token(
         &self,
         user: UserId,
         family: TokenFamily,

@@ -24,14 +24,16 @@ pub enum Function {
     CustomerToken,
     ApiKeys,
     GetUserToken,
+    Authorizer,
 }
 
 impl Function {
-    pub const ALL: [Function; 4] = [
+    pub const ALL: [Function; 5] = [
         Function::AdminToken,
         Function::CustomerToken,
         Function::ApiKeys,
         Function::GetUserToken,
+        Function::Authorizer,
     ];
 
     /// The crate and folder name (`functions/<name>`, template.yaml's `CodeUri`).
@@ -41,6 +43,7 @@ impl Function {
             Function::CustomerToken => "customer-token",
             Function::ApiKeys => "api-keys",
             Function::GetUserToken => "get-user-token",
+            Function::Authorizer => "authorizer",
         }
     }
 
@@ -54,6 +57,7 @@ impl Function {
             Function::CustomerToken => pairs(&customer_token::ROUTES),
             Function::ApiKeys => pairs(&api_keys::ROUTES),
             Function::GetUserToken => pairs(&get_user_token::ROUTES),
+            Function::Authorizer => pairs(&authorizer::ROUTES),
         }
     }
 
@@ -64,6 +68,7 @@ impl Function {
             Function::CustomerToken => serves(&customer_token::ROUTES, path),
             Function::ApiKeys => serves(&api_keys::ROUTES, path),
             Function::GetUserToken => serves(&get_user_token::ROUTES, path),
+            Function::Authorizer => serves(&authorizer::ROUTES, path),
         }
     }
 
@@ -73,6 +78,7 @@ impl Function {
             Function::CustomerToken => customer_token::handle(service, request).await,
             Function::ApiKeys => api_keys::handle(service, request).await,
             Function::GetUserToken => get_user_token::handle(service, request).await,
+            Function::Authorizer => authorizer::handle(service, request).await,
         }
     }
 }

@@ -165,10 +165,21 @@ enum Route {
     CreateApiToken,
     ListApiTokens,
     DeleteApiToken,
+    VerifyToken,
+    Me,
+}
+
+/// Who calls, in the matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    Admin,
+    User,
+    LimitedAdmin,
+    OtherPlatformAdmin,
 }
 
 impl Route {
-    const ALL: [Route; 9] = [
+    const ALL: [Route; 11] = [
         Route::WhiteLabelToken,
         Route::CustomerToken,
         Route::GetUserToken,
@@ -178,6 +189,8 @@ impl Route {
         Route::CreateApiToken,
         Route::ListApiTokens,
         Route::DeleteApiToken,
+        Route::VerifyToken,
+        Route::Me,
     ];
 
     fn style(self) -> Style {
@@ -194,6 +207,19 @@ impl Route {
             self,
             Route::WhiteLabelToken | Route::CustomerToken | Route::GetUserToken
         )
+    }
+
+    /// The status a valid caller gets.
+    fn expected(self, caller: Caller) -> u16 {
+        match (self, caller) {
+            (_, Caller::Admin) => self.success(),
+            (Route::VerifyToken, Caller::User) => 200, // the token verifies itself
+            (Route::VerifyToken, Caller::LimitedAdmin) => 403,
+            (Route::VerifyToken, Caller::OtherPlatformAdmin) => 200, // NOT_FOUND in the body
+            (_, Caller::User | Caller::LimitedAdmin) if self.admin_only() => 403,
+            (_, Caller::OtherPlatformAdmin) if self.admin_only() => 404,
+            _ => self.success(),
+        }
     }
 
     fn success(self) -> u16 {
@@ -244,6 +270,12 @@ impl Route {
                 r#"{"name":"m"}"#.into(),
             ),
             Route::ListApiTokens => (Method::GET, "/api/v1/user/api-tokens".into(), String::new()),
+            Route::VerifyToken => (
+                Method::POST,
+                "/api/v1/tokens/verify".into(),
+                json!({ "token": w.a.user_token }).to_string(),
+            ),
+            Route::Me => (Method::GET, "/api/user/me".into(), String::new()),
             Route::DeleteApiKey | Route::DeleteApiToken => {
                 // A fresh token of the caller (when the caller is a real, active user), else of A's admin.
                 let owner = match token.and_then(|t| token::parse(t).ok()) {
@@ -290,54 +322,21 @@ async fn every_credential_against_every_route() {
             assert_shape(route.style(), status, &body, &case);
             cases += 1;
         }
-        let (status, body, _) =
-            send(&w.service, route.request(&w, Some(&w.a.admin_token)).await).await;
-        assert_eq!(status, route.success(), "{route:?} as admin: {body}");
-
-        let (status, body, _) =
-            send(&w.service, route.request(&w, Some(&w.a.user_token)).await).await;
-        let expected = if route.admin_only() {
-            403
-        } else {
-            route.success()
-        };
-        assert_eq!(status, expected, "{route:?} as a plain user: {body}");
-        assert_shape(
-            route.style(),
-            status,
-            &body,
-            &format!("{route:?} as a plain user"),
-        );
-
-        let (status, body, _) =
-            send(&w.service, route.request(&w, Some(&w.limited_admin)).await).await;
-        let expected = if route.admin_only() {
-            403
-        } else {
-            route.success()
-        };
-        assert_eq!(status, expected, "{route:?} with limited abilities: {body}");
-
-        let (status, body, _) =
-            send(&w.service, route.request(&w, Some(&w.b.admin_token)).await).await;
-        let expected = if route.admin_only() {
-            404
-        } else {
-            route.success()
-        };
-        assert_eq!(
-            status, expected,
-            "{route:?} as another platform's admin: {body}"
-        );
-        assert_shape(
-            route.style(),
-            status,
-            &body,
-            &format!("{route:?} cross-tenant"),
-        );
-        cases += 4;
+        let callers = [
+            (Caller::Admin, &w.a.admin_token),
+            (Caller::User, &w.a.user_token),
+            (Caller::LimitedAdmin, &w.limited_admin),
+            (Caller::OtherPlatformAdmin, &w.b.admin_token),
+        ];
+        for (caller, token) in callers {
+            let (status, body, _) = send(&w.service, route.request(&w, Some(token)).await).await;
+            let case = format!("{route:?} as {caller:?}");
+            assert_eq!(status, route.expected(caller), "{case}: {body}");
+            assert_shape(route.style(), status, &body, &case);
+            cases += 1;
+        }
     }
-    assert_eq!(cases, 9 * 11);
+    assert_eq!(cases, Route::ALL.len() * 11);
 }
 
 #[tokio::test]
@@ -516,6 +515,7 @@ fn hostile_cases(w: &World) -> Vec<HostileCase> {
             "/api/v1/global/users/gettokenbycustomerid",
             customer_auth.clone(),
         ),
+        (Style::Laravel, "/api/v1/tokens/verify", admin.clone()),
     ];
     for (style, path, auth) in &posts {
         for body in [
@@ -549,10 +549,8 @@ fn hostile_cases(w: &World) -> Vec<HostileCase> {
             413,
         ));
         for method in [Method::PUT, Method::PATCH, Method::GET, Method::DELETE] {
-            if *path != "/api/white-label/token"
-                && *path != "/api/v1/global/users/gettokenbycustomerid"
-                && method == Method::GET
-            {
+            let listing = ["/api/user/api-keys", "/api/v1/user/api-tokens"].contains(path);
+            if listing && method == Method::GET {
                 continue;
             }
             cases.push((
@@ -574,6 +572,36 @@ fn hostile_cases(w: &World) -> Vec<HostileCase> {
             404,
         ));
     }
+
+    // The verify route: the token field.
+    for (body, status) in [
+        (json!({}), 422),
+        (json!({"token": null}), 422),
+        (json!({"token": ""}), 422),
+        (json!({"token": 5}), 422),
+        (json!({"token": ["x"]}), 422),
+        (json!({"token": "garbage"}), 200),
+        (json!({"token": "tkna_".to_string() + &"z".repeat(63)}), 200),
+        (json!({"token": "é\u{0}🚀"}), 200),
+        (json!({"token": w.a.user_token, "extra": true}), 200),
+    ] {
+        cases.push((
+            Style::Laravel,
+            Method::POST,
+            "/api/v1/tokens/verify".into(),
+            vec![admin.clone()],
+            body.to_string(),
+            status,
+        ));
+    }
+    cases.push((
+        Style::Laravel,
+        Method::POST,
+        "/api/user/me".into(),
+        vec![user.clone()],
+        String::new(),
+        405,
+    ));
 
     // The white-label route: every field null, wrong types, extra fields, unicode.
     let white = |body: Value, status: u16| {

@@ -41,6 +41,11 @@ fn normalize(text: &str) -> String {
         (r"\b\d+-[0-9a-f]{20}\b", "ID"),
         (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", "TIME"),
         (r#""expires":\d+"#, r#""expires":N"#),
+        // Recorded in the background, so a listing right after a use may or may not show it.
+        (
+            r#""last_used_at":(null|"TIME")"#,
+            r#""last_used_at":LAST_USED"#,
+        ),
     ];
     rules
         .iter()

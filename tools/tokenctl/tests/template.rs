@@ -96,13 +96,16 @@ fn function_routes() -> BTreeSet<(String, String, String)> {
     get_user_token::ROUTES
         .iter()
         .for_each(|r| add("get-user-token", r.method, r.pattern));
+    authorizer::ROUTES
+        .iter()
+        .for_each(|r| add("authorizer", r.method, r.pattern));
     routes
 }
 
 #[test]
 fn template_functions_and_local_server_share_one_route_table() {
     let template = template_routes(&template());
-    assert_eq!(template.len(), 9, "{template:?}");
+    assert_eq!(template.len(), 11, "{template:?}");
     assert_eq!(template, function_routes());
     assert_eq!(template, served_routes());
 }

@@ -1,0 +1,13 @@
+use lambda_http::lambda_runtime::{self, service_fn, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::service::init_tracing();
+    let service: &'static shared::service::Service =
+        Box::leak(Box::new(shared::service::Service::from_env().await?));
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        authorizer::handle_event(service, event.payload)
+    }))
+    .await
+}

@@ -1,0 +1,438 @@
+//! The authorizer, the verify route and the example protected route against DynamoDB Local.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lambda_http::http::Method;
+use serde_json::{json, Value};
+
+use authorizer::{authorize, handle, handle_event, AuthorizerError};
+use shared::config::{dynamodb_client_at, Config};
+use shared::demo;
+use shared::domain::{Abilities, TokenName, UserId, UserStatus};
+use shared::mint::{mint, MintRequest};
+use shared::service::Service;
+use shared::store::{now_ms, DynamoStore, Owner, Store, LAST_USED_RESOLUTION_MS};
+use shared::test_support::{event, request, service, status_and_json, tenant, token_for, Tenant};
+use shared::token::{self, TokenFamily, TokenKind};
+
+const METHOD_ARN: &str = "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/GET/api/user/me";
+
+fn authorizer_event(headers: Value) -> Value {
+    json!({"type": "REQUEST", "methodArn": METHOD_ARN, "headers": headers})
+}
+
+fn effect(policy: &Value) -> &str {
+    policy["policyDocument"]["Statement"][0]["Effect"]
+        .as_str()
+        .unwrap()
+}
+
+/// Tokens in every state the authorizer must tell apart.
+struct States {
+    expired: String,
+    revoked: String,
+    blocked: String,
+    unknown: String,
+    bad_checksum: String,
+}
+
+async fn states(store: &DynamoStore, t: &Tenant) -> States {
+    let now = now_ms();
+    let request = |expires_at| MintRequest {
+        kind: TokenKind::ApiKey,
+        name: TokenName::parse("state").unwrap(),
+        abilities: Abilities::full(),
+        expires_at,
+    };
+    let owner = Owner::from(&t.admin);
+    let expired = mint(store, owner, request(Some(now / 1000 - 1)), u32::MAX, now)
+        .await
+        .unwrap();
+    let revoked = mint(store, owner, request(None), u32::MAX, now)
+        .await
+        .unwrap();
+    assert!(store
+        .revoke_token(t.admin.id, TokenFamily::ApiKeys, revoked.record.id, now)
+        .await
+        .unwrap());
+    let blocked_user = shared::test_support::add_user(
+        store,
+        shared::test_support::new_user(&t.platform, shared::domain::Role::User),
+    )
+    .await;
+    let blocked = token_for(store, &blocked_user, TokenKind::ApiKey, Abilities::full()).await;
+    store
+        .set_user_status(blocked_user.id, UserStatus::Blocked)
+        .await
+        .unwrap();
+    let mut bad_checksum = t.user_token.clone();
+    let last = bad_checksum.pop().unwrap();
+    bad_checksum.push(if last == 'A' { 'B' } else { 'A' });
+    States {
+        expired: expired.secret.expose().to_string(),
+        revoked: revoked.secret.expose().to_string(),
+        blocked,
+        unknown: token::generate(TokenKind::ApiKey, UserId(77_777_777), now)
+            .secret
+            .expose()
+            .to_string(),
+        bad_checksum,
+    }
+}
+
+#[tokio::test]
+async fn allow_for_the_calling_method_with_the_caller_in_the_context() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let limited = Abilities::parse(vec!["calls:read".into(), "leads:write".into()]).unwrap();
+    let token = token_for(&store, &t.user, TokenKind::Personal, limited).await;
+    let parsed = token::parse(&token).unwrap();
+    for headers in [
+        json!({"Authorization": format!("Bearer {token}")}),
+        json!({"authorization": format!("bearer {token}")}),
+        json!({"Authorization": token.clone()}),
+        json!({"token": token.clone()}),
+    ] {
+        let policy = authorize(&service, &authorizer_event(headers.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            policy,
+            json!({
+                "principalId": t.user.id.to_string(),
+                "policyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": METHOD_ARN}],
+                },
+                "context": {
+                    "user_id": t.user.id.0,
+                    "platform_id": t.platform.id.0,
+                    "token_id": format!("{}-{}", t.user.id, parsed.token_id),
+                    "kind": "personal",
+                    "role": "user",
+                    "abilities": "calls:read,leads:write",
+                },
+            }),
+            "{headers}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deny_for_every_token_that_does_not_authenticate() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let s = states(&store, &t).await;
+    let cases = [
+        ("no header", json!({})),
+        ("empty", json!({"Authorization": "Bearer "})),
+        ("garbage", json!({"Authorization": "Bearer garbage"})),
+        (
+            "unknown",
+            json!({"Authorization": format!("Bearer {}", s.unknown)}),
+        ),
+        (
+            "bad checksum",
+            json!({"Authorization": format!("Bearer {}", s.bad_checksum)}),
+        ),
+        (
+            "expired",
+            json!({"Authorization": format!("Bearer {}", s.expired)}),
+        ),
+        (
+            "revoked",
+            json!({"Authorization": format!("Bearer {}", s.revoked)}),
+        ),
+        (
+            "blocked owner",
+            json!({"Authorization": format!("Bearer {}", s.blocked)}),
+        ),
+    ];
+    for (name, headers) in cases {
+        let policy = authorize(&service, &authorizer_event(headers))
+            .await
+            .unwrap();
+        assert_eq!(effect(&policy), "Deny", "{name}");
+        assert_eq!(policy["principalId"], "anonymous", "{name}");
+        assert_eq!(
+            policy["policyDocument"]["Statement"][0]["Resource"],
+            METHOD_ARN
+        );
+        assert_eq!(policy["context"], json!({}), "{name}");
+    }
+    // A malformed event is an error (API Gateway's AUTHORIZER_FAILURE), never a panic.
+    assert!(matches!(
+        authorize(&service, &json!({"type": "REQUEST"})).await,
+        Err(AuthorizerError::NoMethodArn)
+    ));
+}
+
+#[tokio::test]
+async fn a_database_fault_is_an_authorizer_failure_not_a_deny() {
+    let dead = DynamoStore::new(dynamodb_client_at(Some("http://127.0.0.1:9")).await, "gone");
+    let service = Service {
+        store: Arc::new(dead),
+        config: Config::from_lookup(|name| (name == "TABLE_NAME").then(|| "gone".to_string()))
+            .unwrap(),
+    };
+    let token = token::generate(TokenKind::ApiKey, UserId(1), now_ms());
+    let event =
+        authorizer_event(json!({"Authorization": format!("Bearer {}", token.secret.expose())}));
+    assert!(matches!(
+        handle_event(&service, event).await,
+        Err(AuthorizerError::Unavailable)
+    ));
+}
+
+async fn last_used(store: &DynamoStore, token: &str) -> Option<u64> {
+    let parsed = token::parse(token).unwrap();
+    store
+        .get_token(parsed.user_id, parsed.kind.family(), parsed.token_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .last_used_at_ms
+}
+
+#[tokio::test]
+async fn last_use_is_recorded_at_most_once_per_five_minutes() {
+    let (_, store) = service().await;
+    let t = tenant(&store).await;
+    let parsed = token::parse(&t.user_token).unwrap();
+    let (user, family, id) = (parsed.user_id, parsed.kind.family(), parsed.token_id);
+    let now = now_ms();
+    // Two concurrent writers at the same moment: one write.
+    let (first, second) = tokio::join!(
+        store.touch_token(user, family, id, now),
+        store.touch_token(user, family, id, now)
+    );
+    assert_eq!(
+        [first.unwrap(), second.unwrap()]
+            .iter()
+            .filter(|w| **w)
+            .count(),
+        1
+    );
+    assert!(!store
+        .touch_token(user, family, id, now + 60_000)
+        .await
+        .unwrap());
+    assert_eq!(last_used(&store, &t.user_token).await, Some(now));
+    let later = now + LAST_USED_RESOLUTION_MS;
+    assert!(store.touch_token(user, family, id, later).await.unwrap());
+    assert_eq!(last_used(&store, &t.user_token).await, Some(later));
+    // Tokens that no longer exist are not recreated by a touch.
+    assert!(!store
+        .touch_token(user, family, token::TokenId::generate(1), now)
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn authentications_record_the_last_use_in_the_background_once() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let event = authorizer_event(json!({"Authorization": format!("Bearer {}", t.user_token)}));
+    assert_eq!(effect(&authorize(&service, &event).await.unwrap()), "Allow");
+    let mut recorded = None;
+    for _ in 0..100 {
+        recorded = last_used(&store, &t.user_token).await;
+        if recorded.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let recorded = recorded.expect("the last use was recorded");
+    // A second authentication within five minutes writes nothing.
+    assert_eq!(effect(&authorize(&service, &event).await.unwrap()), "Allow");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(last_used(&store, &t.user_token).await, Some(recorded));
+}
+
+async fn verify_as(service: &Service, caller: &str, token: &str) -> (u16, Value) {
+    let bearer = format!("Bearer {caller}");
+    let body = json!({ "token": token }).to_string();
+    status_and_json(
+        &handle(
+            service,
+            request(
+                Method::POST,
+                "/api/v1/tokens/verify",
+                &[("authorization", &bearer)],
+                &body,
+            ),
+        )
+        .await,
+    )
+}
+
+#[tokio::test]
+async fn verify_answers_every_code() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let other = tenant(&store).await;
+    let s = states(&store, &t).await;
+    let (status, body) = verify_as(&service, &t.admin_token, &t.user_token).await;
+    assert_eq!(status, 200);
+    let parsed = token::parse(&t.user_token).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "valid": true,
+            "code": "VALID",
+            "token": {
+                "id": format!("{}-{}", t.user.id, parsed.token_id),
+                "user_id": t.user.id.0,
+                "kind": "api_key",
+                "name": "test",
+                "abilities": ["*"],
+                "expires_at": null,
+                "last_used_at": null,
+            },
+        })
+    );
+    for (token, code) in [
+        (&s.expired, "EXPIRED"),
+        (&s.revoked, "REVOKED"),
+        (&s.blocked, "DISABLED"),
+    ] {
+        let (status, body) = verify_as(&service, &t.admin_token, token).await;
+        assert_eq!((status, body["code"].as_str().unwrap()), (200, code));
+        assert_eq!(body["valid"], false);
+        assert!(body["token"]["id"].is_string());
+    }
+    let not_found = (
+        200,
+        json!({"valid": false, "code": "NOT_FOUND", "token": null}),
+    );
+    for token in [&s.unknown, &s.bad_checksum, &"garbage".to_string()] {
+        assert_eq!(verify_as(&service, &t.admin_token, token).await, not_found);
+    }
+    // Another platform's token: exactly like an unknown one.
+    assert_eq!(
+        verify_as(&service, &t.admin_token, &other.user_token).await,
+        not_found
+    );
+    // A token may verify itself; a plain user may not verify others.
+    let (status, body) = verify_as(&service, &t.user_token, &t.user_token).await;
+    assert_eq!((status, body["code"].as_str().unwrap()), (200, "VALID"));
+    assert_eq!(
+        verify_as(&service, &t.user_token, &t.admin_token).await,
+        (403, json!({"message": "You are not an administrator."}))
+    );
+    // Bad requests keep the Laravel shape.
+    let (status, body) = status_and_json(
+        &handle(
+            &service,
+            request(
+                Method::POST,
+                "/api/v1/tokens/verify",
+                &[("authorization", &format!("Bearer {}", t.admin_token))],
+                "{}",
+            ),
+        )
+        .await,
+    );
+    assert_eq!(
+        (status, body),
+        (
+            422,
+            json!({"message": "The token field is required.", "errors": {"token": ["The token field is required."]}})
+        )
+    );
+    let (status, _) = status_and_json(
+        &handle(
+            &service,
+            request(Method::POST, "/api/v1/tokens/verify", &[], "{}"),
+        )
+        .await,
+    );
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn me_answers_from_the_authorizer_context_without_a_database_read() {
+    // Behind API Gateway the context is all it needs: a store that cannot answer proves it.
+    let dead = DynamoStore::new(dynamodb_client_at(Some("http://127.0.0.1:9")).await, "gone");
+    let offline = Service {
+        store: Arc::new(dead),
+        config: Config::from_lookup(|name| (name == "TABLE_NAME").then(|| "gone".to_string()))
+            .unwrap(),
+    };
+    let request = event(
+        include_str!("../../../events/user-me-get.json"),
+        &[("USER_KEY", "tkna_not-used-behind-the-authorizer")],
+    );
+    let (status, body) = status_and_json(&handle(&offline, request).await);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "user": {"id": 1002, "platform_id": 1, "role": "user"},
+            "token": {"id": "1002-01a208f441a9828c69ff", "kind": "api_key", "abilities": ["*"]},
+        })
+    );
+}
+
+#[tokio::test]
+async fn me_without_an_authorizer_authenticates_the_token_itself() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let bearer = format!("Bearer {}", t.user_token);
+    let (status, body) = status_and_json(
+        &handle(
+            &service,
+            request(
+                Method::GET,
+                "/api/user/me",
+                &[("authorization", &bearer)],
+                "",
+            ),
+        )
+        .await,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["id"], t.user.id.0);
+    let (status, _) =
+        status_and_json(&handle(&service, request(Method::GET, "/api/user/me", &[], "")).await);
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn the_sample_events_run_through_the_function() {
+    let (service, store) = service().await;
+    let demo = demo::seed(&store, 100, now_ms()).await.unwrap();
+    let keys = [
+        ("ADMIN_KEY", demo.admin_key.as_str()),
+        ("USER_KEY", demo.user_key.as_str()),
+    ];
+    let fill = |json: &str| {
+        keys.iter().fold(json.to_string(), |text, (name, value)| {
+            text.replace(&format!("{{{{{name}}}}}"), value)
+        })
+    };
+    let authorizer_event: Value = serde_json::from_str(&fill(include_str!(
+        "../../../events/authorizer-request.json"
+    )))
+    .unwrap();
+    let policy = handle_event(&service, authorizer_event).await.unwrap();
+    assert_eq!(effect(&policy), "Allow");
+    assert_eq!(policy["context"]["user_id"], demo::USER_ID.0);
+
+    let verify_event: Value = serde_json::from_str(&fill(include_str!(
+        "../../../events/tokens-verify-post.json"
+    )))
+    .unwrap();
+    let response = handle_event(&service, verify_event).await.unwrap();
+    assert_eq!(response["statusCode"], 200);
+    assert_eq!(response["headers"]["content-type"], "application/json");
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["code"], "VALID");
+
+    // Anything else is answered as a bad request, not a Lambda error.
+    let response = handle_event(&service, json!({"hello": "world"}))
+        .await
+        .unwrap();
+    assert_eq!(response["statusCode"], 400);
+}
