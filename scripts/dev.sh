@@ -25,9 +25,8 @@ fi
 
 server=
 cleanup() {
-  [ -n "$server" ] && kill "$server" 2>/dev/null
-  [ -n "${started_dynamodb:-}" ] && scripts/dynamodb-local.sh stop dev
-  return 0
+  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi
+  if [ -n "${started_dynamodb:-}" ]; then scripts/dynamodb-local.sh stop dev || true; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
