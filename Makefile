@@ -1,5 +1,5 @@
 # The first two targets are the README's first two commands.
-.PHONY: dev test lint sam-build invoke
+.PHONY: dev test lint sam-build invoke bench
 
 ## Run the service locally on DynamoDB Local (or AWS_ENDPOINT_URL_DYNAMODB when set).
 dev:
@@ -20,3 +20,7 @@ sam-build:
 ## Every events/*.json through cargo lambda watch + invoke (needs AWS_ENDPOINT_URL_DYNAMODB).
 invoke:
 	@scripts/invoke-events.sh
+
+## Figures: handlers vs raw DynamoDB operations, cold starts vs a bare lambda_http binary.
+bench:
+	@scripts/bench.sh

@@ -78,8 +78,8 @@ async fn api_keys_are_created_listed_newest_first_and_deleted_at_once() {
     let token = key["token"].as_str().unwrap().to_string();
     let id = key["id"].as_str().unwrap().to_string();
 
-    // The new key authenticates, and the listing shows it first, without any secret.
-    let (status, listed) = send(&service, Method::GET, KEYS, &token, "").await;
+    // The listing shows it first, never used, without any secret.
+    let (status, listed) = send(&service, Method::GET, KEYS, &t.user_token, "").await;
     assert_eq!(status, 200);
     let listed = listed["api_keys"].as_array().unwrap().clone();
     assert_eq!(listed.len(), 2);
@@ -92,6 +92,21 @@ async fn api_keys_are_created_listed_newest_first_and_deleted_at_once() {
         );
         assert!(!entry.to_string().contains("tkn"));
     }
+    // The new key authenticates, and its use shows in the listing (recorded in the background).
+    assert_eq!(send(&service, Method::GET, KEYS, &token, "").await.0, 200);
+    let mut last_used = Value::Null;
+    for _ in 0..100 {
+        let (_, listed) = send(&service, Method::GET, KEYS, &t.user_token, "").await;
+        last_used = listed["api_keys"][0]["last_used_at"].clone();
+        if !last_used.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        is_micros_timestamp(last_used.as_str().unwrap_or_default()),
+        "{last_used}"
+    );
 
     // Another user cannot delete it, and it keeps working.
     let path = format!("{KEYS}/{id}");

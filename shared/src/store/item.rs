@@ -24,19 +24,21 @@ use crate::domain::{
 };
 use crate::token::{TokenFamily, TokenHash, TokenId, TokenKind};
 
-pub(super) type Item = HashMap<String, AttributeValue>;
+/// A DynamoDB item.
+pub type Item = HashMap<String, AttributeValue>;
 
 pub(super) const PK: &str = "pk";
 pub(super) const SK: &str = "sk";
 
-/// The primary key of one item.
-pub(super) struct Key {
+/// The primary key of one item (public so `make bench` can issue the raw operations a route
+/// makes against the very same items).
+pub struct Key {
     pub pk: String,
     pub sk: String,
 }
 
 impl Key {
-    fn fixed(pk: String, sk: &str) -> Key {
+    pub(super) fn fixed(pk: String, sk: &str) -> Key {
         Key { pk, sk: sk.into() }
     }
 
@@ -78,7 +80,7 @@ pub(super) fn user_partition(id: UserId) -> String {
 }
 
 /// Sort-key prefix of one family's tokens inside the owner's partition.
-pub(super) fn token_sort_prefix(family: TokenFamily) -> String {
+pub fn token_sort_prefix(family: TokenFamily) -> String {
     format!("TOKEN#{}#", family.key_segment())
 }
 

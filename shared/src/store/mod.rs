@@ -10,6 +10,7 @@ pub mod schema;
 use async_trait::async_trait;
 
 pub use dynamo::DynamoStore;
+pub use item::{token_sort_prefix, Key};
 
 use crate::domain::{
     Abilities, CustomerId, Email, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,

@@ -1,0 +1,513 @@
+//! `make bench`: in one run against DynamoDB Local,
+//!
+//! 1. every route's handler called in-process (p50, p99, requests/s at concurrency 1, 8, 64),
+//!    next to the raw DynamoDB operations that route must make, with the same client, and the
+//!    DynamoDB calls each request made (counted by an SDK interceptor);
+//! 2. cold starts: each function's release binary against a minimal Lambda runtime API, from
+//!    exec to the first `next` and to the first response, and peak RSS, next to a bare
+//!    lambda_http binary that only builds a DynamoDB client.
+//!
+//! Prints figures; asserts nothing.
+
+mod coldstart;
+mod raw;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept};
+use aws_sdk_dynamodb::error::BoxError;
+use lambda_http::http::Method;
+use lambda_http::{Body, Request};
+use serde_json::json;
+
+use shared::config::{dynamodb_client, Config};
+use shared::demo;
+use shared::domain::{Abilities, Email, Role, TokenName, UserStatus, Workspace, WorkspaceStatus};
+use shared::mint::{mint, MintRequest};
+use shared::service::Service;
+use shared::store::schema::create_table;
+use shared::store::{now_ms, DynamoStore, NewUser, Owner, Store, User};
+use shared::token::{fill_random, TokenKind};
+
+/// Counts every DynamoDB operation the client starts.
+#[derive(Clone, Debug, Default)]
+pub struct CallCounter(Arc<AtomicU64>);
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Latency figures of one run.
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    per_second: f64,
+}
+
+fn figures(mut samples: Vec<Duration>, wall: Duration) -> Figures {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    Figures {
+        p50: at(0.50),
+        p99: at(0.99),
+        per_second: samples.len() as f64 / wall.as_secs_f64(),
+    }
+}
+
+type Job = Pin<Box<dyn Future<Output = u16> + Send>>;
+
+/// Runs `make(i)` for i in 0..n, `concurrency` at a time; latencies of each.
+async fn run(
+    n: usize,
+    concurrency: usize,
+    make: Arc<dyn Fn(usize) -> Job + Send + Sync>,
+) -> (Figures, Vec<u16>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let next = next.clone();
+        let make = make.clone();
+        workers.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut statuses = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return (samples, statuses);
+                }
+                let t = Instant::now();
+                let status = make(i).await;
+                samples.push(t.elapsed());
+                statuses.push(status);
+            }
+        }));
+    }
+    let mut samples = Vec::new();
+    let mut statuses = Vec::new();
+    for worker in workers {
+        let (s, st) = worker.await.expect("worker");
+        samples.extend(s);
+        statuses.extend(st);
+    }
+    (figures(samples, started.elapsed()), statuses)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// Everything the scenarios share.
+pub struct World {
+    pub service: Service,
+    pub store: DynamoStore,
+    pub counter: CallCounter,
+    pub demo: demo::Demo,
+    /// Users with an API key each, so creates at concurrency 64 do not all queue on one user.
+    pub users: Vec<(User, String)>,
+}
+
+async fn world() -> World {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
+        "AWS_ENDPOINT_URL_DYNAMODB is not set: run `make bench`"
+    );
+    let mut suffix = [0u8; 4];
+    fill_random(&mut suffix);
+    let table = format!(
+        "bench-{}",
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let plain = dynamodb_client().await;
+    create_table(&plain, &table)
+        .await
+        .expect("create the bench table");
+    let counter = CallCounter::default();
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        plain
+            .config()
+            .to_builder()
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let store = DynamoStore::new(client, table.clone());
+    let config = Config::from_lookup(|name| match name {
+        "TABLE_NAME" => Some(table.clone()),
+        "MAX_TOKENS_PER_USER" => Some("100000".into()),
+        "PERMANENT_TOKEN_KEY" => Some("bench-permanent-key-0123456789abcdef".into()),
+        _ => None,
+    })
+    .expect("config");
+    let service = Service {
+        store: Arc::new(store.clone()),
+        config,
+    };
+    let demo = demo::seed(&store, 100_000, now_ms()).await.expect("seed");
+    let mut users = Vec::new();
+    for i in 0..64 {
+        let user = store
+            .create_user(
+                NewUser {
+                    id: None,
+                    platform_id: demo.admin.platform_id,
+                    name: format!("Bench {i}"),
+                    email: Email::parse(&format!("bench{i}@example.com")).unwrap(),
+                    role: Role::User,
+                    status: UserStatus::Active,
+                    customer_id: None,
+                    workspaces: vec![Workspace {
+                        name: "Main".into(),
+                        status: WorkspaceStatus::Active,
+                    }],
+                },
+                now_ms(),
+            )
+            .await
+            .expect("user");
+        let key = mint_key(&store, &user).await;
+        users.push((user, key));
+    }
+    World {
+        service,
+        store,
+        counter,
+        demo,
+        users,
+    }
+}
+
+pub async fn mint_key(store: &DynamoStore, user: &User) -> String {
+    let request = MintRequest {
+        kind: TokenKind::ApiKey,
+        name: TokenName::parse("bench").unwrap(),
+        abilities: Abilities::full(),
+        expires_at: None,
+    };
+    mint(store, Owner::from(user), request, u32::MAX, now_ms())
+        .await
+        .expect("mint")
+        .secret
+        .expose()
+        .to_string()
+}
+
+fn http(method: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Request {
+    let mut builder = lambda_http::http::Request::builder()
+        .method(method)
+        .uri(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Body::Text(body.to_string())).expect("request")
+}
+
+/// One route: how to call its handler for request `i`.
+struct Scenario {
+    name: &'static str,
+    handler: Arc<dyn Fn(usize) -> Job + Send + Sync>,
+    raw: Arc<dyn Fn(usize) -> Job + Send + Sync>,
+    success: u16,
+}
+
+fn scenarios(w: &Arc<World>, ids: Arc<Vec<String>>) -> Vec<Scenario> {
+    let mut list = Vec::new();
+    macro_rules! handler {
+        ($w:ident, $i:ident, $body:expr) => {{
+            let $w = w.clone();
+            Arc::new(move |$i: usize| -> Job {
+                let $w = $w.clone();
+                Box::pin(async move { $body })
+            }) as Arc<dyn Fn(usize) -> Job + Send + Sync>
+        }};
+    }
+    let bearer = |token: &str| format!("Bearer {token}");
+
+    list.push(Scenario {
+        name: "authorizer (REQUEST event)",
+        handler: handler!(w, i, {
+            let key = &w.users[i % w.users.len()].1;
+            let event = json!({"type": "REQUEST", "methodArn": "arn:aws:execute-api:us-east-1:1:a/prod/GET/x",
+                               "headers": {"Authorization": format!("Bearer {key}")}});
+            let policy = authorizer::authorize(&w.service, &event).await.expect("policy");
+            if policy["policyDocument"]["Statement"][0]["Effect"] == "Allow" { 200 } else { 403 }
+        }),
+        raw: raw::verify(w.clone()),
+        success: 200,
+    });
+    list.push(Scenario {
+        name: "GET /api/user/api-keys",
+        handler: handler!(w, i, {
+            let key = &w.users[i % w.users.len()].1;
+            let request = http(
+                Method::GET,
+                "/api/user/api-keys",
+                &[("authorization", &bearer(key))],
+                "",
+            );
+            api_keys::handle(&w.service, request)
+                .await
+                .status()
+                .as_u16()
+        }),
+        raw: raw::list(w.clone()),
+        success: 200,
+    });
+    list.push(Scenario {
+        name: "POST /api/user/api-keys",
+        handler: handler!(w, i, {
+            let key = &w.users[i % w.users.len()].1;
+            let request = http(
+                Method::POST,
+                "/api/user/api-keys",
+                &[("authorization", &bearer(key))],
+                r#"{"name":"bench"}"#,
+            );
+            api_keys::handle(&w.service, request)
+                .await
+                .status()
+                .as_u16()
+        }),
+        raw: raw::create(w.clone()),
+        success: 201,
+    });
+    let delete_ids = ids.clone();
+    list.push(Scenario {
+        name: "DELETE /api/user/api-keys/{id}",
+        handler: {
+            let w = w.clone();
+            Arc::new(move |i: usize| -> Job {
+                let w = w.clone();
+                let id = delete_ids[i % delete_ids.len()].clone();
+                Box::pin(async move {
+                    let key = w.demo.user_key.clone();
+                    let request = http(
+                        Method::DELETE,
+                        &format!("/api/user/api-keys/{id}"),
+                        &[("authorization", &format!("Bearer {key}"))],
+                        "",
+                    );
+                    api_keys::handle(&w.service, request)
+                        .await
+                        .status()
+                        .as_u16()
+                })
+            })
+        },
+        raw: raw::revoke(w.clone()),
+        success: 200,
+    });
+    list.push(Scenario {
+        name: "POST /api/v1/user/api-tokens",
+        handler: handler!(w, i, {
+            let key = &w.users[i % w.users.len()].1;
+            let request = http(
+                Method::POST,
+                "/api/v1/user/api-tokens",
+                &[("authorization", &bearer(key))],
+                r#"{"name":"bench","abilities":["calls:read"]}"#,
+            );
+            api_keys::handle(&w.service, request)
+                .await
+                .status()
+                .as_u16()
+        }),
+        raw: raw::create(w.clone()),
+        success: 201,
+    });
+    list.push(Scenario {
+        name: "GET /api/v1/user/api-tokens",
+        handler: handler!(w, i, {
+            let key = &w.users[i % w.users.len()].1;
+            let request = http(
+                Method::GET,
+                "/api/v1/user/api-tokens",
+                &[("authorization", &bearer(key))],
+                "",
+            );
+            api_keys::handle(&w.service, request)
+                .await
+                .status()
+                .as_u16()
+        }),
+        raw: raw::list(w.clone()),
+        success: 200,
+    });
+    list.push(Scenario {
+        name: "POST /api/white-label/token",
+        handler: handler!(w, i, {
+            let user = &w.users[i % w.users.len()].0;
+            let body = json!({"user_id": user.id.0}).to_string();
+            let request = http(
+                Method::POST,
+                "/api/white-label/token",
+                &[("authorization", &bearer(&w.demo.admin_key))],
+                &body,
+            );
+            admin_token::handle(&w.service, request)
+                .await
+                .status()
+                .as_u16()
+        }),
+        raw: raw::white_label(w.clone()),
+        success: 200,
+    });
+    list.push(Scenario {
+        name: "POST .../gettokenbycustomerid",
+        handler: handler!(w, i, {
+            let _ = i;
+            let request = http(
+                Method::POST,
+                "/api/v1/global/users/gettokenbycustomerid",
+                &[("token", &w.demo.admin_key)],
+                r#"{"customer_id":"048372910564","expiration_days":30}"#,
+            );
+            customer_token::handle(&w.service, request)
+                .await
+                .status()
+                .as_u16()
+        }),
+        raw: raw::customer(w.clone()),
+        success: 200,
+    });
+    list.push(Scenario {
+        name: "GET /ext/get-user-token",
+        handler: handler!(w, i, {
+            let user = &w.users[i % w.users.len()].0;
+            let request = http(
+                Method::GET,
+                &format!("/ext/get-user-token?userId={}", user.id),
+                &[
+                    ("authorization", &bearer(&w.demo.admin_key)),
+                    ("authtype", "Key"),
+                ],
+                "",
+            );
+            get_user_token::handle(&w.service, request)
+                .await
+                .status()
+                .as_u16()
+        }),
+        raw: raw::permanent(w.clone()),
+        success: 200,
+    });
+    list.push(Scenario {
+        name: "POST /api/v1/tokens/verify",
+        handler: handler!(w, i, {
+            let key = &w.users[i % w.users.len()].1;
+            let body = json!({"token": key}).to_string();
+            let request = http(
+                Method::POST,
+                "/api/v1/tokens/verify",
+                &[("authorization", &bearer(&w.demo.admin_key))],
+                &body,
+            );
+            authorizer::handle(&w.service, request)
+                .await
+                .status()
+                .as_u16()
+        }),
+        raw: raw::verify_route(w.clone()),
+        success: 200,
+    });
+    list
+}
+
+#[tokio::main]
+async fn main() {
+    let requests: usize = std::env::var("BENCH_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(600);
+    let world = Arc::new(world().await);
+    // Ids for the delete scenario: enough live keys of the demo user.
+    let mut ids = Vec::new();
+    for _ in 0..requests * 3 {
+        let key = mint_key(&world.store, &world.demo.user).await;
+        let parsed = shared::token::parse(&key).unwrap();
+        ids.push(format!("{}-{}", parsed.user_id, parsed.token_id));
+    }
+    let ids = Arc::new(ids);
+    // Warm every path (and the permanent tokens) once.
+    for scenario in scenarios(&world, ids.clone()) {
+        for i in 0..world.users.len() {
+            (scenario.raw)(i).await;
+            if scenario.name != "DELETE /api/user/api-keys/{id}" {
+                (scenario.handler)(i).await;
+            }
+        }
+    }
+
+    println!("Handlers in-process vs the raw DynamoDB operations each route must make (DynamoDB Local, {requests} requests per cell)");
+    println!(
+        "{:<34} {:>4} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7}",
+        "route",
+        "conc",
+        "p50 ms",
+        "p99 ms",
+        "req/s",
+        "raw p50",
+        "raw p99",
+        "raw r/s",
+        "ratio",
+        "calls"
+    );
+    let mut delete_offset = 0;
+    for concurrency in [1, 8, 64] {
+        for scenario in scenarios(&world, ids.clone()) {
+            let handler = if scenario.name.starts_with("DELETE") {
+                let offset = delete_offset;
+                delete_offset += requests;
+                let inner = scenario.handler.clone();
+                Arc::new(move |i: usize| inner(i + offset))
+                    as Arc<dyn Fn(usize) -> Job + Send + Sync>
+            } else {
+                scenario.handler.clone()
+            };
+            let before = world.counter.0.load(Ordering::Relaxed);
+            let (handled, statuses) = run(requests, concurrency, handler).await;
+            let calls = (world.counter.0.load(Ordering::Relaxed) - before) as f64 / requests as f64;
+            let failures = statuses.iter().filter(|s| **s != scenario.success).count();
+            let (raw, _) = run(requests, concurrency, scenario.raw.clone()).await;
+            let ratio = handled.p50.as_secs_f64() / raw.p50.as_secs_f64();
+            println!(
+                "{:<34} {:>4} {:>9} {:>9} {:>9.0} {:>9} {:>9} {:>9.0} {:>7.2} {:>7.2}{}",
+                scenario.name,
+                concurrency,
+                ms(handled.p50),
+                ms(handled.p99),
+                handled.per_second,
+                ms(raw.p50),
+                ms(raw.p99),
+                raw.per_second,
+                ratio,
+                calls,
+                if failures > 0 {
+                    format!("  ({failures} answers not {})", scenario.success)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    println!();
+    coldstart::report().await;
+}

@@ -1,0 +1,237 @@
+//! The DynamoDB operations each route cannot avoid, issued directly with the same client against
+//! the same items: what a handler's time is compared with.
+
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::Client;
+
+use shared::store::{token_sort_prefix, Key};
+use shared::token::{self, TokenFamily};
+
+use crate::{Job, World};
+
+type Raw = Arc<dyn Fn(usize) -> Job + Send + Sync>;
+
+fn s(text: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(text.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn token_key(token: &str) -> Key {
+    let parsed = token::parse(token).expect("a bench token");
+    Key::token(parsed.user_id, parsed.kind.family(), parsed.token_id)
+}
+
+async fn get(client: &Client, table: &str, key: Key) {
+    client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key.to_item()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("GetItem");
+}
+
+async fn query(client: &Client, table: &str, pk: &str, prefix: &str) {
+    client
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+        .expression_attribute_values(":pk", s(pk))
+        .expression_attribute_values(":prefix", s(prefix))
+        .scan_index_forward(false)
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("Query");
+}
+
+/// A token-sized item, like the ones the routes write.
+fn token_like(pk: &str, i: usize) -> std::collections::HashMap<String, AttributeValue> {
+    let mut item = std::collections::HashMap::new();
+    item.insert("pk".to_string(), s(pk));
+    item.insert(
+        "sk".to_string(),
+        s(format!("RAW#{i}#{}", shared::store::now_ms())),
+    );
+    item.insert("type".to_string(), s("token"));
+    item.insert("name".to_string(), s("bench"));
+    item.insert("kind".to_string(), s("api_key"));
+    item.insert("abilities".to_string(), AttributeValue::L(vec![s("*")]));
+    item.insert("hash".to_string(), AttributeValue::B(vec![7u8; 32].into()));
+    item.insert("created_at".to_string(), n(shared::store::now_ms()));
+    item.insert("owner_role".to_string(), s("user"));
+    item.insert("owner_status".to_string(), s("active"));
+    item
+}
+
+/// The owner update and the new item of a token creation, in one transaction.
+async fn create_transaction(client: &Client, table: &str, user: &Key, i: usize) {
+    let update = Update::builder()
+        .table_name(table)
+        .set_key(Some(user.to_item()))
+        .update_expression("ADD live_tokens :one")
+        .condition_expression("attribute_exists(pk) AND #status = :active AND live_tokens < :cap")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":one", n(1))
+        .expression_attribute_values(":active", s("active"))
+        .expression_attribute_values(":cap", n(1_000_000_000))
+        .build()
+        .unwrap();
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(token_like(&user.pk, i)))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .unwrap();
+    client
+        .transact_write_items()
+        .transact_items(TransactWriteItem::builder().update(update).build())
+        .transact_items(TransactWriteItem::builder().put(put).build())
+        .send()
+        .await
+        .expect("TransactWriteItems");
+}
+
+macro_rules! raw {
+    ($w:ident, $i:ident, $body:expr) => {{
+        let $w = $w.clone();
+        Arc::new(move |$i: usize| -> Job {
+            let $w = $w.clone();
+            Box::pin(async move {
+                $body;
+                200
+            })
+        }) as Raw
+    }};
+}
+
+/// Verification: one GetItem.
+pub fn verify(w: Arc<World>) -> Raw {
+    raw!(w, i, {
+        let key = &w.users[i % w.users.len()].1;
+        get(w.store.client(), w.store.table(), token_key(key)).await
+    })
+}
+
+/// A listing: the caller's token, then one Query of the family.
+pub fn list(w: Arc<World>) -> Raw {
+    raw!(w, i, {
+        let (user, key) = &w.users[i % w.users.len()];
+        let (client, table) = (w.store.client(), w.store.table());
+        get(client, table, token_key(key)).await;
+        let pk = Key::user(user.id).pk;
+        query(client, table, &pk, &token_sort_prefix(TokenFamily::ApiKeys)).await
+    })
+}
+
+/// A creation: the caller's token, then the counted transaction.
+pub fn create(w: Arc<World>) -> Raw {
+    raw!(w, i, {
+        let (user, key) = &w.users[i % w.users.len()];
+        let (client, table) = (w.store.client(), w.store.table());
+        get(client, table, token_key(key)).await;
+        create_transaction(client, table, &Key::user(user.id), i).await
+    })
+}
+
+/// A revocation: the caller's token, then a transaction of two updates.
+pub fn revoke(w: Arc<World>) -> Raw {
+    raw!(w, i, {
+        let (user, key) = &w.users[i % w.users.len()];
+        let (client, table) = (w.store.client(), w.store.table());
+        get(client, table, token_key(key)).await;
+        let mark = Update::builder()
+            .table_name(table)
+            .set_key(Some(token_key(key).to_item()))
+            .update_expression("SET raw_mark = :now")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(revoked_at)")
+            .expression_attribute_values(":now", n(i))
+            .build()
+            .unwrap();
+        let count = Update::builder()
+            .table_name(table)
+            .set_key(Some(Key::user(user.id).to_item()))
+            .update_expression("ADD raw_count :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .unwrap();
+        client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(mark).build())
+            .transact_items(TransactWriteItem::builder().update(count).build())
+            .send()
+            .await
+            .expect("TransactWriteItems")
+    })
+}
+
+/// The white-label route: the admin's token, the user, the counted transaction.
+pub fn white_label(w: Arc<World>) -> Raw {
+    raw!(w, i, {
+        let user = &w.users[i % w.users.len()].0;
+        let (client, table) = (w.store.client(), w.store.table());
+        get(client, table, token_key(&w.demo.admin_key)).await;
+        get(client, table, Key::user(user.id)).await;
+        create_transaction(client, table, &Key::user(user.id), i).await
+    })
+}
+
+/// The customer route: the admin's token, the customer pointer, the user, a checked put.
+pub fn customer(w: Arc<World>) -> Raw {
+    raw!(w, i, {
+        let (client, table) = (w.store.client(), w.store.table());
+        let user = Key::user(w.demo.user.id);
+        get(client, table, token_key(&w.demo.admin_key)).await;
+        let customer = w.demo.user.customer_id.clone().expect("demo customer");
+        get(client, table, Key::customer(&customer)).await;
+        get(client, table, Key::user(w.demo.user.id)).await;
+        let check = ConditionCheck::builder()
+            .table_name(table)
+            .set_key(Some(user.to_item()))
+            .condition_expression("attribute_exists(pk) AND #status = :active")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":active", s("active"))
+            .build()
+            .unwrap();
+        let put = Put::builder()
+            .table_name(table)
+            .set_item(Some(token_like(&user.pk, i)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .unwrap();
+        client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().condition_check(check).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send()
+            .await
+            .expect("TransactWriteItems")
+    })
+}
+
+/// The permanent token, once issued: the admin's token and the user.
+pub fn permanent(w: Arc<World>) -> Raw {
+    raw!(w, i, {
+        let user = &w.users[i % w.users.len()].0;
+        let (client, table) = (w.store.client(), w.store.table());
+        get(client, table, token_key(&w.demo.admin_key)).await;
+        get(client, table, Key::user(user.id)).await
+    })
+}
+
+/// The verify route: the caller's token and the verified one.
+pub fn verify_route(w: Arc<World>) -> Raw {
+    raw!(w, i, {
+        let key = &w.users[i % w.users.len()].1;
+        let (client, table) = (w.store.client(), w.store.table());
+        get(client, table, token_key(&w.demo.admin_key)).await;
+        get(client, table, token_key(key)).await
+    })
+}
