@@ -5,7 +5,7 @@
 use crate::domain::{
     Abilities, CustomerId, Email, Role, TokenName, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
-use crate::mint::{mint, MintRequest};
+use crate::mint::mint_plaintext;
 use crate::store::{NewUser, Owner, Store, StoreError, User};
 use crate::token::TokenKind;
 
@@ -78,8 +78,8 @@ pub async fn seed(store: &dyn Store, cap: u32, now_ms: u64) -> Result<Demo, Stor
         .get_user(USER_ID)
         .await?
         .ok_or(StoreError::UserNotFound)?;
-    let admin_key = demo_key(store, &admin, cap, now_ms).await?;
-    let user_key = demo_key(store, &user, cap, now_ms).await?;
+    let admin_key = demo_key(store, &admin, cap).await?;
+    let user_key = demo_key(store, &user, cap).await?;
     Ok(Demo {
         admin,
         user,
@@ -88,18 +88,14 @@ pub async fn seed(store: &dyn Store, cap: u32, now_ms: u64) -> Result<Demo, Stor
     })
 }
 
-async fn demo_key(
-    store: &dyn Store,
-    owner: &User,
-    cap: u32,
-    now_ms: u64,
-) -> Result<String, StoreError> {
-    let request = MintRequest {
-        kind: TokenKind::ApiKey,
-        name: TokenName::parse("demo").expect("demo name"),
-        abilities: Abilities::full(),
-        expires_at: None,
-    };
-    let minted = mint(store, Owner::from(owner), request, cap, now_ms).await?;
-    Ok(minted.secret.expose().to_string())
+async fn demo_key(store: &dyn Store, owner: &User, cap: u32) -> Result<String, StoreError> {
+    mint_plaintext(
+        store,
+        Owner::from(owner),
+        TokenKind::ApiKey,
+        TokenName::parse("demo").expect("a valid name"),
+        Abilities::full(),
+        cap,
+    )
+    .await
 }

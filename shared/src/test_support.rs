@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::config::{dynamodb_client, Config};
 use crate::domain::{Abilities, Email, Role, TokenName, UserStatus, Workspace, WorkspaceStatus};
-use crate::mint::{mint, MintRequest};
+use crate::mint::mint_plaintext;
 use crate::service::Service;
 use crate::store::schema::create_table;
 use crate::store::{now_ms, DynamoStore, NewUser, Owner, Platform, Store, User};
@@ -87,18 +87,16 @@ pub async fn token_for(
     kind: TokenKind,
     abilities: Abilities,
 ) -> String {
-    let request = MintRequest {
+    mint_plaintext(
+        store,
+        Owner::from(owner),
         kind,
-        name: TokenName::parse("test").expect("name"),
+        TokenName::parse("test").expect("a valid name"),
         abilities,
-        expires_at: None,
-    };
-    mint(store, Owner::from(owner), request, u32::MAX, now_ms())
-        .await
-        .expect("mint token")
-        .secret
-        .expose()
-        .to_string()
+        u32::MAX,
+    )
+    .await
+    .expect("mint token")
 }
 
 /// A platform with an admin and a plain user, each holding a full-access API key.

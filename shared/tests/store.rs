@@ -487,3 +487,37 @@ async fn the_permanent_token_is_written_once_and_authenticates() {
         .unwrap();
     assert!(!format!("{item:?}").contains(issued.secret.expose()));
 }
+
+#[tokio::test]
+async fn a_record_id_is_never_overwritten() {
+    let (_, store) = service().await;
+    let t = tenant(&store).await;
+    let issued = token::generate(TokenKind::ApiKey, t.user.id, now_ms());
+    let new = shared::store::NewToken {
+        parsed: issued.parsed.clone(),
+        name: "first".into(),
+        abilities: Abilities::full(),
+        created_at_ms: now_ms(),
+        expires_at: None,
+    };
+    store
+        .create_token(owner(&t.user), new.clone(), 100, now_ms())
+        .await
+        .unwrap();
+    let again = shared::store::NewToken {
+        name: "second".into(),
+        ..new
+    };
+    assert!(matches!(
+        store
+            .create_token(owner(&t.user), again, 100, now_ms())
+            .await,
+        Err(StoreError::TokenIdTaken)
+    ));
+    let stored = store
+        .get_token(t.user.id, TokenFamily::ApiKeys, issued.parsed.token_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.name, "first");
+}

@@ -535,12 +535,7 @@ impl Store for DynamoStore {
                         Some(_) => return Err(StoreError::TokenLimitReached { max: cap }),
                     }
                 }
-                Err(TransactionFailure::Conditions(_)) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "token id {} of user {} already exists",
-                        record.id, owner.id
-                    )))
-                }
+                Err(TransactionFailure::Conditions(_)) => return Err(StoreError::TokenIdTaken),
             }
         }
     }

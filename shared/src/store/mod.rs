@@ -192,6 +192,8 @@ pub enum StoreError {
     EmailTaken,
     #[error("customer id is already used")]
     CustomerIdTaken,
+    #[error("a token with this record id already exists")]
+    TokenIdTaken,
     #[error("the user already holds the maximum of {max} tokens")]
     TokenLimitReached { max: u32 },
     #[error("the table holds an item this version cannot read: {0}")]

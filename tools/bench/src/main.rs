@@ -28,7 +28,7 @@ use serde_json::json;
 use shared::config::{dynamodb_client, Config};
 use shared::demo;
 use shared::domain::{Abilities, Email, Role, TokenName, UserStatus, Workspace, WorkspaceStatus};
-use shared::mint::{mint, MintRequest};
+use shared::mint::mint_plaintext;
 use shared::service::Service;
 use shared::store::schema::create_table;
 use shared::store::{now_ms, DynamoStore, NewUser, Owner, Store, User};
@@ -196,18 +196,16 @@ async fn world() -> World {
 }
 
 pub async fn mint_key(store: &DynamoStore, user: &User) -> String {
-    let request = MintRequest {
-        kind: TokenKind::ApiKey,
-        name: TokenName::parse("bench").unwrap(),
-        abilities: Abilities::full(),
-        expires_at: None,
-    };
-    mint(store, Owner::from(user), request, u32::MAX, now_ms())
-        .await
-        .expect("mint")
-        .secret
-        .expose()
-        .to_string()
+    mint_plaintext(
+        store,
+        Owner::from(user),
+        TokenKind::ApiKey,
+        TokenName::parse("bench").expect("a valid name"),
+        Abilities::full(),
+        u32::MAX,
+    )
+    .await
+    .expect("mint")
 }
 
 fn http(method: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Request {

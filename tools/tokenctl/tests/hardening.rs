@@ -18,6 +18,10 @@ use shared::test_support::{
 use shared::token::{self, TokenFamily, TokenKind};
 use tokenctl::serve::dispatch;
 
+/// The load tests (200 concurrent requests, a second DynamoDB Local starting and stopping) take
+/// turns, so none of them measures the others' load on a two-core machine.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How a route words its errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Style {
@@ -899,6 +903,8 @@ async fn hostile_input_gets_the_routes_own_errors_and_never_a_5xx() {
 
 #[tokio::test]
 async fn two_hundred_parallel_creates_respect_a_cap_of_one_hundred() {
+    let _turn = HEAVY.lock().await;
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let (service, store) = service_with(100).await;
     let t = tenant(&store).await;
     let user = add_user(&store, new_user(&t.platform, Role::User)).await;
@@ -949,6 +955,9 @@ async fn two_hundred_parallel_creates_respect_a_cap_of_one_hundred() {
 
 #[tokio::test]
 async fn two_hundred_parallel_creates_across_users_all_land() {
+    let _turn = HEAVY.lock().await;
+    // A failure should show the cause the handler logged.
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let (service, store) = service().await;
     let t = tenant(&store).await;
     let mut callers = Vec::new();
@@ -1055,6 +1064,7 @@ async fn admin_requests(w: &World) -> Vec<(Route, Request)> {
 
 #[tokio::test]
 async fn an_outage_answers_503_json_on_every_route_and_the_same_process_recovers() {
+    let _turn = HEAVY.lock().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
