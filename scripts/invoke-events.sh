@@ -20,7 +20,7 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 log=$(mktemp)
 cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$port" --ignore-changes >"$log" 2>&1 &
 watch=$!
-trap 'kill $watch 2>/dev/null; wait $watch 2>/dev/null; rm -f "$log"' EXIT
+trap 'kill $watch 2>/dev/null || true; wait $watch 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 1 100); do
   python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$port" 2>/dev/null && break
   kill -0 "$watch" 2>/dev/null || { cat "$log"; exit 1; }
