@@ -157,11 +157,28 @@ pub fn status_and_json(response: &Response<Body>) -> (u16, Value) {
 /// A sample event from `events/` with its `{{PLACEHOLDER}}`s replaced, as the function receives
 /// it from API Gateway.
 pub fn event(json: &str, replacements: &[(&str, &str)]) -> Request {
-    let mut json = json.to_string();
-    for (name, value) in replacements {
-        json = json.replace(&format!("{{{{{name}}}}}"), value);
+    lambda_http::request::from_str(&fill_placeholders(json, replacements))
+        .expect("a valid API Gateway event")
+}
+
+/// A sample event's text with its `{{PLACEHOLDER}}`s replaced.
+pub fn fill_placeholders(json: &str, replacements: &[(&str, &str)]) -> String {
+    replacements
+        .iter()
+        .fold(json.to_string(), |text, (name, value)| {
+            text.replace(&format!("{{{{{name}}}}}"), value)
+        })
+}
+
+/// A service whose DynamoDB endpoint refuses connections (nothing listens on port 9): any
+/// database call fails, as in an outage.
+pub async fn unreachable_service() -> Service {
+    let client = crate::config::dynamodb_client_at(Some("http://127.0.0.1:9")).await;
+    Service {
+        store: Arc::new(DynamoStore::new(client, "unreachable")),
+        config: Config::from_lookup(|name| (name == "TABLE_NAME").then(|| "unreachable".into()))
+            .expect("test configuration"),
     }
-    lambda_http::request::from_str(&json).expect("a valid API Gateway event")
 }
 
 /// Any JSON value: what a hostile client may send, for property tests of body parsers. Strings

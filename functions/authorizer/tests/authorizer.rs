@@ -1,19 +1,20 @@
 //! The authorizer, the verify route and the example protected route against DynamoDB Local.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use lambda_http::http::Method;
 use serde_json::{json, Value};
 
 use authorizer::{authorize, handle, handle_event, AuthorizerError};
-use shared::config::{dynamodb_client_at, Config};
 use shared::demo;
 use shared::domain::{Abilities, TokenName, UserId, UserStatus};
 use shared::mint::{mint, MintRequest};
 use shared::service::Service;
 use shared::store::{now_ms, DynamoStore, Owner, Store, LAST_USED_RESOLUTION_MS};
-use shared::test_support::{event, request, service, status_and_json, tenant, token_for, Tenant};
+use shared::test_support::{
+    event, fill_placeholders, request, service, status_and_json, tenant, token_for,
+    unreachable_service, Tenant,
+};
 use shared::token::{self, TokenFamily, TokenKind};
 
 const METHOD_ARN: &str = "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/GET/api/user/me";
@@ -170,12 +171,7 @@ async fn deny_for_every_token_that_does_not_authenticate() {
 
 #[tokio::test]
 async fn a_database_fault_is_an_authorizer_failure_not_a_deny() {
-    let dead = DynamoStore::new(dynamodb_client_at(Some("http://127.0.0.1:9")).await, "gone");
-    let service = Service {
-        store: Arc::new(dead),
-        config: Config::from_lookup(|name| (name == "TABLE_NAME").then(|| "gone".to_string()))
-            .unwrap(),
-    };
+    let service = unreachable_service().await;
     let token = token::generate(TokenKind::ApiKey, UserId(1), now_ms());
     let event =
         authorizer_event(json!({"Authorization": format!("Bearer {}", token.secret.expose())}));
@@ -354,12 +350,7 @@ async fn verify_answers_every_code() {
 #[tokio::test]
 async fn me_answers_from_the_authorizer_context_without_a_database_read() {
     // Behind API Gateway the context is all it needs: a store that cannot answer proves it.
-    let dead = DynamoStore::new(dynamodb_client_at(Some("http://127.0.0.1:9")).await, "gone");
-    let offline = Service {
-        store: Arc::new(dead),
-        config: Config::from_lookup(|name| (name == "TABLE_NAME").then(|| "gone".to_string()))
-            .unwrap(),
-    };
+    let offline = unreachable_service().await;
     let request = event(
         include_str!("../../../events/user-me-get.json"),
         &[("USER_KEY", "tkna_not-used-behind-the-authorizer")],
@@ -407,11 +398,7 @@ async fn the_sample_events_run_through_the_function() {
         ("ADMIN_KEY", demo.admin_key.as_str()),
         ("USER_KEY", demo.user_key.as_str()),
     ];
-    let fill = |json: &str| {
-        keys.iter().fold(json.to_string(), |text, (name, value)| {
-            text.replace(&format!("{{{{{name}}}}}"), value)
-        })
-    };
+    let fill = |json: &str| fill_placeholders(json, &keys);
     let authorizer_event: Value = serde_json::from_str(&fill(include_str!(
         "../../../events/authorizer-request.json"
     )))

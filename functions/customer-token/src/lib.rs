@@ -84,22 +84,23 @@ impl CustomerTokenRequest {
                 "customer_id is required (also accepted as customerid or customer_salt).",
             ));
         };
-        let text = match value {
+        // A string (trimmed) or a whole number; anything else matches no customer id.
+        let as_text = |value: &Value| match value {
             Value::String(text) => text.trim().to_string(),
             Value::Number(number) if number.is_u64() => number.to_string(),
             _ => String::new(),
         };
-        let customer_id = CustomerId::parse(&text).ok_or_else(|| {
+        let customer_id = CustomerId::parse(&as_text(value)).ok_or_else(|| {
             coded(
                 StatusCode::BAD_REQUEST,
                 "INVALID_CUSTOMER_ID",
                 format!("{field} must be a string of exactly 12 digits, such as \"048372910564\"."),
             )
         })?;
-        if given.iter().any(|(_, other)| {
-            other.as_str().map(str::trim) != Some(customer_id.as_str())
-                && other.as_u64().map(|n| n.to_string()).as_deref() != Some(customer_id.as_str())
-        }) {
+        if given
+            .iter()
+            .any(|(_, other)| as_text(other) != customer_id.as_str())
+        {
             return Err(coded(
                 StatusCode::BAD_REQUEST,
                 "INVALID_CUSTOMER_ID",

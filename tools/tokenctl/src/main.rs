@@ -194,11 +194,8 @@ async fn run(command: Command) -> Result<Value, CliError> {
             }))
         }
         Command::Platform(PlatformCommand::Create { name }) => {
-            let name = name.trim();
-            if name.is_empty() || name.chars().count() > 255 {
-                return Err(CliError::Usage("--name must be 1 to 255 characters".into()));
-            }
-            let platform = store.create_platform(name, now).await?;
+            let name = display_name(&name)?;
+            let platform = store.create_platform(&name, now).await?;
             Ok(json!({"id": platform.id, "name": platform.name}))
         }
         Command::User(UserCommand::Create(args)) => {
@@ -314,6 +311,15 @@ fn explain(error: StoreError) -> CliError {
     }
 }
 
+/// A platform's or user's name: 1 to 255 characters after trimming.
+fn display_name(name: &str) -> Result<String, CliError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 255 {
+        return Err(CliError::Usage("--name must be 1 to 255 characters".into()));
+    }
+    Ok(name.to_string())
+}
+
 fn new_user(args: CreateUser) -> Result<NewUser, CliError> {
     let email = Email::parse(&args.email)
         .ok_or_else(|| CliError::Usage(format!("{:?} is not an email address", args.email)))?;
@@ -324,10 +330,7 @@ fn new_user(args: CreateUser) -> Result<NewUser, CliError> {
                 .ok_or_else(|| CliError::Usage("--customer-id must be exactly 12 digits".into()))
         })
         .transpose()?;
-    let name = args.name.trim().to_string();
-    if name.is_empty() || name.chars().count() > 255 {
-        return Err(CliError::Usage("--name must be 1 to 255 characters".into()));
-    }
+    let name = display_name(&args.name)?;
     if args.id == Some(0) {
         return Err(CliError::Usage("--id must be a positive integer".into()));
     }

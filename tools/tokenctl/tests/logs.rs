@@ -7,11 +7,10 @@ use std::sync::{Arc, Mutex};
 use lambda_http::http::Method;
 use serde_json::Value;
 
-use shared::config::{dynamodb_client_at, Config};
 use shared::demo;
 use shared::service::Service;
-use shared::store::{now_ms, DynamoStore};
-use shared::test_support::{request, service};
+use shared::store::now_ms;
+use shared::test_support::{request, service, unreachable_service};
 use tokenctl::serve::dispatch;
 
 /// A `MakeWriter` into a shared buffer.
@@ -148,12 +147,7 @@ async fn no_token_appears_in_the_logs() {
     .await;
 
     // And a database fault with a token in hand: the error is logged in full.
-    let dead = DynamoStore::new(dynamodb_client_at(Some("http://127.0.0.1:9")).await, "gone");
-    let broken = Service {
-        store: Arc::new(dead),
-        config: Config::from_lookup(|name| (name == "TABLE_NAME").then(|| "gone".to_string()))
-            .unwrap(),
-    };
+    let broken = unreachable_service().await;
     call(
         &broken,
         Method::GET,
