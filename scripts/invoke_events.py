@@ -25,8 +25,10 @@ STEPS = [
     ("admin-token-post", "admin-token", 200,
      lambda b: keys("message", "user", "token", "token_name")(b) and b["user"]["id"] == 1002, None),
     ("customer-token-post", "customer-token", 200,
-     lambda b: keys("message", "customerid", "customer_api_key", "name", "expires")(b)
-     and isinstance(b["expires"], int), None),
+     lambda b: keys("message", "customerid", "customer_api_key", "name", "expires", "id")(b)
+     and isinstance(b["expires"], int), "CUSTOMER_TOKEN_ID"),
+    ("customer-token-delete", "customer-token", 200,
+     lambda b: b["message"] == "API token revoked successfully" and keys("message", "id")(b), None),
     ("get-user-token-get", "get-user-token", 200,
      lambda b: b["success"] is True and keys("key", "active")(b["data"]["permanentToken"]), None),
     ("api-keys-post", "api-keys", 201,
@@ -82,7 +84,7 @@ for event, function, status, check, fills in STEPS:
         passed += 1
         print(f"ok   {event}: {response['statusCode']} via the runtime API ({function})")
         if fills:
-            inner = body.get("api_key") or body.get("data")
+            inner = body.get("api_key") or body.get("data") or body
             values[fills] = inner["id"]
     else:
         failures.append(f"{event}: {response and response.get('statusCode')} {body}")

@@ -1,9 +1,12 @@
 //! Authentication: one strongly consistent GetItem per presented token.
 
-use crate::domain::{Abilities, PlatformId, Role, UserId};
+use crate::domain::{Abilities, PlatformId, Role, UserId, UserStatus};
 use crate::error::ApiError;
 use crate::store::{Owner, Store, StoreError, TokenRecord, TokenState, LAST_USED_RESOLUTION_MS};
-use crate::token::{self, TokenId, TokenKind};
+use crate::token::{self, PublicTokenId, TokenId, TokenKind};
+
+/// The ability that lets a token other than a full-access one manage its owner's tokens.
+pub const MANAGE_TOKENS: &str = "tokens:manage";
 
 /// Who is calling: the verified token and its owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +17,8 @@ pub struct Principal {
     pub token_id: TokenId,
     pub kind: TokenKind,
     pub abilities: Abilities,
+    /// When the token stops working (epoch seconds); whatever it mints expires no later.
+    pub expires_at: Option<u64>,
     /// When the token last authenticated, to the resolution of [`LAST_USED_RESOLUTION_MS`].
     pub last_used_at_ms: Option<u64>,
 }
@@ -32,6 +37,43 @@ impl Principal {
     pub fn last_use_is_stale(&self, now_ms: u64) -> bool {
         self.last_used_at_ms
             .is_none_or(|at| at.saturating_add(LAST_USED_RESOLUTION_MS) <= now_ms)
+    }
+
+    /// The calling token's public id, kept on the tokens it mints.
+    pub fn token(&self) -> PublicTokenId {
+        PublicTokenId {
+            user_id: self.user_id,
+            token_id: self.token_id,
+        }
+    }
+
+    /// Managing tokens (create, list, delete) takes `*` or [`MANAGE_TOKENS`], so a leaked
+    /// narrow token cannot mint copies of itself or remove its owner's other tokens.
+    pub fn require_token_management(&self) -> Result<(), ApiError> {
+        if self.abilities.is_full() || self.abilities.as_slice().iter().any(|a| a == MANAGE_TOKENS)
+        {
+            Ok(())
+        } else {
+            Err(ApiError::CannotManageTokens)
+        }
+    }
+
+    /// Whether this token may see or act on a token with `abilities`: only on ones within its
+    /// own.
+    pub fn may_manage(&self, abilities: &Abilities) -> bool {
+        self.abilities.covers(abilities)
+    }
+
+    /// The expiry of a token this one mints: what was asked for, never later than this token's
+    /// own (`None` asked: this token's). Asking for later is refused.
+    pub fn child_expiry(&self, requested: Option<u64>) -> Result<Option<u64>, ApiError> {
+        match (requested, self.expires_at) {
+            (Some(wanted), Some(limit)) if wanted > limit => {
+                Err(ApiError::OutlivesParent { limit })
+            }
+            (Some(wanted), _) => Ok(Some(wanted)),
+            (None, limit) => Ok(limit),
+        }
     }
 
     /// Minting tokens for other users takes an admin's full-access token.
@@ -61,7 +103,7 @@ pub enum VerificationCode {
     NotFound,
     Expired,
     Revoked,
-    /// The owner is blocked.
+    /// The owner is blocked (or no longer in the directory).
     Disabled,
 }
 
@@ -77,15 +119,19 @@ impl VerificationCode {
     }
 }
 
-/// A verified token: the code, and the record unless it is `NotFound`.
+/// A verified token: the code, the record unless it is `NotFound`, and the owner's role while
+/// the owner is active.
 #[derive(Clone, Debug)]
 pub struct Verification {
     pub code: VerificationCode,
     pub record: Option<TokenRecord>,
+    pub owner_role: Option<Role>,
 }
 
 /// Checks a presented token: malformed ones are refused before any database read; otherwise one
-/// strongly consistent GetItem, a constant-time hash comparison and the record's state.
+/// strongly consistent BatchGetItem of the token and its owner's profile, a constant-time hash
+/// comparison, the record's state and the owner's current status (a block is one write to the
+/// profile, so it holds for every token at once).
 pub async fn verify(
     store: &dyn Store,
     presented: &str,
@@ -94,27 +140,33 @@ pub async fn verify(
     let not_found = Verification {
         code: VerificationCode::NotFound,
         record: None,
+        owner_role: None,
     };
     let Ok(parsed) = token::parse(presented) else {
         return Ok(not_found);
     };
-    let Some(record) = store
-        .get_token(parsed.user_id, parsed.kind.family(), parsed.token_id)
-        .await?
-    else {
+    let (record, owner) = store
+        .get_token_and_owner(parsed.user_id, parsed.kind.family(), parsed.token_id)
+        .await?;
+    let Some(record) = record else {
         return Ok(not_found);
     };
     if !record.hash.matches(&parsed.hash) || record.kind != parsed.kind {
         return Ok(not_found);
     }
-    let code = match record.state(now_ms) {
-        TokenState::Live => VerificationCode::Valid,
-        TokenState::Expired => VerificationCode::Expired,
-        TokenState::Revoked => VerificationCode::Revoked,
-        TokenState::OwnerBlocked => VerificationCode::Disabled,
+    let owner_role = owner
+        .as_ref()
+        .filter(|owner| owner.status == UserStatus::Active)
+        .map(|owner| owner.role);
+    let code = match (record.state(now_ms), owner_role) {
+        (TokenState::Revoked, _) => VerificationCode::Revoked,
+        (TokenState::Expired, _) => VerificationCode::Expired,
+        (TokenState::Live, None) => VerificationCode::Disabled,
+        (TokenState::Live, Some(_)) => VerificationCode::Valid,
     };
     Ok(Verification {
         code,
+        owner_role,
         record: Some(record),
     })
 }
@@ -127,14 +179,19 @@ pub async fn authenticate(
     now_ms: u64,
 ) -> Result<Principal, ApiError> {
     let verification = verify(store, presented.ok_or(ApiError::Unauthenticated)?, now_ms).await?;
-    match (verification.code, verification.record) {
-        (VerificationCode::Valid, Some(record)) => Ok(Principal {
+    match (
+        verification.code,
+        verification.record,
+        verification.owner_role,
+    ) {
+        (VerificationCode::Valid, Some(record), Some(role)) => Ok(Principal {
             user_id: record.user_id,
             platform_id: record.platform_id,
-            role: record.owner_role,
+            role,
             token_id: record.id,
             kind: record.kind,
             abilities: record.abilities,
+            expires_at: record.expires_at,
             last_used_at_ms: record.last_used_at_ms,
         }),
         _ => Err(ApiError::Unauthenticated),

@@ -9,18 +9,21 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 
-use crate::token::PermanentKey;
+use crate::token::{CapCounter, PermanentKey, TokenFamily};
 
 /// Default for `MAX_TOKENS_PER_USER`.
 pub const DEFAULT_MAX_TOKENS_PER_USER: u32 = 100;
+
+/// Default for `MAX_CUSTOMER_TOKENS_PER_USER`.
+pub const DEFAULT_MAX_CUSTOMER_TOKENS_PER_USER: u32 = 100;
 
 /// What is wrong with the environment; stops the cold start with a message an operator can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("TABLE_NAME is not set: set it to the DynamoDB table of this deployment")]
     MissingTableName,
-    #[error("MAX_TOKENS_PER_USER must be a whole number from 1 to 100000, got {0:?}")]
-    BadMaxTokens(String),
+    #[error("{0} must be a whole number from 1 to 100000, got {1:?}")]
+    BadMaxTokens(&'static str, String),
     #[error("PERMANENT_TOKEN_KEY is not set: set it to a random secret of at least 32 bytes")]
     MissingPermanentKey,
     #[error(
@@ -35,12 +38,14 @@ pub enum ConfigError {
 pub struct Config {
     pub table_name: String,
     pub max_tokens_per_user: u32,
+    pub max_customer_tokens_per_user: u32,
     /// Only the functions that derive permanent tokens need it; see [`Config::permanent_key`].
     permanent_key: Option<PermanentKey>,
 }
 
 impl Config {
-    /// Reads `TABLE_NAME`, `MAX_TOKENS_PER_USER` and (when present) `PERMANENT_TOKEN_KEY`.
+    /// Reads `TABLE_NAME`, `MAX_TOKENS_PER_USER`, `MAX_CUSTOMER_TOKENS_PER_USER` and (when
+    /// present) `PERMANENT_TOKEN_KEY`.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|name| std::env::var(name).ok())
     }
@@ -51,15 +56,20 @@ impl Config {
         let table_name = lookup("TABLE_NAME")
             .filter(|t| !t.trim().is_empty())
             .ok_or(ConfigError::MissingTableName)?;
-        let max_tokens_per_user = match lookup("MAX_TOKENS_PER_USER") {
-            None => DEFAULT_MAX_TOKENS_PER_USER,
+        let cap = |name: &'static str, default: u32| match lookup(name) {
+            None => Ok(default),
             Some(text) => text
                 .trim()
                 .parse()
                 .ok()
                 .filter(|n| (1..=100_000).contains(n))
-                .ok_or(ConfigError::BadMaxTokens(text))?,
+                .ok_or(ConfigError::BadMaxTokens(name, text)),
         };
+        let max_tokens_per_user = cap("MAX_TOKENS_PER_USER", DEFAULT_MAX_TOKENS_PER_USER)?;
+        let max_customer_tokens_per_user = cap(
+            "MAX_CUSTOMER_TOKENS_PER_USER",
+            DEFAULT_MAX_CUSTOMER_TOKENS_PER_USER,
+        )?;
         let permanent_key = match lookup("PERMANENT_TOKEN_KEY") {
             None => None,
             Some(key) => {
@@ -69,8 +79,18 @@ impl Config {
         Ok(Config {
             table_name,
             max_tokens_per_user,
+            max_customer_tokens_per_user,
             permanent_key,
         })
+    }
+
+    /// How many live tokens of `family` one user may hold.
+    pub fn cap(&self, family: TokenFamily) -> u32 {
+        match family.cap() {
+            Some(CapCounter::Tokens) => self.max_tokens_per_user,
+            Some(CapCounter::CustomerTokens) => self.max_customer_tokens_per_user,
+            None => u32::MAX,
+        }
     }
 
     /// The permanent-token key, required by the functions that derive permanent tokens.
@@ -135,13 +155,22 @@ mod tests {
         let c = config(&[("TABLE_NAME", "t")]).unwrap();
         assert_eq!(c.max_tokens_per_user, 100);
         assert!(c.permanent_key().is_err());
-        let c = config(&[("TABLE_NAME", "t"), ("MAX_TOKENS_PER_USER", "5")]).unwrap();
+        assert_eq!(c.max_customer_tokens_per_user, 100);
+        let c = config(&[
+            ("TABLE_NAME", "t"),
+            ("MAX_TOKENS_PER_USER", "5"),
+            ("MAX_CUSTOMER_TOKENS_PER_USER", "7"),
+        ])
+        .unwrap();
         assert_eq!(c.max_tokens_per_user, 5);
-        for bad in ["0", "-1", "x", "100001"] {
-            assert!(matches!(
-                config(&[("TABLE_NAME", "t"), ("MAX_TOKENS_PER_USER", bad)]),
-                Err(ConfigError::BadMaxTokens(_))
-            ));
+        assert_eq!(c.max_customer_tokens_per_user, 7);
+        for variable in ["MAX_TOKENS_PER_USER", "MAX_CUSTOMER_TOKENS_PER_USER"] {
+            for bad in ["0", "-1", "x", "100001"] {
+                assert!(matches!(
+                    config(&[("TABLE_NAME", "t"), (variable, bad)]),
+                    Err(ConfigError::BadMaxTokens(name, _)) if name == variable
+                ));
+            }
         }
     }
 

@@ -123,14 +123,16 @@ pub enum AbilitiesProblem {
 
 impl Abilities {
     pub const MAX_COUNT: usize = 50;
-    pub const MAX_LEN: usize = 100;
+    pub const MAX_LEN: usize = 64;
 
     /// Full access.
     pub fn full() -> Abilities {
         Abilities(vec!["*".to_string()])
     }
 
-    /// 1 to 50 distinct abilities of 1 to 100 visible ASCII characters; `*` stands alone.
+    /// 1 to 50 distinct abilities, each 1 to 64 characters from `A-Z a-z 0-9 : . _ - *`; `*`
+    /// alone means all. No separator (`,`, space) can occur, so the authorizer's comma-joined
+    /// context reads back exactly the list that was stored.
     pub fn parse(items: Vec<String>) -> Result<Abilities, AbilitiesProblem> {
         if items.is_empty() {
             return Err(AbilitiesProblem::Empty);
@@ -139,7 +141,10 @@ impl Abilities {
             return Err(AbilitiesProblem::TooMany);
         }
         let valid = |a: &String| {
-            !a.is_empty() && a.len() <= Self::MAX_LEN && a.bytes().all(|b| b.is_ascii_graphic())
+            !a.is_empty()
+                && a.len() <= Self::MAX_LEN
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b":._-*".contains(&b))
         };
         if !items.iter().all(valid) {
             return Err(AbilitiesProblem::BadAbility);
@@ -323,5 +328,15 @@ mod tests {
             Abilities::parse(vec!["has space".into()]),
             Err(AbilitiesProblem::BadAbility)
         );
+        // A separator would let `calls:read,*` read back as `*` from the authorizer's context.
+        for bad in ["calls:read,*", "a;b", "é", "a/b", &"a".repeat(65)] {
+            assert_eq!(
+                Abilities::parse(vec![bad.to_string()]),
+                Err(AbilitiesProblem::BadAbility),
+                "{bad}"
+            );
+        }
+        let names = ["calls:read", "Leads.Write_2-x", "calls:*", &"a".repeat(64)];
+        assert!(Abilities::parse(names.iter().map(|a| a.to_string()).collect()).is_ok());
     }
 }

@@ -74,6 +74,11 @@ pub enum ApiError {
     NotAdministrator,
     #[error("This token cannot grant abilities it does not have itself.")]
     AbilitiesExceeded,
+    #[error("This token cannot manage tokens: that takes the ability tokens:manage or *.")]
+    CannotManageTokens,
+    /// A token may not mint one that outlives it.
+    #[error("A token cannot outlive the token that creates it: choose an expiry no later than {} (epoch seconds {limit}).", crate::http::timestamp_seconds(limit.saturating_mul(1000)))]
+    OutlivesParent { limit: u64 },
     /// A resource of the route is absent (or in another tenant, which must look the same).
     #[error("{0}")]
     NotFound(&'static str),
@@ -106,9 +111,13 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::NotAdministrator | ApiError::AbilitiesExceeded => StatusCode::FORBIDDEN,
+            ApiError::NotAdministrator
+            | ApiError::AbilitiesExceeded
+            | ApiError::CannotManageTokens => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Validation(_) | ApiError::OutlivesParent { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -121,7 +130,10 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthenticated => "UNAUTHENTICATED",
-            ApiError::NotAdministrator | ApiError::AbilitiesExceeded => "FORBIDDEN",
+            ApiError::NotAdministrator
+            | ApiError::AbilitiesExceeded
+            | ApiError::CannotManageTokens => "FORBIDDEN",
+            ApiError::OutlivesParent { .. } => "EXPIRATION_EXCEEDS_TOKEN",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::RouteNotFound(_) => "ROUTE_NOT_FOUND",
             ApiError::Validation(_) | ApiError::BadRequest(_) => "INVALID_REQUEST",

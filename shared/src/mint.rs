@@ -1,9 +1,10 @@
 //! Minting: the one path from a request for a token to a stored record and a plaintext.
 
-use crate::domain::UserStatus;
+use crate::auth::Principal;
 use crate::domain::{Abilities, TokenName};
+use crate::error::ApiError;
 use crate::store::{NewToken, Owner, Store, StoreError, TokenRecord};
-use crate::token::{self, TokenKind, TokenSecret};
+use crate::token::{self, PublicTokenId, TokenKind, TokenSecret};
 
 /// What to mint.
 #[derive(Clone, Debug)]
@@ -13,6 +14,28 @@ pub struct MintRequest {
     pub abilities: Abilities,
     /// Epoch seconds; `None` never expires.
     pub expires_at: Option<u64>,
+    /// The token that asked for it; `None` for the operator.
+    pub parent_id: Option<PublicTokenId>,
+}
+
+impl MintRequest {
+    /// A token minted by `caller`: it records its parent and never outlives it (an expiry later
+    /// than the caller's is refused; none asked for is the caller's).
+    pub fn by(
+        caller: &Principal,
+        kind: TokenKind,
+        name: TokenName,
+        abilities: Abilities,
+        expires_at: Option<u64>,
+    ) -> Result<MintRequest, ApiError> {
+        Ok(MintRequest {
+            kind,
+            name,
+            abilities,
+            expires_at: caller.child_expiry(expires_at)?,
+            parent_id: Some(caller.token()),
+        })
+    }
 }
 
 /// A stored token and the plaintext that is shown once.
@@ -40,8 +63,9 @@ pub async fn mint(
             abilities: request.abilities.clone(),
             created_at_ms: now_ms,
             expires_at: request.expires_at,
+            parent_id: request.parent_id,
         };
-        let record = new.record(owner, UserStatus::Active);
+        let record = new.record(owner);
         match store.create_token(owner, new, cap, now_ms).await {
             Ok(()) => {
                 return Ok(Minted {
@@ -71,6 +95,7 @@ pub async fn mint_plaintext(
         name,
         abilities,
         expires_at: None,
+        parent_id: None,
     };
     let minted = mint(store, owner, request, cap, crate::store::now_ms()).await?;
     Ok(minted.secret.expose().to_string())

@@ -23,7 +23,8 @@ pub fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A fresh table on the DynamoDB Local that `make test` started, wrapped in a [`Service`].
+/// A fresh table on the DynamoDB Local that `make test` started, wrapped in a [`Service`] whose
+/// per-user caps (tokens and customer tokens) are both `max_tokens_per_user`.
 pub async fn service_with(max_tokens_per_user: u32) -> (Service, DynamoStore) {
     assert!(
         std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
@@ -37,7 +38,9 @@ pub async fn service_with(max_tokens_per_user: u32) -> (Service, DynamoStore) {
     let key = random_hex(32);
     let config = Config::from_lookup(|name| match name {
         "TABLE_NAME" => Some(table.clone()),
-        "MAX_TOKENS_PER_USER" => Some(max_tokens_per_user.to_string()),
+        "MAX_TOKENS_PER_USER" | "MAX_CUSTOMER_TOKENS_PER_USER" => {
+            Some(max_tokens_per_user.to_string())
+        }
         "PERMANENT_TOKEN_KEY" => Some(key.clone()),
         _ => None,
     })

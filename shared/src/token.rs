@@ -115,9 +115,48 @@ impl TokenFamily {
         }
     }
 
-    /// Families counted against `MAX_TOKENS_PER_USER`.
-    pub fn is_capped(self) -> bool {
-        matches!(self, TokenFamily::ApiKeys | TokenFamily::Personal)
+    /// Every family, in a fixed order.
+    pub const ALL: [TokenFamily; 4] = [
+        TokenFamily::ApiKeys,
+        TokenFamily::Personal,
+        TokenFamily::Customer,
+        TokenFamily::Permanent,
+    ];
+
+    /// The per-user cap the family counts against; permanent tokens (one a user) count against
+    /// none.
+    pub fn cap(self) -> Option<CapCounter> {
+        match self {
+            TokenFamily::ApiKeys | TokenFamily::Personal => Some(CapCounter::Tokens),
+            TokenFamily::Customer => Some(CapCounter::CustomerTokens),
+            TokenFamily::Permanent => None,
+        }
+    }
+}
+
+/// A per-user count of live tokens, kept on the user's profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CapCounter {
+    /// API keys and personal tokens (`MAX_TOKENS_PER_USER`).
+    Tokens,
+    /// Customer tokens (`MAX_CUSTOMER_TOKENS_PER_USER`).
+    CustomerTokens,
+}
+
+impl CapCounter {
+    /// The profile attribute holding the count.
+    pub fn attribute(self) -> &'static str {
+        match self {
+            CapCounter::Tokens => "live_tokens",
+            CapCounter::CustomerTokens => "live_customer_tokens",
+        }
+    }
+
+    /// The families whose tokens this counter counts.
+    pub fn families(self) -> impl Iterator<Item = TokenFamily> {
+        TokenFamily::ALL
+            .into_iter()
+            .filter(move |family| family.cap() == Some(self))
     }
 }
 

@@ -109,7 +109,7 @@ pub fn abilities_field(
                     Abilities::MAX_COUNT
                 ),
                 AbilitiesProblem::BadAbility => format!(
-                    "Each of the {field} must be 1 to {} visible ASCII characters without spaces.",
+                    "Each of the {field} must be 1 to {} characters from A-Z a-z 0-9 : . _ - *.",
                     Abilities::MAX_LEN
                 ),
             };

@@ -22,6 +22,7 @@ fn request(kind: TokenKind, expires_at: Option<u64>) -> MintRequest {
         name: TokenName::parse("key").unwrap(),
         abilities: Abilities::full(),
         expires_at,
+        parent_id: None,
     }
 }
 
@@ -444,27 +445,40 @@ async fn listings_are_newest_first_and_per_family() {
     assert_eq!(personal_list[0].id, personal.record.id);
 }
 
+/// The permanent token of `generation` for `user`, as `GET /ext/get-user-token` derives it.
+fn permanent(key: &token::PermanentKey, user: UserId, generation: u32) -> shared::store::NewToken {
+    shared::store::NewToken {
+        parsed: key.derive(user, generation).parsed,
+        name: "permanent".into(),
+        abilities: Abilities::full(),
+        created_at_ms: now_ms(),
+        expires_at: None,
+        parent_id: None,
+    }
+}
+
 #[tokio::test]
 async fn the_permanent_token_is_written_once_and_authenticates() {
     let (service, store) = service().await;
     let t = tenant(&store).await;
     let key = service.config.permanent_key().unwrap();
     let issued = key.derive(t.user.id, t.user.permanent_generation);
-    let new = shared::store::NewToken {
-        parsed: issued.parsed.clone(),
-        name: "permanent".into(),
-        abilities: Abilities::full(),
-        created_at_ms: now_ms(),
-        expires_at: None,
-    };
-    store
-        .ensure_permanent_token(&t.user, new.clone())
+    let derive = |generation| permanent(key, t.user.id, generation);
+    let generation = store
+        .issue_permanent_token(&t.user, &derive, now_ms())
         .await
         .unwrap();
+    assert_eq!(generation, t.user.permanent_generation);
     let user = store.get_user(t.user.id).await.unwrap().unwrap();
     assert!(user.permanent_issued);
     // A second call (even with a stale profile) changes nothing and fails nothing.
-    store.ensure_permanent_token(&t.user, new).await.unwrap();
+    for profile in [&t.user, &user] {
+        let again = store
+            .issue_permanent_token(profile, &derive, now_ms())
+            .await
+            .unwrap();
+        assert_eq!(again, generation);
+    }
     let principal = authenticate(&store, Some(issued.secret.expose()), now_ms())
         .await
         .unwrap();
@@ -499,6 +513,7 @@ async fn a_record_id_is_never_overwritten() {
         abilities: Abilities::full(),
         created_at_ms: now_ms(),
         expires_at: None,
+        parent_id: None,
     };
     store
         .create_token(owner(&t.user), new.clone(), 100, now_ms())
@@ -520,4 +535,72 @@ async fn a_record_id_is_never_overwritten() {
         .unwrap()
         .unwrap();
     assert_eq!(stored.name, "first");
+}
+
+#[tokio::test]
+async fn a_revoked_permanent_record_moves_the_user_to_a_working_next_generation() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let key = service.config.permanent_key().unwrap();
+    let derive = |generation| permanent(key, t.user.id, generation);
+    let first = store
+        .issue_permanent_token(&t.user, &derive, now_ms())
+        .await
+        .unwrap();
+    let old = key.derive(t.user.id, first);
+    assert!(store
+        .revoke_token(
+            t.user.id,
+            TokenFamily::Permanent,
+            old.parsed.token_id,
+            now_ms()
+        )
+        .await
+        .unwrap());
+    let user = store.get_user(t.user.id).await.unwrap().unwrap();
+    let next = store
+        .issue_permanent_token(&user, &derive, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(next, first + 1);
+    let fresh = key.derive(t.user.id, next);
+    assert!(authenticate(&store, Some(fresh.secret.expose()), now_ms())
+        .await
+        .is_ok());
+    assert!(authenticate(&store, Some(old.secret.expose()), now_ms())
+        .await
+        .is_err());
+    let user = store.get_user(t.user.id).await.unwrap().unwrap();
+    assert_eq!(
+        (user.permanent_generation, user.permanent_issued),
+        (next, true)
+    );
+}
+
+#[tokio::test]
+async fn a_new_server_key_moves_every_permanent_token_on_and_retires_the_old_one() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let old_key = service.config.permanent_key().unwrap();
+    let first = store
+        .issue_permanent_token(&t.user, &|g| permanent(old_key, t.user.id, g), now_ms())
+        .await
+        .unwrap();
+    let old = old_key.derive(t.user.id, first);
+
+    let new_key = token::PermanentKey::new(random_hex(32).as_bytes()).unwrap();
+    let user = store.get_user(t.user.id).await.unwrap().unwrap();
+    let next = store
+        .issue_permanent_token(&user, &|g| permanent(&new_key, t.user.id, g), now_ms())
+        .await
+        .unwrap();
+    assert_eq!(next, first + 1);
+    let fresh = new_key.derive(t.user.id, next);
+    assert!(authenticate(&store, Some(fresh.secret.expose()), now_ms())
+        .await
+        .is_ok());
+    // The key the old server key made stops working with the move.
+    assert!(authenticate(&store, Some(old.secret.expose()), now_ms())
+        .await
+        .is_err());
 }

@@ -141,13 +141,15 @@ async fn create_token(service: &Service, request: &Request) -> Result<Response<B
         .filter(|user| user.platform_id == caller.platform_id)
         .ok_or(ApiError::NotFound(USER_NOT_FOUND))?;
 
-    let mint_request = MintRequest {
-        kind: TokenKind::WhiteLabel,
-        name: input.token_name,
-        abilities: Abilities::full(),
-        expires_at: None,
-    };
-    let cap = service.config.max_tokens_per_user;
+    // Never expires, unless the admin's own token does: then no later than it.
+    let mint_request = MintRequest::by(
+        &caller,
+        TokenKind::WhiteLabel,
+        input.token_name,
+        Abilities::full(),
+        None,
+    )?;
+    let cap = service.config.cap(TokenKind::WhiteLabel.family());
     let minted = mint(store, Owner::from(&user), mint_request, cap, now)
         .await
         .map_err(|e| match e {

@@ -72,6 +72,7 @@ async fn dispatch(service: &Service, request: &Request) -> Result<Response<Body>
     let caller = service
         .authenticate(bearer_token(request.headers()), now)
         .await?;
+    caller.require_token_management()?;
     let id = params.first().map(String::as_str).unwrap_or_default();
     match action {
         Action::CreateKey => create(service, request, &caller, TokenKind::ApiKey, now).await,
@@ -165,13 +166,8 @@ async fn create(
     caller.require_abilities(&abilities)?;
 
     let store = service.store.as_ref();
-    let cap = service.config.max_tokens_per_user;
-    let mint_request = MintRequest {
-        kind,
-        name,
-        abilities,
-        expires_at: None,
-    };
+    let cap = service.config.cap(kind.family());
+    let mint_request = MintRequest::by(caller, kind, name, abilities, None)?;
     let minted = mint(store, caller.owner(), mint_request, cap, now)
         .await
         .map_err(|e| match e {
@@ -208,19 +204,23 @@ async fn create(
     Ok(json_response(StatusCode::CREATED, &body))
 }
 
+/// The caller's live tokens of `family` that it may manage (all of them for a `*` token).
 async fn list(
     service: &Service,
     caller: &Principal,
     family: TokenFamily,
     now: u64,
 ) -> Result<Vec<TokenRecord>, ApiError> {
-    Ok(service
+    let mut tokens = service
         .store
         .list_tokens(caller.user_id, family, now)
-        .await?)
+        .await?;
+    tokens.retain(|token| caller.may_manage(&token.abilities));
+    Ok(tokens)
 }
 
-/// Revokes one of the caller's own tokens; another user's id, or an unknown one, is 404.
+/// Revokes one of the caller's own tokens; another user's id, an unknown one, or one with
+/// abilities beyond the caller's is 404.
 async fn revoke(
     service: &Service,
     caller: &Principal,
@@ -232,6 +232,15 @@ async fn revoke(
     let id = PublicTokenId::parse(id)
         .filter(|id| id.user_id == caller.user_id)
         .ok_or(ApiError::NotFound(not_found))?;
+    if !caller.abilities.is_full() {
+        let target = service
+            .store
+            .get_token(caller.user_id, family, id.token_id)
+            .await?;
+        if !target.is_some_and(|t| caller.may_manage(&t.abilities)) {
+            return Err(ApiError::NotFound(not_found));
+        }
+    }
     let revoked = service
         .store
         .revoke_token(caller.user_id, family, id.token_id, now)

@@ -194,7 +194,7 @@ async fn personal_tokens_carry_abilities_that_never_widen() {
         Method::POST,
         TOKENS,
         &t.user_token,
-        r#"{"name":"CI Pipeline","abilities":["calls:read","leads:write"]}"#,
+        r#"{"name":"CI Pipeline","abilities":["calls:read","leads:write","tokens:manage"]}"#,
     )
     .await;
     assert_eq!(status, 201, "{created}");
@@ -203,7 +203,10 @@ async fn personal_tokens_carry_abilities_that_never_widen() {
         keys(data),
         BTreeSet::from(["id", "name", "abilities", "token", "created_at"])
     );
-    assert_eq!(data["abilities"], json!(["calls:read", "leads:write"]));
+    assert_eq!(
+        data["abilities"],
+        json!(["calls:read", "leads:write", "tokens:manage"])
+    );
     let created_at = data["created_at"].as_str().unwrap();
     assert!(
         created_at.len() == 20 && created_at.ends_with('Z'),
@@ -243,7 +246,7 @@ async fn personal_tokens_carry_abilities_that_never_widen() {
     .await;
     assert_eq!(
         inherited.1["data"]["abilities"],
-        json!(["calls:read", "leads:write"])
+        json!(["calls:read", "leads:write", "tokens:manage"])
     );
     let forbidden = (
         403,
@@ -331,7 +334,12 @@ async fn abilities_are_validated() {
         (
             r#"{"name":"x","abilities":["has space"]}"#,
             "abilities",
-            "Each of the abilities must be 1 to 100 visible ASCII characters without spaces.",
+            "Each of the abilities must be 1 to 64 characters from A-Z a-z 0-9 : . _ - *.",
+        ),
+        (
+            r#"{"name":"x","abilities":["calls:read,*"]}"#,
+            "abilities",
+            "Each of the abilities must be 1 to 64 characters from A-Z a-z 0-9 : . _ - *.",
         ),
     ] {
         let (status, response) = send(&service, Method::POST, TOKENS, &t.user_token, body).await;
@@ -522,4 +530,160 @@ async fn every_sample_event_runs_through_the_handler() {
             assert_eq!(list.as_array().unwrap().len(), length, "{body}");
         }
     }
+}
+
+/// Issue: a `calls:read` token listed, deleted and copied its owner's stronger tokens.
+#[tokio::test]
+async fn only_tokens_that_may_manage_tokens_manage_them_and_only_weaker_ones() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let mint = |abilities: &'static str| {
+        let service = &service;
+        let token = t.user_token.clone();
+        async move {
+            let body = format!(r#"{{"name":"n","abilities":{abilities}}}"#);
+            let (status, created) = send(service, Method::POST, TOKENS, &token, &body).await;
+            assert_eq!(status, 201, "{created}");
+            let data = &created["data"];
+            (
+                data["id"].as_str().unwrap().to_string(),
+                data["token"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let (_, narrow) = mint(r#"["calls:read"]"#).await;
+    let (manager_id, manager) = mint(r#"["calls:read","tokens:manage"]"#).await;
+    let (strong_id, _) = mint(r#"["calls:read","calls:write","tokens:manage"]"#).await;
+    let (weak_id, _) = mint(r#"["calls:read"]"#).await;
+
+    // Without tokens:manage: 403 on every management route, nothing changes.
+    let refused = (
+        403,
+        json!({"message": "This token cannot manage tokens: that takes the ability tokens:manage or *."}),
+    );
+    for (method, path, body) in [
+        (Method::POST, TOKENS.to_string(), r#"{"name":"copy"}"#),
+        (Method::POST, KEYS.to_string(), r#"{"name":"copy"}"#),
+        (Method::GET, TOKENS.to_string(), ""),
+        (Method::GET, KEYS.to_string(), ""),
+        (Method::DELETE, format!("{TOKENS}/{strong_id}"), ""),
+        (Method::DELETE, format!("{TOKENS}/{weak_id}"), ""),
+    ] {
+        assert_eq!(
+            send(&service, method.clone(), &path, &narrow, body).await,
+            refused,
+            "{method} {path}"
+        );
+    }
+
+    // With tokens:manage: sees and deletes only tokens within its own abilities.
+    let (status, listed) = send(&service, Method::GET, TOKENS, &manager, "").await;
+    assert_eq!(status, 200);
+    let ids: BTreeSet<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(weak_id.as_str()) && ids.contains(manager_id.as_str()));
+    assert!(!ids.contains(strong_id.as_str()), "{listed}");
+    let (status, keys_listed) = send(&service, Method::GET, KEYS, &manager, "").await;
+    assert_eq!(
+        (status, keys_listed),
+        (200, json!({"api_keys": []})),
+        "the user's * key is hidden"
+    );
+    let stronger = send(
+        &service,
+        Method::DELETE,
+        &format!("{TOKENS}/{strong_id}"),
+        &manager,
+        "",
+    )
+    .await;
+    assert_eq!(stronger, (404, json!({"message": "API token not found."})));
+    let (_, full_keys) = send(&service, Method::GET, KEYS, &t.user_token, "").await;
+    let full_key_id = full_keys["api_keys"][0]["id"].as_str().unwrap().to_string();
+    let owner_key = send(
+        &service,
+        Method::DELETE,
+        &format!("{KEYS}/{full_key_id}"),
+        &manager,
+        "",
+    )
+    .await;
+    assert_eq!(owner_key, (404, json!({"message": "API key not found."})));
+    let weaker = send(
+        &service,
+        Method::DELETE,
+        &format!("{TOKENS}/{weak_id}"),
+        &manager,
+        "",
+    )
+    .await;
+    assert_eq!(weaker.0, 200, "{weaker:?}");
+    // The stronger ones still work.
+    assert_eq!(
+        send(&service, Method::GET, TOKENS, &t.user_token, "")
+            .await
+            .0,
+        200
+    );
+    let (_, all) = send(&service, Method::GET, TOKENS, &t.user_token, "").await;
+    assert!(all.to_string().contains(&strong_id));
+}
+
+/// Issue: a key made by an expiring token never expired.
+#[tokio::test]
+async fn a_token_never_outlives_the_token_that_minted_it() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let now = now_ms();
+    let parent_expiry = now / 1000 + 86_400;
+    let parent = shared::mint::mint(
+        &store,
+        shared::store::Owner::from(&t.user),
+        shared::mint::MintRequest {
+            kind: TokenKind::ApiKey,
+            name: shared::domain::TokenName::parse("day").unwrap(),
+            abilities: Abilities::full(),
+            expires_at: Some(parent_expiry),
+            parent_id: None,
+        },
+        100,
+        now,
+    )
+    .await
+    .unwrap();
+    let parent_token = parent.secret.expose().to_string();
+    for (path, field) in [(KEYS, "api_key"), (TOKENS, "data")] {
+        let (status, created) = send(
+            &service,
+            Method::POST,
+            path,
+            &parent_token,
+            r#"{"name":"child"}"#,
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        let id =
+            shared::token::PublicTokenId::parse(created[field]["id"].as_str().unwrap()).unwrap();
+        let family = shared::token::parse(created[field]["token"].as_str().unwrap())
+            .unwrap()
+            .kind
+            .family();
+        let stored = store
+            .get_token(id.user_id, family, id.token_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.expires_at, Some(parent_expiry), "{path}");
+        assert_eq!(stored.parent_id, Some(parent.record.public_id()), "{path}");
+    }
+    // The personal-token listing shows the inherited expiry.
+    let (_, listed) = send(&service, Method::GET, TOKENS, &parent_token, "").await;
+    assert_eq!(
+        listed["data"][0]["expires_at"],
+        shared::http::timestamp_seconds(parent_expiry * 1000)
+    );
 }

@@ -111,33 +111,63 @@ fn event_token(event: &Value) -> Option<String> {
     authorization.or_else(|| find("token")).map(str::to_string)
 }
 
-fn policy(principal: &str, effect: &str, method_arn: &str, context: Value) -> Value {
+fn policy(principal: &str, effect: &str, resource: &str, context: Value) -> Value {
     json!({
         "principalId": principal,
         "policyDocument": {
             "Version": "2012-10-17",
-            "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": method_arn}],
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": resource}],
         },
         "context": context,
     })
 }
 
-/// The authorizer: Allow for the calling method only, with the caller in the context; Deny for
-/// any token that does not authenticate.
+/// The resource a policy covers: the calling method on the route's resource template, each path
+/// parameter a wildcard (`.../GET/calls/{id}` -> `.../GET/calls/*`, `{proxy+}` -> `*`).
+///
+/// API Gateway caches a policy by the identity sources (token, method, resource template), so a
+/// cached Allow is reused for `/calls/2` after `/calls/1`: an ARN naming `/calls/1` alone would
+/// then deny a valid caller. Without a `resource` in the event, the exact `methodArn`.
+fn policy_resource(method_arn: &str, resource: Option<&str>) -> String {
+    // arn:aws:execute-api:REGION:ACCOUNT:API_ID/STAGE/METHOD/path...
+    let mut parts = method_arn.splitn(4, '/');
+    let (Some(api), Some(stage), Some(method), Some(resource)) =
+        (parts.next(), parts.next(), parts.next(), resource)
+    else {
+        return method_arn.to_string();
+    };
+    let template: Vec<&str> = resource
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| {
+            if segment.starts_with('{') && segment.ends_with('}') {
+                "*"
+            } else {
+                segment
+            }
+        })
+        .collect();
+    format!("{api}/{stage}/{method}/{}", template.join("/"))
+}
+
+/// The authorizer: Allow for the calling method on the calling route only (path parameters
+/// wildcarded, see [`policy_resource`]), with the caller in the context; Deny for any token that
+/// does not authenticate.
 pub async fn authorize(service: &Service, event: &Value) -> Result<Value, AuthorizerError> {
     let method_arn = event
         .get("methodArn")
         .and_then(Value::as_str)
         .ok_or(AuthorizerError::NoMethodArn)?;
+    let resource = policy_resource(method_arn, event.get("resource").and_then(Value::as_str));
     let token = event_token(event);
     match service.authenticate(token.as_deref(), now_ms()).await {
         Ok(caller) => Ok(policy(
             &caller.user_id.to_string(),
             "Allow",
-            method_arn,
+            &resource,
             caller_context(&caller),
         )),
-        Err(ApiError::Unauthenticated) => Ok(policy("anonymous", "Deny", method_arn, json!({}))),
+        Err(ApiError::Unauthenticated) => Ok(policy("anonymous", "Deny", &resource, json!({}))),
         Err(_) => Err(AuthorizerError::Unavailable),
     }
 }
@@ -283,4 +313,36 @@ async fn me(service: &Service, request: &Request) -> Result<Response<Body>, ApiE
 
 fn token_header(headers: &HeaderMap) -> Option<&str> {
     bearer_token(headers).or_else(|| header(headers, "token"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::policy_resource;
+
+    const ARN: &str = "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/prod/GET";
+
+    #[test]
+    fn path_parameters_become_wildcards_for_that_method_only() {
+        assert_eq!(
+            policy_resource(&format!("{ARN}/calls/1"), Some("/calls/{id}")),
+            format!("{ARN}/calls/*")
+        );
+        assert_eq!(
+            policy_resource(&format!("{ARN}/a/1/b/2"), Some("/a/{x}/b/{y}")),
+            format!("{ARN}/a/*/b/*")
+        );
+        assert_eq!(
+            policy_resource(&format!("{ARN}/x/y/z"), Some("/{proxy+}")),
+            format!("{ARN}/*")
+        );
+        assert_eq!(
+            policy_resource(&format!("{ARN}/api/user/me"), Some("/api/user/me")),
+            format!("{ARN}/api/user/me")
+        );
+        assert_eq!(
+            policy_resource(&format!("{ARN}/api/user/me"), None),
+            format!("{ARN}/api/user/me")
+        );
+        assert_eq!(policy_resource("not-an-arn", Some("/x")), "not-an-arn");
+    }
 }

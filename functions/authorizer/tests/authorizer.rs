@@ -45,6 +45,7 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
         name: TokenName::parse("state").unwrap(),
         abilities: Abilities::full(),
         expires_at,
+        parent_id: None,
     };
     let owner = Owner::from(&t.admin);
     let expired = mint(store, owner, request(Some(now / 1000 - 1)), u32::MAX, now)
@@ -422,4 +423,112 @@ async fn the_sample_events_run_through_the_function() {
         .await
         .unwrap();
     assert_eq!(response["statusCode"], 400);
+}
+
+/// Issue: the Allow named `/calls/1` only, while API Gateway reused it (cached by resource
+/// template) for `/calls/2`, so valid callers got 401.
+#[tokio::test]
+async fn a_policy_covers_the_route_template_for_the_calling_method_only() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let api = "arn:aws:execute-api:us-east-1:123456789012:abc123/prod";
+    let bearer = json!({"Authorization": format!("Bearer {}", t.user_token)});
+    for (method, path, resource, covered) in [
+        ("GET", "/calls/1", "/calls/{id}", "GET/calls/*"),
+        (
+            "DELETE",
+            "/calls/7/notes/9",
+            "/calls/{id}/notes/{note}",
+            "DELETE/calls/*/notes/*",
+        ),
+        ("POST", "/anything/at/all", "/{proxy+}", "POST/*"),
+        ("GET", "/api/user/me", "/api/user/me", "GET/api/user/me"),
+    ] {
+        let event = json!({
+            "type": "REQUEST",
+            "methodArn": format!("{api}/{method}{path}"),
+            "resource": resource,
+            "path": path,
+            "httpMethod": method,
+            "headers": bearer,
+            "pathParameters": {},
+        });
+        for expected_effect in ["Allow", "Deny"] {
+            let event = if expected_effect == "Allow" {
+                event.clone()
+            } else {
+                let mut denied = event.clone();
+                denied["headers"] = json!({"Authorization": "Bearer nonsense"});
+                denied
+            };
+            let policy = authorize(&service, &event).await.unwrap();
+            assert_eq!(effect(&policy), expected_effect, "{path}");
+            assert_eq!(
+                policy["policyDocument"]["Statement"][0]["Resource"],
+                format!("{api}/{covered}"),
+                "{path}"
+            );
+        }
+    }
+}
+
+/// Issue: a block that stopped after the profile write left the user's tokens working, since
+/// authentication read only each token's copy of the owner's status.
+#[tokio::test]
+async fn a_block_holds_for_every_token_as_soon_as_the_profile_says_so() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let personal = token_for(
+        &store,
+        &t.user,
+        TokenKind::Personal,
+        Abilities::parse(vec!["calls:read".into()]).unwrap(),
+    )
+    .await;
+    // Only the profile item changes, as a block that stopped right after its first write would
+    // leave the table; no token item is touched.
+    store
+        .client()
+        .update_item()
+        .table_name(store.table())
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("USER#{}", t.user.id)),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("PROFILE".into()),
+        )
+        .update_expression("SET #status = :blocked")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(
+            ":blocked",
+            aws_sdk_dynamodb::types::AttributeValue::S("blocked".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    for token in [&t.user_token, &personal] {
+        let policy = authorize(
+            &service,
+            &authorizer_event(json!({"Authorization": format!("Bearer {token}")})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(effect(&policy), "Deny");
+        let (status, verified) = verify_as(&service, &t.admin_token, token).await;
+        assert_eq!((status, &verified["code"]), (200, &json!("DISABLED")));
+    }
+    // Unblocking is one write too, and every token works again.
+    store
+        .set_user_status(t.user.id, UserStatus::Active)
+        .await
+        .unwrap();
+    let policy = authorize(
+        &service,
+        &authorizer_event(json!({"Authorization": format!("Bearer {}", personal)})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(effect(&policy), "Allow");
 }

@@ -1,24 +1,41 @@
 //! `POST /api/v1/global/users/gettokenbycustomerid`: a partner (platform admin) mints a new API
-//! token for one of its customers, found by 12-digit customer id; optionally expiring.
+//! token for one of its customers, found by 12-digit customer id; optionally expiring. Each
+//! customer holds at most `MAX_CUSTOMER_TOKENS_PER_USER` live ones, and
+//! `DELETE /api/v1/global/users/tokens/{id}` revokes one by the `id` its creation answered.
 
 use lambda_http::http::{HeaderMap, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Map, Value};
 
+use shared::auth::Principal;
 use shared::domain::{Abilities, CustomerId, TokenName};
 use shared::error::{error_response, json_response, ApiError, ErrorStyle};
 use shared::http::{bearer_token, header, json_object, route, Route};
 use shared::mint::{mint, MintRequest};
 use shared::service::Service;
 use shared::store::{now_ms, Owner, StoreError};
-use shared::token::TokenKind;
+use shared::token::{PublicTokenId, TokenFamily, TokenKind};
+
+/// What a route does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Revoke,
+}
 
 /// The routes this function serves.
-pub const ROUTES: [Route<()>; 1] = [Route {
-    method: "POST",
-    pattern: "/api/v1/global/users/gettokenbycustomerid",
-    action: (),
-}];
+pub const ROUTES: [Route<Action>; 2] = [
+    Route {
+        method: "POST",
+        pattern: "/api/v1/global/users/gettokenbycustomerid",
+        action: Action::Create,
+    },
+    Route {
+        method: "DELETE",
+        pattern: "/api/v1/global/users/tokens/{id}",
+        action: Action::Revoke,
+    },
+];
 
 /// Longest lifetime a customer token may be given.
 pub const MAX_EXPIRATION_DAYS: u64 = 3650;
@@ -31,9 +48,59 @@ const CUSTOMER_ID_FIELDS: [&str; 3] = ["customer_id", "customerid", "customer_sa
 
 /// The Lambda handler: always a response, errors as `{"error": CODE, "message": ...}`.
 pub async fn handle(service: &Service, request: Request) -> Response<Body> {
-    create_token(service, &request)
+    dispatch(service, &request)
         .await
         .unwrap_or_else(|e| error_response(ErrorStyle::Coded, &e))
+}
+
+async fn dispatch(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
+    let (action, params) = route(&ROUTES, request.method(), request.uri().path())?;
+    let now = now_ms();
+    let caller = service
+        .authenticate(presented_token(request.headers()), now)
+        .await?;
+    caller.require_admin()?;
+    match action {
+        Action::Create => create_token(service, request, &caller, now).await,
+        Action::Revoke => {
+            let id = params.first().map(String::as_str).unwrap_or_default();
+            revoke_token(service, &caller, id, now).await
+        }
+    }
+}
+
+/// Revokes a live customer token of a user of the caller's platform; any other id (unknown,
+/// another platform's, not a customer token, already revoked or expired) is the same 404.
+async fn revoke_token(
+    service: &Service,
+    caller: &Principal,
+    id: &str,
+    now: u64,
+) -> Result<Response<Body>, ApiError> {
+    let not_found = || {
+        coded(
+            StatusCode::NOT_FOUND,
+            "TOKEN_NOT_FOUND",
+            "No live customer API token has this id.",
+        )
+    };
+    let id = PublicTokenId::parse(id).ok_or_else(not_found)?;
+    let store = service.store.as_ref();
+    store
+        .get_user(id.user_id)
+        .await?
+        .filter(|owner| owner.platform_id == caller.platform_id)
+        .ok_or_else(not_found)?;
+    if !store
+        .revoke_token(id.user_id, TokenFamily::Customer, id.token_id, now)
+        .await?
+    {
+        return Err(not_found());
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"message": "API token revoked successfully", "id": id.to_string()}),
+    ))
 }
 
 fn coded(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
@@ -149,14 +216,13 @@ impl CustomerTokenRequest {
     }
 }
 
-async fn create_token(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
-    route(&ROUTES, request.method(), request.uri().path())?;
-    let now = now_ms();
+async fn create_token(
+    service: &Service,
+    request: &Request,
+    caller: &Principal,
+    now: u64,
+) -> Result<Response<Body>, ApiError> {
     let store = service.store.as_ref();
-    let caller = service
-        .authenticate(presented_token(request.headers()), now)
-        .await?;
-    caller.require_admin()?;
     let input = CustomerTokenRequest::parse(&json_object(request)?)?;
 
     // Unknown, blocked and other platforms' customers are one and the same answer.
@@ -178,17 +244,25 @@ async fn create_token(service: &Service, request: &Request) -> Result<Response<B
         .name
         .clone()
         .unwrap_or_else(|| TokenName::parse(UNNAMED).expect("default name is valid"));
-    let mint_request = MintRequest {
-        kind: TokenKind::Customer,
+    let mint_request = MintRequest::by(
+        caller,
+        TokenKind::Customer,
         name,
-        abilities: Abilities::full(),
-        expires_at: expires,
-    };
-    let cap = service.config.max_tokens_per_user;
+        Abilities::full(),
+        expires,
+    )?;
+    let cap = service.config.cap(TokenKind::Customer.family());
     let minted = mint(store, Owner::from(&user), mint_request, cap, now)
         .await
         .map_err(|e| match e {
             StoreError::UserNotFound | StoreError::UserBlocked => customer_not_found(),
+            StoreError::TokenLimitReached { max } => coded(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "TOO_MANY_TOKENS",
+                format!(
+                    "This customer already holds {max} live API tokens, the most allowed. Revoke one (DELETE /api/v1/global/users/tokens/{{id}}) before generating another."
+                ),
+            ),
             other => other.into(),
         })?;
     Ok(json_response(
@@ -199,6 +273,7 @@ async fn create_token(service: &Service, request: &Request) -> Result<Response<B
             "customer_api_key": minted.secret.expose(),
             "name": input.name.as_ref().map(TokenName::as_str),
             "expires": minted.record.expires_at,
+            "id": minted.record.public_id().to_string(),
         }),
     ))
 }

@@ -11,7 +11,7 @@ use shared::domain::{CustomerId, Role, UserStatus, Workspace, WorkspaceStatus};
 use shared::service::Service;
 use shared::store::{now_ms, Store, User};
 use shared::test_support::{
-    add_user, event, new_user, request, service, status_and_json, tenant, Tenant,
+    add_user, event, new_user, request, service, service_with, status_and_json, tenant, Tenant,
 };
 use shared::token::{self, TokenKind};
 
@@ -86,6 +86,7 @@ async fn mints_a_new_expiring_token_on_every_call() {
             "customer_api_key": key,
             "name": "My API Token",
             "expires": expires,
+            "id": format!("{}-{}", user.id, token::parse(&key).unwrap().token_id),
         })
     );
     assert!((before + 30 * 86_400..=now_ms() / 1000 + 30 * 86_400).contains(&expires));
@@ -286,4 +287,123 @@ async fn the_sample_event_runs_through_the_handler() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["customerid"], demo::CUSTOMER_ID);
     assert_eq!(body["name"], "My API Token");
+}
+
+async fn revoke(service: &Service, token: &str, id: &str) -> (u16, Value) {
+    call(
+        service,
+        request(
+            Method::DELETE,
+            &format!("/api/v1/global/users/tokens/{id}"),
+            &[("token", token)],
+            "",
+        ),
+    )
+    .await
+}
+
+/// Issue: customer tokens were uncapped, and no one could revoke one.
+#[tokio::test]
+async fn customer_tokens_are_capped_and_an_admin_revokes_them_by_id() {
+    let (service, store) = service_with(3).await;
+    let t = tenant(&store).await;
+    let user = customer(&store, &t, UserStatus::Active, active()).await;
+    let body = json!({"customer_id": user.customer_id.clone().unwrap().as_str()});
+    let mut ids = Vec::new();
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        let (status, minted) = post(&service, &t.admin_token, body.clone()).await;
+        assert_eq!(status, 200, "{minted}");
+        ids.push(minted["id"].as_str().unwrap().to_string());
+        keys.push(minted["customer_api_key"].as_str().unwrap().to_string());
+    }
+    let (status, refused) = post(&service, &t.admin_token, body.clone()).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"], "TOO_MANY_TOKENS");
+    assert_eq!(refused.as_object().unwrap().len(), 2);
+
+    // The cap is the customer tokens' own: the user's API keys are not counted with them.
+    let own = shared::test_support::token_for(
+        &store,
+        &user,
+        TokenKind::ApiKey,
+        shared::domain::Abilities::full(),
+    )
+    .await;
+    assert!(authenticate(&store, Some(&own), now_ms()).await.is_ok());
+
+    // Another platform's admin, a user, a bad id: the same 404 / 403, nothing revoked.
+    let other = tenant(&store).await;
+    let unknown = (
+        404,
+        json!({"error": "TOKEN_NOT_FOUND", "message": "No live customer API token has this id."}),
+    );
+    assert_eq!(revoke(&service, &other.admin_token, &ids[0]).await, unknown);
+    assert_eq!(revoke(&service, &t.admin_token, "nonsense").await, unknown);
+    assert_eq!(revoke(&service, &t.user_token, &ids[0]).await.0, 403);
+    assert!(authenticate(&store, Some(&keys[0]), now_ms()).await.is_ok());
+
+    // The platform's admin revokes it: it stops working at once and frees its slot.
+    let (status, revoked) = revoke(&service, &t.admin_token, &ids[0]).await;
+    assert_eq!(
+        (status, revoked),
+        (
+            200,
+            json!({"message": "API token revoked successfully", "id": ids[0]})
+        )
+    );
+    assert!(authenticate(&store, Some(&keys[0]), now_ms())
+        .await
+        .is_err());
+    assert_eq!(revoke(&service, &t.admin_token, &ids[0]).await, unknown);
+    assert_eq!(post(&service, &t.admin_token, body).await.0, 200);
+}
+
+/// Issue: a token minted by an expiring admin token outlived it.
+#[tokio::test]
+async fn customer_tokens_never_outlive_the_admin_token_that_minted_them() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let user = customer(&store, &t, UserStatus::Active, active()).await;
+    let now = now_ms();
+    let admin_expiry = now / 1000 + 86_400;
+    let admin = shared::mint::mint(
+        &store,
+        shared::store::Owner::from(&t.admin),
+        shared::mint::MintRequest {
+            kind: TokenKind::ApiKey,
+            name: shared::domain::TokenName::parse("one day").unwrap(),
+            abilities: shared::domain::Abilities::full(),
+            expires_at: Some(admin_expiry),
+            parent_id: None,
+        },
+        100,
+        now,
+    )
+    .await
+    .unwrap();
+    let admin_token = admin.secret.expose().to_string();
+    let cid = user.customer_id.clone().unwrap();
+    let (status, minted) = post(&service, &admin_token, json!({"customer_id": cid.as_str()})).await;
+    assert_eq!(
+        (status, &minted["expires"]),
+        (200, &json!(admin_expiry)),
+        "{minted}"
+    );
+    let (status, minted) = post(
+        &service,
+        &admin_token,
+        json!({"customer_id": cid.as_str(), "expiration_days": 2}),
+    )
+    .await;
+    assert_eq!(status, 422, "{minted}");
+    assert_eq!(minted["error"], "EXPIRATION_EXCEEDS_TOKEN");
+    let (status, minted) = post(
+        &service,
+        &admin_token,
+        json!({"customer_id": cid.as_str(), "expiration_days": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{minted}");
+    assert!(minted["expires"].as_u64().unwrap() <= admin_expiry);
 }

@@ -72,15 +72,21 @@ async fn permanent_token(service: &Service, request: &Request) -> Result<Respons
         tracing::error!(error = %e, "permanent-token key missing");
         ApiError::Unavailable
     })?;
-    let issued = key.derive(user.id, user.permanent_generation);
-    let record = NewToken {
-        parsed: issued.parsed,
-        name: "permanent".into(),
-        abilities: Abilities::full(),
-        created_at_ms: now,
-        expires_at: None,
+    // The generation whose key works: revoked records and keys made with an earlier server key
+    // move the user on to the next generation (a blocked user's key answers `active: false`).
+    let derive = |generation| {
+        let issued = key.derive(user.id, generation);
+        NewToken {
+            parsed: issued.parsed,
+            name: "permanent".into(),
+            abilities: Abilities::full(),
+            created_at_ms: now,
+            expires_at: None,
+            parent_id: None,
+        }
     };
-    store.ensure_permanent_token(&user, record).await?;
+    let generation = store.issue_permanent_token(&user, &derive, now).await?;
+    let issued = key.derive(user.id, generation);
     Ok(json_response(
         StatusCode::OK,
         &json!({

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Put, ReturnValue, TransactWriteItem, Update,
+    AttributeValue, ConditionCheck, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -18,7 +18,7 @@ use super::item::{
 };
 use super::{NewToken, NewUser, Owner, Platform, Store, StoreError, TokenRecord, TokenState, User};
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
-use crate::token::{fill_random, TokenFamily, TokenId};
+use crate::token::{fill_random, CapCounter, TokenFamily, TokenId};
 
 /// How often a transaction that lost a race with another one on the same item is tried again.
 const TRANSACTION_ATTEMPTS: u32 = 10;
@@ -201,20 +201,22 @@ impl DynamoStore {
         cap: u32,
     ) -> Result<TransactWriteItem, StoreError> {
         let key = Some(Key::user(owner).to_item());
-        if family.is_capped() {
+        let active = (":active", s(UserStatus::Active.as_str()));
+        if let Some(counter) = family.cap() {
             let update = Update::builder()
                 .table_name(&self.table)
                 .set_key(key)
-                .update_expression("ADD live_tokens :one")
+                .update_expression("ADD #counter :one")
+                // Profiles written before a counter existed have none: zero.
                 .condition_expression(
-                    "attribute_exists(pk) AND #status = :active AND live_tokens < :cap",
+                    "attribute_exists(pk) AND #status = :active \
+                     AND (attribute_not_exists(#counter) OR #counter < :cap)",
                 )
-                .set_expression_attribute_names(names([("#status", "status")]))
-                .set_expression_attribute_values(values([
-                    (":one", n(1)),
-                    (":active", s(UserStatus::Active.as_str())),
-                    (":cap", n(cap)),
+                .set_expression_attribute_names(names([
+                    ("#status", "status"),
+                    ("#counter", counter.attribute()),
                 ]))
+                .set_expression_attribute_values(values([(":one", n(1)), active, (":cap", n(cap))]))
                 .build()
                 .map_err(unavailable)?;
             Ok(TransactWriteItem::builder().update(update).build())
@@ -224,10 +226,7 @@ impl DynamoStore {
                 .set_key(key)
                 .condition_expression("attribute_exists(pk) AND #status = :active")
                 .set_expression_attribute_names(names([("#status", "status")]))
-                .set_expression_attribute_values(values([(
-                    ":active",
-                    s(UserStatus::Active.as_str()),
-                )]))
+                .set_expression_attribute_values(values([active]))
                 .build()
                 .map_err(unavailable)?;
             Ok(TransactWriteItem::builder().condition_check(check).build())
@@ -273,15 +272,22 @@ impl DynamoStore {
         }
     }
 
-    /// Gives back the cap slots of expired, never-revoked tokens of capped families (DynamoDB's
-    /// TTL deletes items days late, and the count must not wait). Returns how many were freed.
-    async fn release_expired(&self, user: UserId, now_ms: u64) -> Result<u32, StoreError> {
+    /// Gives back the cap slots of expired, never-revoked tokens that `counter` counts. Their
+    /// TTL attribute is set only now, so DynamoDB's TTL never deletes an item whose slot is
+    /// still counted. Returns how many were freed.
+    async fn release_expired(
+        &self,
+        user: UserId,
+        counter: CapCounter,
+        now_ms: u64,
+    ) -> Result<u32, StoreError> {
         let now_s = now_ms / 1000;
+        let expired_and_held = "attribute_not_exists(revoked_at) \
+             AND attribute_not_exists(released_at) AND valid_until <= :now";
         let mut released = 0;
-        for family in [TokenFamily::ApiKeys, TokenFamily::Personal] {
+        for family in counter.families() {
             let filter = (
-                "attribute_not_exists(revoked_at) AND attribute_not_exists(released_at) \
-                 AND expires_at <= :now",
+                expired_and_held,
                 HashMap::from([(":now".to_string(), n(now_s))]),
             );
             let expired = self
@@ -292,11 +298,8 @@ impl DynamoStore {
                 let release = Update::builder()
                     .table_name(&self.table)
                     .set_key(Some(Key::token(user, family, record.id).to_item()))
-                    .update_expression("SET released_at = :now_ms")
-                    .condition_expression(
-                        "attribute_not_exists(revoked_at) AND attribute_not_exists(released_at) \
-                         AND expires_at <= :now",
-                    )
+                    .update_expression("SET released_at = :now_ms, expires_at = valid_until")
+                    .condition_expression(format!("attribute_exists(pk) AND {expired_and_held}"))
                     .set_expression_attribute_values(values([
                         (":now_ms", n(now_ms)),
                         (":now", n(now_s)),
@@ -305,7 +308,7 @@ impl DynamoStore {
                     .map_err(unavailable)?;
                 let items = vec![
                     TransactWriteItem::builder().update(release).build(),
-                    self.counter_decrement(user)?,
+                    self.counter_decrement(user, counter)?,
                 ];
                 match self.transact(items).await {
                     Ok(()) => released += 1,
@@ -318,16 +321,61 @@ impl DynamoStore {
         Ok(released)
     }
 
-    fn counter_decrement(&self, user: UserId) -> Result<TransactWriteItem, StoreError> {
+    fn counter_decrement(
+        &self,
+        user: UserId,
+        counter: CapCounter,
+    ) -> Result<TransactWriteItem, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Key::user(user).to_item()))
-            .update_expression("ADD live_tokens :minus_one")
+            .update_expression("ADD #counter :minus_one")
             .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_names(names([("#counter", counter.attribute())]))
             .set_expression_attribute_values(values([(":minus_one", n(-1))]))
             .build()
             .map_err(unavailable)?;
         Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Strongly consistent reads of several items in one BatchGetItem, asking again for any
+    /// keys DynamoDB left unprocessed.
+    async fn batch_get(&self, keys: Vec<Key>) -> Result<Vec<Item>, StoreError> {
+        let mut pending = KeysAndAttributes::builder()
+            .set_keys(Some(keys.iter().map(Key::to_item).collect()))
+            .consistent_read(true)
+            .build()
+            .map_err(unavailable)?;
+        let mut items = Vec::with_capacity(keys.len());
+        let mut backoff_ms = 5u64;
+        loop {
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, pending)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            if let Some(mut responses) = output.responses {
+                items.extend(responses.remove(&self.table).unwrap_or_default());
+            }
+            match output
+                .unprocessed_keys
+                .and_then(|mut unprocessed| unprocessed.remove(&self.table))
+            {
+                Some(rest) if !rest.keys.is_empty() => pending = rest,
+                _ => return Ok(items),
+            }
+            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+            backoff_ms = (backoff_ms * 2).min(200);
+        }
+    }
+
+    /// The live permanent-token record of `generation`, if its hash is `hash`.
+    fn permanent_works(record: Option<&TokenRecord>, new: &NewToken, now_ms: u64) -> bool {
+        record.is_some_and(|r| {
+            r.hash.matches(&new.parsed.hash) && r.state(now_ms) == TokenState::Live
+        })
     }
 }
 
@@ -462,34 +510,10 @@ impl Store for DynamoStore {
             .send()
             .await;
         match updated {
-            Ok(_) => {}
-            Err(e) if is_conditional_failure(&e) => return Err(StoreError::UserNotFound),
-            Err(e) => return Err(unavailable(e)),
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Err(StoreError::UserNotFound),
+            Err(e) => Err(unavailable(e)),
         }
-        // Token creation holds the profile's status in its transaction, so every token created
-        // before the update above is visible to this Query, and none is created after it.
-        for item in self.query_tokens(id, "TOKEN#", None).await? {
-            let record = token_from_item(&item)?;
-            let updated = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(
-                    Key::token(id, record.kind.family(), record.id).to_item(),
-                ))
-                .update_expression("SET owner_status = :status")
-                .condition_expression("attribute_exists(pk)")
-                .set_expression_attribute_values(values([(":status", s(status.as_str()))]))
-                .send()
-                .await;
-            match updated {
-                Ok(_) => {}
-                // Deleted by TTL meanwhile.
-                Err(e) if is_conditional_failure(&e) => {}
-                Err(e) => return Err(unavailable(e)),
-            }
-        }
-        Ok(())
     }
 
     async fn get_token(
@@ -504,6 +528,25 @@ impl Store for DynamoStore {
             .transpose()
     }
 
+    async fn get_token_and_owner(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        id: TokenId,
+    ) -> Result<(Option<TokenRecord>, Option<User>), StoreError> {
+        let items = self
+            .batch_get(vec![Key::token(user, family, id), Key::user(user)])
+            .await?;
+        let (mut token, mut owner) = (None, None);
+        for item in &items {
+            match item.get("sk").and_then(|sk| sk.as_s().ok()) {
+                Some(sk) if sk == "PROFILE" => owner = Some(user_from_item(item)?),
+                _ => token = Some(token_from_item(item)?),
+            }
+        }
+        Ok((token, owner))
+    }
+
     async fn create_token(
         &self,
         owner: Owner,
@@ -512,7 +555,7 @@ impl Store for DynamoStore {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let family = token.parsed.kind.family();
-        let record = token.record(owner, UserStatus::Active);
+        let record = token.record(owner);
         let mut released_once = false;
         loop {
             let items = vec![
@@ -526,9 +569,15 @@ impl Store for DynamoStore {
                     match self.get_user(owner.id).await? {
                         None => return Err(StoreError::UserNotFound),
                         Some(user) if !user.is_active() => return Err(StoreError::UserBlocked),
-                        Some(_) if family.is_capped() && !released_once => {
+                        Some(_) if !released_once => {
                             released_once = true;
-                            if self.release_expired(owner.id, now_ms).await? == 0 {
+                            let freed = match family.cap() {
+                                Some(counter) => {
+                                    self.release_expired(owner.id, counter, now_ms).await?
+                                }
+                                None => 0,
+                            };
+                            if freed == 0 {
                                 return Err(StoreError::TokenLimitReached { max: cap });
                             }
                         }
@@ -552,10 +601,7 @@ impl Store for DynamoStore {
         let mut live = Vec::with_capacity(items.len());
         for item in &items {
             let record = token_from_item(item)?;
-            if matches!(
-                record.state(now_ms),
-                TokenState::Live | TokenState::OwnerBlocked
-            ) {
+            if record.state(now_ms) == TokenState::Live {
                 live.push(record);
             }
         }
@@ -576,7 +622,7 @@ impl Store for DynamoStore {
             .update_expression("SET revoked_at = :now_ms, expires_at = :now")
             .condition_expression(
                 "attribute_exists(pk) AND attribute_not_exists(revoked_at) \
-                 AND (attribute_not_exists(expires_at) OR expires_at > :now)",
+                 AND (attribute_not_exists(valid_until) OR valid_until > :now)",
             )
             .set_expression_attribute_values(values([
                 (":now_ms", n(now_ms)),
@@ -585,8 +631,8 @@ impl Store for DynamoStore {
             .build()
             .map_err(unavailable)?;
         let mut items = vec![TransactWriteItem::builder().update(revoke).build()];
-        if family.is_capped() {
-            items.push(self.counter_decrement(user)?);
+        if let Some(counter) = family.cap() {
+            items.push(self.counter_decrement(user, counter)?);
         }
         match self.transact(items).await {
             Ok(()) => Ok(true),
@@ -627,66 +673,86 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn ensure_permanent_token(
+    async fn issue_permanent_token(
         &self,
         owner: &User,
-        token: NewToken,
-    ) -> Result<(), StoreError> {
+        derive: &(dyn Fn(u32) -> NewToken + Sync),
+        now_ms: u64,
+    ) -> Result<u32, StoreError> {
+        let family = TokenFamily::Permanent;
         let mut owner = owner.clone();
         for _ in 0..5 {
-            if owner.permanent_issued {
-                return Ok(());
+            let generation = owner.permanent_generation;
+            let current = derive(generation);
+            let stored = if owner.permanent_issued {
+                self.get_token(owner.id, family, current.parsed.token_id)
+                    .await?
+            } else {
+                None
+            };
+            if Self::permanent_works(stored.as_ref(), &current, now_ms) {
+                return Ok(generation);
             }
-            // The record carries the owner's status; the check keeps it from going stale
-            // should the owner be blocked while it is written.
-            let check = ConditionCheck::builder()
+            // First use: write this generation. Otherwise its record was revoked, is gone, or
+            // was made with another server key: move on to the next generation.
+            let next = if owner.permanent_issued {
+                generation + 1
+            } else {
+                generation
+            };
+            let profile = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(Key::user(owner.id).to_item()))
-                .condition_expression("#status = :status AND permanent_generation = :generation")
-                .set_expression_attribute_names(names([("#status", "status")]))
+                .update_expression("SET permanent_generation = :next, permanent_issued = :yes")
+                .condition_expression(
+                    "permanent_generation = :generation AND permanent_issued = :issued",
+                )
                 .set_expression_attribute_values(values([
-                    (":status", s(owner.status.as_str())),
-                    (":generation", n(owner.permanent_generation)),
+                    (":next", n(next)),
+                    (":yes", AttributeValue::Bool(true)),
+                    (":generation", n(generation)),
+                    (":issued", AttributeValue::Bool(owner.permanent_issued)),
                 ]))
                 .build()
                 .map_err(unavailable)?;
-            let items = vec![
-                TransactWriteItem::builder().condition_check(check).build(),
-                self.put(
-                    token_item(&token.record(Owner::from(&owner), owner.status)),
-                    "attribute_not_exists(pk)",
-                )?,
+            let record = derive(next).record(Owner::from(&owner));
+            let mut items = vec![
+                TransactWriteItem::builder().update(profile).build(),
+                self.put(token_item(&record), "attribute_not_exists(pk)")?,
             ];
+            if let Some(old) = stored.filter(|r| r.state(now_ms) == TokenState::Live) {
+                // Live but made with another server key: whoever holds the old key loses it.
+                let revoke = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(Key::token(owner.id, family, old.id).to_item()))
+                    .update_expression("SET revoked_at = :now_ms, expires_at = :now")
+                    .condition_expression(
+                        "attribute_exists(pk) AND attribute_not_exists(revoked_at)",
+                    )
+                    .set_expression_attribute_values(values([
+                        (":now_ms", n(now_ms)),
+                        (":now", n(now_ms / 1000)),
+                    ]))
+                    .build()
+                    .map_err(unavailable)?;
+                items.push(TransactWriteItem::builder().update(revoke).build());
+            }
             match self.transact(items).await {
+                Ok(()) => return Ok(next),
                 Err(TransactionFailure::Store(e)) => return Err(e),
-                Err(TransactionFailure::Conditions(failed)) if failed.first() == Some(&true) => {
+                Err(TransactionFailure::Conditions(failed)) => {
+                    let profile_changed = failed.first() == Some(&true);
                     owner = self
                         .get_user(owner.id)
                         .await?
                         .ok_or(StoreError::UserNotFound)?;
-                    continue;
+                    if !profile_changed && !owner.permanent_issued {
+                        // The record of a first use was written by an earlier call that did not
+                        // get to mark the profile: check it as an issued one.
+                        owner.permanent_issued = true;
+                    }
                 }
-                // Written now, or by an earlier call that did not get to mark the profile.
-                Ok(()) | Err(TransactionFailure::Conditions(_)) => {}
             }
-            let marked = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(Key::user(owner.id).to_item()))
-                .update_expression("SET permanent_issued = :yes")
-                .condition_expression("permanent_generation = :generation")
-                .set_expression_attribute_values(values([
-                    (":yes", AttributeValue::Bool(true)),
-                    (":generation", n(owner.permanent_generation)),
-                ]))
-                .send()
-                .await;
-            return match marked {
-                Ok(_) => Ok(()),
-                Err(e) if is_conditional_failure(&e) => Ok(()),
-                Err(e) => Err(unavailable(e)),
-            };
         }
         Err(StoreError::Unavailable(
             "the owner kept changing while its permanent token was written".into(),

@@ -11,6 +11,10 @@
 //!
 //! A user's tokens share its partition, so a listing is one Query on `begins_with(sk, ...)` and
 //! token ids sort by creation time.
+//!
+//! A token's own expiry is `valid_until`. DynamoDB's TTL attribute `expires_at` is written on a
+//! token only once its cap slot has been given back (revocation, or the release of an expired
+//! token), so TTL can never delete an item whose slot is still counted on the profile.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -22,13 +26,15 @@ use super::{Platform, StoreError, TokenRecord, User};
 use crate::domain::{
     Abilities, CustomerId, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
-use crate::token::{TokenFamily, TokenHash, TokenId, TokenKind};
+use crate::token::{CapCounter, PublicTokenId, TokenFamily, TokenHash, TokenId, TokenKind};
 
 /// A DynamoDB item.
 pub type Item = HashMap<String, AttributeValue>;
 
 pub(super) const PK: &str = "pk";
 pub(super) const SK: &str = "sk";
+/// A token's own expiry (epoch seconds); see the module documentation.
+pub(super) const VALID_UNTIL: &str = "valid_until";
 
 /// The primary key of one item (public so `make bench` can issue the raw operations a route
 /// makes against the very same items).
@@ -143,7 +149,9 @@ pub(super) fn user_item(user: &User) -> Item {
         "permanent_issued".into(),
         AttributeValue::Bool(user.permanent_issued),
     );
-    item.insert("live_tokens".into(), n(0));
+    for counter in [CapCounter::Tokens, CapCounter::CustomerTokens] {
+        item.insert(counter.attribute().into(), n(0));
+    }
     item.insert("created_at".into(), n(user.created_at_ms));
     item
 }
@@ -203,7 +211,7 @@ pub(super) fn token_item(token: &TokenRecord) -> Item {
     );
     item.insert("created_at".into(), n(token.created_at_ms));
     if let Some(at) = token.expires_at {
-        item.insert("expires_at".into(), n(at));
+        item.insert(VALID_UNTIL.into(), n(at));
     }
     if let Some(at) = token.last_used_at_ms {
         item.insert("last_used_at".into(), n(at));
@@ -211,8 +219,9 @@ pub(super) fn token_item(token: &TokenRecord) -> Item {
     if let Some(at) = token.revoked_at_ms {
         item.insert("revoked_at".into(), n(at));
     }
-    item.insert("owner_role".into(), s(token.owner_role.as_str()));
-    item.insert("owner_status".into(), s(token.owner_status.as_str()));
+    if let Some(parent) = token.parent_id {
+        item.insert("parent_id".into(), s(parent.to_string()));
+    }
     item
 }
 
@@ -243,11 +252,13 @@ pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, StoreError> {
         abilities: Abilities::from_stored(abilities),
         hash: TokenHash(hash),
         created_at_ms: r.number("created_at")?,
-        expires_at: r.optional_number("expires_at")?,
+        expires_at: r.optional_number(VALID_UNTIL)?,
         last_used_at_ms: r.optional_number("last_used_at")?,
         revoked_at_ms: r.optional_number("revoked_at")?,
-        owner_role: r.parsed("owner_role", Role::from_name)?,
-        owner_status: r.parsed("owner_status", UserStatus::from_name)?,
+        parent_id: r
+            .optional_string("parent_id")?
+            .map(|id| PublicTokenId::parse(&id).ok_or_else(|| corrupt("parent_id", "a token id")))
+            .transpose()?,
     })
 }
 
@@ -344,8 +355,10 @@ mod tests {
             expires_at: Some(1_743_033_600),
             last_used_at_ms: Some(1_736_332_300_000),
             revoked_at_ms: None,
-            owner_role: Role::User,
-            owner_status: UserStatus::Active,
+            parent_id: Some(PublicTokenId {
+                user_id: UserId(123),
+                token_id: TokenId::permanent(7),
+            }),
         }
     }
 
@@ -377,17 +390,20 @@ mod tests {
             let sk = item["sk"].as_s().unwrap();
             assert!(sk.starts_with(&token_sort_prefix(kind.family())), "{sk}");
             assert!(sk.ends_with(&record.id.to_string()));
-            assert_eq!(item["expires_at"], n(1_743_033_600u64));
+            assert_eq!(item["valid_until"], n(1_743_033_600u64));
+            assert!(!item.contains_key("expires_at"), "TTL waits for the slot");
             assert_eq!(token_from_item(&item).unwrap(), record);
         }
         let never = TokenRecord {
             expires_at: None,
             last_used_at_ms: None,
             revoked_at_ms: Some(5),
+            parent_id: None,
             ..token(TokenKind::ApiKey)
         };
         let item = token_item(&never);
-        assert!(!item.contains_key("expires_at"));
+        assert!(!item.contains_key("valid_until"));
+        assert!(!item.contains_key("parent_id"));
         assert_eq!(token_from_item(&item).unwrap(), never);
     }
 

@@ -98,22 +98,22 @@ pub struct TokenRecord {
     pub abilities: Abilities,
     pub hash: TokenHash,
     pub created_at_ms: u64,
-    /// Epoch seconds; also DynamoDB's TTL attribute. `None` never expires.
+    /// Epoch seconds from which the token no longer works; `None` never expires. Stored as
+    /// `valid_until`: DynamoDB's TTL attribute (`expires_at`) is only set once the token no longer
+    /// holds a cap slot, so TTL never deletes an item whose slot is still counted.
     pub expires_at: Option<u64>,
     pub last_used_at_ms: Option<u64>,
     pub revoked_at_ms: Option<u64>,
-    /// The owner's role and status, copied here so verification is one GetItem.
-    pub owner_role: Role,
-    pub owner_status: UserStatus,
+    /// The token whose caller minted this one (`None`: the operator, or a permanent token).
+    pub parent_id: Option<PublicTokenId>,
 }
 
-/// Whether a stored token may be used now.
+/// Whether a stored token may be used now, before its owner's status is considered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenState {
     Live,
     Expired,
     Revoked,
-    OwnerBlocked,
 }
 
 impl TokenRecord {
@@ -125,8 +125,8 @@ impl TokenRecord {
         }
     }
 
-    /// A token is live until revoked, until its `expires_at` second has begun, and while its
-    /// owner is active. DynamoDB deletes expired items only eventually, so every read asks this.
+    /// A token is live until revoked and until its `expires_at` second has begun. DynamoDB
+    /// deletes items only eventually, so every read asks this.
     pub fn state(&self, now_ms: u64) -> TokenState {
         if self.revoked_at_ms.is_some() {
             TokenState::Revoked
@@ -135,8 +135,6 @@ impl TokenRecord {
             .is_some_and(|at| at.saturating_mul(1000) <= now_ms)
         {
             TokenState::Expired
-        } else if self.owner_status != UserStatus::Active {
-            TokenState::OwnerBlocked
         } else {
             TokenState::Live
         }
@@ -151,11 +149,12 @@ pub struct NewToken {
     pub abilities: Abilities,
     pub created_at_ms: u64,
     pub expires_at: Option<u64>,
+    pub parent_id: Option<PublicTokenId>,
 }
 
 impl NewToken {
-    /// The record as it is first written for `owner`, whose status is `owner_status`.
-    pub fn record(&self, owner: Owner, owner_status: UserStatus) -> TokenRecord {
+    /// The record as it is first written for `owner`.
+    pub fn record(&self, owner: Owner) -> TokenRecord {
         TokenRecord {
             id: self.parsed.token_id,
             user_id: owner.id,
@@ -168,8 +167,7 @@ impl NewToken {
             expires_at: self.expires_at,
             last_used_at_ms: None,
             revoked_at_ms: None,
-            owner_role: owner.role,
-            owner_status,
+            parent_id: self.parent_id,
         }
     }
 }
@@ -225,7 +223,8 @@ pub trait Store: Send + Sync {
         customer: &CustomerId,
     ) -> Result<Option<User>, StoreError>;
 
-    /// Blocks or unblocks a user and every token it holds.
+    /// Blocks or unblocks a user: one write to the profile, which every authentication reads
+    /// (so a block takes effect on all the user's tokens at once, or not at all).
     async fn set_user_status(&self, id: UserId, status: UserStatus) -> Result<(), StoreError>;
 
     /// One strongly consistent GetItem; the caller checks [`TokenRecord::state`].
@@ -236,8 +235,17 @@ pub trait Store: Send + Sync {
         id: TokenId,
     ) -> Result<Option<TokenRecord>, StoreError>;
 
-    /// Stores a token of `owner` while the owner is active; capped families stay within `cap`,
-    /// whatever the concurrency.
+    /// A token and its owner's profile in one strongly consistent BatchGetItem (one round trip):
+    /// what authentication reads, so the owner's current status and role decide.
+    async fn get_token_and_owner(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        id: TokenId,
+    ) -> Result<(Option<TokenRecord>, Option<User>), StoreError>;
+
+    /// Stores a token of `owner` while the owner is active; capped families stay within `cap`
+    /// (counted per [`crate::token::CapCounter`]), whatever the concurrency.
     async fn create_token(
         &self,
         owner: Owner,
@@ -274,9 +282,16 @@ pub trait Store: Send + Sync {
         now_ms: u64,
     ) -> Result<bool, StoreError>;
 
-    /// Writes the permanent token record of the user's current generation unless it exists.
-    async fn ensure_permanent_token(&self, owner: &User, token: NewToken)
-        -> Result<(), StoreError>;
+    /// Makes sure the user's permanent token of the generation it returns works: the record of
+    /// the current generation is written on first use; when it is revoked, gone, or no longer
+    /// matches what `derive` makes (the server key changed), the user moves on to the next
+    /// generation in one transaction (the old record, if still live, is revoked with it).
+    async fn issue_permanent_token(
+        &self,
+        owner: &User,
+        derive: &(dyn Fn(u32) -> NewToken + Sync),
+        now_ms: u64,
+    ) -> Result<u32, StoreError>;
 }
 
 /// Milliseconds since the Unix epoch, from the system clock.

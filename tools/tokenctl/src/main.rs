@@ -252,8 +252,9 @@ async fn run(command: Command) -> Result<Value, CliError> {
                 name,
                 abilities,
                 expires_at,
+                parent_id: None,
             };
-            let cap = service.config.max_tokens_per_user;
+            let cap = service.config.cap(TokenKind::ApiKey.family());
             let minted = mint(store, Owner::from(&owner), request, cap, now)
                 .await
                 .map_err(explain)?;

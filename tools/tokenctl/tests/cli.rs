@@ -217,13 +217,16 @@ fn the_operator_path_from_an_empty_table_to_a_revoked_key() {
             "--name",
             "ro",
             "--abilities",
-            "calls:read,leads:read",
+            "calls:read,leads:read,tokens:manage",
             "--expires-in-days",
             "7",
             "--json",
         ],
     );
-    assert_eq!(limited["abilities"], json!(["calls:read", "leads:read"]));
+    assert_eq!(
+        limited["abilities"],
+        json!(["calls:read", "leads:read", "tokens:manage"])
+    );
     assert!(limited["expires_at"].as_u64().is_some());
 
     let (_server, port) = serve(&table);

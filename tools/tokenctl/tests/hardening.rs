@@ -110,6 +110,7 @@ async fn world_on(service: Service, store: DynamoStore) -> World {
         name: shared::domain::TokenName::parse("state").unwrap(),
         abilities: Abilities::full(),
         expires_at,
+        parent_id: None,
     };
     let expired = mint(
         &store,
@@ -162,6 +163,7 @@ async fn world_on(service: Service, store: DynamoStore) -> World {
 enum Route {
     WhiteLabelToken,
     CustomerToken,
+    RevokeCustomerToken,
     GetUserToken,
     CreateApiKey,
     ListApiKeys,
@@ -183,9 +185,10 @@ enum Caller {
 }
 
 impl Route {
-    const ALL: [Route; 11] = [
+    const ALL: [Route; 12] = [
         Route::WhiteLabelToken,
         Route::CustomerToken,
+        Route::RevokeCustomerToken,
         Route::GetUserToken,
         Route::CreateApiKey,
         Route::ListApiKeys,
@@ -200,7 +203,7 @@ impl Route {
     fn style(self) -> Style {
         match self {
             Route::WhiteLabelToken => Style::WhiteLabel,
-            Route::CustomerToken => Style::Coded,
+            Route::CustomerToken | Route::RevokeCustomerToken => Style::Coded,
             Route::GetUserToken => Style::Envelope,
             _ => Style::Laravel,
         }
@@ -209,7 +212,10 @@ impl Route {
     fn admin_only(self) -> bool {
         matches!(
             self,
-            Route::WhiteLabelToken | Route::CustomerToken | Route::GetUserToken
+            Route::WhiteLabelToken
+                | Route::CustomerToken
+                | Route::RevokeCustomerToken
+                | Route::GetUserToken
         )
     }
 
@@ -221,9 +227,23 @@ impl Route {
             (Route::VerifyToken, Caller::LimitedAdmin) => 403,
             (Route::VerifyToken, Caller::OtherPlatformAdmin) => 200, // NOT_FOUND in the body
             (_, Caller::User | Caller::LimitedAdmin) if self.admin_only() => 403,
+            // Without `*` or tokens:manage a token manages no tokens, not even its owner's.
+            (_, Caller::LimitedAdmin) if self.manages_tokens() => 403,
             (_, Caller::OtherPlatformAdmin) if self.admin_only() => 404,
             _ => self.success(),
         }
+    }
+
+    fn manages_tokens(self) -> bool {
+        matches!(
+            self,
+            Route::CreateApiKey
+                | Route::ListApiKeys
+                | Route::DeleteApiKey
+                | Route::CreateApiToken
+                | Route::ListApiTokens
+                | Route::DeleteApiToken
+        )
     }
 
     fn success(self) -> u16 {
@@ -238,7 +258,9 @@ impl Route {
         let bearer = token.map(|t| format!("Bearer {t}"));
         let mut headers: Vec<(&str, &str)> = Vec::new();
         match (self, token) {
-            (Route::CustomerToken, Some(token)) => headers.push(("token", token)),
+            (Route::CustomerToken | Route::RevokeCustomerToken, Some(token)) => {
+                headers.push(("token", token))
+            }
             (_, Some(_)) => headers.push(("authorization", bearer.as_deref().unwrap())),
             (_, None) => {}
         }
@@ -254,6 +276,25 @@ impl Route {
                 json!({"customer_id": w.customer.customer_id.as_ref().unwrap().as_str()})
                     .to_string(),
             ),
+            Route::RevokeCustomerToken => {
+                // A fresh customer token of A's customer each time.
+                let text = token_for(
+                    &w.store,
+                    &w.customer,
+                    TokenKind::Customer,
+                    Abilities::full(),
+                )
+                .await;
+                let parsed = token::parse(&text).unwrap();
+                (
+                    Method::DELETE,
+                    format!(
+                        "/api/v1/global/users/tokens/{}-{}",
+                        w.customer.id, parsed.token_id
+                    ),
+                    String::new(),
+                )
+            }
             Route::GetUserToken => {
                 headers.push(("authtype", "Key"));
                 (
@@ -447,7 +488,14 @@ async fn cross_tenant_answers_are_byte_identical_to_unknown_users() {
 #[tokio::test]
 async fn limited_tokens_never_mint_broader_ones() {
     let w = world().await;
-    let limited = format!("Bearer {}", w.limited_admin);
+    let manager = token_for(
+        &w.store,
+        &w.a.admin,
+        TokenKind::Personal,
+        Abilities::parse(vec!["calls:read".into(), "tokens:manage".into()]).unwrap(),
+    )
+    .await;
+    let limited = format!("Bearer {manager}");
     let auth = [("authorization", limited.as_str())];
     for abilities in [
         json!(["*"]),
@@ -468,7 +516,7 @@ async fn limited_tokens_never_mint_broader_ones() {
             Method::POST,
             "/api/v1/user/api-tokens",
             &auth,
-            r#"{"name":"same","abilities":["calls:read"]}"#,
+            r#"{"name":"narrower","abilities":["calls:read"]}"#,
         ),
     )
     .await;
@@ -479,9 +527,10 @@ async fn limited_tokens_never_mint_broader_ones() {
         Route::CustomerToken,
         Route::GetUserToken,
     ] {
-        let (status, _, _) =
-            send(&w.service, route.request(&w, Some(&w.limited_admin)).await).await;
-        assert_eq!(status, 403, "{route:?}");
+        for token in [&w.limited_admin, &manager] {
+            let (status, _, _) = send(&w.service, route.request(&w, Some(token)).await).await;
+            assert_eq!(status, 403, "{route:?}");
+        }
     }
 }
 

@@ -105,7 +105,7 @@ fn function_routes() -> BTreeSet<(String, String, String)> {
 #[test]
 fn template_functions_and_local_server_share_one_route_table() {
     let template = template_routes(&template());
-    assert_eq!(template.len(), 11, "{template:?}");
+    assert_eq!(template.len(), 12, "{template:?}");
     assert_eq!(template, function_routes());
     assert_eq!(template, served_routes());
 }
