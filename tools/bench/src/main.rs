@@ -152,7 +152,7 @@ async fn world() -> World {
     let store = DynamoStore::new(client, table.clone());
     let config = Config::from_lookup(|name| match name {
         "TABLE_NAME" => Some(table.clone()),
-        "MAX_TOKENS_PER_USER" => Some("100000".into()),
+        "MAX_TOKENS_PER_USER" | "MAX_CUSTOMER_TOKENS_PER_USER" => Some("100000".into()),
         "PERMANENT_TOKEN_KEY" => Some("bench-permanent-key-0123456789abcdef".into()),
         _ => None,
     })
@@ -505,6 +505,25 @@ async fn main() {
                 }
             );
         }
+    }
+    println!();
+    println!("Authentication's read: token + owner profile (BatchGetItem, what every route and the authorizer make) vs the token alone (GetItem, before blocks were read from the profile)");
+    println!(
+        "{:<6} {:>12} {:>12} {:>12} {:>12} {:>7}",
+        "conc", "batch p50", "batch p99", "get p50", "get p99", "ratio"
+    );
+    for concurrency in [1, 8, 64] {
+        let (batch, _) = run(requests, concurrency, raw::verify(world.clone())).await;
+        let (single, _) = run(requests, concurrency, raw::token_only(world.clone())).await;
+        println!(
+            "{:<6} {:>12} {:>12} {:>12} {:>12} {:>7.2}",
+            concurrency,
+            ms(batch.p50),
+            ms(batch.p99),
+            ms(single.p50),
+            ms(single.p99),
+            batch.p50.as_secs_f64() / single.p50.as_secs_f64()
+        );
     }
     println!();
     coldstart::report().await;

@@ -1,0 +1,538 @@
+//! Every function's IAM policy in template.yaml against the DynamoDB calls it really makes.
+//!
+//! DynamoDB Local checks no permissions, so a missing action would only show as AccessDenied on
+//! AWS, and a surplus one never. Here each function's routes run (success, cap and error paths,
+//! and the background last-use write) through a client whose interceptor records every action
+//! IAM evaluates — each item of a TransactWriteItems counts as its own PutItem, UpdateItem or
+//! ConditionCheckItem — and the attributes an UpdateItem touches. The recorded actions must be
+//! exactly the template's, and a statement limited by `dynamodb:Attributes` must cover every
+//! attribute its calls touch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept};
+use aws_sdk_dynamodb::error::BoxError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemInput;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_smithy_runtime_api::client::interceptors::context::Input;
+use lambda_http::http::Method;
+use serde_json::json;
+use serde_yaml::Value;
+
+use shared::domain::{Abilities, CustomerId, Role, TokenName};
+use shared::mint::{mint, MintRequest};
+use shared::service::Service;
+use shared::store::{now_ms, DynamoStore, Owner, Store, User};
+use shared::test_support::{
+    add_user, bearer, new_user, request, service_with, tenant, token_for, Tenant,
+};
+use shared::token::{self, TokenFamily, TokenKind};
+use tokenctl::serve::dispatch;
+
+/// One action as IAM evaluates it, with the top-level attributes an update names.
+#[derive(Clone, Debug)]
+struct Call {
+    action: String,
+    attributes: BTreeSet<String>,
+}
+
+/// Records every call a client makes.
+#[derive(Clone, Debug, Default)]
+struct Recorder(Arc<Mutex<Vec<Call>>>);
+
+const KEYWORDS: [&str; 16] = [
+    "SET",
+    "ADD",
+    "REMOVE",
+    "DELETE",
+    "AND",
+    "OR",
+    "NOT",
+    "BETWEEN",
+    "IN",
+    "attribute_exists",
+    "attribute_not_exists",
+    "attribute_type",
+    "begins_with",
+    "contains",
+    "size",
+    "if_not_exists",
+];
+
+/// The attribute names an update names: its key and every name in its expressions.
+fn update_attributes(
+    key: Option<&std::collections::HashMap<String, AttributeValue>>,
+    expressions: &[Option<&str>],
+    names: Option<&std::collections::HashMap<String, String>>,
+) -> BTreeSet<String> {
+    let mut attributes: BTreeSet<String> =
+        key.into_iter().flat_map(|k| k.keys().cloned()).collect();
+    for expression in expressions.iter().flatten() {
+        let words = expression.split(|c: char| !(c.is_ascii_alphanumeric() || "_#:".contains(c)));
+        for word in words.filter(|w| !w.is_empty()) {
+            if word.starts_with(':') || KEYWORDS.contains(&word) || word.parse::<f64>().is_ok() {
+                continue;
+            }
+            let name = match word.strip_prefix('#') {
+                Some(_) => names
+                    .and_then(|n| n.get(word))
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{word} is not in the expression's names")),
+                None => word.to_string(),
+            };
+            attributes.insert(name);
+        }
+    }
+    attributes
+}
+
+/// The IAM action of an operation other than an update or a transaction.
+fn other_action(input: &Input) -> &'static str {
+    use aws_sdk_dynamodb::operation as op;
+    macro_rules! action_of {
+        ($($input:ty => $action:literal),* $(,)?) => {
+            $(if input.downcast_ref::<$input>().is_some() { return $action; })*
+        };
+    }
+    action_of!(
+        op::get_item::GetItemInput => "GetItem",
+        op::batch_get_item::BatchGetItemInput => "BatchGetItem",
+        op::query::QueryInput => "Query",
+        op::scan::ScanInput => "Scan",
+        op::put_item::PutItemInput => "PutItem",
+        op::delete_item::DeleteItemInput => "DeleteItem",
+        op::batch_write_item::BatchWriteItemInput => "BatchWriteItem",
+        op::transact_get_items::TransactGetItemsInput => "GetItem",
+        op::describe_table::DescribeTableInput => "DescribeTable",
+    );
+    panic!("an operation this test does not know: {input:?}")
+}
+
+impl Intercept for Recorder {
+    fn name(&self) -> &'static str {
+        "Recorder"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let input = context.input();
+        let mut calls = Vec::new();
+        if let Some(transaction) = input.downcast_ref::<TransactWriteItemsInput>() {
+            for item in transaction.transact_items() {
+                let (action, attributes) = if let Some(put) = item.put() {
+                    ("PutItem", put.item().keys().cloned().collect())
+                } else if let Some(update) = item.update() {
+                    let attributes = update_attributes(
+                        Some(update.key()),
+                        &[
+                            Some(update.update_expression()),
+                            update.condition_expression(),
+                        ],
+                        update.expression_attribute_names(),
+                    );
+                    ("UpdateItem", attributes)
+                } else if item.condition_check().is_some() {
+                    ("ConditionCheckItem", BTreeSet::new())
+                } else {
+                    ("DeleteItem", BTreeSet::new())
+                };
+                calls.push(Call {
+                    action: action.into(),
+                    attributes,
+                });
+            }
+        } else if let Some(update) = input.downcast_ref::<UpdateItemInput>() {
+            calls.push(Call {
+                action: "UpdateItem".into(),
+                attributes: update_attributes(
+                    update.key(),
+                    &[update.update_expression(), update.condition_expression()],
+                    update.expression_attribute_names(),
+                ),
+            });
+        } else {
+            calls.push(Call {
+                action: other_action(input).to_string(),
+                attributes: BTreeSet::new(),
+            });
+        }
+        self.0.lock().unwrap().extend(calls);
+        Ok(())
+    }
+}
+
+/// What template.yaml grants one function: its actions, and the attributes a conditional
+/// statement limits an action to.
+#[derive(Debug, Default)]
+struct Granted {
+    actions: BTreeSet<String>,
+    /// Action -> allowed attributes, for actions granted only under `dynamodb:Attributes`.
+    limited: BTreeMap<String, BTreeSet<String>>,
+}
+
+fn granted() -> BTreeMap<String, Granted> {
+    let template: Value =
+        serde_yaml::from_str(include_str!("../../../template.yaml")).expect("template.yaml");
+    let mut functions = BTreeMap::new();
+    for (_, resource) in template["Resources"].as_mapping().unwrap() {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let folder = resource["Properties"]["CodeUri"].as_str().unwrap();
+        let mut grant = Granted::default();
+        for policy in resource["Properties"]["Policies"].as_sequence().unwrap() {
+            for statement in policy["Statement"].as_sequence().unwrap() {
+                let attributes =
+                    &statement["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"];
+                for action in statement["Action"].as_sequence().unwrap() {
+                    let action = action.as_str().unwrap().strip_prefix("dynamodb:").unwrap();
+                    grant.actions.insert(action.to_string());
+                    if let Some(list) = attributes.as_sequence() {
+                        grant.limited.insert(
+                            action.to_string(),
+                            list.iter()
+                                .map(|a| a.as_str().unwrap().to_string())
+                                .collect(),
+                        );
+                    }
+                }
+            }
+        }
+        functions.insert(
+            folder.strip_prefix("functions/").unwrap().to_string(),
+            grant,
+        );
+    }
+    functions
+}
+
+/// The table every function works on, and one recording service per function over it.
+struct Harness {
+    store: DynamoStore,
+    recorders: BTreeMap<&'static str, (Service, Recorder)>,
+}
+
+const FUNCTIONS: [&str; 5] = [
+    "admin-token",
+    "customer-token",
+    "api-keys",
+    "get-user-token",
+    "authorizer",
+];
+
+impl Harness {
+    async fn new(cap: u32) -> Harness {
+        let (plain, store) = service_with(cap).await;
+        let mut recorders = BTreeMap::new();
+        for function in FUNCTIONS {
+            let recorder = Recorder::default();
+            let client = aws_sdk_dynamodb::Client::from_conf(
+                store
+                    .client()
+                    .config()
+                    .to_builder()
+                    .interceptor(recorder.clone())
+                    .build(),
+            );
+            let service = Service {
+                store: Arc::new(DynamoStore::new(client, store.table())),
+                config: plain.config.clone(),
+            };
+            recorders.insert(function, (service, recorder));
+        }
+        Harness { store, recorders }
+    }
+
+    fn service(&self, function: &str) -> &Service {
+        &self.recorders[function].0
+    }
+
+    /// Sends a request as `function` receives it; returns the status.
+    async fn send(
+        &self,
+        function: &str,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> u16 {
+        let response = dispatch(self.service(function), request(method, path, headers, body)).await;
+        response.status().as_u16()
+    }
+}
+
+/// A token of `kind` for `owner` that expired a minute ago: it still holds its cap slot.
+async fn expired(store: &DynamoStore, owner: &User, kind: TokenKind) {
+    let now = now_ms();
+    let request = MintRequest {
+        kind,
+        name: TokenName::parse("expired").unwrap(),
+        abilities: Abilities::full(),
+        expires_at: Some(now / 1000 - 60),
+        parent_id: None,
+    };
+    mint(store, Owner::from(owner), request, u32::MAX, now)
+        .await
+        .unwrap();
+}
+
+/// The per-user caps of the test: room for what the tenant's user is given below.
+const CAP: u32 = 5;
+
+/// A user whose API keys and customer tokens are both at the cap, one of each expired.
+async fn user_at_cap(store: &DynamoStore, t: &Tenant, customer_id: &str) -> User {
+    let mut user = new_user(&t.platform, Role::User);
+    user.customer_id = CustomerId::parse(customer_id);
+    let user = add_user(store, user).await;
+    for kind in [TokenKind::ApiKey, TokenKind::Customer] {
+        expired(store, &user, kind).await;
+        for _ in 1..CAP {
+            token_for(store, &user, kind, Abilities::full()).await;
+        }
+    }
+    user
+}
+
+fn customer_id() -> String {
+    let digits = u64::from_str_radix(&shared::test_support::random_hex(5), 16).unwrap();
+    format!("{:012}", digits % 1_000_000_000_000)
+}
+
+/// Runs every route's paths of every function.
+async fn exercise(h: &Harness) {
+    let store = &h.store;
+    let t = tenant(store).await;
+    let admin = bearer(&t.admin_token);
+    let admin = [(admin.0, admin.1.as_str())];
+    let user = bearer(&t.user_token);
+    let user = [(user.0, user.1.as_str())];
+
+    // admin-token: by id, by email, and for a user at the cap (expired slots given back).
+    let crowded_id = customer_id();
+    let crowded = user_at_cap(store, &t, &crowded_id).await;
+    for body in [
+        json!({"user_id": t.user.id.0}),
+        json!({"email": t.user.email}),
+        json!({"user_id": crowded.id.0}),
+    ] {
+        let status = h
+            .send(
+                "admin-token",
+                Method::POST,
+                "/api/white-label/token",
+                &admin,
+                &body.to_string(),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // customer-token: mint (also at the cap), revoke by id.
+    let mut customer = new_user(&t.platform, Role::User);
+    let customer_id_text = customer_id();
+    customer.customer_id = CustomerId::parse(&customer_id_text);
+    let customer = add_user(store, customer).await;
+    let token_header = [("token", t.admin_token.as_str())];
+    for id in [&customer_id_text, &crowded_id] {
+        let body = json!({"customer_id": id}).to_string();
+        let status = h
+            .send(
+                "customer-token",
+                Method::POST,
+                "/api/v1/global/users/gettokenbycustomerid",
+                &token_header,
+                &body,
+            )
+            .await;
+        assert_eq!(status, 200, "{id}");
+    }
+    let victim = token_for(store, &customer, TokenKind::Customer, Abilities::full()).await;
+    let victim = token::parse(&victim).unwrap();
+    let path = format!(
+        "/api/v1/global/users/tokens/{}-{}",
+        customer.id, victim.token_id
+    );
+    let status = h
+        .send("customer-token", Method::DELETE, &path, &token_header, "")
+        .await;
+    assert_eq!(status, 200);
+
+    // api-keys: create, list, delete (as a full and as a tokens:manage token), and at the cap.
+    for (path, body) in [
+        ("/api/user/api-keys", r#"{"name":"k"}"#),
+        ("/api/v1/user/api-tokens", r#"{"name":"t"}"#),
+    ] {
+        assert_eq!(
+            h.send("api-keys", Method::POST, path, &user, body).await,
+            201
+        );
+        assert_eq!(h.send("api-keys", Method::GET, path, &user, "").await, 200);
+    }
+    let doomed = token_for(store, &t.user, TokenKind::ApiKey, Abilities::full()).await;
+    let doomed = token::parse(&doomed).unwrap();
+    let path = format!("/api/user/api-keys/{}-{}", t.user.id, doomed.token_id);
+    assert_eq!(
+        h.send("api-keys", Method::DELETE, &path, &user, "").await,
+        200
+    );
+    let manages = Abilities::parse(vec!["tokens:manage".into()]).unwrap();
+    let manager = token_for(store, &t.user, TokenKind::Personal, manages.clone()).await;
+    let weak = token_for(store, &t.user, TokenKind::Personal, manages).await;
+    let weak = token::parse(&weak).unwrap();
+    let manager = bearer(&manager);
+    let path = format!("/api/v1/user/api-tokens/{}-{}", t.user.id, weak.token_id);
+    let status = h
+        .send(
+            "api-keys",
+            Method::DELETE,
+            &path,
+            &[(manager.0, &manager.1)],
+            "",
+        )
+        .await;
+    assert_eq!(status, 200);
+    let crowded_key = token_for(store, &crowded, TokenKind::Personal, Abilities::full()).await;
+    let crowded_key = bearer(&crowded_key);
+    let status = h
+        .send(
+            "api-keys",
+            Method::POST,
+            "/api/user/api-keys",
+            &[(crowded_key.0, &crowded_key.1)],
+            r#"{"name":"after the cap"}"#,
+        )
+        .await;
+    // The white-label token above took the slot the expired key gave back.
+    assert_eq!(status, 422);
+
+    // get-user-token: first call, the same key again, and a new generation after revocation.
+    let mut headers = admin.to_vec();
+    headers.push(("authtype", "Key"));
+    let path = format!("/ext/get-user-token?userId={}", t.user.id);
+    for _ in 0..2 {
+        assert_eq!(
+            h.send("get-user-token", Method::GET, &path, &headers, "")
+                .await,
+            200
+        );
+    }
+    let profile = store.get_user(t.user.id).await.unwrap().unwrap();
+    let permanent = token::TokenId::permanent(profile.permanent_generation);
+    assert!(store
+        .revoke_token(t.user.id, TokenFamily::Permanent, permanent, now_ms())
+        .await
+        .unwrap());
+    assert_eq!(
+        h.send("get-user-token", Method::GET, &path, &headers, "")
+            .await,
+        200
+    );
+
+    // authorizer: an authorizer event (with a key not used yet, so it records the use), verify,
+    // and the protected route without a context.
+    let fresh = token_for(store, &t.user, TokenKind::ApiKey, Abilities::full()).await;
+    let authorizer = h.service("authorizer");
+    let event = json!({
+        "type": "REQUEST",
+        "methodArn": "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/GET/api/user/me",
+        "resource": "/api/user/me",
+        "headers": {"Authorization": format!("Bearer {fresh}")},
+    });
+    let policy = authorizer::authorize(authorizer, &event).await.unwrap();
+    assert_eq!(policy["policyDocument"]["Statement"][0]["Effect"], "Allow");
+    let body = json!({"token": t.user_token}).to_string();
+    let status = h
+        .send(
+            "authorizer",
+            Method::POST,
+            "/api/v1/tokens/verify",
+            &admin,
+            &body,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        h.send("authorizer", Method::GET, "/api/user/me", &admin, "")
+            .await,
+        200
+    );
+
+    // Each function's first use of a key records its last use in the background.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn every_function_is_granted_exactly_the_dynamodb_actions_it_uses() {
+    let h = Harness::new(CAP).await;
+    exercise(&h).await;
+    let granted = granted();
+    let mut problems = Vec::new();
+    for function in FUNCTIONS {
+        let calls = h.recorders[function].1 .0.lock().unwrap().clone();
+        let used: BTreeSet<String> = calls.iter().map(|c| c.action.clone()).collect();
+        let grant = &granted[function];
+        for missing in used.difference(&grant.actions) {
+            problems.push(format!(
+                "{function}: uses {missing}, which template.yaml does not grant"
+            ));
+        }
+        for surplus in grant.actions.difference(&used) {
+            problems.push(format!(
+                "{function}: granted {surplus}, which it never uses"
+            ));
+        }
+        for call in &calls {
+            if let Some(allowed) = grant.limited.get(&call.action) {
+                let beyond: Vec<&String> = call.attributes.difference(allowed).collect();
+                if !beyond.is_empty() {
+                    problems.push(format!(
+                        "{function}: {} touches {beyond:?}, beyond its dynamodb:Attributes",
+                        call.action
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn update_attributes_resolve_names_and_skip_values_and_functions() {
+    let names = std::collections::HashMap::from([("#status".to_string(), "status".to_string())]);
+    let key = std::collections::HashMap::from([
+        ("pk".to_string(), AttributeValue::S("USER#1".into())),
+        ("sk".to_string(), AttributeValue::S("PROFILE".into())),
+    ]);
+    let attributes = update_attributes(
+        Some(&key),
+        &[
+            Some("SET #status = :s, expires_at = valid_until ADD live_tokens :one"),
+            Some("attribute_exists(pk) AND (attribute_not_exists(x) OR y < :cap)"),
+        ],
+        Some(&names),
+    );
+    let expected = [
+        "expires_at",
+        "live_tokens",
+        "pk",
+        "sk",
+        "status",
+        "valid_until",
+        "x",
+        "y",
+    ];
+    assert_eq!(
+        attributes,
+        expected
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<BTreeSet<_>>()
+    );
+}
