@@ -4,10 +4,11 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
-use lambda_http::{service_fn, Body, Request, Response};
+use lambda_http::{service_fn, Body, Request, RequestExt, Response};
 
 use crate::auth::{authenticate, Principal};
 use crate::config::{dynamodb_client, Config};
+use crate::deadline;
 use crate::error::ApiError;
 use crate::store::{DynamoStore, Store};
 
@@ -32,8 +33,12 @@ impl Service {
 }
 
 impl Service {
-    /// Authenticates a request's token and, when its `last_used_at` is stale, records the use in
-    /// the background: never a round trip on the request's path.
+    /// Authenticates a request's token and, when its `last_used_at` is stale (unset or older
+    /// than 5 minutes), records the use before answering: one conditional UpdateItem at most
+    /// once per 5 minutes per token. It is awaited rather than left running after the response,
+    /// since Lambda may freeze the environment as soon as the response is out (the write would
+    /// then land at the next invocation, or never, and log under another request's id). A
+    /// failure to record it is logged and does not fail the request.
     pub async fn authenticate(
         &self,
         presented: Option<&str>,
@@ -41,17 +46,14 @@ impl Service {
     ) -> Result<Principal, ApiError> {
         let principal = authenticate(self.store.as_ref(), presented, now_ms).await?;
         if principal.last_use_is_stale(now_ms) {
-            let store = self.store.clone();
             let (user, family, id) = (
                 principal.user_id,
                 principal.kind.family(),
                 principal.token_id,
             );
-            tokio::spawn(async move {
-                if let Err(error) = store.touch_token(user, family, id, now_ms).await {
-                    tracing::warn!(error = %error, "could not record a token's last use");
-                }
-            });
+            if let Err(error) = self.store.touch_token(user, family, id, now_ms).await {
+                tracing::warn!(error = %error, "could not record a token's last use");
+            }
         }
         Ok(principal)
     }
@@ -74,8 +76,16 @@ pub fn init_tracing() {
     }
 }
 
+/// The deadline of the invocation a request arrived in (none outside Lambda).
+pub fn deadline_of(request: &Request) -> Option<std::time::Instant> {
+    request
+        .lambda_context_ref()
+        .map(|context| deadline::instant_of(context.deadline()))
+}
+
 /// The whole `main` of a function: tracing, the service built once, then the runtime loop over
-/// a handler that always answers (errors are responses, never Lambda errors).
+/// a handler that always answers (errors are responses, never Lambda errors), each invocation
+/// within its deadline (see [`crate::deadline`]).
 pub async fn run_function<H, F>(
     handler: H,
     check: fn(&Service) -> Result<(), lambda_http::Error>,
@@ -87,8 +97,9 @@ where
     init_tracing();
     let service: &'static Service = Box::leak(Box::new(Service::from_env().await?));
     check(service)?;
-    lambda_http::run(service_fn(|request| {
-        let response = handler(service, request);
+    lambda_http::run(service_fn(|request: Request| {
+        let deadline = deadline_of(&request);
+        let response = deadline::within(deadline, handler(service, request));
         async move { Ok::<_, Infallible>(response.await) }
     }))
     .await

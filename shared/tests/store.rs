@@ -519,8 +519,14 @@ async fn a_record_id_is_never_overwritten() {
         .create_token(owner(&t.user), new.clone(), 100, now_ms())
         .await
         .unwrap();
+    // Another token (another secret) that drew the same record id.
+    let other = token::generate(TokenKind::ApiKey, t.user.id, now_ms());
     let again = shared::store::NewToken {
         name: "second".into(),
+        parsed: token::ParsedToken {
+            hash: other.parsed.hash,
+            ..issued.parsed.clone()
+        },
         ..new
     };
     assert!(matches!(

@@ -7,7 +7,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let service: &'static shared::service::Service =
         Box::leak(Box::new(shared::service::Service::from_env().await?));
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        authorizer::handle_event(service, event.payload)
+        let deadline = shared::deadline::instant_of(event.context.deadline());
+        shared::deadline::within(
+            Some(deadline),
+            authorizer::handle_event(service, event.payload),
+        )
     }))
     .await
 }

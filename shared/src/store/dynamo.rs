@@ -2,32 +2,110 @@
 //! where invariants need them.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update,
+    AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem,
+    Update,
 };
 use aws_sdk_dynamodb::Client;
 
 use super::item::{
-    n, platform_from_item, platform_item, s, token_from_item, token_item, token_sort_prefix,
-    user_from_item, user_item, user_partition, Item, Key,
+    n, platform_from_item, platform_item, s, token_from_item, token_item, token_item_at,
+    token_sort_prefix, user_from_item, user_item, user_partition, Item, Key,
 };
+use super::schema::TTL_ATTRIBUTE;
 use super::{NewToken, NewUser, Owner, Platform, Store, StoreError, TokenRecord, TokenState, User};
+use crate::deadline;
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
 use crate::token::{fill_random, CapCounter, TokenFamily, TokenId};
 
 /// How often a transaction that lost a race with another one on the same item is tried again.
 const TRANSACTION_ATTEMPTS: u32 = 10;
 
+/// The longest one SDK attempt may take (the client's per-attempt timeout): another attempt is
+/// started only while the request's deadline leaves this much.
+const ATTEMPT_TIME: Duration = Duration::from_millis(1500);
+
+/// Why a cancelled transaction is worth another attempt: it lost a race or was throttled.
+const RETRIED_CANCELLATIONS: [&str; 3] = [
+    "TransactionConflict",
+    "ThrottlingError",
+    "ProvisionedThroughputExceeded",
+];
+
+/// Jittered exponential backoff between attempts: 5 ms doubling to 200 ms, each wait up to
+/// twice that.
+struct Backoff(u64);
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff(5)
+    }
+}
+
+impl Backoff {
+    async fn wait(&mut self) {
+        let mut jitter = [0u8; 1];
+        fill_random(&mut jitter);
+        let wait = self.0 + self.0 * u64::from(jitter[0]) / 255;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        self.0 = (self.0 * 2).min(200);
+    }
+}
+
+/// A single-item write, tried again with backoff while another transaction holding the item
+/// refuses it (`TransactionConflictException`), as a transaction that lost a race is.
+async fn retry_conflicts<T, E, R, F, Fut>(mut send: F) -> Result<T, SdkError<E, R>>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, R>>>,
+{
+    let mut backoff = Backoff::default();
+    let mut attempt = 1;
+    loop {
+        let result = send().before_deadline().await;
+        let conflict = result.as_ref().err().is_some_and(|e| {
+            e.as_service_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| code == "TransactionConflictException")
+        });
+        if !conflict || attempt == TRANSACTION_ATTEMPTS || !deadline::allows(ATTEMPT_TIME) {
+            return result;
+        }
+        attempt += 1;
+        backoff.wait().await;
+    }
+}
+
+/// The attribute that marks which call created an item (see `create_platform`).
+const CREATION: &str = "creation";
+
+/// A new idempotency token for one logical transaction (DynamoDB keeps it for 10 minutes).
+fn client_request_token() -> String {
+    let mut bytes = [0u8; 16];
+    fill_random(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The store over one DynamoDB table.
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
     client: Client,
     table: String,
+}
+
+/// Why a token leaves its family's range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retirement {
+    Revoked,
+    /// Expired, and its cap slot given back.
+    Released,
 }
 
 /// Why a transaction did not commit.
@@ -55,6 +133,17 @@ where
         .and_then(|e| e.code())
         .is_some_and(|code| code == "ConditionalCheckFailedException")
 }
+
+/// SDK calls that give up, as a timeout, when the request's deadline comes first.
+trait BeforeDeadline<T, E, R>: Future<Output = Result<T, SdkError<E, R>>> + Sized {
+    async fn before_deadline(self) -> Result<T, SdkError<E, R>> {
+        deadline::bounded(self)
+            .await
+            .unwrap_or_else(|late| Err(SdkError::timeout_error(late)))
+    }
+}
+
+impl<T, E, R, F: Future<Output = Result<T, SdkError<E, R>>>> BeforeDeadline<T, E, R> for F {}
 
 /// Attribute values of one expression, built with `value(":name", v)`.
 fn values<const N: usize>(
@@ -96,6 +185,7 @@ impl DynamoStore {
             .set_key(Some(key.to_item()))
             .consistent_read(true)
             .send()
+            .before_deadline()
             .await
             .map_err(unavailable)?;
         Ok(output.item)
@@ -126,6 +216,7 @@ impl DynamoStore {
             .set_expression_attribute_values(values([(":one", n(1))]))
             .return_values(ReturnValue::UpdatedNew)
             .send()
+            .before_deadline()
             .await
             .map_err(unavailable)?;
         output
@@ -146,15 +237,22 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// Runs a transaction, trying again (with jittered backoff) while it only lost a race.
+    /// Runs a transaction, trying again (with jittered backoff) while it only lost a race or
+    /// was throttled, and while its outcome is unknown (a timeout, a server error, or another
+    /// transaction on its items still in progress) — then with the same client request token, so
+    /// DynamoDB applies it at most once. A cancelled attempt committed nothing, so the next one
+    /// gets a new token. Stops when the request's deadline leaves no room for another attempt.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TransactionFailure> {
-        let mut backoff_ms = 5u64;
+        let mut backoff = Backoff::default();
+        let mut token = client_request_token();
         for attempt in 1..=TRANSACTION_ATTEMPTS {
             let result = self
                 .client
                 .transact_write_items()
                 .set_transact_items(Some(items.clone()))
+                .client_request_token(&token)
                 .send()
+                .before_deadline()
                 .await;
             let error = match result {
                 Ok(_) => return Ok(()),
@@ -175,19 +273,23 @@ impl DynamoStore {
                                 .collect(),
                         ));
                     }
-                    codes.contains(&"TransactionConflict")
+                    token = client_request_token();
+                    codes
+                        .iter()
+                        .any(|code| RETRIED_CANCELLATIONS.contains(code))
                 }
-                Some(TransactWriteItemsError::TransactionInProgressException(_)) => true,
-                _ => false,
+                Some(TransactWriteItemsError::TransactionInProgressException(_))
+                | Some(TransactWriteItemsError::InternalServerError(_)) => true,
+                Some(_) => false,
+                None => matches!(
+                    error,
+                    SdkError::TimeoutError(_) | SdkError::ResponseError(_)
+                ),
             };
-            if !retry || attempt == TRANSACTION_ATTEMPTS {
+            if !retry || attempt == TRANSACTION_ATTEMPTS || !deadline::allows(ATTEMPT_TIME) {
                 return Err(unavailable(error).into());
             }
-            let mut jitter = [0u8; 1];
-            fill_random(&mut jitter);
-            let wait = backoff_ms + backoff_ms * u64::from(jitter[0]) / 255;
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-            backoff_ms = (backoff_ms * 2).min(200);
+            backoff.wait().await;
         }
         unreachable!("the loop returns on its last attempt")
     }
@@ -262,6 +364,7 @@ impl DynamoStore {
             let page = query
                 .set_expression_attribute_values(Some(expression_values))
                 .send()
+                .before_deadline()
                 .await
                 .map_err(unavailable)?;
             items.extend(page.items.unwrap_or_default());
@@ -272,9 +375,9 @@ impl DynamoStore {
         }
     }
 
-    /// Gives back the cap slots of expired, never-revoked tokens that `counter` counts. Their
-    /// TTL attribute is set only now, so DynamoDB's TTL never deletes an item whose slot is
-    /// still counted. Returns how many were freed.
+    /// Gives back the cap slots of expired, never-revoked tokens that `counter` counts, moving
+    /// each out of its family's range. Their TTL attribute is set only now, so DynamoDB's TTL
+    /// never deletes an item whose slot is still counted. Returns how many were freed.
     async fn release_expired(
         &self,
         user: UserId,
@@ -282,8 +385,7 @@ impl DynamoStore {
         now_ms: u64,
     ) -> Result<u32, StoreError> {
         let now_s = now_ms / 1000;
-        let expired_and_held = "attribute_not_exists(revoked_at) \
-             AND attribute_not_exists(released_at) AND valid_until <= :now";
+        let expired_and_held = "attribute_not_exists(revoked_at) AND valid_until <= :now";
         let mut released = 0;
         for family in counter.families() {
             let filter = (
@@ -295,21 +397,7 @@ impl DynamoStore {
                 .await?;
             for item in expired {
                 let record = token_from_item(&item)?;
-                let release = Update::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(Key::token(user, family, record.id).to_item()))
-                    .update_expression("SET released_at = :now_ms, expires_at = valid_until")
-                    .condition_expression(format!("attribute_exists(pk) AND {expired_and_held}"))
-                    .set_expression_attribute_values(values([
-                        (":now_ms", n(now_ms)),
-                        (":now", n(now_s)),
-                    ]))
-                    .build()
-                    .map_err(unavailable)?;
-                let items = vec![
-                    TransactWriteItem::builder().update(release).build(),
-                    self.counter_decrement(user, counter)?,
-                ];
+                let items = self.retire(&record, Retirement::Released, now_ms)?;
                 match self.transact(items).await {
                     Ok(()) => released += 1,
                     // Another request released it first.
@@ -338,6 +426,73 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
+    /// The writes of one transaction that take `record` out of its family's range: the live
+    /// item goes (only while it is as `why` requires), a `GONE#` copy saying why takes its
+    /// place with the TTL attribute set, and its cap slot is given back.
+    fn retire(
+        &self,
+        record: &TokenRecord,
+        why: Retirement,
+        now_ms: u64,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let (user, family, id) = (record.user_id, record.kind.family(), record.id);
+        let now_s = now_ms / 1000;
+        let mut retired = record.clone();
+        let (condition, ttl) = match why {
+            Retirement::Revoked => {
+                retired.revoked_at_ms = Some(now_ms);
+                (
+                    "attribute_exists(pk) AND attribute_not_exists(revoked_at) \
+                     AND (attribute_not_exists(valid_until) OR valid_until > :now)",
+                    now_s,
+                )
+            }
+            Retirement::Released => (
+                "attribute_exists(pk) AND valid_until <= :now",
+                record.expires_at.unwrap_or(now_s),
+            ),
+        };
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(Key::token(user, family, id).to_item()))
+            .condition_expression(condition)
+            .set_expression_attribute_values(values([(":now", n(now_s))]))
+            .build()
+            .map_err(unavailable)?;
+        let mut tombstone = token_item_at(&Key::retired(user, family, id), &retired);
+        tombstone.insert(TTL_ATTRIBUTE.into(), n(ttl));
+        if why == Retirement::Released {
+            tombstone.insert("released_at".into(), n(now_ms));
+        }
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(tombstone))
+            .build()
+            .map_err(unavailable)?;
+        let mut items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            TransactWriteItem::builder().put(put).build(),
+        ];
+        if let Some(counter) = family.cap() {
+            items.push(self.counter_decrement(user, counter)?);
+        }
+        Ok(items)
+    }
+
+    /// The retired copy of a token, if it has one.
+    async fn get_retired(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        id: TokenId,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        self.batch_get(vec![Key::retired(user, family, id)])
+            .await?
+            .first()
+            .map(token_from_item)
+            .transpose()
+    }
+
     /// Strongly consistent reads of several items in one BatchGetItem, asking again for any
     /// keys DynamoDB left unprocessed.
     async fn batch_get(&self, keys: Vec<Key>) -> Result<Vec<Item>, StoreError> {
@@ -354,6 +509,7 @@ impl DynamoStore {
                 .batch_get_item()
                 .request_items(&self.table, pending)
                 .send()
+                .before_deadline()
                 .await
                 .map_err(unavailable)?;
             if let Some(mut responses) = output.responses {
@@ -382,24 +538,36 @@ impl DynamoStore {
 #[async_trait]
 impl Store for DynamoStore {
     async fn create_platform(&self, name: &str, now_ms: u64) -> Result<Platform, StoreError> {
+        // Marks this call's item, so a put that the SDK sent again after it landed (its answer
+        // lost) is recognised instead of taken for an id in use. Ids skipped by a retried `ADD`
+        // leave gaps: ids are unique, not dense.
+        let creation = client_request_token();
         loop {
             let platform = Platform {
                 id: PlatformId(self.allocate("platforms").await?),
                 name: name.to_string(),
                 created_at_ms: now_ms,
             };
+            let mut item = platform_item(&platform);
+            item.insert(CREATION.into(), s(&creation));
             let put = self
                 .client
                 .put_item()
                 .table_name(&self.table)
-                .set_item(Some(platform_item(&platform)))
+                .set_item(Some(item))
                 .condition_expression("attribute_not_exists(pk)")
                 .send()
+                .before_deadline()
                 .await;
             match put {
                 Ok(_) => return Ok(platform),
-                // An id taken outside the counter (a restored backup): take the next one.
-                Err(e) if is_conditional_failure(&e) => continue,
+                Err(e) if is_conditional_failure(&e) => {
+                    let existing = self.get(Key::platform(platform.id)).await?;
+                    if existing.is_some_and(|item| item.get(CREATION) == Some(&s(&creation))) {
+                        return Ok(platform);
+                    }
+                    // An id taken outside the counter (a restored backup): take the next one.
+                }
                 Err(e) => return Err(unavailable(e)),
             }
         }
@@ -456,6 +624,10 @@ impl Store for DynamoStore {
                 Ok(()) => return Ok(user),
                 Err(TransactionFailure::Store(e)) => return Err(e),
                 Err(TransactionFailure::Conditions(failed)) => {
+                    if self.get_user(id).await?.as_ref() == Some(&user) {
+                        // This very user: an attempt that committed, its answer lost.
+                        return Ok(user);
+                    }
                     let failed = |i: usize| failed.get(i).copied().unwrap_or(false);
                     if failed(0) {
                         return Err(StoreError::PlatformNotFound);
@@ -498,17 +670,18 @@ impl Store for DynamoStore {
     }
 
     async fn set_user_status(&self, id: UserId, status: UserStatus) -> Result<(), StoreError> {
-        let updated = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Key::user(id).to_item()))
-            .update_expression("SET #status = :status")
-            .condition_expression("attribute_exists(pk)")
-            .set_expression_attribute_names(names([("#status", "status")]))
-            .set_expression_attribute_values(values([(":status", s(status.as_str()))]))
-            .send()
-            .await;
+        let updated = retry_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Key::user(id).to_item()))
+                .update_expression("SET #status = :status")
+                .condition_expression("attribute_exists(pk)")
+                .set_expression_attribute_names(names([("#status", "status")]))
+                .set_expression_attribute_values(values([(":status", s(status.as_str()))]))
+                .send()
+        })
+        .await;
         match updated {
             Ok(_) => Ok(()),
             Err(e) if is_conditional_failure(&e) => Err(StoreError::UserNotFound),
@@ -544,6 +717,10 @@ impl Store for DynamoStore {
                 _ => token = Some(token_from_item(item)?),
             }
         }
+        if token.is_none() {
+            // Revoked or released: a second read, only for tokens that no longer work.
+            token = self.get_retired(user, family, id).await?;
+        }
         Ok((token, owner))
     }
 
@@ -562,29 +739,40 @@ impl Store for DynamoStore {
                 self.owner_guard(owner.id, family, cap)?,
                 self.put(token_item(&record), "attribute_not_exists(pk)")?,
             ];
-            match self.transact(items).await {
+            let failed = match self.transact(items).await {
                 Ok(()) => return Ok(()),
                 Err(TransactionFailure::Store(e)) => return Err(e),
-                Err(TransactionFailure::Conditions(failed)) if failed.first() == Some(&true) => {
-                    match self.get_user(owner.id).await? {
-                        None => return Err(StoreError::UserNotFound),
-                        Some(user) if !user.is_active() => return Err(StoreError::UserBlocked),
-                        Some(_) if !released_once => {
-                            released_once = true;
-                            let freed = match family.cap() {
-                                Some(counter) => {
-                                    self.release_expired(owner.id, counter, now_ms).await?
-                                }
-                                None => 0,
-                            };
-                            if freed == 0 {
-                                return Err(StoreError::TokenLimitReached { max: cap });
-                            }
-                        }
-                        Some(_) => return Err(StoreError::TokenLimitReached { max: cap }),
+                Err(TransactionFailure::Conditions(failed)) => failed,
+            };
+            let guard_failed = failed.first() == Some(&true);
+            if failed.get(1) == Some(&true) {
+                // The record id is taken: by this very token when an earlier attempt of ours
+                // committed and its answer was lost (then the slot is already counted).
+                let stored = self
+                    .get_token(owner.id, family, record.id)
+                    .await?
+                    .is_some_and(|stored| stored.hash.matches(&record.hash));
+                if stored {
+                    return Ok(());
+                }
+                if !guard_failed {
+                    return Err(StoreError::TokenIdTaken);
+                }
+            }
+            match self.get_user(owner.id).await? {
+                None => return Err(StoreError::UserNotFound),
+                Some(user) if !user.is_active() => return Err(StoreError::UserBlocked),
+                Some(_) if !released_once => {
+                    released_once = true;
+                    let freed = match family.cap() {
+                        Some(counter) => self.release_expired(owner.id, counter, now_ms).await?,
+                        None => 0,
+                    };
+                    if freed == 0 {
+                        return Err(StoreError::TokenLimitReached { max: cap });
                     }
                 }
-                Err(TransactionFailure::Conditions(_)) => return Err(StoreError::TokenIdTaken),
+                Some(_) => return Err(StoreError::TokenLimitReached { max: cap }),
             }
         }
     }
@@ -615,28 +803,27 @@ impl Store for DynamoStore {
         id: TokenId,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
-        let revoke = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(Key::token(user, family, id).to_item()))
-            // Expiring now hands the tombstone to DynamoDB's TTL.
-            .update_expression("SET revoked_at = :now_ms, expires_at = :now")
-            .condition_expression(
-                "attribute_exists(pk) AND attribute_not_exists(revoked_at) \
-                 AND (attribute_not_exists(valid_until) OR valid_until > :now)",
+        let revoked_by_this_call = || async {
+            Ok::<_, StoreError>(
+                self.get_retired(user, family, id)
+                    .await?
+                    .is_some_and(|r| r.revoked_at_ms == Some(now_ms)),
             )
-            .set_expression_attribute_values(values([
-                (":now_ms", n(now_ms)),
-                (":now", n(now_ms / 1000)),
-            ]))
-            .build()
-            .map_err(unavailable)?;
-        let mut items = vec![TransactWriteItem::builder().update(revoke).build()];
-        if let Some(counter) = family.cap() {
-            items.push(self.counter_decrement(user, counter)?);
-        }
-        match self.transact(items).await {
+        };
+        let live = self
+            .get_token(user, family, id)
+            .await?
+            .filter(|record| record.state(now_ms) == TokenState::Live);
+        let Some(record) = live else {
+            // Gone already: by this very call when an attempt committed and its answer was lost.
+            return revoked_by_this_call().await;
+        };
+        match self
+            .transact(self.retire(&record, Retirement::Revoked, now_ms)?)
+            .await
+        {
             Ok(()) => Ok(true),
-            Err(TransactionFailure::Conditions(_)) => Ok(false),
+            Err(TransactionFailure::Conditions(_)) => revoked_by_this_call().await,
             Err(TransactionFailure::Store(e)) => Err(e),
         }
     }
@@ -665,6 +852,7 @@ impl Store for DynamoStore {
                 ),
             ]))
             .send()
+            .before_deadline()
             .await;
         match touched {
             Ok(_) => Ok(true),
@@ -722,20 +910,7 @@ impl Store for DynamoStore {
             ];
             if let Some(old) = stored.filter(|r| r.state(now_ms) == TokenState::Live) {
                 // Live but made with another server key: whoever holds the old key loses it.
-                let revoke = Update::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(Key::token(owner.id, family, old.id).to_item()))
-                    .update_expression("SET revoked_at = :now_ms, expires_at = :now")
-                    .condition_expression(
-                        "attribute_exists(pk) AND attribute_not_exists(revoked_at)",
-                    )
-                    .set_expression_attribute_values(values([
-                        (":now_ms", n(now_ms)),
-                        (":now", n(now_ms / 1000)),
-                    ]))
-                    .build()
-                    .map_err(unavailable)?;
-                items.push(TransactWriteItem::builder().update(revoke).build());
+                items.extend(self.retire(&old, Retirement::Revoked, now_ms)?);
             }
             match self.transact(items).await {
                 Ok(()) => return Ok(next),

@@ -8,9 +8,13 @@
 //! | email      | `EMAIL#<platform>#<lower>`  | `EMAIL`                 |
 //! | customer   | `CUSTOMER#<12 digits>`      | `CUSTOMER`              |
 //! | token      | `USER#<owner id>`           | `TOKEN#<family>#<id>`   |
+//! | retired    | `USER#<owner id>`           | `GONE#<family>#<id>`    |
 //!
 //! A user's tokens share its partition, so a listing is one Query on `begins_with(sk, ...)` and
-//! token ids sort by creation time.
+//! token ids sort by creation time. A revoked token, and an expired one whose slot was given
+//! back, moves out of its family's range into a `GONE#` item (same attributes), so what a
+//! listing or a capped create reads stays proportional to the tokens that hold a slot, however
+//! many a client has revoked; verification still finds the retired item to say why.
 //!
 //! A token's own expiry is `valid_until`. DynamoDB's TTL attribute `expires_at` is written on a
 //! token only once its cap slot has been given back (revocation, or the release of an expired
@@ -72,6 +76,14 @@ impl Key {
         Key {
             pk: user_partition(user),
             sk: format!("{}{id}", token_sort_prefix(family)),
+        }
+    }
+
+    /// Where a revoked or released token is kept until DynamoDB's TTL deletes it.
+    pub fn retired(user: UserId, family: TokenFamily, id: TokenId) -> Key {
+        Key {
+            pk: user_partition(user),
+            sk: format!("GONE#{}#{id}", family.key_segment()),
         }
     }
 
@@ -194,8 +206,15 @@ pub(super) fn user_from_item(item: &Item) -> Result<User, StoreError> {
 }
 
 pub(super) fn token_item(token: &TokenRecord) -> Item {
-    let key = Key::token(token.user_id, token.kind.family(), token.id);
-    let mut item = keyed(&key, "token");
+    token_item_at(
+        &Key::token(token.user_id, token.kind.family(), token.id),
+        token,
+    )
+}
+
+/// A token's item under `key` (its live key, or its retired one).
+pub(super) fn token_item_at(key: &Key, token: &TokenRecord) -> Item {
+    let mut item = keyed(key, "token");
     item.insert("id".into(), s(token.id.to_string()));
     item.insert("user_id".into(), n(token.user_id.0));
     item.insert("platform_id".into(), n(token.platform_id.0));

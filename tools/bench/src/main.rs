@@ -525,6 +525,12 @@ async fn main() {
             batch.p50.as_secs_f64() / single.p50.as_secs_f64()
         );
     }
+    let (touch, _) = run(requests, 1, raw::touch(world.clone())).await;
+    println!(
+        "last-use write (conditional UpdateItem, awaited at most once per 5 minutes per token): p50 {} ms, p99 {} ms",
+        ms(touch.p50),
+        ms(touch.p99)
+    );
     println!();
     coldstart::report().await;
 }

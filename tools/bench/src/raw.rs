@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 
-use shared::store::{token_sort_prefix, Key};
+use shared::store::{token_sort_prefix, Key, Store, LAST_USED_RESOLUTION_MS};
 use shared::token::{self, TokenFamily};
 
 use crate::{Job, World};
@@ -144,6 +144,20 @@ pub fn token_only(w: Arc<World>) -> Raw {
     raw!(w, i, {
         let key = &w.users[i % w.users.len()].1;
         get(w.store.client(), w.store.table(), token_key(key)).await
+    })
+}
+
+/// The last-use write an authentication awaits when `last_used_at` is stale (at most once per
+/// 5 minutes per token): one conditional UpdateItem, made to write every time here.
+pub fn touch(w: Arc<World>) -> Raw {
+    raw!(w, i, {
+        let key = &w.users[i % w.users.len()].1;
+        let parsed = token::parse(key).expect("a bench token");
+        let later = shared::store::now_ms() + (i as u64 + 1) * LAST_USED_RESOLUTION_MS;
+        w.store
+            .touch_token(parsed.user_id, parsed.kind.family(), parsed.token_id, later)
+            .await
+            .expect("UpdateItem")
     })
 }
 

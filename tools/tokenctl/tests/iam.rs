@@ -434,6 +434,18 @@ async fn exercise(h: &Harness) {
             .await,
         200
     );
+    // A new server key: the key made with the old one is retired as the user moves on.
+    let rotated = Service {
+        store: h.service("get-user-token").store.clone(),
+        config: shared::config::Config::from_lookup(|name| match name {
+            "TABLE_NAME" => Some(store.table().to_string()),
+            "PERMANENT_TOKEN_KEY" => Some(shared::test_support::random_hex(32)),
+            _ => None,
+        })
+        .unwrap(),
+    };
+    let response = dispatch(&rotated, request(Method::GET, &path, &headers, "")).await;
+    assert_eq!(response.status(), 200);
 
     // authorizer: an authorizer event (with a key not used yet, so it records the use), verify,
     // and the protected route without a context.
