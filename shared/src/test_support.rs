@@ -102,6 +102,26 @@ pub async fn token_for(
     .expect("mint token")
 }
 
+/// A full-access token of `kind` for `owner` that expires at `expires_at` (epoch seconds; in
+/// the past for one that has expired), minted by the operator.
+pub async fn token_expiring(
+    store: &dyn Store,
+    owner: &User,
+    kind: TokenKind,
+    expires_at: u64,
+) -> crate::mint::Minted {
+    let request = crate::mint::MintRequest {
+        kind,
+        name: TokenName::parse("expiring").expect("a valid name"),
+        abilities: Abilities::full(),
+        expires_at: Some(expires_at),
+        parent_id: None,
+    };
+    crate::mint::mint(store, Owner::from(owner), request, u32::MAX, now_ms())
+        .await
+        .expect("mint an expiring token")
+}
+
 /// A platform with an admin and a plain user, each holding a full-access API key.
 pub struct Tenant {
     pub platform: Platform,

@@ -12,7 +12,8 @@ use shared::domain::{Abilities, UserStatus};
 use shared::service::Service;
 use shared::store::{now_ms, Store};
 use shared::test_support::{
-    bearer, event, request, service, service_with, status_and_json, tenant, token_for,
+    bearer, event, request, service, service_with, status_and_json, tenant, token_expiring,
+    token_for,
 };
 use shared::token::TokenKind;
 
@@ -638,23 +639,8 @@ async fn only_tokens_that_may_manage_tokens_manage_them_and_only_weaker_ones() {
 async fn a_token_never_outlives_the_token_that_minted_it() {
     let (service, store) = service().await;
     let t = tenant(&store).await;
-    let now = now_ms();
-    let parent_expiry = now / 1000 + 86_400;
-    let parent = shared::mint::mint(
-        &store,
-        shared::store::Owner::from(&t.user),
-        shared::mint::MintRequest {
-            kind: TokenKind::ApiKey,
-            name: shared::domain::TokenName::parse("day").unwrap(),
-            abilities: Abilities::full(),
-            expires_at: Some(parent_expiry),
-            parent_id: None,
-        },
-        100,
-        now,
-    )
-    .await
-    .unwrap();
+    let parent_expiry = now_ms() / 1000 + 86_400;
+    let parent = token_expiring(&store, &t.user, TokenKind::ApiKey, parent_expiry).await;
     let parent_token = parent.secret.expose().to_string();
     for (path, field) in [(KEYS, "api_key"), (TOKENS, "data")] {
         let (status, created) = send(

@@ -11,7 +11,8 @@ use shared::domain::{CustomerId, Role, UserStatus, Workspace, WorkspaceStatus};
 use shared::service::Service;
 use shared::store::{now_ms, Store, User};
 use shared::test_support::{
-    add_user, event, new_user, request, service, service_with, status_and_json, tenant, Tenant,
+    add_user, event, new_user, request, service, service_with, status_and_json, tenant,
+    token_expiring, Tenant,
 };
 use shared::token::{self, TokenKind};
 
@@ -365,23 +366,8 @@ async fn customer_tokens_never_outlive_the_admin_token_that_minted_them() {
     let (service, store) = service().await;
     let t = tenant(&store).await;
     let user = customer(&store, &t, UserStatus::Active, active()).await;
-    let now = now_ms();
-    let admin_expiry = now / 1000 + 86_400;
-    let admin = shared::mint::mint(
-        &store,
-        shared::store::Owner::from(&t.admin),
-        shared::mint::MintRequest {
-            kind: TokenKind::ApiKey,
-            name: shared::domain::TokenName::parse("one day").unwrap(),
-            abilities: shared::domain::Abilities::full(),
-            expires_at: Some(admin_expiry),
-            parent_id: None,
-        },
-        100,
-        now,
-    )
-    .await
-    .unwrap();
+    let admin_expiry = now_ms() / 1000 + 86_400;
+    let admin = token_expiring(&store, &t.admin, TokenKind::ApiKey, admin_expiry).await;
     let admin_token = admin.secret.expose().to_string();
     let cid = user.customer_id.clone().unwrap();
     let (status, minted) = post(&service, &admin_token, json!({"customer_id": cid.as_str()})).await;
