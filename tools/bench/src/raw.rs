@@ -182,18 +182,26 @@ pub fn create(w: Arc<World>) -> Raw {
     })
 }
 
-/// A revocation: the caller's token, then a transaction of two updates.
+/// A revocation: the caller's token, the token to revoke (to copy it), then a transaction of
+/// three writes: the live item (here marked, not deleted, so the bench keys stay), its `GONE#`
+/// copy, and the owner's counter.
 pub fn revoke(w: Arc<World>) -> Raw {
     raw!(w, i, {
         let (user, key) = &w.users[i % w.users.len()];
         let (client, table) = (w.store.client(), w.store.table());
         authenticate(client, table, key).await;
+        get(client, table, token_key(key)).await;
         let mark = Update::builder()
             .table_name(table)
             .set_key(Some(token_key(key).to_item()))
             .update_expression("SET raw_mark = :now")
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(revoked_at)")
             .expression_attribute_values(":now", n(i))
+            .build()
+            .unwrap();
+        let copy = Put::builder()
+            .table_name(table)
+            .set_item(Some(token_like(&Key::user(user.id).pk, i)))
             .build()
             .unwrap();
         let count = Update::builder()
@@ -207,6 +215,7 @@ pub fn revoke(w: Arc<World>) -> Raw {
         client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(mark).build())
+            .transact_items(TransactWriteItem::builder().put(copy).build())
             .transact_items(TransactWriteItem::builder().update(count).build())
             .send()
             .await
