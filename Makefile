@@ -1,5 +1,5 @@
 # The first two targets are the README's first two commands.
-.PHONY: dev test lint sam-build invoke bench
+.PHONY: dev test lint sam-build invoke sam-api bench
 
 ## Run the service locally on DynamoDB Local (or AWS_ENDPOINT_URL_DYNAMODB when set).
 dev:
@@ -20,6 +20,11 @@ sam-build:
 ## Every events/*.json through cargo lambda watch + invoke (needs AWS_ENDPOINT_URL_DYNAMODB).
 invoke:
 	@scripts/invoke-events.sh
+
+## Every route through `sam local start-api` (template.yaml's API, the arm64 bootstraps in Lambda
+## containers; Docker set up by scripts/docker-engine.sh) over DynamoDB Local, like `make dev`.
+sam-api:
+	@scripts/sam-local.sh api
 
 ## Figures: handlers vs raw DynamoDB operations, cold starts vs a bare lambda_http binary.
 bench:

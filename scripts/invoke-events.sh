@@ -26,4 +26,4 @@ for _ in $(seq 1 100); do
   kill -0 "$watch" 2>/dev/null || { cat "$log"; exit 1; }
   sleep 0.2
 done
-python3 scripts/invoke_events.py "$port" "$demo" || { echo "cargo lambda watch log:"; tail -50 "$log"; exit 1; }
+python3 scripts/invoke_events.py cargo "$port" "$demo" || { echo "cargo lambda watch log:"; tail -50 "$log"; exit 1; }

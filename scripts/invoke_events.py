@@ -1,18 +1,49 @@
 #!/usr/bin/env python3
-"""Sends every sample event in events/ through the real Lambda runtime API (`cargo lambda watch`
-must be running on the given port) and checks each response's statusCode and body shape.
+"""Sends every sample event in events/ through a real Lambda runtime and checks each response's
+statusCode and body shape.
 
-usage: invoke_events.py PORT DEMO_JSON   (DEMO_JSON: the output of `tokenctl seed-demo --json`)
-Prints one line per event and a closing 'N passed, N failed'; exits non-zero on any failure.
+usage: invoke_events.py cargo PORT DEMO_JSON
+           through `cargo lambda watch` (must be running on PORT) and `cargo lambda invoke`
+       invoke_events.py sam DEMO_JSON SAM_ARGS...
+           through `sam local invoke FUNCTION -e EVENT SAM_ARGS...`: the arm64 bootstraps of
+           `sam build`, each in a Lambda container
+(DEMO_JSON: the output of `tokenctl seed-demo --json`.) Prints one line per event and a closing
+'invoke: N passed, N failed'; exits non-zero on any failure.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 
-port, demo = sys.argv[1], json.loads(sys.argv[2])
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+runner = sys.argv[1]
+if runner == "cargo":
+    port, demo = sys.argv[2], json.loads(sys.argv[3])
+    how = "the runtime API"
+
+    def command(function, path):
+        return ["cargo", "lambda", "invoke", function, "--data-file", path, "--invoke-address",
+                "127.0.0.1", "--invoke-port", port, "--output-format", "json"]
+elif runner == "sam":
+    demo, sam_args = json.loads(sys.argv[2]), sys.argv[3:]
+    how = "sam local invoke"
+    # template.yaml's logical id of each function folder (CodeUri: functions/<folder>).
+    logical_ids, current = {}, None
+    with open(os.path.join(root, "template.yaml")) as f:
+        for line in f:
+            match = re.match(r"^  ([A-Za-z0-9]+):\s*$", line)
+            if match:
+                current = match.group(1)
+            match = re.match(r"^\s+CodeUri: functions/([a-z0-9-]+)\s*$", line)
+            if match:
+                logical_ids[match.group(1)] = current
+
+    def command(function, path):
+        return ["sam", "local", "invoke", logical_ids[function], "-e", path, *sam_args]
+else:
+    sys.exit(__doc__)
 values = {"ADMIN_KEY": demo["admin_key"], "USER_KEY": demo["user_key"]}
 
 
@@ -64,13 +95,14 @@ for event, function, status, check, fills in STEPS:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         f.write(text)
         path = f.name
-    result = subprocess.run(
-        ["cargo", "lambda", "invoke", function, "--data-file", path, "--invoke-address", "127.0.0.1",
-         "--invoke-port", port, "--output-format", "json"],
-        capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command(function, path), capture_output=True, text=True, timeout=600)
     os.unlink(path)
     try:
-        response = json.loads(result.stdout)
+        # The whole output (cargo lambda), or its last line (sam prints its progress before it).
+        try:
+            response = json.loads(result.stdout)
+        except ValueError:
+            response = json.loads(result.stdout.strip().splitlines()[-1])
         if status is None:
             body = response
             ok = check(response)
@@ -82,7 +114,7 @@ for event, function, status, check, fills in STEPS:
         response, body, ok = None, f"{error}: {result.stdout} {result.stderr}", False
     if ok:
         passed += 1
-        print(f"ok   {event}: {response['statusCode']} via the runtime API ({function})")
+        print(f"ok   {event}: {response['statusCode']} via {how} ({function})")
         if fills:
             inner = body.get("api_key") or body.get("data") or body
             values[fills] = inner["id"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: lint, the SAM template and arm64 build, every test against a DynamoDB Local started
-# here, then every sample event through the Lambda runtime API. Stops what it started.
+# here, every sample event through the Lambda runtime API, schemathesis, then the deployable form
+# under SAM local (Docker set up as needed). Stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,10 @@ scripts/invoke-events.sh 2>&1 | tee -a "$log"
 
 echo "== schemathesis against tokenctl serve (openapi.yaml)"
 scripts/schemathesis.sh
+
+echo "== SAM local: every event through sam local invoke, then the walkthrough and the matrix through start-api"
+scripts/sam-local.sh invoke 2>&1 | tee -a "$log"
+scripts/sam-local.sh suites 2>&1 | tee -a "$log"
 
 # One closing line over every cargo test binary and the invocations.
 awk '/^test result:/ { passed += $4; failed += $6 }

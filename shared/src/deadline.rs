@@ -30,12 +30,13 @@ pub async fn within<F: Future>(deadline: Option<Instant>, future: F) -> F::Outpu
     }
 }
 
-/// The instant of a Lambda context's deadline (wall-clock time).
-pub fn instant_of(deadline: SystemTime) -> Instant {
-    let left = deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    Instant::now() + left
+/// The instant of a Lambda context's deadline (wall-clock time). `None` for one already past as
+/// the invocation starts, which no real invocation has: some emulators send their timeout
+/// there instead of a time (cargo-lambda's sends 600000, i.e. 1970), and a request must not be
+/// failed for it.
+pub fn instant_of(deadline: SystemTime) -> Option<Instant> {
+    let left = deadline.duration_since(SystemTime::now()).ok()?;
+    Some(Instant::now() + left)
 }
 
 /// What is left for database calls (the deadline less [`RESPONSE_MARGIN`]); `None` without a
@@ -69,6 +70,13 @@ pub async fn bounded<F: Future>(future: F) -> Result<F::Output, DeadlineExceeded
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_already_past_are_no_deadlines() {
+        assert!(instant_of(SystemTime::UNIX_EPOCH + Duration::from_millis(600_000)).is_none());
+        let soon = instant_of(SystemTime::now() + Duration::from_secs(10)).unwrap();
+        assert!(soon > Instant::now() + Duration::from_secs(9));
+    }
 
     #[tokio::test]
     async fn calls_are_cut_off_at_the_deadline_less_the_margin() {

@@ -2,7 +2,8 @@
 //! JSON parsing, query strings, and timestamps in the seeds' formats.
 
 use lambda_http::http::{HeaderMap, Method};
-use lambda_http::Request;
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
 use serde_json::{Map, Value};
 use time::macros::format_description;
 use time::OffsetDateTime;
@@ -54,6 +55,41 @@ pub fn route<R: Copy>(
         }),
         None => Err(ApiError::RouteNotFound(shown)),
     }
+}
+
+/// The route of a request, with its path parameters. Behind API Gateway the route the gateway
+/// matched (the event's resource template) and the path parameters it parsed decide, so a
+/// parameter that the event's decoded `path` cannot carry (a trailing control character, which
+/// URL parsing drops) still reaches its route; elsewhere, [`route`] on the path.
+pub fn route_request<R: Copy>(
+    routes: &[Route<R>],
+    request: &Request,
+) -> Result<(R, Vec<String>), ApiError> {
+    let gateway_route = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(context)) => context.resource_path.as_deref(),
+        _ => None,
+    }
+    .and_then(|resource| {
+        routes
+            .iter()
+            .find(|r| r.pattern == resource && r.method == request.method().as_str())
+    });
+    let Some(matched) = gateway_route else {
+        return route(routes, request.method(), request.uri().path());
+    };
+    let parameters = request.path_parameters_ref();
+    let params = matched
+        .pattern
+        .split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| {
+            parameters
+                .and_then(|p| p.first(name))
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    Ok((matched.action, params))
 }
 
 /// Whether any route matches `path`, whatever the method.

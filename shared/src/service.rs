@@ -80,7 +80,7 @@ pub fn init_tracing() {
 pub fn deadline_of(request: &Request) -> Option<std::time::Instant> {
     request
         .lambda_context_ref()
-        .map(|context| deadline::instant_of(context.deadline()))
+        .and_then(|context| deadline::instant_of(context.deadline()))
 }
 
 /// The whole `main` of a function: tracing, the service built once, then the runtime loop over

@@ -177,6 +177,59 @@ pub fn status_and_json(response: &Response<Body>) -> (u16, Value) {
     (response.status().as_u16(), body)
 }
 
+/// One HTTP/1.1 request to a server on 127.0.0.1:`port` (`tokenctl serve`, `sam local
+/// start-api`): the status, the headers (lowercased names) and the body.
+pub fn http_exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("send");
+    stream.write_all(body).expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("receive");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_string()))
+        .collect();
+    (status, headers, response[split + 4..].to_vec())
+}
+
+/// [`http_exchange`] with a text body, answering the status and the JSON body.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let (status, _, body) = http_exchange(port, method, path, headers, body.as_bytes());
+    (status, serde_json::from_slice(&body).expect("JSON body"))
+}
+
 /// A sample event from `events/` with its `{{PLACEHOLDER}}`s replaced, as the function receives
 /// it from API Gateway.
 pub fn event(json: &str, replacements: &[(&str, &str)]) -> Request {

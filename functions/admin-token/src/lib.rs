@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use shared::domain::{Abilities, Email, TokenName, UserId};
 use shared::error::{error_response, json_response, ApiError, ErrorStyle, FieldErrors};
-use shared::http::{bearer_token, json_object, route, Route};
+use shared::http::{bearer_token, json_object, route_request, Route};
 use shared::mint::{mint, MintRequest};
 use shared::service::Service;
 use shared::store::{now_ms, Owner, StoreError, User};
@@ -112,7 +112,7 @@ fn parse_user_id(value: &Value) -> Result<Option<UserId>, ()> {
 }
 
 async fn create_token(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
-    route(&ROUTES, request.method(), request.uri().path())?;
+    route_request(&ROUTES, request)?;
     let now = now_ms();
     let store = service.store.as_ref();
     let caller = service

@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 
 use shared::auth::Principal;
 use shared::error::{error_response, json_response, ApiError, ErrorStyle, FieldErrors};
-use shared::http::{bearer_token, json_object, route, timestamp_micros, timestamp_seconds, Route};
+use shared::http::{
+    bearer_token, json_object, route_request, timestamp_micros, timestamp_seconds, Route,
+};
 use shared::mint::{mint, MintRequest};
 use shared::service::Service;
 use shared::store::{now_ms, StoreError, TokenRecord};
@@ -67,7 +69,7 @@ pub async fn handle(service: &Service, request: Request) -> Response<Body> {
 }
 
 async fn dispatch(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
-    let (action, params) = route(&ROUTES, request.method(), request.uri().path())?;
+    let (action, params) = route_request(&ROUTES, request)?;
     let now = now_ms();
     let caller = service
         .authenticate(bearer_token(request.headers()), now)

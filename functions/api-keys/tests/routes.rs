@@ -673,3 +673,24 @@ async fn a_token_never_outlives_the_token_that_minted_it() {
         shared::http::timestamp_seconds(parent_expiry * 1000)
     );
 }
+
+/// Behind API Gateway the route and its parameters come from the event's resource template and
+/// path parameters: an id ending in a control character, which URL parsing drops from the
+/// event's decoded `path`, is still that route's unknown id (404), not another route (405).
+#[tokio::test]
+async fn the_gateway_route_and_path_parameters_decide_behind_api_gateway() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let deleted = handle(
+        &service,
+        event(
+            include_str!("../../../events/api-keys-delete.json"),
+            &[("KEY_ID", "\\u0000"), ("USER_KEY", &t.user_token)],
+        ),
+    )
+    .await;
+    assert_eq!(
+        status_and_json(&deleted),
+        (404, json!({"message": "API key not found."}))
+    );
+}

@@ -4,7 +4,7 @@
 //!   Allow policy for the calling method with the caller in the context, Deny for anything
 //!   invalid, expired, revoked or blocked;
 //! * `POST /api/v1/tokens/verify`: what a token is and whether it works;
-//! * `GET /api/user/me`: the example protected route, answering from the authorizer's context.
+//! * `GET /api/user/me`: the example protected route_request, answering from the authorizer's context.
 
 use std::collections::HashMap;
 
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use shared::auth::{verify, Principal};
 use shared::domain::Role;
 use shared::error::{error_response, json_response, ApiError, ErrorStyle, FieldErrors};
-use shared::http::{bearer_token, header, json_object, route, timestamp_seconds, Route};
+use shared::http::{bearer_token, header, json_object, route_request, timestamp_seconds, Route};
 use shared::service::Service;
 use shared::store::now_ms;
 use shared::validate::present;
@@ -193,7 +193,7 @@ pub async fn handle(service: &Service, request: Request) -> Response<Body> {
 }
 
 async fn dispatch(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
-    let (action, _) = route(&ROUTES, request.method(), request.uri().path())?;
+    let (action, _) = route_request(&ROUTES, request)?;
     match action {
         Action::Verify => verify_route(service, request).await,
         Action::Me => me(service, request).await,

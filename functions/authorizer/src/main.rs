@@ -8,10 +8,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Box::leak(Box::new(shared::service::Service::from_env().await?));
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let deadline = shared::deadline::instant_of(event.context.deadline());
-        shared::deadline::within(
-            Some(deadline),
-            authorizer::handle_event(service, event.payload),
-        )
+        shared::deadline::within(deadline, authorizer::handle_event(service, event.payload))
     }))
     .await
 }

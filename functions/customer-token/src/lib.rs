@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use shared::auth::Principal;
 use shared::domain::{Abilities, CustomerId, TokenName};
 use shared::error::{error_response, json_response, ApiError, ErrorStyle};
-use shared::http::{bearer_token, header, json_object, route, Route};
+use shared::http::{bearer_token, header, json_object, route_request, Route};
 use shared::mint::{mint, MintRequest};
 use shared::service::Service;
 use shared::store::{now_ms, Owner, StoreError};
@@ -54,7 +54,7 @@ pub async fn handle(service: &Service, request: Request) -> Response<Body> {
 }
 
 async fn dispatch(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
-    let (action, params) = route(&ROUTES, request.method(), request.uri().path())?;
+    let (action, params) = route_request(&ROUTES, request)?;
     let now = now_ms();
     let caller = service
         .authenticate(presented_token(request.headers()), now)

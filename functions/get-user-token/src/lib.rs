@@ -8,7 +8,7 @@ use serde_json::json;
 
 use shared::domain::{Abilities, UserId};
 use shared::error::{error_response, json_response, ApiError, ErrorStyle};
-use shared::http::{bearer_token, header, query_parameter, route, Route};
+use shared::http::{bearer_token, header, query_parameter, route_request, Route};
 use shared::service::Service;
 use shared::store::{now_ms, NewToken};
 
@@ -35,7 +35,7 @@ pub fn check_config(service: &Service) -> Result<(), lambda_http::Error> {
 }
 
 async fn permanent_token(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
-    route(&ROUTES, request.method(), request.uri().path())?;
+    route_request(&ROUTES, request)?;
     let authtype = header(request.headers(), "authtype");
     if !authtype.is_some_and(|t| t.eq_ignore_ascii_case("key")) {
         return Err(ApiError::BadRequest(

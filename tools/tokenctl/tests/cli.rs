@@ -1,14 +1,13 @@
 //! `tokenctl` as an operator runs it, against DynamoDB Local: every command's JSON, and the
 //! local server answering real HTTP.
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use shared::test_support::random_hex;
+use shared::test_support::{http, random_hex};
 
 const KEY: &str = "cli-test-key-0123456789abcdef0123456789";
 
@@ -46,26 +45,6 @@ fn table() -> String {
         json!({"table": table, "created": true})
     );
     table
-}
-
-/// A minimal HTTP/1.1 client: status and JSON body.
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    stream.write_all(body.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let (_, body) = response.split_once("\r\n\r\n").unwrap();
-    (status, serde_json::from_str(body).expect("JSON body"))
 }
 
 /// A running `tokenctl serve`, stopped when dropped.

@@ -1,6 +1,13 @@
 //! Hostile input, every credential against every route, and concurrency, through the same
 //! dispatch `tokenctl serve` uses, against DynamoDB Local. No case may answer 5xx, and every
 //! answer has its route's JSON shape.
+//!
+//! The credential matrix and the hostile input also run, as the same code, against `sam local
+//! start-api` (template.yaml's API emulated by SAM, each function the arm64 bootstrap of `sam
+//! build` in a Lambda container): `scripts/sam-local.sh suites` runs the `#[ignore]`d
+//! `..._through_sam_local` tests with `SAM_API_URL` and `SAM_API_TABLE` set. There API Gateway
+//! (as SAM emulates it) answers some cases before any function runs; [`Target::gateway_answer`]
+//! says which and how.
 
 use std::sync::Arc;
 
@@ -77,9 +84,115 @@ async fn send(service: &Service, request: Request) -> (u16, Value, Vec<u8>) {
     (status, body, bytes)
 }
 
+/// Where the requests of a test go.
+enum Target {
+    /// The handlers, in-process, as `tokenctl serve` dispatches.
+    InProcess(Service),
+    /// `sam local start-api` on 127.0.0.1:`port`.
+    SamLocal { port: u16 },
+}
+
+/// SAM's answer when a method and path match no route of the template (API Gateway answers
+/// MISSING_AUTHENTICATION_TOKEN, which the template maps to a JSON 404; SAM does not apply
+/// gateway responses).
+fn sam_no_route() -> (u16, Value) {
+    (403, json!({"message": "Missing Authentication Token"}))
+}
+
+impl Target {
+    async fn send(&self, request: Request) -> (u16, Value, Vec<u8>) {
+        match self {
+            Target::InProcess(service) => send(service, request).await,
+            Target::SamLocal { port } => {
+                let path = request
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string();
+                let headers: Vec<(String, String)> = request
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                    .collect();
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let (status, _, bytes) = shared::test_support::http_exchange(
+                    *port,
+                    request.method().as_str(),
+                    &path,
+                    &headers,
+                    request.body().as_ref(),
+                );
+                let body = serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
+                (status, body, bytes)
+            }
+        }
+    }
+
+    /// What API Gateway, as SAM emulates it, answers itself instead of the function: a method and
+    /// path that no route of the template has, and the TokenAuthorizer's refusals on the routes
+    /// it protects (no token: SAM's 401; a Deny: SAM's 403 — on AWS the template's gateway
+    /// responses make both the 401 JSON the functions give). `None`: the function answers.
+    fn gateway_answer(&self, method: &Method, path: &str, token: Token) -> Option<(u16, Value)> {
+        if matches!(self, Target::InProcess(_)) {
+            return None;
+        }
+        let path = path.split('?').next().unwrap_or_default();
+        let routes: Vec<shared::http::Route<bool>> = tokenctl::serve::Function::ALL
+            .into_iter()
+            .flat_map(|f| f.routes())
+            .map(|(method, pattern)| shared::http::Route {
+                method,
+                pattern,
+                action: pattern == "/api/user/me",
+            })
+            .collect();
+        match shared::http::route(&routes, method, path) {
+            Err(_) => Some(sam_no_route()),
+            Ok((false, _)) => None,
+            Ok((true, _)) => match token {
+                Token::Missing => Some((401, json!({"message": "Unauthorized"}))),
+                Token::Refused => Some((
+                    403,
+                    json!({"message": "User is not authorized to access this resource"}),
+                )),
+                Token::Valid => None,
+            },
+        }
+    }
+}
+
+/// The token a request carries, as the authorizer judges it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Token {
+    Missing,
+    Refused,
+    Valid,
+}
+
+impl World {
+    /// How the authorizer judges the bearer token of `headers`.
+    async fn judge(&self, headers: &[(&str, &str)]) -> Token {
+        let Some((_, value)) = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        else {
+            return Token::Missing;
+        };
+        let token = value.strip_prefix("Bearer ").unwrap_or(value).trim();
+        match shared::auth::authenticate(&self.store, Some(token), now_ms()).await {
+            Ok(_) => Token::Valid,
+            Err(_) => Token::Refused,
+        }
+    }
+}
+
 /// Everything the matrix needs: two tenants, a customer, and tokens in every state.
 struct World {
-    service: Service,
+    target: Target,
     store: DynamoStore,
     a: Tenant,
     b: Tenant,
@@ -94,11 +207,27 @@ struct World {
 
 async fn world() -> World {
     let (service, store) = service().await;
-    world_on(service, store).await
+    world_on(Target::InProcess(service), store).await
 }
 
-/// [`world`] in the given service's table.
-async fn world_on(service: Service, store: DynamoStore) -> World {
+/// [`world`] in the table `sam local start-api` serves (`SAM_API_TABLE`), sent to it
+/// (`SAM_API_URL`).
+async fn sam_world() -> World {
+    let (url, table) = (std::env::var("SAM_API_URL"), std::env::var("SAM_API_TABLE"));
+    let (Ok(url), Ok(table)) = (url, table) else {
+        panic!("SAM_API_URL and SAM_API_TABLE are not set: run scripts/sam-local.sh suites");
+    };
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("SAM_API_URL is http://127.0.0.1:PORT");
+    let store = DynamoStore::new(shared::config::dynamodb_client().await, table);
+    world_on(Target::SamLocal { port }, store).await
+}
+
+/// [`world`] in `store`'s table, its requests sent to `target`.
+async fn world_on(target: Target, store: DynamoStore) -> World {
     let a = tenant(&store).await;
     let b = tenant(&store).await;
     let mut customer = new_user(&a.platform, Role::User);
@@ -144,7 +273,7 @@ async fn world_on(service: Service, store: DynamoStore) -> World {
     let last = bad_checksum.pop().unwrap();
     bad_checksum.push(if last == '0' { '1' } else { '0' });
     World {
-        service,
+        target,
         store,
         a,
         b,
@@ -348,7 +477,18 @@ impl Route {
 
 #[tokio::test]
 async fn every_credential_against_every_route() {
-    let w = world().await;
+    credential_matrix(&world().await).await;
+}
+
+#[tokio::test]
+#[ignore = "needs sam local start-api: scripts/sam-local.sh suites (make test) runs it"]
+async fn every_credential_against_every_route_through_sam_local() {
+    credential_matrix(&sam_world().await).await;
+}
+
+/// Every route against every credential: a token in each state that must be refused, and each
+/// kind of caller; the status each must get, in its route's shape.
+async fn credential_matrix(w: &World) {
     let rejected: [(&str, Option<&str>); 7] = [
         ("no token", None),
         ("garbage", Some("garbage")),
@@ -361,10 +501,20 @@ async fn every_credential_against_every_route() {
     let mut cases = 0;
     for route in Route::ALL {
         for (state, token) in rejected {
-            let (status, body, _) = send(&w.service, route.request(&w, token).await).await;
+            let request = route.request(w, token).await;
+            let judged = token.map_or(Token::Missing, |_| Token::Refused);
+            let gateway = w
+                .target
+                .gateway_answer(request.method(), request.uri().path(), judged);
+            let (status, body, _) = w.target.send(request).await;
             let case = format!("{route:?} with {state}");
-            assert_eq!(status, 401, "{case}: {body}");
-            assert_shape(route.style(), status, &body, &case);
+            match gateway {
+                Some(answer) => assert_eq!((status, body), answer, "{case}"),
+                None => {
+                    assert_eq!(status, 401, "{case}: {body}");
+                    assert_shape(route.style(), status, &body, &case);
+                }
+            }
             cases += 1;
         }
         let callers = [
@@ -374,7 +524,7 @@ async fn every_credential_against_every_route() {
             (Caller::OtherPlatformAdmin, &w.b.admin_token),
         ];
         for (caller, token) in callers {
-            let (status, body, _) = send(&w.service, route.request(&w, Some(token)).await).await;
+            let (status, body, _) = w.target.send(route.request(w, Some(token)).await).await;
             let case = format!("{route:?} as {caller:?}");
             assert_eq!(status, route.expected(caller), "{case}: {body}");
             assert_shape(route.style(), status, &body, &case);
@@ -449,8 +599,8 @@ async fn cross_tenant_answers_are_byte_identical_to_unknown_users() {
         ),
     ];
     for (foreign, missing) in pairs {
-        let (foreign_status, _, foreign_bytes) = send(&w.service, foreign).await;
-        let (missing_status, _, missing_bytes) = send(&w.service, missing).await;
+        let (foreign_status, _, foreign_bytes) = w.target.send(foreign).await;
+        let (missing_status, _, missing_bytes) = w.target.send(missing).await;
         assert_eq!(foreign_status, 404);
         assert_eq!(
             (foreign_status, foreign_bytes),
@@ -464,16 +614,15 @@ async fn cross_tenant_answers_are_byte_identical_to_unknown_users() {
         w.a.user.id,
         token::parse(&victim).unwrap().token_id
     );
-    let (status, body, _) = send(
-        &w.service,
-        request(
+    let (status, body, _) = w
+        .target
+        .send(request(
             Method::DELETE,
             &format!("/api/user/api-keys/{victim_id}"),
             &auth,
             "",
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(
         (status, body),
         (404, json!({"message": "API key not found."}))
@@ -503,23 +652,26 @@ async fn limited_tokens_never_mint_broader_ones() {
         json!(["admin"]),
     ] {
         let body = json!({"name": "wider", "abilities": abilities}).to_string();
-        let (status, response, _) = send(
-            &w.service,
-            request(Method::POST, "/api/v1/user/api-tokens", &auth, &body),
-        )
-        .await;
+        let (status, response, _) = w
+            .target
+            .send(request(
+                Method::POST,
+                "/api/v1/user/api-tokens",
+                &auth,
+                &body,
+            ))
+            .await;
         assert_eq!(status, 403, "{abilities}: {response}");
     }
-    let (status, response, _) = send(
-        &w.service,
-        request(
+    let (status, response, _) = w
+        .target
+        .send(request(
             Method::POST,
             "/api/v1/user/api-tokens",
             &auth,
             r#"{"name":"narrower","abilities":["calls:read"]}"#,
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(status, 201, "{response}");
     // Nor through the admin routes, which need full access.
     for route in [
@@ -528,7 +680,7 @@ async fn limited_tokens_never_mint_broader_ones() {
         Route::GetUserToken,
     ] {
         for token in [&w.limited_admin, &manager] {
-            let (status, _, _) = send(&w.service, route.request(&w, Some(token)).await).await;
+            let (status, _, _) = w.target.send(route.request(&w, Some(token)).await).await;
             assert_eq!(status, 403, "{route:?}");
         }
     }
@@ -933,8 +1085,19 @@ fn hostile_cases(w: &World) -> Vec<HostileCase> {
 
 #[tokio::test]
 async fn hostile_input_gets_the_routes_own_errors_and_never_a_5xx() {
-    let w = world().await;
-    let cases = hostile_cases(&w);
+    hostile_input(&world().await).await;
+}
+
+#[tokio::test]
+#[ignore = "needs sam local start-api: scripts/sam-local.sh suites (make test) runs it"]
+async fn hostile_input_through_sam_local() {
+    hostile_input(&sam_world().await).await;
+}
+
+/// Every hostile case: its expected status, in its route's shape (or API Gateway's own answer
+/// where the gateway answers first), never a 5xx.
+async fn hostile_input(w: &World) {
+    let cases = hostile_cases(w);
     let total = cases.len();
     for (style, method, path, headers, body, expected) in cases {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -942,9 +1105,17 @@ async fn hostile_input_gets_the_routes_own_errors_and_never_a_5xx() {
             "{method} {path} {}",
             body.chars().take(80).collect::<String>()
         );
-        let (status, response, _) = send(&w.service, request(method, &path, &headers, &body)).await;
-        assert_eq!(status, expected, "{case}: {response}");
-        assert_shape(style, status, &response, &case);
+        let gateway = w
+            .target
+            .gateway_answer(&method, &path, w.judge(&headers).await);
+        let (status, response, _) = w.target.send(request(method, &path, &headers, &body)).await;
+        match gateway {
+            Some(answer) => assert_eq!((status, response), answer, "{case}"),
+            None => {
+                assert_eq!(status, expected, "{case}: {response}");
+                assert_shape(style, status, &response, &case);
+            }
+        }
     }
     eprintln!("{total} hostile cases");
     assert!(total > 150, "{total}");
@@ -1138,10 +1309,10 @@ async fn an_outage_answers_503_json_on_every_route_and_the_same_process_recovers
         store: Arc::new(store.clone()),
         config,
     };
-    let w = world_on(service, store).await;
+    let w = world_on(Target::InProcess(service), store).await;
     for (route, request) in admin_requests(&w).await {
         assert_eq!(
-            send(&w.service, request).await.0,
+            w.target.send(request).await.0,
             route.success(),
             "{route:?} before the outage"
         );
@@ -1151,7 +1322,7 @@ async fn an_outage_answers_503_json_on_every_route_and_the_same_process_recovers
     dynamodb.stop();
     for (route, request) in requests {
         let started = std::time::Instant::now();
-        let (status, body, _) = send(&w.service, request).await;
+        let (status, body, _) = w.target.send(request).await;
         let waited = started.elapsed();
         assert_eq!(status, 503, "{route:?}: {body}");
         assert_error_shape(
@@ -1165,17 +1336,16 @@ async fn an_outage_answers_503_json_on_every_route_and_the_same_process_recovers
         eprintln!("{route:?}: 503 after {waited:?}");
     }
     let unavailable = "The service is temporarily unavailable. Please try again shortly.";
-    let (_, body, _) = send(
-        &w.service,
-        Route::ListApiKeys.request(&w, Some(&w.a.user_token)).await,
-    )
-    .await;
+    let (_, body, _) = w
+        .target
+        .send(Route::ListApiKeys.request(&w, Some(&w.a.user_token)).await)
+        .await;
     assert_eq!(body, json!({"message": unavailable}));
 
     // Back on the same port and data: the same service, same client, serves again.
     let _restarted = OwnDynamoDb::start(port, &dir);
     for (route, request) in admin_requests(&w).await {
-        let (status, body, _) = send(&w.service, request).await;
+        let (status, body, _) = w.target.send(request).await;
         assert_eq!(
             status,
             route.success(),

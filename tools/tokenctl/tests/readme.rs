@@ -1,5 +1,8 @@
 //! The README's walkthrough, run verbatim against `tokenctl serve` on a fresh table: every
-//! response must be the one the README shows (tokens, ids, timestamps and expiry aside).
+//! response must be the one the README shows (tokens, ids, timestamps and expiry aside). The
+//! same walkthrough runs against `sam local start-api` (`scripts/sam-local.sh suites`, in
+//! `make test`): the `#[ignore]`d `..._through_sam_local` test, with `SAM_API_URL` and
+//! `SAM_API_TABLE` set.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -80,36 +83,8 @@ fn tokenctl(table: &str) -> Command {
 
 #[test]
 fn the_readme_walkthrough_works_verbatim() {
-    let blocks = walkthrough_blocks();
-    let script: Vec<&str> = blocks
-        .iter()
-        .filter(|(language, _)| language == "sh")
-        .map(|(_, text)| text.as_str())
-        .collect();
-    let expected: Vec<String> = blocks
-        .iter()
-        .filter(|(language, _)| language == "json")
-        .map(|(_, text)| normalize(text))
-        .collect();
-    assert!(
-        script.len() > 10 && expected.len() > 10,
-        "walkthrough found"
-    );
-
     let table = format!("readme-{}", random_hex(6));
-    assert!(tokenctl(&table)
-        .arg("init")
-        .output()
-        .unwrap()
-        .status
-        .success());
-    let demo = tokenctl(&table)
-        .args(["seed-demo", "--json"])
-        .output()
-        .unwrap();
-    assert!(demo.status.success());
-    let demo: Value = serde_json::from_slice(&demo.stdout).unwrap();
-
+    let demo = seed(&table);
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -131,14 +106,62 @@ fn the_readme_walkthrough_works_verbatim() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    walk_through(&format!("http://127.0.0.1:{port}"), &demo);
+}
 
+#[test]
+#[ignore = "needs sam local start-api: scripts/sam-local.sh suites (make test) runs it"]
+fn the_readme_walkthrough_works_verbatim_through_sam_local() {
+    let (Ok(url), Ok(table)) = (std::env::var("SAM_API_URL"), std::env::var("SAM_API_TABLE"))
+    else {
+        panic!("SAM_API_URL and SAM_API_TABLE are not set: run scripts/sam-local.sh suites");
+    };
+    // The demo directory is already there (the script seeded it); seeding again keeps its users
+    // and mints fresh keys.
+    walk_through(&url, &seed(&table));
+}
+
+/// The table `table` with the demo directory; the keys `seed-demo` printed.
+fn seed(table: &str) -> Value {
+    assert!(tokenctl(table)
+        .arg("init")
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let demo = tokenctl(table)
+        .args(["seed-demo", "--json"])
+        .output()
+        .unwrap();
+    assert!(demo.status.success());
+    serde_json::from_slice(&demo.stdout).unwrap()
+}
+
+/// Runs the walkthrough's shell blocks against `base_url` with `demo`'s keys, and compares each
+/// answer with the README's.
+fn walk_through(base_url: &str, demo: &Value) {
+    let blocks = walkthrough_blocks();
+    let script: Vec<&str> = blocks
+        .iter()
+        .filter(|(language, _)| language == "sh")
+        .map(|(_, text)| text.as_str())
+        .collect();
+    let expected: Vec<String> = blocks
+        .iter()
+        .filter(|(language, _)| language == "json")
+        .map(|(_, text)| normalize(text))
+        .collect();
+    assert!(
+        script.len() > 10 && expected.len() > 10,
+        "walkthrough found"
+    );
     // The layout `make dev` leaves: .tools/demo.env in the working directory.
     let dir = std::env::temp_dir().join(format!("readme-{}", random_hex(4)));
     std::fs::create_dir_all(dir.join(".tools")).unwrap();
     std::fs::write(
         dir.join(".tools/demo.env"),
         format!(
-            "BASE_URL=http://127.0.0.1:{port}\nADMIN_KEY={}\nUSER_KEY={}\n",
+            "BASE_URL={base_url}\nADMIN_KEY={}\nUSER_KEY={}\n",
             demo["admin_key"].as_str().unwrap(),
             demo["user_key"].as_str().unwrap()
         ),
