@@ -29,8 +29,11 @@ engine_up() { docker info >/dev/null 2>&1; }
 debian_root() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -f /etc/debian_version ]; }
 
 apt_install() {
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
-    || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+  local log="$run/apt.log"
+  echo "installing $* (apt-get)" >&2
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"; }
+  } >"$log" 2>&1 || { cat "$log" >&2; return 1; }
 }
 
 # arm64 containers on another host: qemu-user-static's binfmt handler (its F flag lets
