@@ -42,13 +42,7 @@ cargo build --quiet -p tokenctl
 tokenctl=target/debug/tokenctl
 $tokenctl init
 demo=$($tokenctl seed-demo --json)
-python3 - "$demo" "$port" >.tools/demo.env <<'PY'
-import json, sys
-demo = json.loads(sys.argv[1])
-print(f"BASE_URL=http://127.0.0.1:{sys.argv[2]}")
-print(f"ADMIN_KEY={demo['admin_key']}")
-print(f"USER_KEY={demo['user_key']}")
-PY
+python3 scripts/demo_env.py "$demo" "http://127.0.0.1:$port" >.tools/demo.env
 cat <<INFO
 
 Demo directory:

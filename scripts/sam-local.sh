@@ -130,13 +130,7 @@ for _ in $(seq 1 600); do
 done
 stage "sam local start-api listening on $base_url"
 if [ "$mode" = api ]; then
-  python3 - "$demo" "$base_url" >.tools/demo.env <<'PY'
-import json, sys
-demo = json.loads(sys.argv[1])
-print(f"BASE_URL={sys.argv[2]}")
-print(f"ADMIN_KEY={demo['admin_key']}")
-print(f"USER_KEY={demo['user_key']}")
-PY
+  python3 scripts/demo_env.py "$demo" "$base_url" >.tools/demo.env
   cat <<INFO
 
 Every route through sam local start-api on $base_url (each function the arm64 bootstrap of
