@@ -37,9 +37,16 @@ apt_install() {
 }
 
 # arm64 containers on another host: qemu-user-static's binfmt handler (its F flag lets
-# containers use it).
-enable_emulation() {
+# containers use it), installed on Debian as root; elsewhere, say what is missing.
+ensure_emulation() {
   [ "$arch" = arm64 ] && [ "$(uname -m)" != aarch64 ] || return 0
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] && return 0
+  if ! debian_root; then
+    echo "arm64 containers need qemu-user-static's binfmt handler on this host (or LAMBDA_ARCH=x86_64)" >&2
+    exit 1
+  fi
+  command -v update-binfmts >/dev/null && [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] \
+    || apt_install qemu-user-static binfmt-support
   [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
   [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
 }
@@ -47,15 +54,7 @@ enable_emulation() {
 start() {
   mkdir -p "$run"
   if engine_up; then
-    if [ "$arch" = arm64 ] && [ "$(uname -m)" != aarch64 ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
-      if debian_root; then
-        command -v update-binfmts >/dev/null || apt_install qemu-user-static binfmt-support
-        enable_emulation
-      else
-        echo "arm64 containers need qemu-user-static's binfmt handler on this host (or LAMBDA_ARCH=x86_64)" >&2
-        exit 1
-      fi
-    fi
+    ensure_emulation
     return 0
   fi
   if ! debian_root; then
@@ -66,11 +65,7 @@ EOF
     exit 1
   fi
   command -v dockerd >/dev/null || apt_install docker.io
-  if [ "$arch" = arm64 ] && [ "$(uname -m)" != aarch64 ]; then
-    command -v update-binfmts >/dev/null && [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] \
-      || apt_install qemu-user-static binfmt-support
-    enable_emulation
-  fi
+  ensure_emulation
   # Without the userland proxy a published port answers only once the container listens, which
   # SAM relies on.
   dockerd --userland-proxy=false >"$run/dockerd.log" 2>&1 &
@@ -98,10 +93,11 @@ image() {
     dpkg --add-architecture "$deb_arch"
     apt-get update -qq >/dev/null
   fi
-  (cd "$work" && chmod 777 . && apt-get download -qq \
-      "libc6:$deb_arch" "libgcc-s1:$deb_arch" "busybox-static:$deb_arch" ca-certificates >/dev/null) \
-    || { apt-get update -qq >/dev/null && (cd "$work" && apt-get download -qq \
-      "libc6:$deb_arch" "libgcc-s1:$deb_arch" "busybox-static:$deb_arch" ca-certificates >/dev/null); }
+  download() {
+    (cd "$work" && chmod 777 . && apt-get download -qq \
+      "libc6:$deb_arch" "libgcc-s1:$deb_arch" "busybox-static:$deb_arch" ca-certificates >/dev/null)
+  }
+  download || { apt-get update -qq >/dev/null && download; }
   mkdir -p "$work/rootfs"
   for deb in "$work"/*.deb; do dpkg -x "$deb" "$work/rootfs"; done
   (
@@ -123,8 +119,7 @@ image() {
 stop() {
   if engine_up; then
     # SAM names its invoke images after the base image: remove every container of ours.
-    local containers
-    containers=$(docker ps -aq --filter "ancestor=tokens-lambda-base" 2>/dev/null || true)
+    local containers=
     for repo in $(docker images --format '{{.Repository}}:{{.Tag}}' | grep '^tokens-lambda-base:' || true); do
       containers="$containers $(docker ps -aq --filter "ancestor=$repo" || true)"
     done

@@ -81,7 +81,7 @@ pub fn route_request<R: Copy>(
     let params = matched
         .pattern
         .split('/')
-        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .filter_map(path_parameter)
         .map(|name| {
             parameters
                 .and_then(|p| p.first(name))
@@ -100,12 +100,18 @@ pub fn serves<R: Copy>(routes: &[Route<R>], path: &str) -> bool {
         .any(|r| match_suffix(r.pattern, &segments).is_some())
 }
 
+/// The name of a route pattern's path-parameter segment (`{id}` -> `id`, `{proxy+}` ->
+/// `proxy+`); `None` for a literal segment.
+pub fn path_parameter(segment: &str) -> Option<&str> {
+    segment.strip_prefix('{')?.strip_suffix('}')
+}
+
 fn match_suffix(pattern: &str, segments: &[&str]) -> Option<(Vec<String>, String)> {
     let wanted: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
     let tail = segments.get(segments.len().checked_sub(wanted.len())?..)?;
     let mut params = Vec::new();
     for (want, have) in wanted.iter().zip(tail) {
-        if want.starts_with('{') && want.ends_with('}') {
+        if path_parameter(want).is_some() {
             params.push(percent_decode(have));
         } else if want != have {
             return None;

@@ -14,14 +14,9 @@ use crate::mint::mint_plaintext;
 use crate::service::Service;
 use crate::store::schema::create_table;
 use crate::store::{now_ms, DynamoStore, NewUser, Owner, Platform, Store, User};
-use crate::token::{fill_random, TokenKind};
+use crate::token::TokenKind;
 
-/// A random lowercase hex string of `bytes` bytes.
-pub fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    fill_random(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::token::random_hex;
 
 /// A fresh table on the DynamoDB Local that `make test` started, wrapped in a [`Service`] whose
 /// per-user caps (tokens and customer tokens) are both `max_tokens_per_user`.

@@ -406,6 +406,13 @@ fn hash_token(text: &str) -> TokenHash {
     TokenHash(Sha256::digest(text.as_bytes()).into())
 }
 
+/// `bytes` bytes from the OS CSPRNG as lowercase hex (idempotency tokens, unique names).
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    fill_random(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Fills `buf` from the operating system's CSPRNG.
 pub fn fill_random(buf: &mut [u8]) {
     // A machine whose kernel cannot provide randomness must not mint tokens at all.

@@ -234,18 +234,11 @@ async fn revoke(
     let id = PublicTokenId::parse(id)
         .filter(|id| id.user_id == caller.user_id)
         .ok_or(ApiError::NotFound(not_found))?;
-    if !caller.abilities.is_full() {
-        let target = service
-            .store
-            .get_token(caller.user_id, family, id.token_id)
-            .await?;
-        if !target.is_some_and(|t| caller.may_manage(&t.abilities)) {
-            return Err(ApiError::NotFound(not_found));
-        }
-    }
     let revoked = service
         .store
-        .revoke_token(caller.user_id, family, id.token_id, now)
+        .revoke_token_if(caller.user_id, family, id.token_id, now, &|token| {
+            caller.may_manage(&token.abilities)
+        })
         .await?;
     if revoked {
         Ok(())

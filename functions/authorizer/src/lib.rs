@@ -4,7 +4,7 @@
 //!   Allow policy for the calling method with the caller in the context, Deny for anything
 //!   invalid, expired, revoked or blocked;
 //! * `POST /api/v1/tokens/verify`: what a token is and whether it works;
-//! * `GET /api/user/me`: the example protected route_request, answering from the authorizer's context.
+//! * `GET /api/user/me`: the example protected route, answering from the authorizer's context.
 
 use std::collections::HashMap;
 
@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use shared::auth::{verify, Principal};
 use shared::domain::Role;
 use shared::error::{error_response, json_response, ApiError, ErrorStyle, FieldErrors};
-use shared::http::{bearer_token, header, json_object, route_request, timestamp_seconds, Route};
+use shared::http::{
+    bearer_token, header, json_object, path_parameter, route_request, timestamp_seconds, Route,
+};
 use shared::service::Service;
 use shared::store::now_ms;
 use shared::validate::present;
@@ -139,13 +141,7 @@ fn policy_resource(method_arn: &str, resource: Option<&str>) -> String {
     let template: Vec<&str> = resource
         .split('/')
         .filter(|segment| !segment.is_empty())
-        .map(|segment| {
-            if segment.starts_with('{') && segment.ends_with('}') {
-                "*"
-            } else {
-                segment
-            }
-        })
+        .map(|segment| path_parameter(segment).map_or(segment, |_| "*"))
         .collect();
     format!("{api}/{stage}/{method}/{}", template.join("/"))
 }

@@ -13,7 +13,7 @@ use shared::error::{error_response, json_response, ApiError, ErrorStyle};
 use shared::http::{bearer_token, header, json_object, route_request, Route};
 use shared::mint::{mint, MintRequest};
 use shared::service::Service;
-use shared::store::{now_ms, Owner, StoreError};
+use shared::store::{now_ms, Owner, StoreError, TokenRecord};
 use shared::token::{PublicTokenId, TokenFamily, TokenKind};
 
 /// What a route does.
@@ -85,14 +85,11 @@ async fn revoke_token(
         )
     };
     let id = PublicTokenId::parse(id).ok_or_else(not_found)?;
-    let store = service.store.as_ref();
-    store
-        .get_user(id.user_id)
-        .await?
-        .filter(|owner| owner.platform_id == caller.platform_id)
-        .ok_or_else(not_found)?;
-    if !store
-        .revoke_token(id.user_id, TokenFamily::Customer, id.token_id, now)
+    // Another platform's token is answered as an unknown one.
+    let ours = |token: &TokenRecord| token.platform_id == caller.platform_id;
+    if !service
+        .store
+        .revoke_token_if(id.user_id, TokenFamily::Customer, id.token_id, now, &ours)
         .await?
     {
         return Err(not_found());

@@ -22,7 +22,7 @@ use super::schema::TTL_ATTRIBUTE;
 use super::{NewToken, NewUser, Owner, Platform, Store, StoreError, TokenRecord, TokenState, User};
 use crate::deadline;
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
-use crate::token::{fill_random, CapCounter, TokenFamily, TokenId};
+use crate::token::{fill_random, random_hex, CapCounter, TokenFamily, TokenId};
 
 /// How often a transaction that lost a race with another one on the same item is tried again.
 const TRANSACTION_ATTEMPTS: u32 = 10;
@@ -88,9 +88,7 @@ const CREATION: &str = "creation";
 
 /// A new idempotency token for one logical transaction (DynamoDB keeps it for 10 minutes).
 fn client_request_token() -> String {
-    let mut bytes = [0u8; 16];
-    fill_random(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    random_hex(16)
 }
 
 /// The store over one DynamoDB table.
@@ -385,7 +383,8 @@ impl DynamoStore {
         now_ms: u64,
     ) -> Result<u32, StoreError> {
         let now_s = now_ms / 1000;
-        let expired_and_held = "attribute_not_exists(revoked_at) AND valid_until <= :now";
+        // Revoked tokens have left the range already; what is left expired still holds a slot.
+        let expired_and_held = "valid_until <= :now";
         let mut released = 0;
         for family in counter.families() {
             let filter = (
@@ -502,8 +501,8 @@ impl DynamoStore {
             .build()
             .map_err(unavailable)?;
         let mut items = Vec::with_capacity(keys.len());
-        let mut backoff_ms = 5u64;
-        loop {
+        let mut backoff = Backoff::default();
+        for _ in 1..TRANSACTION_ATTEMPTS {
             let output = self
                 .client
                 .batch_get_item()
@@ -522,12 +521,18 @@ impl DynamoStore {
                 Some(rest) if !rest.keys.is_empty() => pending = rest,
                 _ => return Ok(items),
             }
-            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-            backoff_ms = (backoff_ms * 2).min(200);
+            if !deadline::allows(ATTEMPT_TIME) {
+                break;
+            }
+            backoff.wait().await;
         }
+        Err(StoreError::Unavailable(
+            "DynamoDB kept leaving keys of a BatchGetItem unprocessed".into(),
+        ))
     }
 
-    /// The live permanent-token record of `generation`, if its hash is `hash`.
+    /// Whether `record` is live and holds the hash of `new`, the key the current server key
+    /// derives for its generation.
     fn permanent_works(record: Option<&TokenRecord>, new: &NewToken, now_ms: u64) -> bool {
         record.is_some_and(|r| {
             r.hash.matches(&new.parsed.hash) && r.state(now_ms) == TokenState::Live
@@ -796,24 +801,25 @@ impl Store for DynamoStore {
         Ok(live)
     }
 
-    async fn revoke_token(
+    async fn revoke_token_if(
         &self,
         user: UserId,
         family: TokenFamily,
         id: TokenId,
         now_ms: u64,
+        allowed: &(dyn for<'r> Fn(&'r TokenRecord) -> bool + Sync),
     ) -> Result<bool, StoreError> {
         let revoked_by_this_call = || async {
             Ok::<_, StoreError>(
                 self.get_retired(user, family, id)
                     .await?
-                    .is_some_and(|r| r.revoked_at_ms == Some(now_ms)),
+                    .is_some_and(|r| r.revoked_at_ms == Some(now_ms) && allowed(&r)),
             )
         };
         let live = self
             .get_token(user, family, id)
             .await?
-            .filter(|record| record.state(now_ms) == TokenState::Live);
+            .filter(|record| record.state(now_ms) == TokenState::Live && allowed(record));
         let Some(record) = live else {
             // Gone already: by this very call when an attempt committed and its answer was lost.
             return revoked_by_this_call().await;

@@ -269,6 +269,21 @@ pub trait Store: Send + Sync {
         family: TokenFamily,
         id: TokenId,
         now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.revoke_token_if(user, family, id, now_ms, &|_| true)
+            .await
+    }
+
+    /// [`Store::revoke_token`], only if the live record is one `allowed` accepts (a caller's
+    /// right to it, read in the same pass as the revocation); `false` otherwise, as for an
+    /// unknown token.
+    async fn revoke_token_if(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        id: TokenId,
+        now_ms: u64,
+        allowed: &(dyn for<'r> Fn(&'r TokenRecord) -> bool + Sync),
     ) -> Result<bool, StoreError>;
 
     /// Records that a token authenticated at `now_ms`, unless its `last_used_at` is already

@@ -32,7 +32,7 @@ use shared::mint::mint_plaintext;
 use shared::service::Service;
 use shared::store::schema::create_table;
 use shared::store::{now_ms, DynamoStore, NewUser, Owner, Store, User};
-use shared::token::{fill_random, TokenKind};
+use shared::token::{random_hex, TokenKind};
 
 /// Counts every DynamoDB operation the client starts.
 #[derive(Clone, Debug, Default)]
@@ -128,15 +128,7 @@ async fn world() -> World {
         std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
         "AWS_ENDPOINT_URL_DYNAMODB is not set: run `make bench`"
     );
-    let mut suffix = [0u8; 4];
-    fill_random(&mut suffix);
-    let table = format!(
-        "bench-{}",
-        suffix
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let table = format!("bench-{}", random_hex(4));
     let plain = dynamodb_client().await;
     create_table(&plain, &table)
         .await

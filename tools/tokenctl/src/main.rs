@@ -273,12 +273,7 @@ async fn run(command: Command) -> Result<Value, CliError> {
                     "{id:?} is not a token id (USER-HEX, as `token mint` prints)"
                 ))
             })?;
-            for family in [
-                TokenFamily::ApiKeys,
-                TokenFamily::Personal,
-                TokenFamily::Customer,
-                TokenFamily::Permanent,
-            ] {
+            for family in TokenFamily::ALL {
                 if store
                     .revoke_token(id.user_id, family, id.token_id, now)
                     .await?
