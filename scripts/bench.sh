@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: release builds of every function, the bench harness and its baseline, then the
 # figures (handlers vs raw DynamoDB operations, cold starts) against a DynamoDB Local started here.
+# `scripts/bench.sh coldstart` prints only the cold starts, which need no database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,10 @@ export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-local}
 
 cargo build --release --locked --bins \
   -p bench -p admin-token -p customer-token -p api-keys -p get-user-token -p authorizer
+
+if [ "${1:-}" = coldstart ]; then
+  exec env BENCH_BIN_DIR=target/release target/release/bench coldstart
+fi
 
 if [ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]; then
   trap 'scripts/dynamodb-local.sh stop bench' EXIT

@@ -10,6 +10,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 
 use crate::token::{CapCounter, PermanentKey, TokenFamily};
+use crate::trust::TrustRoots;
 
 /// Default for `MAX_TOKENS_PER_USER`.
 pub const DEFAULT_MAX_TOKENS_PER_USER: u32 = 100;
@@ -31,6 +32,8 @@ pub enum ConfigError {
         PermanentKey::MIN_LEN
     )]
     ShortPermanentKey,
+    #[error("TLS_TRUST_ROOTS must be `amazon` (the default) or `system`, got {0:?}")]
+    BadTrustRoots(String),
 }
 
 /// Settings every function shares.
@@ -39,13 +42,15 @@ pub struct Config {
     pub table_name: String,
     pub max_tokens_per_user: u32,
     pub max_customer_tokens_per_user: u32,
+    /// The roots the DynamoDB client trusts (`TLS_TRUST_ROOTS`).
+    pub trust_roots: TrustRoots,
     /// Only the functions that derive permanent tokens need it; see [`Config::permanent_key`].
     permanent_key: Option<PermanentKey>,
 }
 
 impl Config {
-    /// Reads `TABLE_NAME`, `MAX_TOKENS_PER_USER`, `MAX_CUSTOMER_TOKENS_PER_USER` and (when
-    /// present) `PERMANENT_TOKEN_KEY`.
+    /// Reads `TABLE_NAME`, `MAX_TOKENS_PER_USER`, `MAX_CUSTOMER_TOKENS_PER_USER`,
+    /// `TLS_TRUST_ROOTS` and (when present) `PERMANENT_TOKEN_KEY`.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|name| std::env::var(name).ok())
     }
@@ -70,6 +75,7 @@ impl Config {
             "MAX_CUSTOMER_TOKENS_PER_USER",
             DEFAULT_MAX_CUSTOMER_TOKENS_PER_USER,
         )?;
+        let trust_roots = TrustRoots::parse(lookup(TrustRoots::VARIABLE).as_deref())?;
         let permanent_key = match lookup("PERMANENT_TOKEN_KEY") {
             None => None,
             Some(key) => {
@@ -80,6 +86,7 @@ impl Config {
             table_name,
             max_tokens_per_user,
             max_customer_tokens_per_user,
+            trust_roots,
             permanent_key,
         })
     }
@@ -101,16 +108,21 @@ impl Config {
     }
 }
 
-/// Builds the DynamoDB client once per cold start, with deliberate timeouts and retries so an
-/// outage answers 503 within a few seconds instead of hanging until the Lambda times out.
-pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
-    dynamodb_client_at(None).await
+/// Builds the DynamoDB client once per cold start, trusting `roots`, with deliberate timeouts
+/// and retries so an outage answers 503 within a few seconds instead of hanging until the Lambda
+/// times out.
+pub async fn dynamodb_client(roots: TrustRoots) -> aws_sdk_dynamodb::Client {
+    dynamodb_client_at(roots, None).await
 }
 
 /// [`dynamodb_client`] with an explicit endpoint instead of `AWS_ENDPOINT_URL_DYNAMODB`, for
-/// tests that run a DynamoDB Local of their own (to stop and restart it).
-pub async fn dynamodb_client_at(endpoint: Option<&str>) -> aws_sdk_dynamodb::Client {
+/// tests that run a server of their own (a DynamoDB Local to stop and restart, a TLS server).
+pub async fn dynamodb_client_at(
+    roots: TrustRoots,
+    endpoint: Option<&str>,
+) -> aws_sdk_dynamodb::Client {
     let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(roots.http_client())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .timeout_config(
             TimeoutConfig::builder()

@@ -14,4 +14,5 @@ pub mod store;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod token;
+pub mod trust;
 pub mod validate;

@@ -24,7 +24,10 @@ impl Service {
     /// here, at cold start, and never later in a request.
     pub async fn from_env() -> Result<Service, lambda_http::Error> {
         let config = Config::from_env()?;
-        let store = DynamoStore::new(dynamodb_client().await, config.table_name.clone());
+        let store = DynamoStore::new(
+            dynamodb_client(config.trust_roots).await,
+            config.table_name.clone(),
+        );
         Ok(Service {
             store: Arc::new(store),
             config,

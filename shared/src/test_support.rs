@@ -15,6 +15,7 @@ use crate::service::Service;
 use crate::store::schema::create_table;
 use crate::store::{now_ms, DynamoStore, NewUser, Owner, Platform, Store, User};
 use crate::token::TokenKind;
+use crate::trust::TrustRoots;
 
 pub use crate::token::random_hex;
 
@@ -26,7 +27,7 @@ pub async fn service_with(max_tokens_per_user: u32) -> (Service, DynamoStore) {
         "AWS_ENDPOINT_URL_DYNAMODB is not set: run the tests with `make test`, which starts DynamoDB Local"
     );
     let table = format!("test-{}", random_hex(8));
-    let client = dynamodb_client().await;
+    let client = dynamodb_client(TrustRoots::default()).await;
     create_table(&client, &table)
         .await
         .expect("create a table on DynamoDB Local");
@@ -302,7 +303,8 @@ pub async fn ttl_sweep(store: &DynamoStore, now_ms: u64) -> usize {
 /// A service whose DynamoDB endpoint refuses connections (nothing listens on port 9): any
 /// database call fails, as in an outage.
 pub async fn unreachable_service() -> Service {
-    let client = crate::config::dynamodb_client_at(Some("http://127.0.0.1:9")).await;
+    let client =
+        crate::config::dynamodb_client_at(TrustRoots::default(), Some("http://127.0.0.1:9")).await;
     Service {
         store: Arc::new(DynamoStore::new(client, "unreachable")),
         config: Config::from_lookup(|name| (name == "TABLE_NAME").then(|| "unreachable".into()))

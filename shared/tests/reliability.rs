@@ -17,6 +17,7 @@ use shared::test_support::{
     add_user, new_user, service, service_intercepted, service_with, tenant, token_for, ttl_sweep,
 };
 use shared::token::{TokenFamily, TokenKind};
+use shared::trust::TrustRoots;
 
 /// The client's attempts per call (`config::dynamodb_client`): losing every answer makes the
 /// SDK give up with a timeout although the write landed.
@@ -354,7 +355,7 @@ async fn a_table_that_never_answers_fails_before_the_deadline() {
     // Accepts connections and never answers.
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", black_hole.local_addr().unwrap());
-    let client = shared::config::dynamodb_client_at(Some(&endpoint)).await;
+    let client = shared::config::dynamodb_client_at(TrustRoots::default(), Some(&endpoint)).await;
     let slow = DynamoStore::new(client, "slow");
     let (_, store) = service().await;
     let t = tenant(&store).await;

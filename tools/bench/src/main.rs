@@ -7,7 +7,7 @@
 //!    exec to the first `next` and to the first response, and peak RSS, next to a bare
 //!    lambda_http binary that only builds a DynamoDB client.
 //!
-//! Prints figures; asserts nothing.
+//! Prints figures; asserts nothing. `bench coldstart` prints only the cold starts (no database).
 
 mod coldstart;
 mod raw;
@@ -33,6 +33,7 @@ use shared::service::Service;
 use shared::store::schema::create_table;
 use shared::store::{now_ms, DynamoStore, NewUser, Owner, Store, User};
 use shared::token::{random_hex, TokenKind};
+use shared::trust::TrustRoots;
 
 /// Counts every DynamoDB operation the client starts.
 #[derive(Clone, Debug, Default)]
@@ -129,7 +130,7 @@ async fn world() -> World {
         "AWS_ENDPOINT_URL_DYNAMODB is not set: run `make bench`"
     );
     let table = format!("bench-{}", random_hex(4));
-    let plain = dynamodb_client().await;
+    let plain = dynamodb_client(TrustRoots::default()).await;
     create_table(&plain, &table)
         .await
         .expect("create the bench table");
@@ -423,6 +424,10 @@ fn scenarios(w: &Arc<World>, ids: Arc<Vec<String>>) -> Vec<Scenario> {
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("coldstart") {
+        coldstart::report().await;
+        return;
+    }
     let requests: usize = std::env::var("BENCH_REQUESTS")
         .ok()
         .and_then(|n| n.parse().ok())

@@ -186,7 +186,7 @@ async fn run(command: Command) -> Result<Value, CliError> {
     let now = now_ms();
     match command {
         Command::Init => {
-            let client = shared::config::dynamodb_client().await;
+            let client = shared::config::dynamodb_client(service.config.trust_roots).await;
             let outcome = create_table(&client, &service.config.table_name).await?;
             Ok(json!({
                 "table": service.config.table_name,

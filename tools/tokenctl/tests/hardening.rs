@@ -23,6 +23,7 @@ use shared::test_support::{
     add_user, new_user, request, service, service_with, tenant, token_for, Tenant,
 };
 use shared::token::{self, TokenFamily, TokenKind};
+use shared::trust::TrustRoots;
 use tokenctl::serve::dispatch;
 
 /// The load tests (200 concurrent requests, a second DynamoDB Local starting and stopping) take
@@ -222,7 +223,10 @@ async fn sam_world() -> World {
         .next()
         .and_then(|p| p.trim_end_matches('/').parse().ok())
         .expect("SAM_API_URL is http://127.0.0.1:PORT");
-    let store = DynamoStore::new(shared::config::dynamodb_client().await, table);
+    let store = DynamoStore::new(
+        shared::config::dynamodb_client(TrustRoots::default()).await,
+        table,
+    );
     world_on(Target::SamLocal { port }, store).await
 }
 
@@ -1294,7 +1298,7 @@ async fn an_outage_answers_503_json_on_every_route_and_the_same_process_recovers
     std::fs::create_dir_all(&dir).unwrap();
     let mut dynamodb = OwnDynamoDb::start(port, &dir);
     let endpoint = format!("http://127.0.0.1:{}", dynamodb.port);
-    let client = shared::config::dynamodb_client_at(Some(&endpoint)).await;
+    let client = shared::config::dynamodb_client_at(TrustRoots::default(), Some(&endpoint)).await;
     shared::store::schema::create_table(&client, "outage")
         .await
         .unwrap();

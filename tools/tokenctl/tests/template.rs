@@ -9,6 +9,7 @@ use serde_yaml::Value;
 
 use shared::store::schema::{create_table, KEY_ATTRIBUTES, TTL_ATTRIBUTE};
 use shared::test_support::random_hex;
+use shared::trust::TrustRoots;
 
 fn template() -> Value {
     serde_yaml::from_str(include_str!("../../../template.yaml")).expect("template.yaml parses")
@@ -224,7 +225,7 @@ async fn tokenctl_init_creates_the_table_template_yaml_declares() {
         std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
         "run with `make test`"
     );
-    let client = shared::config::dynamodb_client().await;
+    let client = shared::config::dynamodb_client(TrustRoots::default()).await;
     let name = format!("template-{}", random_hex(6));
     create_table(&client, &name).await.unwrap();
     let described = client
