@@ -1,12 +1,11 @@
 //! The DynamoDB client's roots of trust (`shared::trust`): exactly the Amazon Trust Services
 //! roots are compiled in, a server whose certificate chains to any other root is refused, and
 //! `TLS_TRUST_ROOTS=system` trusts the system's roots instead (here a CA this test generates,
-//! named by `SSL_CERT_FILE`).
+//! named by `SSL_CERT_FILE`); requests are signed with the credentials of the environment.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -73,9 +72,9 @@ fn test_pki() -> TestPki {
     }
 }
 
-/// A TLS server on loopback that answers every request as DynamoDB's ListTables would; counts
-/// the requests that got through the handshake.
-async fn tls_server(pki: &TestPki) -> (SocketAddr, Arc<AtomicUsize>) {
+/// A TLS server on loopback that answers every request as DynamoDB's ListTables would; keeps
+/// the `authorization` header of each request that got through the handshake.
+async fn tls_server(pki: &TestPki) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -87,7 +86,7 @@ async fn tls_server(pki: &TestPki) -> (SocketAddr, Arc<AtomicUsize>) {
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let requests = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(Mutex::new(Vec::new()));
     let counted = requests.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -96,8 +95,14 @@ async fn tls_server(pki: &TestPki) -> (SocketAddr, Arc<AtomicUsize>) {
                 let Ok(stream) = acceptor.accept(stream).await else {
                     return;
                 };
-                let service = service_fn(move |_: hyper::Request<Incoming>| {
-                    counted.fetch_add(1, Ordering::SeqCst);
+                let service = service_fn(move |request: hyper::Request<Incoming>| {
+                    let authorization = request.headers().get("authorization");
+                    counted.lock().unwrap().push(
+                        authorization
+                            .and_then(|value| value.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
                     async {
                         Ok::<_, Infallible>(
                             hyper::Response::builder()
@@ -126,7 +131,7 @@ fn only_the_opt_in_setting_trusts_a_root_outside_amazon_trust_services() {
     std::env::set_var("SSL_CERT_FILE", &bundle);
     std::env::remove_var("SSL_CERT_DIR");
     std::env::set_var("AWS_REGION", "us-east-1");
-    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDTRUSTTEST");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -155,7 +160,10 @@ fn only_the_opt_in_setting_trusts_a_root_outside_amazon_trust_services() {
             described.contains("DispatchFailure") && described.contains("UnknownIssuer"),
             "{described}"
         );
-        assert_eq!(requests.load(Ordering::SeqCst), 0, "no request got through");
+        assert!(
+            requests.lock().unwrap().is_empty(),
+            "no request got through"
+        );
 
         // The opt-in: the system's roots, which here are the test's root.
         let roots = config(Some("system")).trust_roots;
@@ -167,7 +175,13 @@ fn only_the_opt_in_setting_trusts_a_root_outside_amazon_trust_services() {
             .await
             .expect("the system's roots trust the test's root");
         assert!(tables.table_names().is_empty());
-        assert_eq!(requests.load(Ordering::SeqCst), 1);
+        // One request, signed with the credentials the environment gives (as Lambda does).
+        let requests = requests.lock().unwrap();
+        assert_eq!(requests.len(), 1);
+        assert!(
+            requests[0].starts_with("AWS4-HMAC-SHA256 Credential=AKIDTRUSTTEST/"),
+            "{requests:?}"
+        );
     });
     std::fs::remove_file(&bundle).unwrap();
 }

@@ -1,7 +1,9 @@
 use lambda_http::lambda_runtime::{self, service_fn, LambdaEvent};
 use serde_json::Value;
 
-#[tokio::main]
+// Lambda sends an environment one invocation at a time: one thread serves it, and a worker
+// pool would only cost start-up (docs/PERFORMANCE.md, "Where the init time goes").
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::service::init_tracing();
     let service: &'static shared::service::Service =

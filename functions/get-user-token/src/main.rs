@@ -1,4 +1,6 @@
-#[tokio::main]
+// Lambda sends an environment one invocation at a time: one thread serves it, and a worker
+// pool would only cost start-up (docs/PERFORMANCE.md, "Where the init time goes").
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::service::run_function(get_user_token::handle, get_user_token::check_config).await
 }

@@ -1,6 +1,7 @@
 //! Cold starts: each release binary started against a minimal Lambda runtime API on loopback,
 //! timed from exec to its first `next` (init) and to its first response, with its peak RSS,
-//! next to `baseline` (a bare lambda_http binary that builds a DynamoDB client).
+//! next to `baseline`, the floor (a bare lambda_http binary that builds a DynamoDB client as a
+//! typical Rust Lambda does: system roots, default credentials chain).
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -23,7 +24,7 @@ const FUNCTIONS: [&str; 5] = [
     "get-user-token",
     "authorizer",
 ];
-const RUNS: usize = 7;
+const RUNS: usize = 15;
 
 /// When the runtime API saw the first `next` and the first response.
 #[derive(Default)]
@@ -107,6 +108,12 @@ async fn cold_start(binary: &PathBuf, event: &Value) -> Result<(Duration, Durati
         .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        // What Lambda always sets, so no figure depends on the caller's environment (without a
+        // region the SDK would ask the instance metadata endpoint).
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("AWS_SESSION_TOKEN", "bench")
         .env("TABLE_NAME", "bench-cold-start")
         .env(
             "PERMANENT_TOKEN_KEY",
@@ -183,42 +190,44 @@ pub async fn report() {
         .remove("Authorization");
 
     println!(
-        "Cold start ({RUNS} runs each, medians; exec -> first `next` is the init phase Lambda bills)"
+        "Cold start ({RUNS} interleaved runs each, medians; exec -> first `next` is the init phase Lambda bills)"
     );
     println!(
         "{:<16} {:>12} {:>15} {:>13} {:>10} {:>11}",
         "binary", "init ms", "1st response ms", "peak RSS MB", "file MB", "init ratio"
     );
-    let mut rows = Vec::new();
-    for name in FUNCTIONS.iter().chain(["baseline"].iter()) {
-        let binary = dir.join(name);
-        let mut inits = Vec::new();
-        let mut responses = Vec::new();
-        let mut rss = Vec::new();
-        for _ in 0..RUNS {
-            match cold_start(&binary, &event).await {
-                Ok((init, response, peak)) => {
-                    inits.push(init);
-                    responses.push(response);
-                    rss.push(peak);
-                }
+    // Rounds over every binary in turn, so a slower stretch of the machine weighs on all alike.
+    let names: Vec<&str> = FUNCTIONS.iter().copied().chain(["baseline"]).collect();
+    let mut samples: Vec<Option<Vec<(Duration, Duration, u64)>>> =
+        names.iter().map(|_| Some(Vec::new())).collect();
+    for _ in 0..RUNS {
+        for (name, runs) in names.iter().zip(samples.iter_mut()) {
+            let Some(done) = runs else { continue };
+            match cold_start(&dir.join(name), &event).await {
+                Ok(sample) => done.push(sample),
                 Err(error) => {
                     println!("{name:<16} failed: {error}");
-                    break;
+                    *runs = None;
                 }
             }
         }
-        if inits.len() == RUNS {
-            rss.sort();
-            rows.push((
-                name.to_string(),
-                median(inits),
-                median(responses),
-                rss[RUNS / 2],
-                file_size(&binary),
-            ));
-        }
     }
+    let rows: Vec<_> = names
+        .iter()
+        .zip(samples)
+        .filter_map(|(name, runs)| {
+            let runs = runs?;
+            let mut rss: Vec<u64> = runs.iter().map(|r| r.2).collect();
+            rss.sort();
+            Some((
+                name.to_string(),
+                median(runs.iter().map(|r| r.0).collect()),
+                median(runs.iter().map(|r| r.1).collect()),
+                rss[RUNS / 2],
+                file_size(&dir.join(name)),
+            ))
+        })
+        .collect();
     let baseline = rows
         .iter()
         .find(|r| r.0 == "baseline")

@@ -4,8 +4,8 @@
 //!    next to the raw DynamoDB operations that route must make, with the same client, and the
 //!    DynamoDB calls each request made (counted by an SDK interceptor);
 //! 2. cold starts: each function's release binary against a minimal Lambda runtime API, from
-//!    exec to the first `next` and to the first response, and peak RSS, next to a bare
-//!    lambda_http binary that only builds a DynamoDB client.
+//!    exec to the first `next` and to the first response, and peak RSS, next to the floor: a
+//!    bare lambda_http binary that builds a DynamoDB client as a typical Rust Lambda does.
 //!
 //! Prints figures; asserts nothing. `bench coldstart` prints only the cold starts (no database).
 
