@@ -137,24 +137,26 @@ fn only_the_opt_in_setting_trusts_a_root_outside_amazon_trust_services() {
     runtime.block_on(async {
         let (address, requests) = tls_server(&pki).await;
         let endpoint = format!("https://localhost:{}", address.port());
-        let config = |roots: Option<&str>| {
-            Config::from_lookup(|name| match name {
-                "TABLE_NAME" => Some("t".to_string()),
-                "TLS_TRUST_ROOTS" => roots.map(str::to_string),
-                _ => None,
-            })
-            .unwrap()
+        // The roots a deployment with this `TLS_TRUST_ROOTS` trusts, and a ListTables through them.
+        let list_tables = |setting: Option<&'static str>| {
+            let endpoint = endpoint.clone();
+            async move {
+                let roots = Config::from_lookup(|name| match name {
+                    "TABLE_NAME" => Some("t".to_string()),
+                    "TLS_TRUST_ROOTS" => setting.map(str::to_string),
+                    _ => None,
+                })
+                .unwrap()
+                .trust_roots;
+                let client = dynamodb_client_at(roots, Some(&endpoint)).await;
+                (roots, client.list_tables().send().await)
+            }
         };
 
         // The default: the compiled-in roots, so the test's root is unknown.
-        let roots = config(None).trust_roots;
+        let (roots, answer) = list_tables(None).await;
         assert_eq!(roots, TrustRoots::AmazonTrustServices);
-        let client = dynamodb_client_at(roots, Some(&endpoint)).await;
-        let error = client
-            .list_tables()
-            .send()
-            .await
-            .expect_err("a certificate of another root is refused");
+        let error = answer.expect_err("a certificate of another root is refused");
         let described = format!("{error:?}");
         assert!(
             described.contains("DispatchFailure") && described.contains("UnknownIssuer"),
@@ -166,14 +168,9 @@ fn only_the_opt_in_setting_trusts_a_root_outside_amazon_trust_services() {
         );
 
         // The opt-in: the system's roots, which here are the test's root.
-        let roots = config(Some("system")).trust_roots;
+        let (roots, answer) = list_tables(Some("system")).await;
         assert_eq!(roots, TrustRoots::System);
-        let client = dynamodb_client_at(roots, Some(&endpoint)).await;
-        let tables = client
-            .list_tables()
-            .send()
-            .await
-            .expect("the system's roots trust the test's root");
+        let tables = answer.expect("the system's roots trust the test's root");
         assert!(tables.table_names().is_empty());
         // One request, signed with the credentials the environment gives (as Lambda does).
         let requests = requests.lock().unwrap();
