@@ -41,16 +41,11 @@ impl TrustRoots {
         }
     }
 
-    /// [`TrustRoots::parse`] of the process environment, for tools that read no [`crate::config::Config`].
-    pub fn from_env() -> Result<TrustRoots, ConfigError> {
-        TrustRoots::parse(std::env::var(TrustRoots::VARIABLE).ok().as_deref())
-    }
-
     fn store(self) -> TrustStore {
         match self {
-            TrustRoots::AmazonTrustServices => TrustStore::empty()
-                .with_native_roots(false)
-                .with_pem_certificate(AMAZON_TRUST_SERVICES_PEM),
+            TrustRoots::AmazonTrustServices => {
+                TrustStore::empty().with_pem_certificate(AMAZON_TRUST_SERVICES_PEM)
+            }
             TrustRoots::System => TrustStore::default(),
         }
     }

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use shared::config::{dynamodb_client_at, Config};
+use shared::token::hex;
 use shared::trust::{TrustRoots, AMAZON_TRUST_SERVICES_PEM};
 
 /// SHA-256 of Amazon Root CA 1, 2, 3, 4 and Starfield Services Root Certificate Authority - G2,
@@ -33,10 +34,6 @@ const AMAZON_TRUST_SERVICES_FINGERPRINTS: [&str; 5] = [
     "e35d28419ed02025cfa69038cd623962458da5c695fbdea3c22b0bfb25897092",
     "568d6905a2c88708a4b3025190edcfedb1974a606a13c6e5290fcb2ae63edab5",
 ];
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 #[test]
 fn the_compiled_store_holds_exactly_the_amazon_trust_services_roots() {
