@@ -1,8 +1,7 @@
 //! The one error type of every route, and how each route family renders it.
 
-use lambda_http::http::{header, StatusCode};
-use lambda_http::{Body, Response};
-use serde_json::{json, Map, Value};
+use lambda_http::http::StatusCode;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::store::StoreError;
 
@@ -34,12 +33,12 @@ impl FieldErrors {
         self.0.is_empty()
     }
 
-    /// `Err(ApiError::Validation)` when any error was added.
-    pub fn into_result(self) -> Result<(), ApiError> {
+    /// `Err` when any error was added.
+    pub fn into_result(self) -> Result<(), FieldErrors> {
         if self.is_empty() {
             Ok(())
         } else {
-            Err(ApiError::Validation(self))
+            Err(self)
         }
     }
 
@@ -54,13 +53,25 @@ impl FieldErrors {
         }
     }
 
-    fn to_json(&self) -> Value {
-        let fields: Map<String, Value> = self
-            .0
-            .iter()
-            .map(|(field, messages)| (field.clone(), json!(messages)))
-            .collect();
-        Value::Object(fields)
+    /// Both sets of errors, `self`'s fields first.
+    pub fn merge(mut self, other: FieldErrors) -> FieldErrors {
+        for (field, messages) in other.0 {
+            for message in messages {
+                self.add(&field, message);
+            }
+        }
+        self
+    }
+}
+
+/// `{"field": ["message", ...], ...}`, fields in the order they were found.
+impl Serialize for FieldErrors {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (field, messages) in &self.0 {
+            map.serialize_entry(field, messages)?;
+        }
+        map.end()
     }
 }
 
@@ -145,6 +156,12 @@ impl ApiError {
     }
 }
 
+impl From<FieldErrors> for ApiError {
+    fn from(errors: FieldErrors) -> ApiError {
+        ApiError::Validation(errors)
+    }
+}
+
 impl From<StoreError> for ApiError {
     /// Store failures that reach a client are faults of ours: logged in full here, answered
     /// with a generic 503.
@@ -154,91 +171,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The error body conventions of the seeds' route families.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorStyle {
-    /// `{"message": ...}`, and `{"message", "errors"}` for validation (Laravel).
-    Laravel,
-    /// Laravel, but `{"error": ...}` for 403 and 404 (the white-label route's seed).
-    WhiteLabel,
-    /// `{"error": CODE, "message": ...}` (the customer-token route's seed).
-    Coded,
-    /// `{"success": false, "message", "data": null, "code": status}` (the get-user-token seed).
-    Envelope,
-}
-
-/// Renders `error` in `style`.
-pub fn error_response(style: ErrorStyle, error: &ApiError) -> Response<Body> {
-    let status = error.status();
-    let message = error.to_string();
-    let body = match (style, error) {
-        (ErrorStyle::Laravel | ErrorStyle::WhiteLabel, ApiError::Validation(fields)) => {
-            json!({"message": message, "errors": fields.to_json()})
-        }
-        (ErrorStyle::WhiteLabel, ApiError::NotAdministrator | ApiError::NotFound(_)) => {
-            json!({"error": message})
-        }
-        (ErrorStyle::Laravel | ErrorStyle::WhiteLabel, _) => json!({"message": message}),
-        (ErrorStyle::Coded, _) => json!({"error": error.code(), "message": message}),
-        (ErrorStyle::Envelope, _) => json!({
-            "success": false,
-            "message": message,
-            "data": null,
-            "code": status.as_u16(),
-        }),
-    };
-    let mut response = json_response(status, &body);
-    if let ApiError::MethodNotAllowed { allow, .. } = error {
-        if let Ok(value) = allow.parse() {
-            response.headers_mut().insert(header::ALLOW, value);
-        }
-    }
-    response
-}
-
-/// A JSON response with `status`.
-pub fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut response = Response::new(Body::Text(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn body(response: &Response<Body>) -> Value {
-        serde_json::from_slice(response.body().as_ref()).unwrap()
-    }
-
-    #[test]
-    fn validation_matches_the_white_label_seed() {
-        let mut errors = FieldErrors::new();
-        errors.add(
-            "user_id",
-            "The user id field is required when email is not present.",
-        );
-        errors.add(
-            "email",
-            "The email field is required when user id is not present.",
-        );
-        let response = error_response(ErrorStyle::WhiteLabel, &ApiError::Validation(errors));
-        assert_eq!(response.status(), 422);
-        assert_eq!(
-            body(&response),
-            json!({
-                "message": "The user id field is required when email is not present. (and 1 more error)",
-                "errors": {
-                    "user_id": ["The user id field is required when email is not present."],
-                    "email": ["The email field is required when user id is not present."]
-                }
-            })
-        );
-    }
 
     #[test]
     fn summaries_count_the_other_messages() {
@@ -247,41 +182,10 @@ mod tests {
         errors.add("a", "B.");
         errors.add("c", "C.");
         assert_eq!(errors.summary(), "A. (and 2 more errors)");
-    }
-
-    #[test]
-    fn each_style_has_its_own_shape() {
-        let not_admin = ApiError::NotAdministrator;
+        let merged = FieldErrors::single("c", "D.").merge(errors);
         assert_eq!(
-            body(&error_response(ErrorStyle::WhiteLabel, &not_admin)),
-            json!({"error": "You are not an administrator."})
+            serde_json::to_string(&merged).unwrap(),
+            r#"{"c":["D.","C."],"a":["A.","B."]}"#
         );
-        assert_eq!(
-            body(&error_response(
-                ErrorStyle::Laravel,
-                &ApiError::Unauthenticated
-            )),
-            json!({"message": "Unauthenticated."})
-        );
-        let coded = error_response(ErrorStyle::Coded, &ApiError::Unavailable);
-        assert_eq!(coded.status(), 503);
-        assert_eq!(body(&coded)["error"], "SERVICE_UNAVAILABLE");
-        let envelope = error_response(ErrorStyle::Envelope, &ApiError::NotFound("User not found."));
-        assert_eq!(
-            body(&envelope),
-            json!({"success": false, "message": "User not found.", "data": null, "code": 404})
-        );
-    }
-
-    #[test]
-    fn method_not_allowed_names_the_allowed_methods() {
-        let error = ApiError::MethodNotAllowed {
-            method: "PUT".into(),
-            path: "api/user/api-keys".into(),
-            allow: "GET, POST".into(),
-        };
-        let response = error_response(ErrorStyle::Laravel, &error);
-        assert_eq!(response.status(), 405);
-        assert_eq!(response.headers()["allow"], "GET, POST");
     }
 }

@@ -16,3 +16,4 @@ pub mod test_support;
 pub mod token;
 pub mod trust;
 pub mod validate;
+pub mod web;

@@ -1,14 +1,9 @@
-//! What a function holds for its lifetime, built once per cold start, and the Lambda glue.
+//! What a function holds for its lifetime, built once per cold start.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
-
-use lambda_http::{service_fn, Body, Request, RequestExt, Response};
 
 use crate::auth::{authenticate, Principal};
 use crate::config::{dynamodb_client, Config};
-use crate::deadline;
 use crate::error::ApiError;
 use crate::store::{DynamoStore, Store};
 
@@ -77,33 +72,4 @@ pub fn init_tracing() {
     } else {
         builder.with_ansi(false).init();
     }
-}
-
-/// The deadline of the invocation a request arrived in (none outside Lambda).
-pub fn deadline_of(request: &Request) -> Option<std::time::Instant> {
-    request
-        .lambda_context_ref()
-        .and_then(|context| deadline::instant_of(context.deadline()))
-}
-
-/// The whole `main` of a function: tracing, the service built once, then the runtime loop over
-/// a handler that always answers (errors are responses, never Lambda errors), each invocation
-/// within its deadline (see [`crate::deadline`]).
-pub async fn run_function<H, F>(
-    handler: H,
-    check: fn(&Service) -> Result<(), lambda_http::Error>,
-) -> Result<(), lambda_http::Error>
-where
-    H: Fn(&'static Service, Request) -> F,
-    F: Future<Output = Response<Body>> + Send,
-{
-    init_tracing();
-    let service: &'static Service = Box::leak(Box::new(Service::from_env().await?));
-    check(service)?;
-    lambda_http::run(service_fn(|request: Request| {
-        let deadline = deadline_of(&request);
-        let response = deadline::within(deadline, handler(service, request));
-        async move { Ok::<_, Infallible>(response.await) }
-    }))
-    .await
 }

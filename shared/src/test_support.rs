@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use axum::http::{HeaderMap, StatusCode};
+use axum::Router;
 use lambda_http::http::Method;
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Request};
 use serde_json::Value;
 
 use crate::config::{dynamodb_client, Config};
@@ -162,15 +164,35 @@ pub fn bearer(token: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {token}"))
 }
 
-/// A response's status and JSON body; fails the test when the body is not JSON.
-pub fn status_and_json(response: &Response<Body>) -> (u16, Value) {
+/// A function's router over `service` (`api_keys::router`, ...).
+pub type RouterOf = fn(Service) -> Router;
+
+/// A request through `router` as Lambda runs it ([`crate::web::respond`]: API Gateway's route,
+/// the invocation's deadline): the status, the headers and the body.
+pub async fn exchange(router: Router, request: Request) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let (parts, body) = crate::web::respond(router, request).await.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .expect("a response body");
+    (parts.status, parts.headers, bytes.to_vec())
+}
+
+/// [`exchange`] through `router` over `service`: the status and the JSON body; fails the test
+/// when the answer is not JSON.
+pub async fn call(router: RouterOf, service: &Service, request: Request) -> (u16, Value) {
+    let (status, headers, body) = exchange(router(service.clone()), request).await;
+    status_and_json(status, &headers, &body)
+}
+
+/// The status and JSON body of an answer; fails the test when it is not JSON.
+pub fn status_and_json(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> (u16, Value) {
     assert_eq!(
-        response.headers().get("content-type").map(|v| v.as_bytes()),
+        headers.get("content-type").map(|v| v.as_bytes()),
         Some(&b"application/json"[..]),
         "every response is JSON"
     );
-    let body = serde_json::from_slice(response.body().as_ref()).expect("JSON body");
-    (response.status().as_u16(), body)
+    let body = serde_json::from_slice(body).expect("JSON body");
+    (status.as_u16(), body)
 }
 
 /// One HTTP/1.1 request to a server on 127.0.0.1:`port` (`tokenctl serve`, `sam local

@@ -22,66 +22,65 @@ pub fn label(field: &str) -> String {
     field.replace('_', " ")
 }
 
-/// A name field (`name`, `token_name`): a string of 1 to 255 characters without control
-/// characters. `None` (with an error recorded) when it is present but invalid, or when it is
-/// absent and `required`.
-pub fn name_field(
-    body: &Map<String, Value>,
-    field: &str,
-    required: bool,
-    errors: &mut FieldErrors,
-) -> Option<TokenName> {
-    let label = label(field);
-    let Some(value) = present(body, field) else {
-        if required {
-            errors.add(field, format!("The {label} field is required."));
-        }
-        return None;
-    };
-    let Value::String(text) = value else {
-        errors.add(field, format!("The {label} field must be a string."));
-        return None;
-    };
-    match TokenName::parse(text) {
-        Ok(name) => Some(name),
-        Err(NameProblem::TooLong) => {
-            errors.add(
-                field,
-                format!(
-                    "The {label} field must not be greater than {} characters.",
-                    TokenName::MAX_CHARS
-                ),
-            );
-            None
-        }
-        Err(NameProblem::ControlCharacters) => {
-            errors.add(
-                field,
-                format!("The {label} field must not contain control characters."),
-            );
-            None
-        }
-        Err(NameProblem::Empty) => {
-            errors.add(field, format!("The {label} field is required."));
-            None
-        }
+/// A field's parsed value, or every problem found with it.
+pub type Parsed<T> = Result<T, FieldErrors>;
+
+/// Two fields parsed, or the problems of both (`a`'s first).
+pub fn both<A, B>(a: Parsed<A>, b: Parsed<B>) -> Parsed<(A, B)> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(a), Err(b)) => Err(a.merge(b)),
     }
 }
 
-/// An optional abilities list: `None` when absent (or invalid, with an error recorded).
-pub fn abilities_field(
-    body: &Map<String, Value>,
-    field: &str,
-    errors: &mut FieldErrors,
-) -> Option<Abilities> {
+/// An optional field made required: absent is "The {label} field is required.".
+pub fn required<T>(field: &str, parsed: Parsed<Option<T>>) -> Parsed<T> {
+    parsed?.ok_or_else(|| {
+        FieldErrors::single(field, format!("The {} field is required.", label(field)))
+    })
+}
+
+/// A name field (`name`, `token_name`): a string of 1 to 255 characters without control
+/// characters; `None` when absent.
+pub fn name_field(body: &Map<String, Value>, field: &str) -> Parsed<Option<TokenName>> {
+    let label = label(field);
+    let Some(value) = present(body, field) else {
+        return Ok(None);
+    };
+    let Value::String(text) = value else {
+        return Err(FieldErrors::single(
+            field,
+            format!("The {label} field must be a string."),
+        ));
+    };
+    let message = match TokenName::parse(text) {
+        Ok(name) => return Ok(Some(name)),
+        Err(NameProblem::TooLong) => format!(
+            "The {label} field must not be greater than {} characters.",
+            TokenName::MAX_CHARS
+        ),
+        Err(NameProblem::ControlCharacters) => {
+            format!("The {label} field must not contain control characters.")
+        }
+        Err(NameProblem::Empty) => format!("The {label} field is required."),
+    };
+    Err(FieldErrors::single(field, message))
+}
+
+/// An optional abilities list: `None` when absent.
+pub fn abilities_field(body: &Map<String, Value>, field: &str) -> Parsed<Option<Abilities>> {
     let value = match body.get(field) {
-        None | Some(Value::Null) => return None,
+        None | Some(Value::Null) => return Ok(None),
         Some(value) => value,
     };
     let Value::Array(items) = value else {
-        errors.add(field, format!("The {field} field must be an array."));
-        return None;
+        return Err(FieldErrors::single(
+            field,
+            format!("The {field} field must be an array."),
+        ));
     };
+    let mut errors = FieldErrors::new();
     let mut strings = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         match item {
@@ -92,31 +91,23 @@ pub fn abilities_field(
             ),
         }
     }
-    if strings.len() != items.len() {
-        return None;
-    }
-    match Abilities::parse(strings) {
-        Ok(abilities) => Some(abilities),
-        Err(problem) => {
-            let message = match problem {
-                AbilitiesProblem::Empty => {
-                    format!(
-                        "The {field} field must have at least 1 item; use [\"*\"] for full access."
-                    )
-                }
-                AbilitiesProblem::TooMany => format!(
-                    "The {field} field must not have more than {} items.",
-                    Abilities::MAX_COUNT
-                ),
-                AbilitiesProblem::BadAbility => format!(
-                    "Each of the {field} must be 1 to {} characters from A-Z a-z 0-9 : . _ - *.",
-                    Abilities::MAX_LEN
-                ),
-            };
-            errors.add(field, message);
-            None
-        }
-    }
+    errors.into_result()?;
+    Abilities::parse(strings).map(Some).map_err(|problem| {
+        let message = match problem {
+            AbilitiesProblem::Empty => {
+                format!("The {field} field must have at least 1 item; use [\"*\"] for full access.")
+            }
+            AbilitiesProblem::TooMany => format!(
+                "The {field} field must not have more than {} items.",
+                Abilities::MAX_COUNT
+            ),
+            AbilitiesProblem::BadAbility => format!(
+                "Each of the {field} must be 1 to {} characters from A-Z a-z 0-9 : . _ - *.",
+                Abilities::MAX_LEN
+            ),
+        };
+        FieldErrors::single(field, message)
+    })
 }
 
 #[cfg(test)]
@@ -129,33 +120,28 @@ mod tests {
         value.as_object().unwrap().clone()
     }
 
+    fn summary<T>(parsed: Parsed<T>) -> String {
+        parsed.err().map(|e| e.summary()).unwrap_or_default()
+    }
+
     #[test]
     fn names_follow_laravel_wording() {
-        let mut errors = FieldErrors::new();
-        assert!(name_field(&body(json!({})), "name", true, &mut errors).is_none());
-        assert!(name_field(
-            &body(json!({"token_name": 5})),
-            "token_name",
-            false,
-            &mut errors
-        )
-        .is_none());
-        let long = "a".repeat(256);
-        assert!(name_field(&body(json!({"name": long})), "name", true, &mut errors).is_none());
+        let missing = required("name", name_field(&body(json!({})), "name"));
+        let not_text = name_field(&body(json!({"token_name": 5})), "token_name");
+        let long = name_field(&body(json!({"name": "a".repeat(256)})), "name");
         assert_eq!(
-            errors.summary(),
+            summary(both(missing, both(not_text, long))),
             "The name field is required. (and 2 more errors)"
         );
-        let mut errors = FieldErrors::new();
-        assert!(name_field(
-            &body(json!({"token_name": " "})),
-            "token_name",
-            false,
-            &mut errors
-        )
-        .is_none());
-        assert!(errors.is_empty());
-        let name = name_field(&body(json!({"name": " Prod "})), "name", true, &mut errors);
+        assert_eq!(
+            summary(name_field(&body(json!({"token_name": 5})), "token_name")),
+            "The token name field must be a string."
+        );
+        assert_eq!(
+            name_field(&body(json!({"token_name": " "})), "token_name").unwrap(),
+            None
+        );
+        let name = required("name", name_field(&body(json!({"name": " Prod "})), "name"));
         assert_eq!(name.unwrap().as_str(), "Prod");
     }
 
@@ -177,48 +163,34 @@ mod tests {
             body in prop::collection::btree_map("[a-z_]{1,10}|name|abilities", any_field(), 0..5)
         ) {
             let body: Map<String, Value> = body.into_iter().collect();
-            let mut errors = FieldErrors::new();
-            let name = name_field(&body, "name", true, &mut errors);
-            let abilities = abilities_field(&body, "abilities", &mut errors);
-            prop_assert!(name.is_some() || !errors.is_empty());
-            if let Some(name) = name {
-                prop_assert!((1..=TokenName::MAX_CHARS).contains(&name.as_str().chars().count()));
-            }
-            if let Some(abilities) = abilities {
-                prop_assert!((1..=Abilities::MAX_COUNT).contains(&abilities.as_slice().len()));
+            match both(required("name", name_field(&body, "name")), abilities_field(&body, "abilities")) {
+                Ok((name, abilities)) => {
+                    prop_assert!((1..=TokenName::MAX_CHARS).contains(&name.as_str().chars().count()));
+                    if let Some(abilities) = abilities {
+                        prop_assert!((1..=Abilities::MAX_COUNT).contains(&abilities.as_slice().len()));
+                    }
+                }
+                Err(errors) => prop_assert!(!errors.is_empty()),
             }
         }
     }
 
     #[test]
     fn abilities_must_be_a_list_of_strings() {
-        let mut errors = FieldErrors::new();
-        assert!(
-            abilities_field(&body(json!({"abilities": "*"})), "abilities", &mut errors).is_none()
-        );
-        assert!(abilities_field(
-            &body(json!({"abilities": ["a", 1]})),
-            "abilities",
-            &mut errors
-        )
-        .is_none());
-        assert!(
-            abilities_field(&body(json!({"abilities": []})), "abilities", &mut errors).is_none()
+        let parse =
+            |value: Value| abilities_field(&body(json!({ "abilities": value })), "abilities");
+        let all = both(
+            parse(json!("*")),
+            both(parse(json!(["a", 1])), parse(json!([]))),
         );
         assert_eq!(
-            errors.summary(),
+            summary(all),
             "The abilities field must be an array. (and 2 more errors)"
         );
-        let mut errors = FieldErrors::new();
-        let parsed = abilities_field(
-            &body(json!({"abilities": ["calls:read"]})),
-            "abilities",
-            &mut errors,
+        assert_eq!(
+            parse(json!(["calls:read"])).unwrap().unwrap().as_slice(),
+            ["calls:read"]
         );
-        assert_eq!(parsed.unwrap().as_slice(), ["calls:read"]);
-        assert!(
-            abilities_field(&body(json!({"abilities": null})), "abilities", &mut errors).is_none()
-        );
-        assert!(errors.is_empty());
+        assert_eq!(parse(json!(null)).unwrap(), None);
     }
 }

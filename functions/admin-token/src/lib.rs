@@ -1,37 +1,36 @@
 //! `POST /api/white-label/token`: a white-label admin mints a never-expiring API token for a user
 //! of its own platform, found by `user_id` or `email`.
 
-use lambda_http::http::StatusCode;
-use lambda_http::{Body, Request, Response};
-use serde_json::{json, Map, Value};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use shared::domain::{Abilities, Email, TokenName, UserId};
-use shared::error::{error_response, json_response, ApiError, ErrorStyle, FieldErrors};
-use shared::http::{bearer_token, json_object, route_request, Route};
+use shared::error::{ApiError, FieldErrors};
 use shared::mint::{mint, MintRequest};
 use shared::service::Service;
-use shared::store::{now_ms, Owner, StoreError, User};
+use shared::store::{Owner, StoreError, User};
 use shared::token::TokenKind;
-use shared::validate::{name_field, present};
+use shared::validate::{both, name_field, present, Parsed};
+use shared::web::{self, Admin, Failure, Fields, Json, Routes, WhiteLabel};
 
 /// The routes this function serves.
-pub const ROUTES: [Route<()>; 1] = [Route {
-    method: "POST",
-    pattern: "/api/white-label/token",
-    action: (),
-}];
+pub fn routes() -> Routes<WhiteLabel> {
+    Routes::default().post("/api/white-label/token", create_token)
+}
+
+/// The function's router over `service`.
+pub fn router(service: Service) -> Router {
+    routes().into_router(service)
+}
 
 /// `token_name` when none is given.
 pub const DEFAULT_TOKEN_NAME: &str = "api-token";
 
 const USER_NOT_FOUND: &str = "User not found.";
-
-/// The Lambda handler: always a response in the seed's shapes.
-pub async fn handle(service: &Service, request: Request) -> Response<Body> {
-    create_token(service, &request)
-        .await
-        .unwrap_or_else(|e| error_response(ErrorStyle::WhiteLabel, &e))
-}
 
 /// Who the token is for, as the request names them.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,11 +51,36 @@ impl WhiteLabelTokenRequest {
     /// Laravel's rules: `user_id` required_without:email|integer, `email`
     /// required_without:user_id|email, `token_name` nullable|string|max:255.
     fn parse(body: &Map<String, Value>) -> Result<WhiteLabelTokenRequest, ApiError> {
-        let mut errors = FieldErrors::new();
-        let user_id = present(body, "user_id");
-        let email = present(body, "email");
-        if user_id.is_none() && email.is_none() {
-            errors.add(
+        let (target, token_name) = both(target(body), name_field(body, "token_name"))?;
+        let token_name = match token_name {
+            Some(name) => name,
+            None => TokenName::parse(DEFAULT_TOKEN_NAME).expect("default name is valid"),
+        };
+        Ok(WhiteLabelTokenRequest { target, token_name })
+    }
+}
+
+/// `user_id` or `email` (or both).
+fn target(body: &Map<String, Value>) -> Parsed<Target> {
+    let id = present(body, "user_id")
+        .map(|value| {
+            parse_user_id(value).map_err(|()| {
+                FieldErrors::single("user_id", "The user id field must be an integer.")
+            })
+        })
+        .transpose();
+    let email = present(body, "email")
+        .map(|value| {
+            value.as_str().and_then(Email::parse).ok_or_else(|| {
+                FieldErrors::single("email", "The email field must be a valid email address.")
+            })
+        })
+        .transpose();
+    match both(id, email)? {
+        (Some(id), email) => Ok(Target::Id(id, email)),
+        (None, Some(email)) => Ok(Target::Email(email)),
+        (None, None) => {
+            let mut errors = FieldErrors::single(
                 "user_id",
                 "The user id field is required when email is not present.",
             );
@@ -64,33 +88,8 @@ impl WhiteLabelTokenRequest {
                 "email",
                 "The email field is required when user id is not present.",
             );
+            Err(errors)
         }
-        let id = user_id.and_then(|value| match parse_user_id(value) {
-            Ok(id) => Some(id),
-            Err(()) => {
-                errors.add("user_id", "The user id field must be an integer.");
-                None
-            }
-        });
-        let email = email.and_then(|value| {
-            let parsed = value.as_str().and_then(Email::parse);
-            if parsed.is_none() {
-                errors.add("email", "The email field must be a valid email address.");
-            }
-            parsed
-        });
-        let token_name = name_field(body, "token_name", false, &mut errors);
-        errors.into_result()?;
-        let target = match (id, email) {
-            (Some(id), email) => Target::Id(id, email),
-            (None, Some(email)) => Target::Email(email),
-            (None, None) => unreachable!("validation requires one of them"),
-        };
-        let token_name = match token_name {
-            Some(name) => name,
-            None => TokenName::parse(DEFAULT_TOKEN_NAME).expect("default name is valid"),
-        };
-        Ok(WhiteLabelTokenRequest { target, token_name })
     }
 }
 
@@ -111,16 +110,39 @@ fn parse_user_id(value: &Value) -> Result<Option<UserId>, ()> {
     }
 }
 
-async fn create_token(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
-    route_request(&ROUTES, request)?;
-    let now = now_ms();
-    let store = service.store.as_ref();
-    let caller = service
-        .authenticate(bearer_token(request.headers()), now)
-        .await?;
-    caller.require_admin()?;
-    let input = WhiteLabelTokenRequest::parse(&json_object(request)?)?;
+/// The user a token was made for.
+#[derive(Serialize)]
+struct UserView<'a> {
+    id: UserId,
+    name: &'a str,
+    email: &'a str,
+}
 
+impl<'a> From<&'a User> for UserView<'a> {
+    fn from(user: &'a User) -> Self {
+        UserView {
+            id: user.id,
+            name: &user.name,
+            email: &user.email,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TokenCreated<'a> {
+    message: &'static str,
+    user: UserView<'a>,
+    token: &'a str,
+    token_name: &'a str,
+}
+
+async fn create_token(
+    State(service): State<web::State>,
+    caller: Admin<WhiteLabel>,
+    body: Fields<WhiteLabel>,
+) -> Result<Response, Failure<WhiteLabel>> {
+    let input = WhiteLabelTokenRequest::parse(&body)?;
+    let store = service.store.as_ref();
     let (found, field) = match &input.target {
         Target::Id(Some(id), email) => {
             let user = store.get_user(*id).await?.filter(|user| {
@@ -150,7 +172,7 @@ async fn create_token(service: &Service, request: &Request) -> Result<Response<B
         None,
     )?;
     let cap = service.config.cap(TokenKind::WhiteLabel.family());
-    let minted = mint(store, Owner::from(&user), mint_request, cap, now)
+    let minted = mint(store, Owner::from(&user), mint_request, cap, caller.now)
         .await
         .map_err(|e| match e {
             StoreError::UserNotFound => ApiError::NotFound(USER_NOT_FOUND),
@@ -165,20 +187,19 @@ async fn create_token(service: &Service, request: &Request) -> Result<Response<B
             )),
             other => other.into(),
         })?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "message": "Token created successfully.",
-            "user": {"id": user.id, "name": user.name, "email": user.email},
-            "token": minted.secret.expose(),
-            "token_name": minted.record.name,
-        }),
-    ))
+    let created = TokenCreated {
+        message: "Token created successfully.",
+        user: UserView::from(&user),
+        token: minted.secret.expose(),
+        token_name: &minted.record.name,
+    };
+    Ok(Json(StatusCode::OK, created).into_response())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn parse(value: Value) -> Result<WhiteLabelTokenRequest, ApiError> {
         WhiteLabelTokenRequest::parse(value.as_object().unwrap())

@@ -1,176 +1,199 @@
 //! A user's own tokens: `/api/user/api-keys` (API keys) and `/api/v1/user/api-tokens` (personal
 //! access tokens with abilities). Create, list (newest first, never a secret) and delete (at once).
+//! Bodies are JSON or forms; errors are Laravel's `{message[, errors]}`.
 
-use lambda_http::http::StatusCode;
-use lambda_http::{Body, Request, Response};
-use serde_json::{json, Value};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::Serialize;
 
-use shared::auth::Principal;
-use shared::error::{error_response, json_response, ApiError, ErrorStyle, FieldErrors};
-use shared::http::{
-    bearer_token, json_object, route_request, timestamp_micros, timestamp_seconds, Route,
-};
-use shared::mint::{mint, MintRequest};
+use shared::domain::{Abilities, TokenName};
+use shared::error::{ApiError, FieldErrors};
+use shared::http::{Micros, Seconds};
+use shared::mint::{mint, MintRequest, Minted};
 use shared::service::Service;
-use shared::store::{now_ms, StoreError, TokenRecord};
-use shared::token::{PublicTokenId, TokenFamily, TokenKind};
-use shared::validate::{abilities_field, name_field};
+use shared::store::{StoreError, TokenRecord};
+use shared::token::{TokenFamily, TokenKind};
+use shared::validate::{abilities_field, both, name_field, required};
+use shared::web::{self, Failure, Fields, Json, Laravel, Manager, Routes, TokenIdParam};
 
-/// What a route does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    CreateKey,
-    ListKeys,
-    DeleteKey,
-    CreateToken,
-    ListTokens,
-    DeleteToken,
-}
+type Caller = Manager<Laravel>;
+type Answer = Result<Response, Failure<Laravel>>;
 
 /// The routes this function serves.
-pub const ROUTES: [Route<Action>; 6] = [
-    Route {
-        method: "POST",
-        pattern: "/api/user/api-keys",
-        action: Action::CreateKey,
-    },
-    Route {
-        method: "GET",
-        pattern: "/api/user/api-keys",
-        action: Action::ListKeys,
-    },
-    Route {
-        method: "DELETE",
-        pattern: "/api/user/api-keys/{id}",
-        action: Action::DeleteKey,
-    },
-    Route {
-        method: "POST",
-        pattern: "/api/v1/user/api-tokens",
-        action: Action::CreateToken,
-    },
-    Route {
-        method: "GET",
-        pattern: "/api/v1/user/api-tokens",
-        action: Action::ListTokens,
-    },
-    Route {
-        method: "DELETE",
-        pattern: "/api/v1/user/api-tokens/{id}",
-        action: Action::DeleteToken,
-    },
-];
-
-/// The Lambda handler: always a response, errors in Laravel's `{message[, errors]}` shape.
-pub async fn handle(service: &Service, request: Request) -> Response<Body> {
-    dispatch(service, &request)
-        .await
-        .unwrap_or_else(|e| error_response(ErrorStyle::Laravel, &e))
+pub fn routes() -> Routes<Laravel> {
+    Routes::default()
+        .post("/api/user/api-keys", create_key)
+        .get("/api/user/api-keys", list_keys)
+        .delete("/api/user/api-keys/{id}", delete_key)
+        .post("/api/v1/user/api-tokens", create_token)
+        .get("/api/v1/user/api-tokens", list_tokens)
+        .delete("/api/v1/user/api-tokens/{id}", delete_token)
 }
 
-async fn dispatch(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
-    let (action, params) = route_request(&ROUTES, request)?;
-    let now = now_ms();
-    let caller = service
-        .authenticate(bearer_token(request.headers()), now)
-        .await?;
-    caller.require_token_management()?;
-    let id = params.first().map(String::as_str).unwrap_or_default();
-    match action {
-        Action::CreateKey => create(service, request, &caller, TokenKind::ApiKey, now).await,
-        Action::CreateToken => create(service, request, &caller, TokenKind::Personal, now).await,
-        Action::ListKeys => {
-            let keys = list(service, &caller, TokenFamily::ApiKeys, now).await?;
-            let keys: Vec<Value> = keys
-                .iter()
-                .map(|k| {
-                    json!({
-                        "id": k.public_id().to_string(),
-                        "name": k.name,
-                        "created_at": timestamp_micros(k.created_at_ms),
-                        "last_used_at": k.last_used_at_ms.map(timestamp_micros),
-                    })
-                })
-                .collect();
-            Ok(json_response(StatusCode::OK, &json!({ "api_keys": keys })))
-        }
-        Action::ListTokens => {
-            let tokens = list(service, &caller, TokenFamily::Personal, now).await?;
-            let tokens: Vec<Value> = tokens
-                .iter()
-                .map(|t| {
-                    json!({
-                        "id": t.public_id().to_string(),
-                        "name": t.name,
-                        "abilities": t.abilities,
-                        "created_at": timestamp_seconds(t.created_at_ms),
-                        "last_used_at": t.last_used_at_ms.map(timestamp_seconds),
-                        "expires_at": t.expires_at.map(|s| timestamp_seconds(s * 1000)),
-                    })
-                })
-                .collect();
-            Ok(json_response(StatusCode::OK, &json!({ "data": tokens })))
-        }
-        Action::DeleteKey => {
-            revoke(
-                service,
-                &caller,
-                TokenFamily::ApiKeys,
-                id,
-                "API key not found.",
-                now,
-            )
-            .await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({"message": "API key deleted successfully."}),
-            ))
-        }
-        Action::DeleteToken => {
-            revoke(
-                service,
-                &caller,
-                TokenFamily::Personal,
-                id,
-                "API token not found.",
-                now,
-            )
-            .await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({"message": "API token deleted successfully."}),
-            ))
+/// The function's router over `service`.
+pub fn router(service: Service) -> Router {
+    routes().into_router(service)
+}
+
+/// An API key as listed (never its secret).
+#[derive(Serialize)]
+struct ApiKeyView<'a> {
+    id: String,
+    name: &'a str,
+    created_at: Micros,
+    last_used_at: Option<Micros>,
+}
+
+impl<'a> From<&'a TokenRecord> for ApiKeyView<'a> {
+    fn from(key: &'a TokenRecord) -> Self {
+        ApiKeyView {
+            id: key.public_id().to_string(),
+            name: &key.name,
+            created_at: Micros(key.created_at_ms),
+            last_used_at: key.last_used_at_ms.map(Micros),
         }
     }
 }
 
-/// Creates an API key (`name`) or a personal access token (`name`, `abilities`). Abilities
-/// default to the caller's own and may never exceed them.
+/// A personal access token as listed (never its secret).
+#[derive(Serialize)]
+struct PersonalTokenView<'a> {
+    id: String,
+    name: &'a str,
+    abilities: &'a Abilities,
+    created_at: Seconds,
+    last_used_at: Option<Seconds>,
+    expires_at: Option<Seconds>,
+}
+
+impl<'a> From<&'a TokenRecord> for PersonalTokenView<'a> {
+    fn from(token: &'a TokenRecord) -> Self {
+        PersonalTokenView {
+            id: token.public_id().to_string(),
+            name: &token.name,
+            abilities: &token.abilities,
+            created_at: Seconds(token.created_at_ms),
+            last_used_at: token.last_used_at_ms.map(Seconds),
+            expires_at: token.expires_at.map(Seconds::from_epoch_seconds),
+        }
+    }
+}
+
+/// A new API key with its secret, shown this once.
+#[derive(Serialize)]
+struct CreatedApiKey<'a> {
+    id: String,
+    name: &'a str,
+    token: &'a str,
+    created_at: Micros,
+}
+
+impl<'a> From<&'a Minted> for CreatedApiKey<'a> {
+    fn from(minted: &'a Minted) -> Self {
+        CreatedApiKey {
+            id: minted.record.public_id().to_string(),
+            name: &minted.record.name,
+            token: minted.secret.expose(),
+            created_at: Micros(minted.record.created_at_ms),
+        }
+    }
+}
+
+/// A new personal access token with its secret, shown this once.
+#[derive(Serialize)]
+struct CreatedPersonalToken<'a> {
+    id: String,
+    name: &'a str,
+    abilities: &'a Abilities,
+    token: &'a str,
+    created_at: Seconds,
+}
+
+impl<'a> From<&'a Minted> for CreatedPersonalToken<'a> {
+    fn from(minted: &'a Minted) -> Self {
+        CreatedPersonalToken {
+            id: minted.record.public_id().to_string(),
+            name: &minted.record.name,
+            abilities: &minted.record.abilities,
+            token: minted.secret.expose(),
+            created_at: Seconds(minted.record.created_at_ms),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct KeyCreated<'a> {
+    message: &'static str,
+    api_key: CreatedApiKey<'a>,
+}
+
+#[derive(Serialize)]
+struct TokenCreated<'a> {
+    data: CreatedPersonalToken<'a>,
+}
+
+#[derive(Serialize)]
+struct KeyList<'a> {
+    api_keys: Vec<ApiKeyView<'a>>,
+}
+
+#[derive(Serialize)]
+struct TokenList<'a> {
+    data: Vec<PersonalTokenView<'a>>,
+}
+
+#[derive(Serialize)]
+struct Deleted {
+    message: &'static str,
+}
+
+async fn create_key(
+    State(service): State<web::State>,
+    caller: Caller,
+    body: Fields<Laravel>,
+) -> Answer {
+    let name = required("name", name_field(&body, "name")).map_err(ApiError::from)?;
+    let minted = create(&service, &caller, TokenKind::ApiKey, name, None).await?;
+    let created = KeyCreated {
+        message: "API key created successfully.",
+        api_key: CreatedApiKey::from(&minted),
+    };
+    Ok(Json(StatusCode::CREATED, created).into_response())
+}
+
+async fn create_token(
+    State(service): State<web::State>,
+    caller: Caller,
+    body: Fields<Laravel>,
+) -> Answer {
+    let (name, abilities) = both(
+        required("name", name_field(&body, "name")),
+        abilities_field(&body, "abilities"),
+    )
+    .map_err(ApiError::from)?;
+    let minted = create(&service, &caller, TokenKind::Personal, name, abilities).await?;
+    let created = TokenCreated {
+        data: CreatedPersonalToken::from(&minted),
+    };
+    Ok(Json(StatusCode::CREATED, created).into_response())
+}
+
+/// Mints an API key or a personal access token for the caller. Abilities default to the
+/// caller's own and may never exceed them.
 async fn create(
     service: &Service,
-    request: &Request,
-    caller: &Principal,
+    caller: &Caller,
     kind: TokenKind,
-    now: u64,
-) -> Result<Response<Body>, ApiError> {
-    let body = json_object(request)?;
-    let mut errors = FieldErrors::new();
-    let name = name_field(&body, "name", true, &mut errors);
-    let abilities = match kind {
-        TokenKind::Personal => abilities_field(&body, "abilities", &mut errors),
-        _ => None,
-    };
-    errors.into_result()?;
-    let (Some(name), abilities) = (name, abilities.unwrap_or_else(|| caller.abilities.clone()))
-    else {
-        unreachable!("a missing name is a validation error");
-    };
+    name: TokenName,
+    abilities: Option<Abilities>,
+) -> Result<Minted, ApiError> {
+    let abilities = abilities.unwrap_or_else(|| caller.abilities.clone());
     caller.require_abilities(&abilities)?;
-
-    let store = service.store.as_ref();
     let cap = service.config.cap(kind.family());
-    let mint_request = MintRequest::by(caller, kind, name, abilities, None)?;
-    let minted = mint(store, caller.owner(), mint_request, cap, now)
+    let request = MintRequest::by(caller, kind, name, abilities, None)?;
+    mint(service.store.as_ref(), caller.owner(), request, cap, caller.now)
         .await
         .map_err(|e| match e {
             StoreError::UserNotFound | StoreError::UserBlocked => ApiError::Unauthenticated,
@@ -181,62 +204,92 @@ async fn create(
                 ),
             )),
             other => other.into(),
-        })?;
-    let record = &minted.record;
-    let body = match kind {
-        TokenKind::Personal => json!({
-            "data": {
-                "id": record.public_id().to_string(),
-                "name": record.name,
-                "abilities": record.abilities,
-                "token": minted.secret.expose(),
-                "created_at": timestamp_seconds(record.created_at_ms),
-            }
-        }),
-        _ => json!({
-            "message": "API key created successfully.",
-            "api_key": {
-                "id": record.public_id().to_string(),
-                "name": record.name,
-                "token": minted.secret.expose(),
-                "created_at": timestamp_micros(record.created_at_ms),
-            }
-        }),
+        })
+}
+
+async fn list_keys(State(service): State<web::State>, caller: Caller) -> Answer {
+    let keys = list(&service, &caller, TokenFamily::ApiKeys).await?;
+    let list = KeyList {
+        api_keys: keys.iter().map(ApiKeyView::from).collect(),
     };
-    Ok(json_response(StatusCode::CREATED, &body))
+    Ok(Json(StatusCode::OK, list).into_response())
+}
+
+async fn list_tokens(State(service): State<web::State>, caller: Caller) -> Answer {
+    let tokens = list(&service, &caller, TokenFamily::Personal).await?;
+    let list = TokenList {
+        data: tokens.iter().map(PersonalTokenView::from).collect(),
+    };
+    Ok(Json(StatusCode::OK, list).into_response())
 }
 
 /// The caller's live tokens of `family` that it may manage (all of them for a `*` token).
 async fn list(
     service: &Service,
-    caller: &Principal,
+    caller: &Caller,
     family: TokenFamily,
-    now: u64,
 ) -> Result<Vec<TokenRecord>, ApiError> {
     let mut tokens = service
         .store
-        .list_tokens(caller.user_id, family, now)
+        .list_tokens(caller.user_id, family, caller.now)
         .await?;
     tokens.retain(|token| caller.may_manage(&token.abilities));
     Ok(tokens)
+}
+
+async fn delete_key(
+    State(service): State<web::State>,
+    caller: Caller,
+    TokenIdParam(id): TokenIdParam,
+) -> Answer {
+    revoke(
+        &service,
+        &caller,
+        TokenFamily::ApiKeys,
+        id,
+        "API key not found.",
+    )
+    .await?;
+    let deleted = Deleted {
+        message: "API key deleted successfully.",
+    };
+    Ok(Json(StatusCode::OK, deleted).into_response())
+}
+
+async fn delete_token(
+    State(service): State<web::State>,
+    caller: Caller,
+    TokenIdParam(id): TokenIdParam,
+) -> Answer {
+    revoke(
+        &service,
+        &caller,
+        TokenFamily::Personal,
+        id,
+        "API token not found.",
+    )
+    .await?;
+    let deleted = Deleted {
+        message: "API token deleted successfully.",
+    };
+    Ok(Json(StatusCode::OK, deleted).into_response())
 }
 
 /// Revokes one of the caller's own tokens; another user's id, an unknown one, or one with
 /// abilities beyond the caller's is 404.
 async fn revoke(
     service: &Service,
-    caller: &Principal,
+    caller: &Caller,
     family: TokenFamily,
-    id: &str,
+    id: Option<shared::token::PublicTokenId>,
     not_found: &'static str,
-    now: u64,
 ) -> Result<(), ApiError> {
-    let id = PublicTokenId::parse(id)
+    let id = id
         .filter(|id| id.user_id == caller.user_id)
         .ok_or(ApiError::NotFound(not_found))?;
     let revoked = service
         .store
-        .revoke_token_if(caller.user_id, family, id.token_id, now, &|token| {
+        .revoke_token_if(caller.user_id, family, id.token_id, caller.now, &|token| {
             caller.may_manage(&token.abilities)
         })
         .await?;

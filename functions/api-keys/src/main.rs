@@ -2,5 +2,5 @@
 // pool would only cost start-up (docs/PERFORMANCE.md, "Where the init time goes").
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::service::run_function(api_keys::handle, |_| Ok(())).await
+    shared::web::run(api_keys::router, |_| Ok(())).await
 }

@@ -6,14 +6,12 @@ use lambda_http::http::Method;
 use lambda_http::Request;
 use serde_json::{json, Value};
 
-use api_keys::handle;
 use shared::demo;
 use shared::domain::{Abilities, UserStatus};
 use shared::service::Service;
 use shared::store::{now_ms, Store};
 use shared::test_support::{
-    bearer, event, request, service, service_with, status_and_json, tenant, token_expiring,
-    token_for,
+    bearer, event, request, service, service_with, tenant, token_expiring, token_for,
 };
 use shared::token::TokenKind;
 
@@ -21,7 +19,7 @@ const KEYS: &str = "/api/user/api-keys";
 const TOKENS: &str = "/api/v1/user/api-tokens";
 
 async fn call(service: &Service, request: Request) -> (u16, Value) {
-    status_and_json(&handle(service, request).await)
+    shared::test_support::call(api_keys::router, service, request).await
 }
 
 async fn send(
@@ -681,7 +679,7 @@ async fn a_token_never_outlives_the_token_that_minted_it() {
 async fn the_gateway_route_and_path_parameters_decide_behind_api_gateway() {
     let (service, store) = service().await;
     let t = tenant(&store).await;
-    let deleted = handle(
+    let deleted = call(
         &service,
         event(
             include_str!("../../../events/api-keys-delete.json"),
@@ -689,8 +687,5 @@ async fn the_gateway_route_and_path_parameters_decide_behind_api_gateway() {
         ),
     )
     .await;
-    assert_eq!(
-        status_and_json(&deleted),
-        (404, json!({"message": "API key not found."}))
-    );
+    assert_eq!(deleted, (404, json!({"message": "API key not found."})));
 }

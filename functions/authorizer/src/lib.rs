@@ -8,41 +8,37 @@
 
 use std::collections::HashMap;
 
-use lambda_http::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
 use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use shared::auth::{verify, Principal};
-use shared::domain::Role;
-use shared::error::{error_response, json_response, ApiError, ErrorStyle, FieldErrors};
-use shared::http::{
-    bearer_token, header, json_object, path_parameter, route_request, timestamp_seconds, Route,
-};
+use shared::domain::{Abilities, Role, UserId};
+use shared::error::{ApiError, FieldErrors};
+use shared::http::{bearer_token, header, path_parameter, Seconds};
 use shared::service::Service;
-use shared::store::now_ms;
+use shared::store::{now_ms, TokenRecord};
 use shared::validate::present;
+use shared::web::{self, Caller, Failure, Fields, Json, Laravel, Routes};
 
-/// What an HTTP route does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Verify,
-    Me,
-}
+type Answer = Result<Response, Failure<Laravel>>;
 
 /// The HTTP routes this function serves (besides authorizer events).
-pub const ROUTES: [Route<Action>; 2] = [
-    Route {
-        method: "POST",
-        pattern: "/api/v1/tokens/verify",
-        action: Action::Verify,
-    },
-    Route {
-        method: "GET",
-        pattern: "/api/user/me",
-        action: Action::Me,
-    },
-];
+pub fn routes() -> Routes<Laravel> {
+    Routes::default()
+        .post("/api/v1/tokens/verify", verify_route)
+        .get("/api/user/me", me)
+}
+
+/// The function's router over `service`.
+pub fn router(service: Service) -> Router {
+    routes().into_router(service)
+}
 
 /// Why an authorizer event got no policy: API Gateway answers its AUTHORIZER_FAILURE response
 /// (a 503 JSON body in template.yaml) for these.
@@ -63,34 +59,41 @@ impl From<AuthorizerError> for lambda_http::lambda_runtime::Diagnostic {
     }
 }
 
-/// Every event the function receives: authorizer events get a policy, HTTP events a response.
-pub async fn handle_event(service: &Service, event: Value) -> Result<Value, AuthorizerError> {
+/// Every event the function receives: authorizer events get a policy (from `service`), HTTP
+/// events a response (from `router`, over the same service).
+pub async fn handle_event(
+    service: &Service,
+    router: &Router,
+    event: Value,
+) -> Result<Value, AuthorizerError> {
     if event.get("methodArn").is_some() {
         return authorize(service, &event).await;
     }
     let response = match lambda_http::request::from_str(&event.to_string()) {
-        Ok(request) => handle(service, request).await,
-        Err(_) => error_response(
-            ErrorStyle::Laravel,
-            &ApiError::BadRequest(
-                "The event is neither an API Gateway request nor an authorizer request.".into(),
-            ),
-        ),
+        Ok(request) => web::respond(router.clone(), request).await,
+        Err(_) => Failure::<Laravel>::new(ApiError::BadRequest(
+            "The event is neither an API Gateway request nor an authorizer request.".into(),
+        ))
+        .into_response(),
     };
-    Ok(proxy_response(response))
+    Ok(proxy_response(response).await)
 }
 
 /// An HTTP response as API Gateway's proxy integrations (REST and HTTP APIs) expect it.
-fn proxy_response(response: Response<Body>) -> Value {
-    let headers: serde_json::Map<String, Value> = response
-        .headers()
+async fn proxy_response(response: Response) -> Value {
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let headers: serde_json::Map<String, Value> = parts
+        .headers
         .iter()
         .filter_map(|(name, value)| Some((name.to_string(), json!(value.to_str().ok()?))))
         .collect();
     json!({
-        "statusCode": response.status().as_u16(),
+        "statusCode": parts.status.as_u16(),
         "headers": headers,
-        "body": String::from_utf8_lossy(response.body().as_ref()),
+        "body": String::from_utf8_lossy(&body),
         "isBase64Encoded": false,
     })
 }
@@ -181,83 +184,92 @@ fn caller_context(caller: &Principal) -> Value {
     })
 }
 
-/// The HTTP routes; always a response, errors in Laravel's `{message[, errors]}` shape.
-pub async fn handle(service: &Service, request: Request) -> Response<Body> {
-    dispatch(service, &request)
-        .await
-        .unwrap_or_else(|e| error_response(ErrorStyle::Laravel, &e))
+/// A token as verify describes it.
+#[derive(Serialize)]
+struct VerifiedToken<'a> {
+    id: String,
+    user_id: UserId,
+    kind: &'static str,
+    name: &'a str,
+    abilities: &'a Abilities,
+    expires_at: Option<Seconds>,
+    last_used_at: Option<Seconds>,
 }
 
-async fn dispatch(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
-    let (action, _) = route_request(&ROUTES, request)?;
-    match action {
-        Action::Verify => verify_route(service, request).await,
-        Action::Me => me(service, request).await,
+impl<'a> From<&'a TokenRecord> for VerifiedToken<'a> {
+    fn from(record: &'a TokenRecord) -> Self {
+        VerifiedToken {
+            id: record.public_id().to_string(),
+            user_id: record.user_id,
+            kind: record.kind.as_str(),
+            name: &record.name,
+            abilities: &record.abilities,
+            expires_at: record.expires_at.map(Seconds::from_epoch_seconds),
+            last_used_at: record.last_used_at_ms.map(Seconds),
+        }
     }
+}
+
+#[derive(Serialize)]
+struct Verified<'a> {
+    valid: bool,
+    code: &'static str,
+    token: Option<VerifiedToken<'a>>,
 }
 
 /// `POST /api/v1/tokens/verify {"token": ...}`: for an admin of the token's platform, or for the
 /// token itself. Another platform's token answers exactly like an unknown one.
-async fn verify_route(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
-    let now = now_ms();
-    let caller = service
-        .authenticate(bearer_token(request.headers()), now)
-        .await?;
-    let body = json_object(request)?;
+async fn verify_route(
+    State(service): State<web::State>,
+    caller: Caller<Laravel>,
+    body: Fields<Laravel>,
+) -> Answer {
     let token = match present(&body, "token") {
         Some(Value::String(token)) => token.trim().to_string(),
         Some(_) => {
             return Err(ApiError::Validation(FieldErrors::single(
                 "token",
                 "The token field must be a string.",
-            )))
+            ))
+            .into())
         }
         None => {
             return Err(ApiError::Validation(FieldErrors::single(
                 "token",
                 "The token field is required.",
-            )))
+            ))
+            .into())
         }
     };
-    let verification = verify(service.store.as_ref(), &token, now)
-        .await
-        .map_err(ApiError::from)?;
+    let verification = verify(service.store.as_ref(), &token, caller.now).await?;
     let is_itself = verification
         .record
         .as_ref()
         .is_some_and(|r| r.user_id == caller.user_id && r.id == caller.token_id);
     let is_admin = caller.role == Role::Admin && caller.abilities.is_full();
     if !is_itself && !is_admin {
-        return Err(ApiError::NotAdministrator);
+        return Err(ApiError::NotAdministrator.into());
     }
     let visible = verification
         .record
+        .as_ref()
         .filter(|record| record.platform_id == caller.platform_id);
-    let (code, token) = match visible {
-        None => ("NOT_FOUND", Value::Null),
-        Some(record) => (
-            verification.code.as_str(),
-            json!({
-                "id": record.public_id().to_string(),
-                "user_id": record.user_id,
-                "kind": record.kind.as_str(),
-                "name": record.name,
-                "abilities": record.abilities,
-                "expires_at": record.expires_at.map(|s| timestamp_seconds(s * 1000)),
-                "last_used_at": record.last_used_at_ms.map(timestamp_seconds),
-            }),
-        ),
+    let code = match visible {
+        None => "NOT_FOUND",
+        Some(_) => verification.code.as_str(),
     };
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"valid": code == "VALID", "code": code, "token": token}),
-    ))
+    let verified = Verified {
+        valid: code == "VALID",
+        code,
+        token: visible.map(VerifiedToken::from),
+    };
+    Ok(Json(StatusCode::OK, verified).into_response())
 }
 
 /// The authorizer's context of a request (REST APIs put it in `requestContext.authorizer`,
 /// HTTP APIs under `requestContext.authorizer.lambda`).
-fn authorizer_context(request: &Request) -> Option<HashMap<String, Value>> {
-    let fields = match request.request_context_ref()? {
+fn authorizer_context(parts: &Parts) -> Option<HashMap<String, Value>> {
+    let fields = match parts.extensions.get::<RequestContext>()? {
         RequestContext::ApiGatewayV1(context) => context.authorizer.fields.clone(),
         RequestContext::ApiGatewayV2(context) => context.authorizer.as_ref()?.fields.clone(),
         _ => return None,
@@ -273,38 +285,64 @@ fn context_text(context: &HashMap<String, Value>, key: &str) -> String {
     }
 }
 
+#[derive(Serialize)]
+struct MeUser {
+    id: u64,
+    platform_id: u64,
+    role: String,
+}
+
+#[derive(Serialize)]
+struct MeToken {
+    id: String,
+    kind: String,
+    abilities: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Me {
+    user: MeUser,
+    token: MeToken,
+}
+
+impl Me {
+    /// The caller as an authorizer context describes it; `None` without a user and platform.
+    fn from_context(context: &HashMap<String, Value>) -> Option<Me> {
+        let number = |key: &str| context_text(context, key).parse::<u64>().ok();
+        let abilities = context_text(context, "abilities")
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        Some(Me {
+            user: MeUser {
+                id: number("user_id")?,
+                platform_id: number("platform_id")?,
+                role: context_text(context, "role"),
+            },
+            token: MeToken {
+                id: context_text(context, "token_id"),
+                kind: context_text(context, "kind"),
+                abilities,
+            },
+        })
+    }
+}
+
 /// `GET /api/user/me`: the caller as the authorizer described it. Without an authorizer in front
 /// (the local server, a direct invocation), it authenticates the token itself.
-async fn me(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
-    let context = match authorizer_context(request) {
+async fn me(State(service): State<web::State>, parts: Parts) -> Answer {
+    let context = match authorizer_context(&parts) {
         Some(context) => context,
         None => {
             let caller = service
-                .authenticate(token_header(request.headers()), now_ms())
+                .authenticate(token_header(&parts.headers), now_ms())
                 .await?;
             serde_json::from_value(caller_context(&caller)).unwrap_or_default()
         }
     };
-    let number = |key: &str| context_text(&context, key).parse::<u64>().ok();
-    let (Some(user_id), Some(platform_id)) = (number("user_id"), number("platform_id")) else {
-        return Err(ApiError::Unauthenticated);
-    };
-    let abilities: Vec<String> = context_text(&context, "abilities")
-        .split(',')
-        .filter(|a| !a.is_empty())
-        .map(str::to_string)
-        .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "user": {"id": user_id, "platform_id": platform_id, "role": context_text(&context, "role")},
-            "token": {
-                "id": context_text(&context, "token_id"),
-                "kind": context_text(&context, "kind"),
-                "abilities": abilities,
-            },
-        }),
-    ))
+    let me = Me::from_context(&context).ok_or(ApiError::Unauthenticated)?;
+    Ok(Json(StatusCode::OK, me).into_response())
 }
 
 fn token_header(headers: &HeaderMap) -> Option<&str> {

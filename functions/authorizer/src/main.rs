@@ -6,11 +6,16 @@ use serde_json::Value;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::service::init_tracing();
-    let service: &'static shared::service::Service =
-        Box::leak(Box::new(shared::service::Service::from_env().await?));
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+    let service = shared::service::Service::from_env().await?;
+    let router = authorizer::router(service.clone());
+    let (service, router) = (&service, &router);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = shared::deadline::instant_of(event.context.deadline());
-        shared::deadline::within(deadline, authorizer::handle_event(service, event.payload))
+        shared::deadline::within(
+            deadline,
+            authorizer::handle_event(service, router, event.payload),
+        )
+        .await
     }))
     .await
 }

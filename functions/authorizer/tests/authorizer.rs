@@ -5,15 +5,14 @@ use std::time::Duration;
 use lambda_http::http::Method;
 use serde_json::{json, Value};
 
-use authorizer::{authorize, handle, handle_event, AuthorizerError};
+use authorizer::{authorize, handle_event, router, AuthorizerError};
 use shared::demo;
 use shared::domain::{Abilities, TokenName, UserId, UserStatus};
 use shared::mint::{mint, MintRequest};
 use shared::service::Service;
 use shared::store::{now_ms, DynamoStore, Owner, Store, LAST_USED_RESOLUTION_MS};
 use shared::test_support::{
-    event, fill_placeholders, request, service, status_and_json, tenant, token_for,
-    unreachable_service, Tenant,
+    event, fill_placeholders, request, service, tenant, token_for, unreachable_service, Tenant,
 };
 use shared::token::{self, TokenFamily, TokenKind};
 
@@ -177,7 +176,7 @@ async fn a_database_fault_is_an_authorizer_failure_not_a_deny() {
     let event =
         authorizer_event(json!({"Authorization": format!("Bearer {}", token.secret.expose())}));
     assert!(matches!(
-        handle_event(&service, event).await,
+        handle_event(&service, &router(service.clone()), event).await,
         Err(AuthorizerError::Unavailable)
     ));
 }
@@ -250,18 +249,17 @@ async fn authentications_record_the_last_use_in_the_background_once() {
 async fn verify_as(service: &Service, caller: &str, token: &str) -> (u16, Value) {
     let bearer = format!("Bearer {caller}");
     let body = json!({ "token": token }).to_string();
-    status_and_json(
-        &handle(
-            service,
-            request(
-                Method::POST,
-                "/api/v1/tokens/verify",
-                &[("authorization", &bearer)],
-                &body,
-            ),
-        )
-        .await,
+    shared::test_support::call(
+        authorizer::router,
+        service,
+        request(
+            Method::POST,
+            "/api/v1/tokens/verify",
+            &[("authorization", &bearer)],
+            &body,
+        ),
     )
+    .await
 }
 
 #[tokio::test]
@@ -319,18 +317,17 @@ async fn verify_answers_every_code() {
         (403, json!({"message": "You are not an administrator."}))
     );
     // Bad requests keep the Laravel shape.
-    let (status, body) = status_and_json(
-        &handle(
-            &service,
-            request(
-                Method::POST,
-                "/api/v1/tokens/verify",
-                &[("authorization", &format!("Bearer {}", t.admin_token))],
-                "{}",
-            ),
-        )
-        .await,
-    );
+    let (status, body) = shared::test_support::call(
+        authorizer::router,
+        &service,
+        request(
+            Method::POST,
+            "/api/v1/tokens/verify",
+            &[("authorization", &format!("Bearer {}", t.admin_token))],
+            "{}",
+        ),
+    )
+    .await;
     assert_eq!(
         (status, body),
         (
@@ -338,13 +335,12 @@ async fn verify_answers_every_code() {
             json!({"message": "The token field is required.", "errors": {"token": ["The token field is required."]}})
         )
     );
-    let (status, _) = status_and_json(
-        &handle(
-            &service,
-            request(Method::POST, "/api/v1/tokens/verify", &[], "{}"),
-        )
-        .await,
-    );
+    let (status, _) = shared::test_support::call(
+        authorizer::router,
+        &service,
+        request(Method::POST, "/api/v1/tokens/verify", &[], "{}"),
+    )
+    .await;
     assert_eq!(status, 401);
 }
 
@@ -356,7 +352,7 @@ async fn me_answers_from_the_authorizer_context_without_a_database_read() {
         include_str!("../../../events/user-me-get.json"),
         &[("USER_KEY", "tkna_not-used-behind-the-authorizer")],
     );
-    let (status, body) = status_and_json(&handle(&offline, request).await);
+    let (status, body) = shared::test_support::call(authorizer::router, &offline, request).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
@@ -372,22 +368,25 @@ async fn me_without_an_authorizer_authenticates_the_token_itself() {
     let (service, store) = service().await;
     let t = tenant(&store).await;
     let bearer = format!("Bearer {}", t.user_token);
-    let (status, body) = status_and_json(
-        &handle(
-            &service,
-            request(
-                Method::GET,
-                "/api/user/me",
-                &[("authorization", &bearer)],
-                "",
-            ),
-        )
-        .await,
-    );
+    let (status, body) = shared::test_support::call(
+        authorizer::router,
+        &service,
+        request(
+            Method::GET,
+            "/api/user/me",
+            &[("authorization", &bearer)],
+            "",
+        ),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user"]["id"], t.user.id.0);
-    let (status, _) =
-        status_and_json(&handle(&service, request(Method::GET, "/api/user/me", &[], "")).await);
+    let (status, _) = shared::test_support::call(
+        authorizer::router,
+        &service,
+        request(Method::GET, "/api/user/me", &[], ""),
+    )
+    .await;
     assert_eq!(status, 401);
 }
 
@@ -404,7 +403,9 @@ async fn the_sample_events_run_through_the_function() {
         "../../../events/authorizer-request.json"
     )))
     .unwrap();
-    let policy = handle_event(&service, authorizer_event).await.unwrap();
+    let policy = handle_event(&service, &router(service.clone()), authorizer_event)
+        .await
+        .unwrap();
     assert_eq!(effect(&policy), "Allow");
     assert_eq!(policy["context"]["user_id"], demo::USER_ID.0);
 
@@ -412,16 +413,22 @@ async fn the_sample_events_run_through_the_function() {
         "../../../events/tokens-verify-post.json"
     )))
     .unwrap();
-    let response = handle_event(&service, verify_event).await.unwrap();
+    let response = handle_event(&service, &router(service.clone()), verify_event)
+        .await
+        .unwrap();
     assert_eq!(response["statusCode"], 200);
     assert_eq!(response["headers"]["content-type"], "application/json");
     let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["code"], "VALID");
 
     // Anything else is answered as a bad request, not a Lambda error.
-    let response = handle_event(&service, json!({"hello": "world"}))
-        .await
-        .unwrap();
+    let response = handle_event(
+        &service,
+        &router(service.clone()),
+        json!({"hello": "world"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(response["statusCode"], 400);
 }
 

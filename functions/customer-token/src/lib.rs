@@ -3,39 +3,35 @@
 //! customer holds at most `MAX_CUSTOMER_TOKENS_PER_USER` live ones, and
 //! `DELETE /api/v1/global/users/tokens/{id}` revokes one by the `id` its creation answered.
 
-use lambda_http::http::{HeaderMap, StatusCode};
-use lambda_http::{Body, Request, Response};
-use serde_json::{json, Map, Value};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
-use shared::auth::Principal;
 use shared::domain::{Abilities, CustomerId, TokenName};
-use shared::error::{error_response, json_response, ApiError, ErrorStyle};
-use shared::http::{bearer_token, header, json_object, route_request, Route};
+use shared::error::ApiError;
 use shared::mint::{mint, MintRequest};
 use shared::service::Service;
-use shared::store::{now_ms, Owner, StoreError, TokenRecord};
-use shared::token::{PublicTokenId, TokenFamily, TokenKind};
+use shared::store::{Owner, StoreError, TokenRecord};
+use shared::token::{TokenFamily, TokenKind};
+use shared::web::{self, Admin, Coded, Failure, Fields, Json, Routes, TokenIdParam};
 
-/// What a route does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Create,
-    Revoke,
-}
+type Caller = Admin<Coded>;
+type Answer = Result<Response, Failure<Coded>>;
 
 /// The routes this function serves.
-pub const ROUTES: [Route<Action>; 2] = [
-    Route {
-        method: "POST",
-        pattern: "/api/v1/global/users/gettokenbycustomerid",
-        action: Action::Create,
-    },
-    Route {
-        method: "DELETE",
-        pattern: "/api/v1/global/users/tokens/{id}",
-        action: Action::Revoke,
-    },
-];
+pub fn routes() -> Routes<Coded> {
+    Routes::default()
+        .post("/api/v1/global/users/gettokenbycustomerid", create_token)
+        .delete("/api/v1/global/users/tokens/{id}", revoke_token)
+}
+
+/// The function's router over `service`.
+pub fn router(service: Service) -> Router {
+    routes().into_router(service)
+}
 
 /// Longest lifetime a customer token may be given.
 pub const MAX_EXPIRATION_DAYS: u64 = 3650;
@@ -46,37 +42,13 @@ const UNNAMED: &str = "customer-api-token";
 /// The aliases the seed accepts for the customer id, in order of preference.
 const CUSTOMER_ID_FIELDS: [&str; 3] = ["customer_id", "customerid", "customer_salt"];
 
-/// The Lambda handler: always a response, errors as `{"error": CODE, "message": ...}`.
-pub async fn handle(service: &Service, request: Request) -> Response<Body> {
-    dispatch(service, &request)
-        .await
-        .unwrap_or_else(|e| error_response(ErrorStyle::Coded, &e))
-}
-
-async fn dispatch(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
-    let (action, params) = route_request(&ROUTES, request)?;
-    let now = now_ms();
-    let caller = service
-        .authenticate(presented_token(request.headers()), now)
-        .await?;
-    caller.require_admin()?;
-    match action {
-        Action::Create => create_token(service, request, &caller, now).await,
-        Action::Revoke => {
-            let id = params.first().map(String::as_str).unwrap_or_default();
-            revoke_token(service, &caller, id, now).await
-        }
-    }
-}
-
 /// Revokes a live customer token of a user of the caller's platform; any other id (unknown,
 /// another platform's, not a customer token, already revoked or expired) is the same 404.
 async fn revoke_token(
-    service: &Service,
-    caller: &Principal,
-    id: &str,
-    now: u64,
-) -> Result<Response<Body>, ApiError> {
+    State(service): State<web::State>,
+    caller: Caller,
+    TokenIdParam(id): TokenIdParam,
+) -> Answer {
     let not_found = || {
         coded(
             StatusCode::NOT_FOUND,
@@ -84,20 +56,44 @@ async fn revoke_token(
             "No live customer API token has this id.",
         )
     };
-    let id = PublicTokenId::parse(id).ok_or_else(not_found)?;
+    let id = id.ok_or_else(not_found)?;
     // Another platform's token is answered as an unknown one.
     let ours = |token: &TokenRecord| token.platform_id == caller.platform_id;
     if !service
         .store
-        .revoke_token_if(id.user_id, TokenFamily::Customer, id.token_id, now, &ours)
+        .revoke_token_if(
+            id.user_id,
+            TokenFamily::Customer,
+            id.token_id,
+            caller.now,
+            &ours,
+        )
         .await?
     {
-        return Err(not_found());
+        return Err(not_found().into());
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"message": "API token revoked successfully", "id": id.to_string()}),
-    ))
+    let revoked = Revoked {
+        message: "API token revoked successfully",
+        id: id.to_string(),
+    };
+    Ok(Json(StatusCode::OK, revoked).into_response())
+}
+
+#[derive(Serialize)]
+struct Revoked {
+    message: &'static str,
+    id: String,
+}
+
+/// A new customer token with its secret, shown this once.
+#[derive(Serialize)]
+struct Generated<'a> {
+    message: &'static str,
+    customerid: &'a str,
+    customer_api_key: &'a str,
+    name: Option<&'a str>,
+    expires: Option<u64>,
+    id: String,
 }
 
 fn coded(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
@@ -114,14 +110,6 @@ fn customer_not_found() -> ApiError {
         "CUSTOMER_ID_NOT_FOUND",
         "No active user found with the given customer ID.",
     )
-}
-
-/// The seed shows `token: <token>`, `Authorization: <token>` and `Authorization: Bearer <token>`.
-fn presented_token(headers: &HeaderMap) -> Option<&str> {
-    header(headers, "token")
-        .filter(|t| !t.is_empty())
-        .or_else(|| bearer_token(headers))
-        .or_else(|| header(headers, "authorization").filter(|t| !t.contains(' ')))
 }
 
 /// The validated body.
@@ -214,13 +202,12 @@ impl CustomerTokenRequest {
 }
 
 async fn create_token(
-    service: &Service,
-    request: &Request,
-    caller: &Principal,
-    now: u64,
-) -> Result<Response<Body>, ApiError> {
+    State(service): State<web::State>,
+    caller: Caller,
+    body: Fields<Coded>,
+) -> Answer {
     let store = service.store.as_ref();
-    let input = CustomerTokenRequest::parse(&json_object(request)?)?;
+    let input = CustomerTokenRequest::parse(&body)?;
 
     // Unknown, blocked and other platforms' customers are one and the same answer.
     let user = store
@@ -233,23 +220,26 @@ async fn create_token(
             StatusCode::NOT_FOUND,
             "WORKSPACE_NOT_FOUND",
             "The user does not have an active workspace.",
-        ));
+        )
+        .into());
     }
 
-    let expires = input.expiration_days.map(|days| now / 1000 + days * 86_400);
+    let expires = input
+        .expiration_days
+        .map(|days| caller.now / 1000 + days * 86_400);
     let name = input
         .name
         .clone()
         .unwrap_or_else(|| TokenName::parse(UNNAMED).expect("default name is valid"));
     let mint_request = MintRequest::by(
-        caller,
+        &caller,
         TokenKind::Customer,
         name,
         Abilities::full(),
         expires,
     )?;
     let cap = service.config.cap(TokenKind::Customer.family());
-    let minted = mint(store, Owner::from(&user), mint_request, cap, now)
+    let minted = mint(store, Owner::from(&user), mint_request, cap, caller.now)
         .await
         .map_err(|e| match e {
             StoreError::UserNotFound | StoreError::UserBlocked => customer_not_found(),
@@ -262,22 +252,21 @@ async fn create_token(
             ),
             other => other.into(),
         })?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "message": "API token generated successfully",
-            "customerid": input.customer_id.as_str(),
-            "customer_api_key": minted.secret.expose(),
-            "name": input.name.as_ref().map(TokenName::as_str),
-            "expires": minted.record.expires_at,
-            "id": minted.record.public_id().to_string(),
-        }),
-    ))
+    let generated = Generated {
+        message: "API token generated successfully",
+        customerid: input.customer_id.as_str(),
+        customer_api_key: minted.secret.expose(),
+        name: input.name.as_ref().map(TokenName::as_str),
+        expires: minted.record.expires_at,
+        id: minted.record.public_id().to_string(),
+    };
+    Ok(Json(StatusCode::OK, generated).into_response())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn parse(value: Value) -> Result<CustomerTokenRequest, ApiError> {
         CustomerTokenRequest::parse(value.as_object().unwrap())
@@ -338,21 +327,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn all_three_headers_carry_the_token() {
-        for (name, value) in [
-            ("token", "tkna_x"),
-            ("authorization", "Bearer tkna_x"),
-            ("authorization", "tkna_x"),
-        ] {
-            let mut headers = HeaderMap::new();
-            headers.insert(name, value.parse().unwrap());
-            assert_eq!(presented_token(&headers), Some("tkna_x"));
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert("authorization", "Basic abc".parse().unwrap());
-        assert_eq!(presented_token(&headers), None);
     }
 }

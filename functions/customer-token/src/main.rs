@@ -2,5 +2,5 @@
 // pool would only cost start-up (docs/PERFORMANCE.md, "Where the init time goes").
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::service::run_function(customer_token::handle, |_| Ok(())).await
+    shared::web::run(customer_token::router, |_| Ok(())).await
 }

@@ -4,22 +4,20 @@ use lambda_http::http::Method;
 use lambda_http::Request;
 use serde_json::{json, Value};
 
-use customer_token::handle;
 use shared::auth::authenticate;
 use shared::demo;
 use shared::domain::{CustomerId, Role, UserStatus, Workspace, WorkspaceStatus};
 use shared::service::Service;
 use shared::store::{now_ms, Store, User};
 use shared::test_support::{
-    add_user, event, new_user, request, service, service_with, status_and_json, tenant,
-    token_expiring, Tenant,
+    add_user, event, new_user, request, service, service_with, tenant, token_expiring, Tenant,
 };
 use shared::token::{self, TokenKind};
 
 const PATH: &str = "/api/v1/global/users/gettokenbycustomerid";
 
 async fn call(service: &Service, request: Request) -> (u16, Value) {
-    status_and_json(&handle(service, request).await)
+    shared::test_support::call(customer_token::router, service, request).await
 }
 
 async fn post(service: &Service, token: &str, body: Value) -> (u16, Value) {

@@ -2,30 +2,88 @@
 //! token of one of its users. The token is derived (HMAC of the server key, the user id and a
 //! generation), so every call returns the same key without the plaintext ever being stored.
 
-use lambda_http::http::StatusCode;
-use lambda_http::{Body, Request, Response};
-use serde_json::json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::Serialize;
 
 use shared::domain::{Abilities, UserId};
-use shared::error::{error_response, json_response, ApiError, ErrorStyle};
-use shared::http::{bearer_token, header, query_parameter, route_request, Route};
+use shared::error::ApiError;
+use shared::http::{header, query_parameter};
 use shared::service::Service;
-use shared::store::{now_ms, NewToken};
+use shared::store::NewToken;
+use shared::web::{self, Admin, Envelope, Failure, Json, Routes};
 
 /// The routes this function serves.
-pub const ROUTES: [Route<()>; 1] = [Route {
-    method: "GET",
-    pattern: "/ext/get-user-token",
-    action: (),
-}];
+pub fn routes() -> Routes<Envelope> {
+    Routes::default().get("/ext/get-user-token", permanent_token)
+}
+
+/// The function's router over `service`.
+pub fn router(service: Service) -> Router {
+    routes().into_router(service)
+}
 
 const USER_NOT_FOUND: &str = "User not found.";
 
-/// The Lambda handler: always the seed's envelope, `success: false` with `code` on errors.
-pub async fn handle(service: &Service, request: Request) -> Response<Body> {
-    permanent_token(service, &request)
-        .await
-        .unwrap_or_else(|e| error_response(ErrorStyle::Envelope, &e))
+/// The seed's `authtype: Key` header, checked before the token is.
+struct KeyAuthType;
+
+impl FromRequestParts<web::State> for KeyAuthType {
+    type Rejection = Failure<Envelope>;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &web::State,
+    ) -> Result<Self, Self::Rejection> {
+        match header(&parts.headers, "authtype") {
+            Some(authtype) if authtype.eq_ignore_ascii_case("key") => Ok(KeyAuthType),
+            _ => Err(ApiError::BadRequest(
+                "The authtype header is required and must be set to 'Key'.".into(),
+            )
+            .into()),
+        }
+    }
+}
+
+/// The `userId` query parameter: a whole number.
+fn user_id(uri: &Uri) -> Result<UserId, ApiError> {
+    match query_parameter(uri, "userId") {
+        Some(text) if !text.trim().is_empty() => {
+            text.trim().parse::<u64>().map(UserId).map_err(|_| {
+                ApiError::BadRequest(
+                    "The userId query parameter must be a user id (a whole number).".into(),
+                )
+            })
+        }
+        _ => Err(ApiError::BadRequest(
+            "The userId query parameter is required.".into(),
+        )),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PermanentTokenView<'a> {
+    key: &'a str,
+    active: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PermanentTokenData<'a> {
+    permanent_token: PermanentTokenView<'a>,
+}
+
+/// The seed's success envelope.
+#[derive(Serialize)]
+struct Success<T> {
+    success: bool,
+    message: &'static str,
+    data: T,
+    code: u16,
 }
 
 /// Fails the cold start when `PERMANENT_TOKEN_KEY` is missing or short.
@@ -34,34 +92,15 @@ pub fn check_config(service: &Service) -> Result<(), lambda_http::Error> {
     Ok(())
 }
 
-async fn permanent_token(service: &Service, request: &Request) -> Result<Response<Body>, ApiError> {
-    route_request(&ROUTES, request)?;
-    let authtype = header(request.headers(), "authtype");
-    if !authtype.is_some_and(|t| t.eq_ignore_ascii_case("key")) {
-        return Err(ApiError::BadRequest(
-            "The authtype header is required and must be set to 'Key'.".into(),
-        ));
-    }
-    let now = now_ms();
+async fn permanent_token(
+    State(service): State<web::State>,
+    _: KeyAuthType,
+    caller: Admin<Envelope>,
+    uri: Uri,
+) -> Result<Response, Failure<Envelope>> {
+    let user_id = user_id(&uri)?;
+    let now = caller.now;
     let store = service.store.as_ref();
-    let caller = service
-        .authenticate(bearer_token(request.headers()), now)
-        .await?;
-    caller.require_admin()?;
-    let user_id = match query_parameter(request, "userId") {
-        Some(text) if !text.trim().is_empty() => {
-            text.trim().parse::<u64>().map(UserId).map_err(|_| {
-                ApiError::BadRequest(
-                    "The userId query parameter must be a user id (a whole number).".into(),
-                )
-            })?
-        }
-        _ => {
-            return Err(ApiError::BadRequest(
-                "The userId query parameter is required.".into(),
-            ))
-        }
-    };
     // Users of other platforms are answered exactly as users that do not exist.
     let user = store
         .get_user(user_id)
@@ -87,13 +126,16 @@ async fn permanent_token(service: &Service, request: &Request) -> Result<Respons
     };
     let generation = store.issue_permanent_token(&user, &derive, now).await?;
     let issued = key.derive(user.id, generation);
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "success": true,
-            "message": "",
-            "data": {"permanentToken": {"key": issued.secret.expose(), "active": user.is_active()}},
-            "code": 200,
-        }),
-    ))
+    let answer = Success {
+        success: true,
+        message: "",
+        data: PermanentTokenData {
+            permanent_token: PermanentTokenView {
+                key: issued.secret.expose(),
+                active: user.is_active(),
+            },
+        },
+        code: StatusCode::OK.as_u16(),
+    };
+    Ok(Json(StatusCode::OK, answer).into_response())
 }

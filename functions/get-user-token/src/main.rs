@@ -2,5 +2,5 @@
 // pool would only cost start-up (docs/PERFORMANCE.md, "Where the init time goes").
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::service::run_function(get_user_token::handle, get_user_token::check_config).await
+    shared::web::run(get_user_token::router, get_user_token::check_config).await
 }

@@ -4,18 +4,17 @@ use lambda_http::http::Method;
 use lambda_http::Request;
 use serde_json::{json, Value};
 
-use get_user_token::handle;
 use shared::auth::authenticate;
 use shared::demo;
 use shared::domain::UserStatus;
 use shared::error::ApiError;
 use shared::service::Service;
 use shared::store::{now_ms, Store};
-use shared::test_support::{event, request, service, status_and_json, tenant};
+use shared::test_support::{event, request, service, tenant};
 use shared::token::TokenKind;
 
 async fn call(service: &Service, request: Request) -> (u16, Value) {
-    status_and_json(&handle(service, request).await)
+    shared::test_support::call(get_user_token::router, service, request).await
 }
 
 async fn get(service: &Service, token: &str, query: &str) -> (u16, Value) {

@@ -17,13 +17,6 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-const FUNCTIONS: [&str; 5] = [
-    "admin-token",
-    "customer-token",
-    "api-keys",
-    "get-user-token",
-    "authorizer",
-];
 const RUNS: usize = 15;
 
 /// When the runtime API saw the first `next` and the first response.
@@ -179,7 +172,10 @@ pub async fn report() {
     // An HTTP event no route of any function matches: start-up and routing, no database call.
     let mut event: Value = serde_json::from_str(include_str!("../../../events/api-keys-get.json"))
         .expect("the sample event");
+    // API Gateway's resource template decides the route (shared::http::gateway_request).
     event["path"] = Value::from("/bench/cold-start");
+    event["resource"] = Value::from("/bench/cold-start");
+    event["requestContext"]["resourcePath"] = Value::from("/bench/cold-start");
     event["headers"]
         .as_object_mut()
         .unwrap()
@@ -197,7 +193,11 @@ pub async fn report() {
         "binary", "init ms", "1st response ms", "peak RSS MB", "file MB", "init ratio"
     );
     // Rounds over every binary in turn, so a slower stretch of the machine weighs on all alike.
-    let names: Vec<&str> = FUNCTIONS.iter().copied().chain(["baseline"]).collect();
+    let names: Vec<&str> = tokenctl::serve::FUNCTIONS
+        .iter()
+        .map(|function| function.name)
+        .chain(["baseline"])
+        .collect();
     let mut samples: Vec<Option<Vec<(Duration, Duration, u64)>>> =
         names.iter().map(|_| Some(Vec::new())).collect();
     for _ in 0..RUNS {

@@ -1,6 +1,6 @@
 //! `make bench`: in one run against DynamoDB Local,
 //!
-//! 1. every route's handler called in-process (p50, p99, requests/s at concurrency 1, 8, 64),
+//! 1. every route called in-process through the functions' routers (p50, p99, requests/s at concurrency 1, 8, 64),
 //!    next to the raw DynamoDB operations that route must make, with the same client, and the
 //!    DynamoDB calls each request made (counted by an SDK interceptor);
 //! 2. cold starts: each function's release binary against a minimal Lambda runtime API, from
@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept};
 use aws_sdk_dynamodb::error::BoxError;
-use lambda_http::http::Method;
-use lambda_http::{Body, Request};
+use axum::http::Method;
+use axum::Router;
 use serde_json::json;
+use tower::ServiceExt;
 
 use shared::config::{dynamodb_client, Config};
 use shared::demo;
@@ -71,7 +72,7 @@ fn figures(mut samples: Vec<Duration>, wall: Duration) -> Figures {
     }
 }
 
-type Job = Pin<Box<dyn Future<Output = u16> + Send>>;
+pub type Job = Pin<Box<dyn Future<Output = u16> + Send>>;
 
 /// Runs `make(i)` for i in 0..n, `concurrency` at a time; latencies of each.
 async fn run(
@@ -201,225 +202,222 @@ pub async fn mint_key(store: &DynamoStore, user: &User) -> String {
     .expect("mint")
 }
 
-fn http(method: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Request {
-    let mut builder = lambda_http::http::Request::builder()
-        .method(method)
-        .uri(path);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    builder.body(Body::Text(body.to_string())).expect("request")
+/// Who calls a route.
+#[derive(Clone, Copy)]
+enum By {
+    /// The API key of the i-th bench user (spread so writes do not queue on one user).
+    User,
+    /// The demo platform's admin.
+    Admin,
+    /// The demo user, whose keys the delete scenario revokes.
+    DemoUser,
 }
 
-/// One route: how to call its handler for request `i`.
+/// One route as the bench calls it: `{id}` in the path is a live key of the demo user, `{user}`
+/// in the path or body the i-th bench user's id, `{key}` in the body that user's key.
 struct Scenario {
-    name: &'static str,
-    handler: Arc<dyn Fn(usize) -> Job + Send + Sync>,
-    raw: Arc<dyn Fn(usize) -> Job + Send + Sync>,
+    method: Method,
+    path: &'static str,
+    by: By,
+    /// The header that carries the caller's token (`Bearer` in `authorization`, or as is).
+    token_header: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static str,
     success: u16,
+    raw: fn(Arc<World>) -> Raw,
 }
 
-fn scenarios(w: &Arc<World>, ids: Arc<Vec<String>>) -> Vec<Scenario> {
-    let mut list = Vec::new();
-    macro_rules! handler {
-        ($w:ident, $i:ident, $body:expr) => {{
-            let $w = w.clone();
-            Arc::new(move |$i: usize| -> Job {
-                let $w = $w.clone();
-                Box::pin(async move { $body })
-            }) as Arc<dyn Fn(usize) -> Job + Send + Sync>
-        }};
-    }
-    let bearer = |token: &str| format!("Bearer {token}");
+type Raw = Arc<dyn Fn(usize) -> Job + Send + Sync>;
 
-    list.push(Scenario {
-        name: "authorizer (REQUEST event)",
-        handler: handler!(w, i, {
+const SCENARIOS: [Scenario; 9] = [
+    Scenario {
+        method: Method::GET,
+        path: "/api/user/api-keys",
+        by: By::User,
+        token_header: "authorization",
+        headers: &[],
+        body: "",
+        success: 200,
+        raw: raw::list,
+    },
+    Scenario {
+        method: Method::POST,
+        path: "/api/user/api-keys",
+        by: By::User,
+        token_header: "authorization",
+        headers: &[],
+        body: r#"{"name":"bench"}"#,
+        success: 201,
+        raw: raw::create,
+    },
+    Scenario {
+        method: Method::DELETE,
+        path: "/api/user/api-keys/{id}",
+        by: By::DemoUser,
+        token_header: "authorization",
+        headers: &[],
+        body: "",
+        success: 200,
+        raw: raw::revoke,
+    },
+    Scenario {
+        method: Method::POST,
+        path: "/api/v1/user/api-tokens",
+        by: By::User,
+        token_header: "authorization",
+        headers: &[],
+        body: r#"{"name":"bench","abilities":["calls:read"]}"#,
+        success: 201,
+        raw: raw::create,
+    },
+    Scenario {
+        method: Method::GET,
+        path: "/api/v1/user/api-tokens",
+        by: By::User,
+        token_header: "authorization",
+        headers: &[],
+        body: "",
+        success: 200,
+        raw: raw::list,
+    },
+    Scenario {
+        method: Method::POST,
+        path: "/api/white-label/token",
+        by: By::Admin,
+        token_header: "authorization",
+        headers: &[],
+        body: r#"{"user_id":{user}}"#,
+        success: 200,
+        raw: raw::white_label,
+    },
+    Scenario {
+        method: Method::POST,
+        path: "/api/v1/global/users/gettokenbycustomerid",
+        by: By::Admin,
+        token_header: "token",
+        headers: &[],
+        body: r#"{"customer_id":"048372910564","expiration_days":30}"#,
+        success: 200,
+        raw: raw::customer,
+    },
+    Scenario {
+        method: Method::GET,
+        path: "/ext/get-user-token?userId={user}",
+        by: By::Admin,
+        token_header: "authorization",
+        headers: &[("authtype", "Key")],
+        body: "",
+        success: 200,
+        raw: raw::permanent,
+    },
+    Scenario {
+        method: Method::POST,
+        path: "/api/v1/tokens/verify",
+        by: By::Admin,
+        token_header: "authorization",
+        headers: &[],
+        body: r#"{"token":"{key}"}"#,
+        success: 200,
+        raw: raw::verify_route,
+    },
+];
+
+impl Scenario {
+    fn name(&self) -> String {
+        format!(
+            "{} {}",
+            self.method,
+            self.path.split('?').next().unwrap_or_default()
+        )
+    }
+
+    /// Request `i` through the functions' routers (as `tokenctl serve` merges them).
+    fn handler(&'static self, w: &Arc<World>, router: &Router, ids: &Arc<Vec<String>>) -> Raw {
+        let (w, router, ids) = (w.clone(), router.clone(), ids.clone());
+        Arc::new(move |i: usize| -> Job {
+            let (user, key) = &w.users[i % w.users.len()];
+            let token = match self.by {
+                By::User => key.as_str(),
+                By::Admin => w.demo.admin_key.as_str(),
+                By::DemoUser => w.demo.user_key.as_str(),
+            };
+            let fill = |text: &str| {
+                text.replace("{id}", &ids[i % ids.len()])
+                    .replace("{user}", &user.id.to_string())
+                    .replace("{key}", key)
+            };
+            let mut builder = axum::http::Request::builder()
+                .method(self.method.clone())
+                .uri(fill(self.path));
+            builder = match self.token_header {
+                "authorization" => builder.header("authorization", format!("Bearer {token}")),
+                other => builder.header(other, token),
+            };
+            for (name, value) in self.headers {
+                builder = builder.header(*name, *value);
+            }
+            let request = builder
+                .body(axum::body::Body::from(fill(self.body)))
+                .expect("request");
+            let router = router.clone();
+            Box::pin(async move {
+                match router.oneshot(request).await {
+                    Ok(response) => response.status().as_u16(),
+                    Err(never) => match never {},
+                }
+            })
+        })
+    }
+}
+
+/// The authorizer's REQUEST event for the i-th bench user (the authorizer is not a route).
+fn authorize(w: &Arc<World>) -> Raw {
+    let w = w.clone();
+    Arc::new(move |i: usize| -> Job {
+        let w = w.clone();
+        Box::pin(async move {
             let key = &w.users[i % w.users.len()].1;
             let event = json!({"type": "REQUEST", "methodArn": "arn:aws:execute-api:us-east-1:1:a/prod/GET/x",
                                "headers": {"Authorization": format!("Bearer {key}")}});
-            let policy = authorizer::authorize(&w.service, &event).await.expect("policy");
-            if policy["policyDocument"]["Statement"][0]["Effect"] == "Allow" { 200 } else { 403 }
-        }),
+            let policy = authorizer::authorize(&w.service, &event)
+                .await
+                .expect("policy");
+            if policy["policyDocument"]["Statement"][0]["Effect"] == "Allow" {
+                200
+            } else {
+                403
+            }
+        })
+    })
+}
+
+/// A row of the table: its name, the handler side, the raw side, the expected status.
+struct Row {
+    name: String,
+    handler: Raw,
+    raw: Raw,
+    success: u16,
+    /// Each request consumes a key (deletes): every run takes fresh ids.
+    consumes: bool,
+}
+
+fn rows(w: &Arc<World>, router: &Router, ids: &Arc<Vec<String>>) -> Vec<Row> {
+    let authorizer = Row {
+        name: "authorizer (REQUEST event)".into(),
+        handler: authorize(w),
         raw: raw::verify(w.clone()),
         success: 200,
-    });
-    list.push(Scenario {
-        name: "GET /api/user/api-keys",
-        handler: handler!(w, i, {
-            let key = &w.users[i % w.users.len()].1;
-            let request = http(
-                Method::GET,
-                "/api/user/api-keys",
-                &[("authorization", &bearer(key))],
-                "",
-            );
-            api_keys::handle(&w.service, request)
-                .await
-                .status()
-                .as_u16()
-        }),
-        raw: raw::list(w.clone()),
-        success: 200,
-    });
-    list.push(Scenario {
-        name: "POST /api/user/api-keys",
-        handler: handler!(w, i, {
-            let key = &w.users[i % w.users.len()].1;
-            let request = http(
-                Method::POST,
-                "/api/user/api-keys",
-                &[("authorization", &bearer(key))],
-                r#"{"name":"bench"}"#,
-            );
-            api_keys::handle(&w.service, request)
-                .await
-                .status()
-                .as_u16()
-        }),
-        raw: raw::create(w.clone()),
-        success: 201,
-    });
-    let delete_ids = ids.clone();
-    list.push(Scenario {
-        name: "DELETE /api/user/api-keys/{id}",
-        handler: {
-            let w = w.clone();
-            Arc::new(move |i: usize| -> Job {
-                let w = w.clone();
-                let id = delete_ids[i % delete_ids.len()].clone();
-                Box::pin(async move {
-                    let key = w.demo.user_key.clone();
-                    let request = http(
-                        Method::DELETE,
-                        &format!("/api/user/api-keys/{id}"),
-                        &[("authorization", &format!("Bearer {key}"))],
-                        "",
-                    );
-                    api_keys::handle(&w.service, request)
-                        .await
-                        .status()
-                        .as_u16()
-                })
-            })
-        },
-        raw: raw::revoke(w.clone()),
-        success: 200,
-    });
-    list.push(Scenario {
-        name: "POST /api/v1/user/api-tokens",
-        handler: handler!(w, i, {
-            let key = &w.users[i % w.users.len()].1;
-            let request = http(
-                Method::POST,
-                "/api/v1/user/api-tokens",
-                &[("authorization", &bearer(key))],
-                r#"{"name":"bench","abilities":["calls:read"]}"#,
-            );
-            api_keys::handle(&w.service, request)
-                .await
-                .status()
-                .as_u16()
-        }),
-        raw: raw::create(w.clone()),
-        success: 201,
-    });
-    list.push(Scenario {
-        name: "GET /api/v1/user/api-tokens",
-        handler: handler!(w, i, {
-            let key = &w.users[i % w.users.len()].1;
-            let request = http(
-                Method::GET,
-                "/api/v1/user/api-tokens",
-                &[("authorization", &bearer(key))],
-                "",
-            );
-            api_keys::handle(&w.service, request)
-                .await
-                .status()
-                .as_u16()
-        }),
-        raw: raw::list(w.clone()),
-        success: 200,
-    });
-    list.push(Scenario {
-        name: "POST /api/white-label/token",
-        handler: handler!(w, i, {
-            let user = &w.users[i % w.users.len()].0;
-            let body = json!({"user_id": user.id.0}).to_string();
-            let request = http(
-                Method::POST,
-                "/api/white-label/token",
-                &[("authorization", &bearer(&w.demo.admin_key))],
-                &body,
-            );
-            admin_token::handle(&w.service, request)
-                .await
-                .status()
-                .as_u16()
-        }),
-        raw: raw::white_label(w.clone()),
-        success: 200,
-    });
-    list.push(Scenario {
-        name: "POST .../gettokenbycustomerid",
-        handler: handler!(w, i, {
-            let _ = i;
-            let request = http(
-                Method::POST,
-                "/api/v1/global/users/gettokenbycustomerid",
-                &[("token", &w.demo.admin_key)],
-                r#"{"customer_id":"048372910564","expiration_days":30}"#,
-            );
-            customer_token::handle(&w.service, request)
-                .await
-                .status()
-                .as_u16()
-        }),
-        raw: raw::customer(w.clone()),
-        success: 200,
-    });
-    list.push(Scenario {
-        name: "GET /ext/get-user-token",
-        handler: handler!(w, i, {
-            let user = &w.users[i % w.users.len()].0;
-            let request = http(
-                Method::GET,
-                &format!("/ext/get-user-token?userId={}", user.id),
-                &[
-                    ("authorization", &bearer(&w.demo.admin_key)),
-                    ("authtype", "Key"),
-                ],
-                "",
-            );
-            get_user_token::handle(&w.service, request)
-                .await
-                .status()
-                .as_u16()
-        }),
-        raw: raw::permanent(w.clone()),
-        success: 200,
-    });
-    list.push(Scenario {
-        name: "POST /api/v1/tokens/verify",
-        handler: handler!(w, i, {
-            let key = &w.users[i % w.users.len()].1;
-            let body = json!({"token": key}).to_string();
-            let request = http(
-                Method::POST,
-                "/api/v1/tokens/verify",
-                &[("authorization", &bearer(&w.demo.admin_key))],
-                &body,
-            );
-            authorizer::handle(&w.service, request)
-                .await
-                .status()
-                .as_u16()
-        }),
-        raw: raw::verify_route(w.clone()),
-        success: 200,
-    });
-    list
+        consumes: false,
+    };
+    std::iter::once(authorizer)
+        .chain(SCENARIOS.iter().map(|scenario| Row {
+            name: scenario.name(),
+            handler: scenario.handler(w, router, ids),
+            raw: (scenario.raw)(w.clone()),
+            success: scenario.success,
+            consumes: scenario.path.contains("{id}"),
+        }))
+        .collect()
 }
 
 #[tokio::main]
@@ -441,12 +439,13 @@ async fn main() {
         ids.push(format!("{}-{}", parsed.user_id, parsed.token_id));
     }
     let ids = Arc::new(ids);
+    let router = tokenctl::serve::router(&world.service);
     // Warm every path (and the permanent tokens) once.
-    for scenario in scenarios(&world, ids.clone()) {
+    for row in rows(&world, &router, &ids) {
         for i in 0..world.users.len() {
-            (scenario.raw)(i).await;
-            if scenario.name != "DELETE /api/user/api-keys/{id}" {
-                (scenario.handler)(i).await;
+            (row.raw)(i).await;
+            if !row.consumes {
+                (row.handler)(i).await;
             }
         }
     }
@@ -467,8 +466,8 @@ async fn main() {
     );
     let mut delete_offset = 0;
     for concurrency in [1, 8, 64] {
-        for scenario in scenarios(&world, ids.clone()) {
-            let handler = if scenario.name.starts_with("DELETE") {
+        for scenario in rows(&world, &router, &ids) {
+            let handler = if scenario.consumes {
                 let offset = delete_offset;
                 delete_offset += requests;
                 let inner = scenario.handler.clone();

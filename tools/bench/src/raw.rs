@@ -9,9 +9,7 @@ use aws_sdk_dynamodb::Client;
 use shared::store::{token_sort_prefix, Key, Store, LAST_USED_RESOLUTION_MS};
 use shared::token::{self, TokenFamily};
 
-use crate::{Job, World};
-
-type Raw = Arc<dyn Fn(usize) -> Job + Send + Sync>;
+use crate::{Job, Raw, World};
 
 fn s(text: impl Into<String>) -> AttributeValue {
     AttributeValue::S(text.into())

@@ -36,6 +36,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The local server's route table: function, method and path of every route.
+    Routes,
+    #[command(flatten)]
+    Store(StoreCommand),
+}
+
+/// The commands that use the table.
+#[derive(Subcommand)]
+enum StoreCommand {
     /// Create the table (the definition template.yaml declares) if it is missing.
     Init,
     /// Platforms (white-label and agency tenants).
@@ -49,8 +58,6 @@ enum Command {
     Token(TokenCommand),
     /// A demo platform with an admin and users; prints their keys.
     SeedDemo,
-    /// The local server's route table: function, method and path of every route.
-    Routes,
     /// Serve every route on 127.0.0.1.
     Serve {
         #[arg(long, default_value_t = 3000)]
@@ -129,7 +136,7 @@ enum CliError {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Serve { .. }) {
+    if matches!(cli.command, Command::Store(StoreCommand::Serve { .. })) {
         shared::service::init_tracing();
     }
     match run(cli.command).await {
@@ -169,23 +176,29 @@ async fn service() -> Result<Service, CliError> {
         .map_err(|e| CliError::Setup(e.to_string()))
 }
 
-async fn run(command: Command) -> Result<Value, CliError> {
-    if let Command::Routes = command {
-        let routes: Vec<Value> = serve::Function::ALL
-            .into_iter()
-            .flat_map(|f| {
-                f.routes().into_iter().map(move |(method, path)| {
-                    json!({"function": f.name(), "method": method, "path": path})
-                })
+/// Every function's routes, from their routers.
+fn routes() -> Value {
+    let routes: Vec<Value> = serve::FUNCTIONS
+        .iter()
+        .flat_map(|f| {
+            (f.routes)().into_iter().map(move |(method, path)| {
+                json!({"function": f.name, "method": method.as_str(), "path": path})
             })
-            .collect();
-        return Ok(json!({ "routes": routes }));
-    }
+        })
+        .collect();
+    json!({ "routes": routes })
+}
+
+async fn run(command: Command) -> Result<Value, CliError> {
+    let command = match command {
+        Command::Routes => return Ok(routes()),
+        Command::Store(command) => command,
+    };
     let service = service().await?;
     let store = service.store.as_ref();
     let now = now_ms();
     match command {
-        Command::Init => {
+        StoreCommand::Init => {
             let client = shared::config::dynamodb_client(service.config.trust_roots).await;
             let outcome = create_table(&client, &service.config.table_name).await?;
             Ok(json!({
@@ -193,12 +206,12 @@ async fn run(command: Command) -> Result<Value, CliError> {
                 "created": outcome == TableOutcome::Created,
             }))
         }
-        Command::Platform(PlatformCommand::Create { name }) => {
+        StoreCommand::Platform(PlatformCommand::Create { name }) => {
             let name = display_name(&name)?;
             let platform = store.create_platform(&name, now).await?;
             Ok(json!({"id": platform.id, "name": platform.name}))
         }
-        Command::User(UserCommand::Create(args)) => {
+        StoreCommand::User(UserCommand::Create(args)) => {
             let user = store
                 .create_user(new_user(args)?, now)
                 .await
@@ -212,13 +225,13 @@ async fn run(command: Command) -> Result<Value, CliError> {
                 "status": user.status.as_str(),
             }))
         }
-        Command::User(UserCommand::Block { id }) => {
+        StoreCommand::User(UserCommand::Block { id }) => {
             set_status(store, id, UserStatus::Blocked).await
         }
-        Command::User(UserCommand::Unblock { id }) => {
+        StoreCommand::User(UserCommand::Unblock { id }) => {
             set_status(store, id, UserStatus::Active).await
         }
-        Command::Token(TokenCommand::Mint {
+        StoreCommand::Token(TokenCommand::Mint {
             user,
             name,
             abilities,
@@ -267,7 +280,7 @@ async fn run(command: Command) -> Result<Value, CliError> {
                 "expires_at": minted.record.expires_at,
             }))
         }
-        Command::Token(TokenCommand::Revoke { id }) => {
+        StoreCommand::Token(TokenCommand::Revoke { id }) => {
             let id = PublicTokenId::parse(&id).ok_or_else(|| {
                 CliError::Usage(format!(
                     "{id:?} is not a token id (USER-HEX, as `token mint` prints)"
@@ -283,15 +296,13 @@ async fn run(command: Command) -> Result<Value, CliError> {
             }
             Err(CliError::Usage(format!("no live token with id {id}")))
         }
-        Command::SeedDemo => seed_demo(&service, now).await,
-        Command::Routes => unreachable!("answered without a store"),
-        Command::Serve { port } => {
+        StoreCommand::SeedDemo => seed_demo(&service, now).await,
+        StoreCommand::Serve { port } => {
             if service.config.permanent_key().is_err() {
                 eprintln!(
                     "warning: PERMANENT_TOKEN_KEY is not set; /ext/get-user-token will answer 503"
                 );
             }
-            let service: &'static Service = Box::leak(Box::new(service));
             serve::serve(service, port)
                 .await
                 .map_err(|e| CliError::Setup(format!("cannot serve on 127.0.0.1:{port}: {e}")))?;

@@ -1,5 +1,5 @@
 //! Hostile input, every credential against every route, and concurrency, through the same
-//! dispatch `tokenctl serve` uses, against DynamoDB Local. No case may answer 5xx, and every
+//! router `tokenctl serve` serves, against DynamoDB Local. No case may answer 5xx, and every
 //! answer has its route's JSON shape.
 //!
 //! The credential matrix and the hostile input also run, as the same code, against `sam local
@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use lambda_http::http::Method;
-use lambda_http::{Body, Request, Response};
+use lambda_http::Request;
 use serde_json::{json, Value};
 
 use shared::domain::{Abilities, CustomerId, Role, UserId, UserStatus};
@@ -24,7 +24,7 @@ use shared::test_support::{
 };
 use shared::token::{self, TokenFamily, TokenKind};
 use shared::trust::TrustRoots;
-use tokenctl::serve::dispatch;
+use tokenctl::serve::{router, FUNCTIONS};
 
 /// The load tests (200 concurrent requests, a second DynamoDB Local starting and stopping) take
 /// turns, so none of them measures the others' load on a two-core machine.
@@ -78,16 +78,15 @@ fn assert_error_shape(style: Style, status: u16, body: &Value, case: &str) {
 }
 
 async fn send(service: &Service, request: Request) -> (u16, Value, Vec<u8>) {
-    let response: Response<Body> = dispatch(service, request).await;
-    let status = response.status().as_u16();
-    let bytes = response.body().as_ref().to_vec();
+    let (status, _, bytes) = shared::test_support::exchange(router(service), request).await;
+    let status = status.as_u16();
     let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {bytes:?}"));
     (status, body, bytes)
 }
 
 /// Where the requests of a test go.
 enum Target {
-    /// The handlers, in-process, as `tokenctl serve` dispatches.
+    /// The functions' routers, in-process, merged as `tokenctl serve` merges them.
     InProcess(Service),
     /// `sam local start-api` on 127.0.0.1:`port`.
     SamLocal { port: u16 },
@@ -142,19 +141,10 @@ impl Target {
             return None;
         }
         let path = path.split('?').next().unwrap_or_default();
-        let routes: Vec<shared::http::Route<bool>> = tokenctl::serve::Function::ALL
-            .into_iter()
-            .flat_map(|f| f.routes())
-            .map(|(method, pattern)| shared::http::Route {
-                method,
-                pattern,
-                action: pattern == "/api/user/me",
-            })
-            .collect();
-        match shared::http::route(&routes, method, path) {
-            Err(_) => Some(sam_no_route()),
-            Ok((false, _)) => None,
-            Ok((true, _)) => match token {
+        match template_route(method, path) {
+            None => Some(sam_no_route()),
+            Some(template) if template != "/api/user/me" => None,
+            Some(_) => match token {
                 Token::Missing => Some((401, json!({"message": "Unauthorized"}))),
                 Token::Refused => Some((
                     403,
@@ -164,6 +154,24 @@ impl Target {
             },
         }
     }
+}
+
+/// The route template (of any function) that serves `method` on `path`, as API Gateway matches
+/// them: literal segments equal, `{name}` any one segment.
+fn template_route(method: &Method, path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    FUNCTIONS
+        .iter()
+        .flat_map(|function| (function.routes)())
+        .filter(|(m, _)| m == method)
+        .map(|(_, template)| template)
+        .find(|template| {
+            let wanted: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
+            wanted.len() == segments.len()
+                && wanted.iter().zip(&segments).all(|(want, have)| {
+                    shared::http::path_parameter(want).is_some() || want == have
+                })
+        })
 }
 
 /// The token a request carries, as the authorizer judges it.

@@ -26,11 +26,12 @@ use serde_yaml::Value;
 use shared::domain::{Abilities, CustomerId, Role};
 use shared::service::Service;
 use shared::store::{now_ms, DynamoStore, Store, User};
+use shared::test_support::exchange;
 use shared::test_support::{
     add_user, bearer, new_user, request, service_with, tenant, token_expiring, token_for, Tenant,
 };
 use shared::token::{self, TokenFamily, TokenKind};
-use tokenctl::serve::dispatch;
+use tokenctl::serve::router;
 
 /// One action as IAM evaluates it, with the top-level attributes an update names.
 #[derive(Clone, Debug)]
@@ -255,8 +256,9 @@ impl Harness {
         headers: &[(&str, &str)],
         body: &str,
     ) -> u16 {
-        let response = dispatch(self.service(function), request(method, path, headers, body)).await;
-        response.status().as_u16()
+        let request = request(method, path, headers, body);
+        let (status, _, _) = exchange(router(self.service(function)), request).await;
+        status.as_u16()
     }
 }
 
@@ -421,8 +423,8 @@ async fn exercise(h: &Harness) {
         })
         .unwrap(),
     };
-    let response = dispatch(&rotated, request(Method::GET, &path, &headers, "")).await;
-    assert_eq!(response.status(), 200);
+    let request = request(Method::GET, &path, &headers, "");
+    assert_eq!(exchange(router(&rotated), request).await.0, 200);
 
     // authorizer: an authorizer event (with a key not used yet, so it records the use), verify,
     // and the protected route without a context.

@@ -10,8 +10,9 @@ use serde_json::Value;
 use shared::demo;
 use shared::service::Service;
 use shared::store::now_ms;
+use shared::test_support::exchange;
 use shared::test_support::{request, service, unreachable_service};
-use tokenctl::serve::dispatch;
+use tokenctl::serve::router;
 
 /// A `MakeWriter` into a shared buffer.
 #[derive(Clone, Default)]
@@ -35,8 +36,8 @@ async fn call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Value {
-    let response = dispatch(service, request(method, path, headers, body)).await;
-    serde_json::from_slice(response.body().as_ref()).unwrap()
+    let (_, _, body) = exchange(router(service), request(method, path, headers, body)).await;
+    serde_json::from_slice(&body).unwrap()
 }
 
 #[tokio::test]
