@@ -29,21 +29,38 @@ if runner == "cargo":
 elif runner == "sam":
     demo, sam_args = json.loads(sys.argv[2]), sys.argv[3:]
     how = "sam local invoke"
-    # template.yaml's logical id of each function folder (CodeUri: functions/<folder>).
-    logical_ids, current = {}, None
-    with open(os.path.join(root, "template.yaml")) as f:
-        for line in f:
-            match = re.match(r"^  ([A-Za-z0-9]+):\s*$", line)
-            if match:
-                current = match.group(1)
-            match = re.match(r"^\s+CodeUri: functions/([a-z0-9-]+)\s*$", line)
-            if match:
-                logical_ids[match.group(1)] = current
 
     def command(function, path):
         return ["sam", "local", "invoke", logical_ids[function], "-e", path, *sam_args]
 else:
     sys.exit(__doc__)
+
+# From template.yaml: each function folder's logical id (CodeUri: functions/<folder>), the folder
+# that serves each (METHOD, path) of the API's events, and the folder of the API's authorizer.
+logical_ids, folders, routes, authorizer_id = {}, {}, {}, None
+current, path = None, None
+with open(os.path.join(root, "template.yaml")) as f:
+    for line in f:
+        if match := re.match(r"^  ([A-Za-z0-9]+):\s*$", line):
+            current = match.group(1)
+        elif match := re.match(r"^\s+CodeUri: functions/([a-z0-9-]+)\s*$", line):
+            logical_ids[match.group(1)] = current
+            folders[current] = match.group(1)
+        elif match := re.match(r"^\s+Path: (/\S*)\s*$", line):
+            path = match.group(1)
+        elif match := re.match(r"^\s+Method: ([a-z]+)\s*$", line):
+            routes[(match.group(1).upper(), path)] = current
+        elif match := re.match(r"^\s+FunctionArn: !GetAtt ([A-Za-z0-9]+)\.Arn\s*$", line):
+            authorizer_id = match.group(1)
+
+
+def function_of(event):
+    """The folder of the function that receives `event`, as API Gateway routes it."""
+    if event.get("type") == "REQUEST":
+        return folders[authorizer_id]
+    return folders[routes[(event["httpMethod"], event["resource"])]]
+
+
 values = {"ADMIN_KEY": demo["admin_key"], "USER_KEY": demo["user_key"]}
 
 
@@ -51,33 +68,33 @@ def keys(*names):
     return lambda body: set(body) == set(names)
 
 
-# (event, function, expected status, body check, placeholder the response's id fills)
+# (event, expected status, body check, placeholder the response's id fills)
 STEPS = [
-    ("admin-token-post", "admin-token", 200,
+    ("admin-token-post", 200,
      lambda b: keys("message", "user", "token", "token_name")(b) and b["user"]["id"] == 1002, None),
-    ("customer-token-post", "customer-token", 200,
+    ("customer-token-post", 200,
      lambda b: keys("message", "customerid", "customer_api_key", "name", "expires", "id")(b)
      and isinstance(b["expires"], int), "CUSTOMER_TOKEN_ID"),
-    ("customer-token-delete", "customer-token", 200,
+    ("customer-token-delete", 200,
      lambda b: b["message"] == "API token revoked successfully" and keys("message", "id")(b), None),
-    ("get-user-token-get", "get-user-token", 200,
+    ("get-user-token-get", 200,
      lambda b: b["success"] is True and keys("key", "active")(b["data"]["permanentToken"]), None),
-    ("api-keys-post", "api-keys", 201,
+    ("api-keys-post", 201,
      lambda b: keys("id", "name", "token", "created_at")(b["api_key"]), "KEY_ID"),
-    ("api-keys-get", "api-keys", 200,
+    ("api-keys-get", 200,
      lambda b: all(keys("id", "name", "created_at", "last_used_at")(k) for k in b["api_keys"])
      and len(b["api_keys"]) == 3, None),
-    ("api-keys-delete", "api-keys", 200, keys("message"), None),
-    ("api-tokens-post", "api-keys", 201,
+    ("api-keys-delete", 200, keys("message"), None),
+    ("api-tokens-post", 201,
      lambda b: keys("id", "name", "abilities", "token", "created_at")(b["data"]), "TOKEN_ID"),
-    ("api-tokens-get", "api-keys", 200, lambda b: len(b["data"]) == 1, None),
-    ("api-tokens-delete", "api-keys", 200, keys("message"), None),
-    ("tokens-verify-post", "authorizer", 200,
+    ("api-tokens-get", 200, lambda b: len(b["data"]) == 1, None),
+    ("api-tokens-delete", 200, keys("message"), None),
+    ("tokens-verify-post", 200,
      lambda b: b["valid"] is True and b["code"] == "VALID" and b["token"]["user_id"] == 1002, None),
-    ("user-me-get", "authorizer", 200,
+    ("user-me-get", 200,
      lambda b: b["user"]["id"] == 1002 and b["token"]["abilities"] == ["*"], None),
     # Not an HTTP event: the response is the policy itself (checked below).
-    ("authorizer-request", "authorizer", None,
+    ("authorizer-request", None,
      lambda p: p["policyDocument"]["Statement"][0]["Effect"] == "Allow"
      and p["policyDocument"]["Statement"][0]["Resource"].endswith("/prod/GET/api/user/me")
      and p["context"]["user_id"] == 1002, None),
@@ -87,9 +104,10 @@ covered = {step[0] for step in STEPS}
 on_disk = {name[:-5] for name in os.listdir(os.path.join(root, "events")) if name.endswith(".json")}
 failures = [f"{name}: no invocation step" for name in sorted(on_disk - covered)]
 passed = 0
-for event, function, status, check, fills in STEPS:
+for event, status, check, fills in STEPS:
     with open(os.path.join(root, "events", event + ".json")) as f:
         text = f.read()
+    function = function_of(json.loads(text))
     for name, value in values.items():
         text = text.replace("{{" + name + "}}", value)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:

@@ -269,3 +269,38 @@ async fn the_sample_event_runs_through_the_handler() {
     assert_eq!(body["user"]["id"], demo::USER_ID.0);
     assert_eq!(body["token_name"], "kpi-dashboard");
 }
+
+/// The white-label route takes a form body too (Laravel reads both).
+#[tokio::test]
+async fn a_form_body_mints_by_email_or_id() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let (name, value) = bearer(&t.admin_token);
+    let headers = [
+        (name, value.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let body = format!(
+        "email={}&token_name=kpi-dashboard",
+        t.user.email.replace('@', "%40")
+    );
+    let (status, minted) = call(&service, request(Method::POST, PATH, &headers, &body)).await;
+    assert_eq!(status, 200, "{minted}");
+    assert_eq!(minted["user"]["id"], t.user.id.0);
+    assert_eq!(minted["token_name"], "kpi-dashboard");
+    let body = format!("user_id={}", t.user.id.0);
+    let (status, minted) = call(&service, request(Method::POST, PATH, &headers, &body)).await;
+    assert_eq!(
+        (status, minted["token_name"].as_str()),
+        (200, Some("api-token"))
+    );
+    let (status, invalid) =
+        call(&service, request(Method::POST, PATH, &headers, "user_id=x")).await;
+    assert_eq!(
+        (status, invalid),
+        (
+            422,
+            json!({"message": "The user id field must be an integer.", "errors": {"user_id": ["The user id field must be an integer."]}})
+        )
+    );
+}

@@ -689,3 +689,62 @@ async fn the_gateway_route_and_path_parameters_decide_behind_api_gateway() {
     .await;
     assert_eq!(deleted, (404, json!({"message": "API key not found."})));
 }
+
+/// Laravel reads form bodies as it reads JSON ones: `name`, and `abilities[]` for a list.
+#[tokio::test]
+async fn form_bodies_create_keys_and_tokens_as_json_ones_do() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let (name, value) = bearer(&t.user_token);
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let headers = [(name, value.as_str()), form];
+    let (status, created) = call(
+        &service,
+        request(Method::POST, KEYS, &headers, "name=Deploy+key%21"),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["api_key"]["name"], "Deploy key!");
+    let (status, created) = call(
+        &service,
+        request(
+            Method::POST,
+            TOKENS,
+            &headers,
+            "name=CI&abilities%5B%5D=calls%3Aread&abilities[]=calls:write",
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        created["data"]["abilities"],
+        json!(["calls:read", "calls:write"])
+    );
+    // What a second request sees: both, stored as the JSON route stores them.
+    let (_, listed) = send(&service, Method::GET, TOKENS, &t.user_token, "").await;
+    assert_eq!(listed["data"][0]["name"], "CI");
+    assert_eq!(
+        listed["data"][0]["abilities"],
+        json!(["calls:read", "calls:write"])
+    );
+    // Form validation answers as JSON validation does.
+    let (status, body) = call(
+        &service,
+        request(Method::POST, TOKENS, &headers, "abilities=calls:read"),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        body,
+        json!({
+            "message": "The name field is required. (and 1 more error)",
+            "errors": {
+                "name": ["The name field is required."],
+                "abilities": ["The abilities field must be an array."],
+            },
+        })
+    );
+    // Without the form content type the same bytes are not JSON: 400, as before.
+    let (status, _) = send(&service, Method::POST, KEYS, &t.user_token, "name=x").await;
+    assert_eq!(status, 400);
+}

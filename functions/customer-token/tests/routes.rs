@@ -391,3 +391,30 @@ async fn customer_tokens_never_outlive_the_admin_token_that_minted_them() {
     assert_eq!(status, 200, "{minted}");
     assert!(minted["expires"].as_u64().unwrap() <= admin_expiry);
 }
+
+/// The customer-token seed is JSON only: a form body is not JSON, whatever its content type.
+#[tokio::test]
+async fn form_bodies_are_not_read_here() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let user = customer(&store, &t, UserStatus::Active, active()).await;
+    let body = format!("customer_id={}", user.customer_id.unwrap().as_str());
+    let headers = [
+        ("token", t.admin_token.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let (status, answer) = call(
+        &service,
+        request(
+            Method::POST,
+            "/api/v1/global/users/gettokenbycustomerid",
+            &headers,
+            &body,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("INVALID_REQUEST"))
+    );
+}
