@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod deadline;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod domain;
 pub mod error;

@@ -195,6 +195,61 @@ pub fn status_and_json(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
     (status.as_u16(), body)
 }
 
+/// `binary` (a test's `CARGO_BIN_EXE_…`) on `table` of the DynamoDB Local that `make test`
+/// started, with `key` as its `PERMANENT_TOKEN_KEY`.
+pub fn command_on(binary: &str, table: &str, key: &str) -> std::process::Command {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
+        "AWS_ENDPOINT_URL_DYNAMODB is not set: run the tests with `make test`"
+    );
+    let mut command = std::process::Command::new(binary);
+    command
+        .env("TABLE_NAME", table)
+        .env("PERMANENT_TOKEN_KEY", key);
+    command
+}
+
+/// A running `tokenctl serve` on a free port of 127.0.0.1, stopped when dropped.
+pub struct LocalServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl LocalServer {
+    /// Runs `command` (a [`command_on`] the tokenctl binary) with `serve --port PORT`, and waits
+    /// until it accepts connections.
+    pub fn start(mut command: std::process::Command) -> LocalServer {
+        use std::time::{Duration, Instant};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = command
+            .args(["serve", "--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start tokenctl serve");
+        let server = LocalServer { child, port };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "tokenctl serve did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One HTTP/1.1 request to a server on 127.0.0.1:`port` (`tokenctl serve`, `sam local
 /// start-api`): the status, the headers (lowercased names) and the body.
 pub fn http_exchange(
@@ -272,13 +327,14 @@ pub fn service_intercepted(
 ) -> (Service, DynamoStore) {
     let client = aws_sdk_dynamodb::Client::from_conf(
         store
-            .client()
+            .direct()
+            .client
             .config()
             .to_builder()
             .interceptor(interceptor)
             .build(),
     );
-    let intercepted = DynamoStore::new(client, store.table());
+    let intercepted = DynamoStore::new(client, store.direct().table);
     let service = Service {
         store: Arc::new(intercepted.clone()),
         config: service.config.clone(),
@@ -294,9 +350,10 @@ pub async fn ttl_sweep(store: &DynamoStore, now_ms: u64) -> usize {
     let mut start = None;
     loop {
         let page = store
-            .client()
+            .direct()
+            .client
             .scan()
-            .table_name(store.table())
+            .table_name(store.direct().table)
             .filter_expression("expires_at <= :now")
             .expression_attribute_values(":now", AttributeValue::N((now_ms / 1000).to_string()))
             .set_exclusive_start_key(start)
@@ -305,9 +362,10 @@ pub async fn ttl_sweep(store: &DynamoStore, now_ms: u64) -> usize {
             .expect("scan");
         for item in page.items() {
             store
-                .client()
+                .direct()
+                .client
                 .delete_item()
-                .table_name(store.table())
+                .table_name(store.direct().table)
                 .key("pk", item["pk"].clone())
                 .key("sk", item["sk"].clone())
                 .send()

@@ -43,9 +43,10 @@ fn key_request(expires_at: Option<u64>) -> MintRequest {
 /// The profile's count of live API keys and personal tokens.
 async fn live_tokens(store: &DynamoStore, user: &User) -> i64 {
     let item = store
-        .client()
+        .direct()
+        .client
         .get_item()
-        .table_name(store.table())
+        .table_name(store.direct().table)
         .key("pk", AttributeValue::S(format!("USER#{}", user.id)))
         .key("sk", AttributeValue::S("PROFILE".into()))
         .consistent_read(true)
@@ -60,9 +61,10 @@ async fn live_tokens(store: &DynamoStore, user: &User) -> i64 {
 /// How many items a Query of one family's range reads (what a listing reads).
 async fn family_items(store: &DynamoStore, user: &User, family: TokenFamily) -> usize {
     store
-        .client()
+        .direct()
+        .client
         .query()
-        .table_name(store.table())
+        .table_name(store.direct().table)
         .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
         .expression_attribute_values(":pk", AttributeValue::S(format!("USER#{}", user.id)))
         .expression_attribute_values(

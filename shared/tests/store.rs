@@ -218,7 +218,7 @@ async fn malformed_tokens_are_refused_without_a_database_call() {
     let t = tenant(&working).await;
     // A store whose table does not exist: any read would fail with 503, not 401.
     let broken = DynamoStore::new(
-        working.client().clone(),
+        working.direct().client.clone(),
         format!("missing-{}", random_hex(4)),
     );
     let mut flipped = t.user_token.clone();
@@ -486,9 +486,10 @@ async fn the_permanent_token_is_written_once_and_authenticates() {
 
     // Only the hash is stored.
     let item = store
-        .client()
+        .direct()
+        .client
         .get_item()
-        .table_name(store.table())
+        .table_name(store.direct().table)
         .key("pk", AttributeValue::S(format!("USER#{}", t.user.id)))
         .key(
             "sk",

@@ -495,9 +495,10 @@ async fn a_block_holds_for_every_token_as_soon_as_the_profile_says_so() {
     // Only the profile item changes, as a block that stopped right after its first write would
     // leave the table; no token item is touched.
     store
-        .client()
+        .direct()
+        .client
         .update_item()
-        .table_name(store.table())
+        .table_name(store.direct().table)
         .key(
             "pk",
             aws_sdk_dynamodb::types::AttributeValue::S(format!("USER#{}", t.user.id)),

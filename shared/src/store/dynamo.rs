@@ -91,6 +91,13 @@ fn client_request_token() -> String {
     random_hex(16)
 }
 
+/// See [`DynamoStore::direct`].
+#[derive(Clone, Copy, Debug)]
+pub struct Direct<'a> {
+    pub client: &'a Client,
+    pub table: &'a str,
+}
+
 /// The store over one DynamoDB table.
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
@@ -108,9 +115,50 @@ enum Retirement {
 
 /// Why a transaction did not commit.
 enum TransactionFailure {
-    /// Which of its items' conditions failed, by position.
-    Conditions(Vec<bool>),
+    /// What the items whose conditions failed stand for.
+    Conditions(Vec<Part>),
     Store(StoreError),
+}
+
+/// What an item of a transaction stands for, so that a cancellation is read by meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    /// The platform a new user joins exists.
+    Platform,
+    /// The new user's email is free on its platform.
+    Email,
+    /// The new user's id is free.
+    User,
+    /// The new user's customer id is free.
+    CustomerId,
+    /// A token's owner is active (and under its cap, for a capped family).
+    Owner,
+    /// A new token record's id is free.
+    NewToken,
+    /// The owner's permanent-token generation is still the one read.
+    Profile,
+    /// The token being retired is still as the retirement requires.
+    Retiring,
+    /// The retired token's `GONE#` copy (no condition).
+    Tombstone,
+    /// The owner's cap counter given a slot back (the owner exists).
+    Counter,
+}
+
+/// The items of one transaction, each with what it stands for.
+#[derive(Default)]
+struct Transaction(Vec<(Part, TransactWriteItem)>);
+
+impl Transaction {
+    fn with(mut self, part: Part, item: TransactWriteItem) -> Transaction {
+        self.0.push((part, item));
+        self
+    }
+
+    fn and(mut self, other: Transaction) -> Transaction {
+        self.0.extend(other.0);
+        self
+    }
 }
 
 impl From<StoreError> for TransactionFailure {
@@ -167,12 +215,14 @@ impl DynamoStore {
         }
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub fn table(&self) -> &str {
-        &self.table
+    /// The client and table this store works on, for code that must address the table
+    /// directly: `make bench`'s raw operations (the least a route can cost) and tests that
+    /// inspect or damage items as only an outside writer could. No route uses it.
+    pub fn direct(&self) -> Direct<'_> {
+        Direct {
+            client: &self.client,
+            table: &self.table,
+        }
     }
 
     async fn get(&self, key: Key) -> Result<Option<Item>, StoreError> {
@@ -240,10 +290,12 @@ impl DynamoStore {
     /// transaction on its items still in progress) — then with the same client request token, so
     /// DynamoDB applies it at most once. A cancelled attempt committed nothing, so the next one
     /// gets a new token. Stops when the request's deadline leaves no room for another attempt.
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TransactionFailure> {
+    async fn transact(&self, transaction: Transaction) -> Result<(), TransactionFailure> {
+        let (parts, items): (Vec<Part>, Vec<TransactWriteItem>) = transaction.0.into_iter().unzip();
         let mut backoff = Backoff::default();
         let mut token = client_request_token();
-        for attempt in 1..=TRANSACTION_ATTEMPTS {
+        let mut attempt = 1;
+        loop {
             let result = self
                 .client
                 .transact_write_items()
@@ -267,7 +319,9 @@ impl DynamoStore {
                         return Err(TransactionFailure::Conditions(
                             codes
                                 .iter()
-                                .map(|c| *c == "ConditionalCheckFailed")
+                                .zip(&parts)
+                                .filter(|(code, _)| **code == "ConditionalCheckFailed")
+                                .map(|(_, part)| *part)
                                 .collect(),
                         ));
                     }
@@ -287,9 +341,9 @@ impl DynamoStore {
             if !retry || attempt == TRANSACTION_ATTEMPTS || !deadline::allows(ATTEMPT_TIME) {
                 return Err(unavailable(error).into());
             }
+            attempt += 1;
             backoff.wait().await;
         }
-        unreachable!("the loop returns on its last attempt")
     }
 
     /// The user update of a token creation: counts capped families, and in every case holds
@@ -433,7 +487,7 @@ impl DynamoStore {
         record: &TokenRecord,
         why: Retirement,
         now_ms: u64,
-    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+    ) -> Result<Transaction, StoreError> {
         let (user, family, id) = (record.user_id, record.kind.family(), record.id);
         let now_s = now_ms / 1000;
         let mut retired = record.clone();
@@ -468,12 +522,17 @@ impl DynamoStore {
             .set_item(Some(tombstone))
             .build()
             .map_err(unavailable)?;
-        let mut items = vec![
-            TransactWriteItem::builder().delete(delete).build(),
-            TransactWriteItem::builder().put(put).build(),
-        ];
+        let mut items = Transaction::default()
+            .with(
+                Part::Retiring,
+                TransactWriteItem::builder().delete(delete).build(),
+            )
+            .with(
+                Part::Tombstone,
+                TransactWriteItem::builder().put(put).build(),
+            );
         if let Some(counter) = family.cap() {
-            items.push(self.counter_decrement(user, counter)?);
+            items = items.with(Part::Counter, self.counter_decrement(user, counter)?);
         }
         Ok(items)
     }
@@ -613,17 +672,19 @@ impl Store for DynamoStore {
                 .condition_expression("attribute_exists(pk)")
                 .build()
                 .map_err(unavailable)?;
-            let mut items = vec![
-                TransactWriteItem::builder()
-                    .condition_check(platform_exists)
-                    .build(),
-                self.put(email, absent)?,
-                self.put(user_item(&user), absent)?,
-            ];
+            let mut items = Transaction::default()
+                .with(
+                    Part::Platform,
+                    TransactWriteItem::builder()
+                        .condition_check(platform_exists)
+                        .build(),
+                )
+                .with(Part::Email, self.put(email, absent)?)
+                .with(Part::User, self.put(user_item(&user), absent)?);
             if let Some(customer) = &new.customer_id {
                 let mut item = Key::customer(customer).to_item();
                 item.insert("user_id".into(), n(id.0));
-                items.push(self.put(item, absent)?);
+                items = items.with(Part::CustomerId, self.put(item, absent)?);
             }
             match self.transact(items).await {
                 Ok(()) => return Ok(user),
@@ -633,12 +694,11 @@ impl Store for DynamoStore {
                         // This very user: an attempt that committed, its answer lost.
                         return Ok(user);
                     }
-                    let failed = |i: usize| failed.get(i).copied().unwrap_or(false);
-                    if failed(0) {
+                    if failed.contains(&Part::Platform) {
                         return Err(StoreError::PlatformNotFound);
-                    } else if failed(1) {
+                    } else if failed.contains(&Part::Email) {
                         return Err(StoreError::EmailTaken);
-                    } else if failed(3) {
+                    } else if failed.contains(&Part::CustomerId) {
                         return Err(StoreError::CustomerIdTaken);
                     } else if new.id.is_some() {
                         return Err(StoreError::UserIdTaken);
@@ -740,17 +800,19 @@ impl Store for DynamoStore {
         let record = token.record(owner);
         let mut released_once = false;
         loop {
-            let items = vec![
-                self.owner_guard(owner.id, family, cap)?,
-                self.put(token_item(&record), "attribute_not_exists(pk)")?,
-            ];
+            let items = Transaction::default()
+                .with(Part::Owner, self.owner_guard(owner.id, family, cap)?)
+                .with(
+                    Part::NewToken,
+                    self.put(token_item(&record), "attribute_not_exists(pk)")?,
+                );
             let failed = match self.transact(items).await {
                 Ok(()) => return Ok(()),
                 Err(TransactionFailure::Store(e)) => return Err(e),
                 Err(TransactionFailure::Conditions(failed)) => failed,
             };
-            let guard_failed = failed.first() == Some(&true);
-            if failed.get(1) == Some(&true) {
+            let guard_failed = failed.contains(&Part::Owner);
+            if failed.contains(&Part::NewToken) {
                 // The record id is taken: by this very token when an earlier attempt of ours
                 // committed and its answer was lost (then the slot is already counted).
                 let stored = self
@@ -910,19 +972,24 @@ impl Store for DynamoStore {
                 .build()
                 .map_err(unavailable)?;
             let record = derive(next).record(Owner::from(&owner));
-            let mut items = vec![
-                TransactWriteItem::builder().update(profile).build(),
-                self.put(token_item(&record), "attribute_not_exists(pk)")?,
-            ];
+            let mut items = Transaction::default()
+                .with(
+                    Part::Profile,
+                    TransactWriteItem::builder().update(profile).build(),
+                )
+                .with(
+                    Part::NewToken,
+                    self.put(token_item(&record), "attribute_not_exists(pk)")?,
+                );
             if let Some(old) = stored.filter(|r| r.state(now_ms) == TokenState::Live) {
                 // Live but made with another server key: whoever holds the old key loses it.
-                items.extend(self.retire(&old, Retirement::Revoked, now_ms)?);
+                items = items.and(self.retire(&old, Retirement::Revoked, now_ms)?);
             }
             match self.transact(items).await {
                 Ok(()) => return Ok(next),
                 Err(TransactionFailure::Store(e)) => return Err(e),
                 Err(TransactionFailure::Conditions(failed)) => {
-                    let profile_changed = failed.first() == Some(&true);
+                    let profile_changed = failed.contains(&Part::Profile);
                     owner = self
                         .get_user(owner.id)
                         .await?

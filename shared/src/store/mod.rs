@@ -9,7 +9,7 @@ pub mod schema;
 
 use async_trait::async_trait;
 
-pub use dynamo::DynamoStore;
+pub use dynamo::{Direct, DynamoStore};
 pub use item::{token_sort_prefix, Key};
 
 use crate::domain::{

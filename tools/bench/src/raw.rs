@@ -132,7 +132,7 @@ macro_rules! raw {
 pub fn verify(w: Arc<World>) -> Raw {
     raw!(w, i, {
         let key = &w.users[i % w.users.len()].1;
-        authenticate(w.store.client(), w.store.table(), key).await
+        authenticate(w.store.direct().client, w.store.direct().table, key).await
     })
 }
 
@@ -141,7 +141,12 @@ pub fn verify(w: Arc<World>) -> Raw {
 pub fn token_only(w: Arc<World>) -> Raw {
     raw!(w, i, {
         let key = &w.users[i % w.users.len()].1;
-        get(w.store.client(), w.store.table(), token_key(key)).await
+        get(
+            w.store.direct().client,
+            w.store.direct().table,
+            token_key(key),
+        )
+        .await
     })
 }
 
@@ -163,7 +168,7 @@ pub fn touch(w: Arc<World>) -> Raw {
 pub fn list(w: Arc<World>) -> Raw {
     raw!(w, i, {
         let (user, key) = &w.users[i % w.users.len()];
-        let (client, table) = (w.store.client(), w.store.table());
+        let (client, table) = (w.store.direct().client, w.store.direct().table);
         authenticate(client, table, key).await;
         let pk = Key::user(user.id).pk;
         query(client, table, &pk, &token_sort_prefix(TokenFamily::ApiKeys)).await
@@ -174,7 +179,7 @@ pub fn list(w: Arc<World>) -> Raw {
 pub fn create(w: Arc<World>) -> Raw {
     raw!(w, i, {
         let (user, key) = &w.users[i % w.users.len()];
-        let (client, table) = (w.store.client(), w.store.table());
+        let (client, table) = (w.store.direct().client, w.store.direct().table);
         authenticate(client, table, key).await;
         create_transaction(client, table, &Key::user(user.id), i).await
     })
@@ -186,7 +191,7 @@ pub fn create(w: Arc<World>) -> Raw {
 pub fn revoke(w: Arc<World>) -> Raw {
     raw!(w, i, {
         let (user, key) = &w.users[i % w.users.len()];
-        let (client, table) = (w.store.client(), w.store.table());
+        let (client, table) = (w.store.direct().client, w.store.direct().table);
         authenticate(client, table, key).await;
         get(client, table, token_key(key)).await;
         let mark = Update::builder()
@@ -225,7 +230,7 @@ pub fn revoke(w: Arc<World>) -> Raw {
 pub fn white_label(w: Arc<World>) -> Raw {
     raw!(w, i, {
         let user = &w.users[i % w.users.len()].0;
-        let (client, table) = (w.store.client(), w.store.table());
+        let (client, table) = (w.store.direct().client, w.store.direct().table);
         authenticate(client, table, &w.demo.admin_key).await;
         get(client, table, Key::user(user.id)).await;
         create_transaction(client, table, &Key::user(user.id), i).await
@@ -236,7 +241,7 @@ pub fn white_label(w: Arc<World>) -> Raw {
 /// transaction (customer tokens have a cap of their own).
 pub fn customer(w: Arc<World>) -> Raw {
     raw!(w, i, {
-        let (client, table) = (w.store.client(), w.store.table());
+        let (client, table) = (w.store.direct().client, w.store.direct().table);
         authenticate(client, table, &w.demo.admin_key).await;
         let customer = w.demo.user.customer_id.clone().expect("demo customer");
         get(client, table, Key::customer(&customer)).await;
@@ -250,7 +255,7 @@ pub fn customer(w: Arc<World>) -> Raw {
 pub fn permanent(w: Arc<World>) -> Raw {
     raw!(w, i, {
         let user = &w.users[i % w.users.len()].0;
-        let (client, table) = (w.store.client(), w.store.table());
+        let (client, table) = (w.store.direct().client, w.store.direct().table);
         authenticate(client, table, &w.demo.admin_key).await;
         get(client, table, Key::user(user.id)).await;
         let record = Key::token(
@@ -266,7 +271,7 @@ pub fn permanent(w: Arc<World>) -> Raw {
 pub fn verify_route(w: Arc<World>) -> Raw {
     raw!(w, i, {
         let key = &w.users[i % w.users.len()].1;
-        let (client, table) = (w.store.client(), w.store.table());
+        let (client, table) = (w.store.direct().client, w.store.direct().table);
         authenticate(client, table, &w.demo.admin_key).await;
         get(client, table, token_key(key)).await
     })

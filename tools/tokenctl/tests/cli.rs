@@ -1,26 +1,18 @@
 //! `tokenctl` as an operator runs it, against DynamoDB Local: every command's JSON, and the
 //! local server answering real HTTP.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
-use shared::test_support::{http, random_hex};
+use shared::test_support::{command_on, http, random_hex, LocalServer};
 
 const KEY: &str = "cli-test-key-0123456789abcdef0123456789";
 
 /// Runs tokenctl on `table`.
 fn tokenctl(table: &str, args: &[&str]) -> Output {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
-        "AWS_ENDPOINT_URL_DYNAMODB is not set: run the tests with `make test`"
-    );
-    Command::new(env!("CARGO_BIN_EXE_tokenctl"))
+    command_on(env!("CARGO_BIN_EXE_tokenctl"), table, KEY)
         .args(args)
-        .env("TABLE_NAME", table)
-        .env("PERMANENT_TOKEN_KEY", KEY)
         .output()
         .expect("run tokenctl")
 }
@@ -47,39 +39,9 @@ fn table() -> String {
     table
 }
 
-/// A running `tokenctl serve`, stopped when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(table: &str) -> (Server, u16) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_tokenctl"))
-        .args(["serve", "--port", &port.to_string()])
-        .env("TABLE_NAME", table)
-        .env("PERMANENT_TOKEN_KEY", KEY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tokenctl serve");
-    let server = Server(child);
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "tokenctl serve did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn serve(table: &str) -> (LocalServer, u16) {
+    let server = LocalServer::start(command_on(env!("CARGO_BIN_EXE_tokenctl"), table, KEY));
+    let port = server.port;
     (server, port)
 }
 

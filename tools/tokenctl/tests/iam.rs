@@ -228,14 +228,15 @@ impl Harness {
             let recorder = Recorder::default();
             let client = aws_sdk_dynamodb::Client::from_conf(
                 store
-                    .client()
+                    .direct()
+                    .client
                     .config()
                     .to_builder()
                     .interceptor(recorder.clone())
                     .build(),
             );
             let service = Service {
-                store: Arc::new(DynamoStore::new(client, store.table())),
+                store: Arc::new(DynamoStore::new(client, store.direct().table)),
                 config: plain.config.clone(),
             };
             recorders.insert(function, (service, recorder));
@@ -417,7 +418,7 @@ async fn exercise(h: &Harness) {
     let rotated = Service {
         store: h.service("get-user-token").store.clone(),
         config: shared::config::Config::from_lookup(|name| match name {
-            "TABLE_NAME" => Some(store.table().to_string()),
+            "TABLE_NAME" => Some(store.direct().table.to_string()),
             "PERMANENT_TOKEN_KEY" => Some(shared::test_support::random_hex(32)),
             _ => None,
         })

@@ -4,14 +4,12 @@
 //! `make test`): the `#[ignore]`d `..._through_sam_local` test, with `SAM_API_URL` and
 //! `SAM_API_TABLE` set.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use regex::Regex;
 use serde_json::Value;
 
-use shared::test_support::random_hex;
+use shared::test_support::{command_on, random_hex, LocalServer};
 
 const KEY: &str = "readme-test-key-0123456789abcdef0123456789";
 
@@ -60,53 +58,16 @@ fn normalize(text: &str) -> String {
         })
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn tokenctl(table: &str) -> Command {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
-        "AWS_ENDPOINT_URL_DYNAMODB is not set: run the tests with `make test`"
-    );
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenctl"));
-    command
-        .env("TABLE_NAME", table)
-        .env("PERMANENT_TOKEN_KEY", KEY);
-    command
+    command_on(env!("CARGO_BIN_EXE_tokenctl"), table, KEY)
 }
 
 #[test]
 fn the_readme_walkthrough_works_verbatim() {
     let table = format!("readme-{}", random_hex(6));
     let demo = seed(&table);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _server = Server(
-        tokenctl(&table)
-            .args(["serve", "--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "serve did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    walk_through(&format!("http://127.0.0.1:{port}"), &demo);
+    let server = LocalServer::start(tokenctl(&table));
+    walk_through(&format!("http://127.0.0.1:{}", server.port), &demo);
 }
 
 #[test]
