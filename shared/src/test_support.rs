@@ -310,6 +310,20 @@ pub fn event(json: &str, replacements: &[(&str, &str)]) -> Request {
         .expect("a valid API Gateway event")
 }
 
+/// A sample event from `events/` through `router` on a fresh table with the demo directory
+/// (its `ADMIN_KEY` and `USER_KEY` filled in): the status and the JSON body.
+pub async fn sample_event(router: RouterOf, json: &str) -> (u16, Value) {
+    let (service, store) = service().await;
+    let demo = crate::demo::seed(&store, 100, now_ms())
+        .await
+        .expect("the demo directory");
+    let keys = [
+        ("ADMIN_KEY", demo.admin_key.as_str()),
+        ("USER_KEY", &demo.user_key),
+    ];
+    call(router, &service, event(json, &keys)).await
+}
+
 /// A sample event's text with its `{{PLACEHOLDER}}`s replaced.
 pub fn fill_placeholders(json: &str, replacements: &[(&str, &str)]) -> String {
     replacements

@@ -10,7 +10,8 @@ use shared::domain::{Abilities, Role, UserStatus};
 use shared::service::Service;
 use shared::store::{now_ms, Store};
 use shared::test_support::{
-    add_user, bearer, event, new_user, request, service, service_with, tenant, token_for, Tenant,
+    add_user, bearer, new_user, request, sample_event, service, service_with, tenant, token_for,
+    Tenant,
 };
 use shared::token::{TokenFamily, TokenKind};
 
@@ -258,13 +259,11 @@ async fn wrong_methods_bodies_and_paths_keep_the_json_shape() {
 /// routes it.
 #[tokio::test]
 async fn the_sample_event_runs_through_the_handler() {
-    let (service, store) = service().await;
-    let demo = demo::seed(&store, 100, now_ms()).await.unwrap();
-    let request = event(
+    let (status, body) = sample_event(
+        admin_token::router,
         include_str!("../../../events/admin-token-post.json"),
-        &[("ADMIN_KEY", &demo.admin_key)],
-    );
-    let (status, body) = call(&service, request).await;
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user"]["id"], demo::USER_ID.0);
     assert_eq!(body["token_name"], "kpi-dashboard");

@@ -25,11 +25,53 @@ type Answer = Result<Response, Failure<Laravel>>;
 pub fn routes() -> Routes<Laravel> {
     Routes::default()
         .post("/api/user/api-keys", create_key)
-        .get("/api/user/api-keys", list_keys)
-        .delete("/api/user/api-keys/{id}", delete_key)
+        .get("/api/user/api-keys", list::<ApiKeys>)
+        .delete("/api/user/api-keys/{id}", delete::<ApiKeys>)
         .post("/api/v1/user/api-tokens", create_token)
-        .get("/api/v1/user/api-tokens", list_tokens)
-        .delete("/api/v1/user/api-tokens/{id}", delete_token)
+        .get("/api/v1/user/api-tokens", list::<PersonalTokens>)
+        .delete("/api/v1/user/api-tokens/{id}", delete::<PersonalTokens>)
+}
+
+/// What the two route families differ in.
+trait Family: Send + Sync + 'static {
+    const FAMILY: TokenFamily;
+    const NOT_FOUND: &'static str;
+    const DELETED: &'static str;
+
+    /// The listing's body.
+    fn listing(tokens: &[TokenRecord]) -> Response;
+}
+
+/// `/api/user/api-keys`: the api-keys seed.
+enum ApiKeys {}
+
+/// `/api/v1/user/api-tokens`: the api-tokens seed.
+enum PersonalTokens {}
+
+impl Family for ApiKeys {
+    const FAMILY: TokenFamily = TokenFamily::ApiKeys;
+    const NOT_FOUND: &'static str = "API key not found.";
+    const DELETED: &'static str = "API key deleted successfully.";
+
+    fn listing(tokens: &[TokenRecord]) -> Response {
+        let list = KeyList {
+            api_keys: tokens.iter().map(ApiKeyView::from).collect(),
+        };
+        Json(StatusCode::OK, list).into_response()
+    }
+}
+
+impl Family for PersonalTokens {
+    const FAMILY: TokenFamily = TokenFamily::Personal;
+    const NOT_FOUND: &'static str = "API token not found.";
+    const DELETED: &'static str = "API token deleted successfully.";
+
+    fn listing(tokens: &[TokenRecord]) -> Response {
+        let list = TokenList {
+            data: tokens.iter().map(PersonalTokenView::from).collect(),
+        };
+        Json(StatusCode::OK, list).into_response()
+    }
 }
 
 /// The function's router over `service`.
@@ -207,95 +249,41 @@ async fn create(
         })
 }
 
-async fn list_keys(State(service): State<web::State>, caller: Caller) -> Answer {
-    let keys = list(&service, &caller, TokenFamily::ApiKeys).await?;
-    let list = KeyList {
-        api_keys: keys.iter().map(ApiKeyView::from).collect(),
-    };
-    Ok(Json(StatusCode::OK, list).into_response())
-}
-
-async fn list_tokens(State(service): State<web::State>, caller: Caller) -> Answer {
-    let tokens = list(&service, &caller, TokenFamily::Personal).await?;
-    let list = TokenList {
-        data: tokens.iter().map(PersonalTokenView::from).collect(),
-    };
-    Ok(Json(StatusCode::OK, list).into_response())
-}
-
-/// The caller's live tokens of `family` that it may manage (all of them for a `*` token).
-async fn list(
-    service: &Service,
-    caller: &Caller,
-    family: TokenFamily,
-) -> Result<Vec<TokenRecord>, ApiError> {
+/// The caller's live tokens of the family that it may manage (all of them for a `*` token).
+async fn list<F: Family>(State(service): State<web::State>, caller: Caller) -> Answer {
     let mut tokens = service
         .store
-        .list_tokens(caller.user_id, family, caller.now)
+        .list_tokens(caller.user_id, F::FAMILY, caller.now)
         .await?;
     tokens.retain(|token| caller.may_manage(&token.abilities));
-    Ok(tokens)
-}
-
-async fn delete_key(
-    State(service): State<web::State>,
-    caller: Caller,
-    TokenIdParam(id): TokenIdParam,
-) -> Answer {
-    revoke(
-        &service,
-        &caller,
-        TokenFamily::ApiKeys,
-        id,
-        "API key not found.",
-    )
-    .await?;
-    let deleted = Deleted {
-        message: "API key deleted successfully.",
-    };
-    Ok(Json(StatusCode::OK, deleted).into_response())
-}
-
-async fn delete_token(
-    State(service): State<web::State>,
-    caller: Caller,
-    TokenIdParam(id): TokenIdParam,
-) -> Answer {
-    revoke(
-        &service,
-        &caller,
-        TokenFamily::Personal,
-        id,
-        "API token not found.",
-    )
-    .await?;
-    let deleted = Deleted {
-        message: "API token deleted successfully.",
-    };
-    Ok(Json(StatusCode::OK, deleted).into_response())
+    Ok(F::listing(&tokens))
 }
 
 /// Revokes one of the caller's own tokens; another user's id, an unknown one, or one with
 /// abilities beyond the caller's is 404.
-async fn revoke(
-    service: &Service,
-    caller: &Caller,
-    family: TokenFamily,
-    id: Option<shared::token::PublicTokenId>,
-    not_found: &'static str,
-) -> Result<(), ApiError> {
+async fn delete<F: Family>(
+    State(service): State<web::State>,
+    caller: Caller,
+    TokenIdParam(id): TokenIdParam,
+) -> Answer {
     let id = id
         .filter(|id| id.user_id == caller.user_id)
-        .ok_or(ApiError::NotFound(not_found))?;
+        .ok_or(ApiError::NotFound(F::NOT_FOUND))?;
     let revoked = service
         .store
-        .revoke_token_if(caller.user_id, family, id.token_id, caller.now, &|token| {
-            caller.may_manage(&token.abilities)
-        })
+        .revoke_token_if(
+            caller.user_id,
+            F::FAMILY,
+            id.token_id,
+            caller.now,
+            &|token| caller.may_manage(&token.abilities),
+        )
         .await?;
-    if revoked {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound(not_found))
+    if !revoked {
+        return Err(ApiError::NotFound(F::NOT_FOUND).into());
     }
+    let deleted = Deleted {
+        message: F::DELETED,
+    };
+    Ok(Json(StatusCode::OK, deleted).into_response())
 }

@@ -10,7 +10,8 @@ use shared::domain::{CustomerId, Role, UserStatus, Workspace, WorkspaceStatus};
 use shared::service::Service;
 use shared::store::{now_ms, Store, User};
 use shared::test_support::{
-    add_user, event, new_user, request, service, service_with, tenant, token_expiring, Tenant,
+    add_user, new_user, request, sample_event, service, service_with, tenant, token_expiring,
+    Tenant,
 };
 use shared::token::{self, TokenKind};
 
@@ -276,13 +277,11 @@ async fn bad_input_gets_the_route_codes() {
 
 #[tokio::test]
 async fn the_sample_event_runs_through_the_handler() {
-    let (service, store) = service().await;
-    let demo = demo::seed(&store, 100, now_ms()).await.unwrap();
-    let request = event(
+    let (status, body) = sample_event(
+        customer_token::router,
         include_str!("../../../events/customer-token-post.json"),
-        &[("ADMIN_KEY", &demo.admin_key)],
-    );
-    let (status, body) = call(&service, request).await;
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["customerid"], demo::CUSTOMER_ID);
     assert_eq!(body["name"], "My API Token");

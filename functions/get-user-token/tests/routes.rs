@@ -5,12 +5,11 @@ use lambda_http::Request;
 use serde_json::{json, Value};
 
 use shared::auth::authenticate;
-use shared::demo;
 use shared::domain::UserStatus;
 use shared::error::ApiError;
 use shared::service::Service;
 use shared::store::{now_ms, Store};
-use shared::test_support::{event, request, service, tenant};
+use shared::test_support::{request, sample_event, service, tenant};
 use shared::token::TokenKind;
 
 async fn call(service: &Service, request: Request) -> (u16, Value) {
@@ -182,13 +181,11 @@ async fn every_error_uses_the_envelope() {
 
 #[tokio::test]
 async fn the_sample_event_runs_through_the_handler() {
-    let (service, store) = service().await;
-    let demo = demo::seed(&store, 100, now_ms()).await.unwrap();
-    let request = event(
+    let (status, body) = sample_event(
+        get_user_token::router,
         include_str!("../../../events/get-user-token-get.json"),
-        &[("ADMIN_KEY", &demo.admin_key)],
-    );
-    let (status, body) = call(&service, request).await;
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["permanentToken"]["active"], true);
 }

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept};
 use aws_sdk_dynamodb::error::BoxError;
-use axum::http::Method;
 use axum::Router;
 use serde_json::json;
 use tower::ServiceExt;
@@ -202,172 +201,81 @@ pub async fn mint_key(store: &DynamoStore, user: &User) -> String {
     .expect("mint")
 }
 
-/// Who calls a route.
+/// Who calls a route, and how the token is sent.
 #[derive(Clone, Copy)]
 enum By {
     /// The API key of the i-th bench user (spread so writes do not queue on one user).
     User,
     /// The demo platform's admin.
     Admin,
+    /// The demo platform's admin, in the `token` header (the customer-token seed).
+    AdminTokenHeader,
     /// The demo user, whose keys the delete scenario revokes.
     DemoUser,
 }
 
-/// One route as the bench calls it: `{id}` in the path is a live key of the demo user, `{user}`
-/// in the path or body the i-th bench user's id, `{key}` in the body that user's key.
-struct Scenario {
-    method: Method,
-    path: &'static str,
-    by: By,
-    /// The header that carries the caller's token (`Bearer` in `authorization`, or as is).
-    token_header: &'static str,
-    headers: &'static [(&'static str, &'static str)],
-    body: &'static str,
-    success: u16,
-    raw: fn(Arc<World>) -> Raw,
-}
-
 type Raw = Arc<dyn Fn(usize) -> Job + Send + Sync>;
 
+/// One route as the bench calls it: method and path, caller, body, expected status, and the
+/// raw DynamoDB operations it is compared with. `{id}` in the path is a live key of the demo
+/// user, `{user}` in the path or body the i-th bench user's id, `{key}` in the body that user's
+/// key. Every request carries `authtype: Key` (only get-user-token reads it).
+type Scenario = (&'static str, By, &'static str, u16, fn(Arc<World>) -> Raw);
+
+const TOKEN_BODY: &str = r#"{"name":"bench","abilities":["calls:read"]}"#;
+const CUSTOMER_BODY: &str = r#"{"customer_id":"048372910564","expiration_days":30}"#;
+
+#[rustfmt::skip]
 const SCENARIOS: [Scenario; 9] = [
-    Scenario {
-        method: Method::GET,
-        path: "/api/user/api-keys",
-        by: By::User,
-        token_header: "authorization",
-        headers: &[],
-        body: "",
-        success: 200,
-        raw: raw::list,
-    },
-    Scenario {
-        method: Method::POST,
-        path: "/api/user/api-keys",
-        by: By::User,
-        token_header: "authorization",
-        headers: &[],
-        body: r#"{"name":"bench"}"#,
-        success: 201,
-        raw: raw::create,
-    },
-    Scenario {
-        method: Method::DELETE,
-        path: "/api/user/api-keys/{id}",
-        by: By::DemoUser,
-        token_header: "authorization",
-        headers: &[],
-        body: "",
-        success: 200,
-        raw: raw::revoke,
-    },
-    Scenario {
-        method: Method::POST,
-        path: "/api/v1/user/api-tokens",
-        by: By::User,
-        token_header: "authorization",
-        headers: &[],
-        body: r#"{"name":"bench","abilities":["calls:read"]}"#,
-        success: 201,
-        raw: raw::create,
-    },
-    Scenario {
-        method: Method::GET,
-        path: "/api/v1/user/api-tokens",
-        by: By::User,
-        token_header: "authorization",
-        headers: &[],
-        body: "",
-        success: 200,
-        raw: raw::list,
-    },
-    Scenario {
-        method: Method::POST,
-        path: "/api/white-label/token",
-        by: By::Admin,
-        token_header: "authorization",
-        headers: &[],
-        body: r#"{"user_id":{user}}"#,
-        success: 200,
-        raw: raw::white_label,
-    },
-    Scenario {
-        method: Method::POST,
-        path: "/api/v1/global/users/gettokenbycustomerid",
-        by: By::Admin,
-        token_header: "token",
-        headers: &[],
-        body: r#"{"customer_id":"048372910564","expiration_days":30}"#,
-        success: 200,
-        raw: raw::customer,
-    },
-    Scenario {
-        method: Method::GET,
-        path: "/ext/get-user-token?userId={user}",
-        by: By::Admin,
-        token_header: "authorization",
-        headers: &[("authtype", "Key")],
-        body: "",
-        success: 200,
-        raw: raw::permanent,
-    },
-    Scenario {
-        method: Method::POST,
-        path: "/api/v1/tokens/verify",
-        by: By::Admin,
-        token_header: "authorization",
-        headers: &[],
-        body: r#"{"token":"{key}"}"#,
-        success: 200,
-        raw: raw::verify_route,
-    },
+    ("GET /api/user/api-keys", By::User, "", 200, raw::list),
+    ("POST /api/user/api-keys", By::User, r#"{"name":"bench"}"#, 201, raw::create),
+    ("DELETE /api/user/api-keys/{id}", By::DemoUser, "", 200, raw::revoke),
+    ("POST /api/v1/user/api-tokens", By::User, TOKEN_BODY, 201, raw::create),
+    ("GET /api/v1/user/api-tokens", By::User, "", 200, raw::list),
+    ("POST /api/white-label/token", By::Admin, r#"{"user_id":{user}}"#, 200, raw::white_label),
+    ("POST /api/v1/global/users/gettokenbycustomerid", By::AdminTokenHeader, CUSTOMER_BODY, 200, raw::customer),
+    ("GET /ext/get-user-token?userId={user}", By::Admin, "", 200, raw::permanent),
+    ("POST /api/v1/tokens/verify", By::Admin, r#"{"token":"{key}"}"#, 200, raw::verify_route),
 ];
 
-impl Scenario {
-    fn name(&self) -> String {
-        format!(
-            "{} {}",
-            self.method,
-            self.path.split('?').next().unwrap_or_default()
-        )
-    }
-
-    /// Request `i` through the functions' routers (as `tokenctl serve` merges them).
-    fn handler(&'static self, w: &Arc<World>, router: &Router, ids: &Arc<Vec<String>>) -> Raw {
-        let (w, router, ids) = (w.clone(), router.clone(), ids.clone());
-        Arc::new(move |i: usize| -> Job {
-            let (user, key) = &w.users[i % w.users.len()];
-            let token = match self.by {
-                By::User => key.as_str(),
-                By::Admin => w.demo.admin_key.as_str(),
-                By::DemoUser => w.demo.user_key.as_str(),
-            };
-            let fill = |text: &str| {
-                text.replace("{id}", &ids[i % ids.len()])
-                    .replace("{user}", &user.id.to_string())
-                    .replace("{key}", key)
-            };
-            let mut builder = axum::http::Request::builder()
-                .method(self.method.clone())
-                .uri(fill(self.path));
-            builder = match self.token_header {
-                "authorization" => builder.header("authorization", format!("Bearer {token}")),
-                other => builder.header(other, token),
-            };
-            for (name, value) in self.headers {
-                builder = builder.header(*name, *value);
+/// Request `i` of `scenario` through the functions' routers (as `tokenctl serve` merges them).
+fn handler(
+    scenario: &'static Scenario,
+    w: &Arc<World>,
+    router: &Router,
+    ids: &Arc<Vec<String>>,
+) -> Raw {
+    let (w, router, ids) = (w.clone(), router.clone(), ids.clone());
+    let (method, path) = scenario.0.split_once(' ').unwrap_or_default();
+    let (by, body) = (scenario.1, scenario.2);
+    Arc::new(move |i: usize| -> Job {
+        let (user, key) = &w.users[i % w.users.len()];
+        let fill = |text: &str| {
+            text.replace("{id}", &ids[i % ids.len()])
+                .replace("{user}", &user.id.to_string())
+                .replace("{key}", key)
+        };
+        let (header, token) = match by {
+            By::User => ("authorization", format!("Bearer {key}")),
+            By::Admin => ("authorization", format!("Bearer {}", w.demo.admin_key)),
+            By::AdminTokenHeader => ("token", w.demo.admin_key.clone()),
+            By::DemoUser => ("authorization", format!("Bearer {}", w.demo.user_key)),
+        };
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(fill(path))
+            .header(header, token)
+            .header("authtype", "Key")
+            .body(axum::body::Body::from(fill(body)))
+            .expect("request");
+        let router = router.clone();
+        Box::pin(async move {
+            match router.oneshot(request).await {
+                Ok(response) => response.status().as_u16(),
+                Err(never) => match never {},
             }
-            let request = builder
-                .body(axum::body::Body::from(fill(self.body)))
-                .expect("request");
-            let router = router.clone();
-            Box::pin(async move {
-                match router.oneshot(request).await {
-                    Ok(response) => response.status().as_u16(),
-                    Err(never) => match never {},
-                }
-            })
         })
-    }
+    })
 }
 
 /// The authorizer's REQUEST event for the i-th bench user (the authorizer is not a route).
@@ -411,11 +319,11 @@ fn rows(w: &Arc<World>, router: &Router, ids: &Arc<Vec<String>>) -> Vec<Row> {
     };
     std::iter::once(authorizer)
         .chain(SCENARIOS.iter().map(|scenario| Row {
-            name: scenario.name(),
-            handler: scenario.handler(w, router, ids),
-            raw: (scenario.raw)(w.clone()),
-            success: scenario.success,
-            consumes: scenario.path.contains("{id}"),
+            name: scenario.0.split('?').next().unwrap_or_default().to_string(),
+            handler: handler(scenario, w, router, ids),
+            raw: (scenario.4)(w.clone()),
+            success: scenario.3,
+            consumes: scenario.0.contains("{id}"),
         }))
         .collect()
 }

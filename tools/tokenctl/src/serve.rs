@@ -18,33 +18,24 @@ pub struct Function {
     pub router: fn(Service) -> Router,
 }
 
+/// One [`Function`] per crate: `function!("admin-token", admin_token)`.
+macro_rules! function {
+    ($name:literal, $krate:ident) => {
+        Function {
+            name: $name,
+            routes: || $krate::routes().table(),
+            router: $krate::router,
+        }
+    };
+}
+
 /// The five functions.
 pub const FUNCTIONS: [Function; 5] = [
-    Function {
-        name: "admin-token",
-        routes: || admin_token::routes().table(),
-        router: admin_token::router,
-    },
-    Function {
-        name: "customer-token",
-        routes: || customer_token::routes().table(),
-        router: customer_token::router,
-    },
-    Function {
-        name: "api-keys",
-        routes: || api_keys::routes().table(),
-        router: api_keys::router,
-    },
-    Function {
-        name: "get-user-token",
-        routes: || get_user_token::routes().table(),
-        router: get_user_token::router,
-    },
-    Function {
-        name: "authorizer",
-        routes: || authorizer::routes().table(),
-        router: authorizer::router,
-    },
+    function!("admin-token", admin_token),
+    function!("customer-token", customer_token),
+    function!("api-keys", api_keys),
+    function!("get-user-token", get_user_token),
+    function!("authorizer", authorizer),
 ];
 
 /// Every function's routes as one router; a path none serves is a Laravel-shaped 404, as API
