@@ -331,28 +331,24 @@ impl<S: Style> Default for Routes<S> {
 
 impl<S: Style> Routes<S> {
     pub fn post<H: Handler<T, State>, T: 'static>(self, path: &'static str, handler: H) -> Self {
-        self.on(Method::POST, path, handler)
+        self.on(Method::POST, MethodFilter::POST, path, handler)
     }
 
     pub fn get<H: Handler<T, State>, T: 'static>(self, path: &'static str, handler: H) -> Self {
-        self.on(Method::GET, path, handler)
+        self.on(Method::GET, MethodFilter::GET, path, handler)
     }
 
     pub fn delete<H: Handler<T, State>, T: 'static>(self, path: &'static str, handler: H) -> Self {
-        self.on(Method::DELETE, path, handler)
+        self.on(Method::DELETE, MethodFilter::DELETE, path, handler)
     }
 
     fn on<H: Handler<T, State>, T: 'static>(
         mut self,
         method: Method,
+        filter: MethodFilter,
         path: &'static str,
         handler: H,
     ) -> Self {
-        let filter = match method {
-            Method::GET => MethodFilter::GET,
-            Method::DELETE => MethodFilter::DELETE,
-            _ => MethodFilter::POST,
-        };
         match self.paths.iter_mut().find(|(p, _, _)| *p == path) {
             Some((_, methods, router)) => {
                 methods.push(method);
