@@ -78,8 +78,8 @@ pub async fn seed(store: &dyn Store, cap: u32, now_ms: u64) -> Result<Demo, Stor
         .get_user(USER_ID)
         .await?
         .ok_or(StoreError::UserNotFound)?;
-    let admin_key = demo_key(store, &admin, cap).await?;
-    let user_key = demo_key(store, &user, cap).await?;
+    let admin_key = api_key(store, &admin, cap).await?;
+    let user_key = api_key(store, &user, cap).await?;
     Ok(Demo {
         admin,
         user,
@@ -88,7 +88,8 @@ pub async fn seed(store: &dyn Store, cap: u32, now_ms: u64) -> Result<Demo, Stor
     })
 }
 
-async fn demo_key(store: &dyn Store, owner: &User, cap: u32) -> Result<String, StoreError> {
+/// A full-access API key for `owner` (named `demo`), as plaintext.
+pub async fn api_key(store: &dyn Store, owner: &User, cap: u32) -> Result<String, StoreError> {
     mint_plaintext(
         store,
         Owner::from(owner),

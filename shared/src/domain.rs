@@ -211,50 +211,32 @@ pub struct Workspace {
     pub status: WorkspaceStatus,
 }
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::User => "user",
+/// `as_str` (the name stored and shown) and `from_name` (its inverse) of an enum of names.
+macro_rules! named {
+    ($type:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $type {
+            /// The name stored (and shown) for it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($type::$variant => $name,)+
+                }
+            }
+
+            /// The one stored under `name`.
+            pub fn from_name(name: &str) -> Option<$type> {
+                match name {
+                    $($name => Some($type::$variant),)+
+                    _ => None,
+                }
+            }
         }
-    }
-
-    pub fn from_name(name: &str) -> Option<Role> {
-        [Role::Admin, Role::User]
-            .into_iter()
-            .find(|r| r.as_str() == name)
-    }
+    };
 }
+pub(crate) use named;
 
-impl UserStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UserStatus::Active => "active",
-            UserStatus::Blocked => "blocked",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<UserStatus> {
-        [UserStatus::Active, UserStatus::Blocked]
-            .into_iter()
-            .find(|s| s.as_str() == name)
-    }
-}
-
-impl WorkspaceStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkspaceStatus::Active => "active",
-            WorkspaceStatus::Inactive => "inactive",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<WorkspaceStatus> {
-        [WorkspaceStatus::Active, WorkspaceStatus::Inactive]
-            .into_iter()
-            .find(|s| s.as_str() == name)
-    }
-}
+named!(Role { Admin => "admin", User => "user" });
+named!(UserStatus { Active => "active", Blocked => "blocked" });
+named!(WorkspaceStatus { Active => "active", Inactive => "inactive" });
 
 #[cfg(test)]
 mod tests {

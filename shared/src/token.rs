@@ -53,6 +53,15 @@ pub enum TokenFamily {
     Permanent,
 }
 
+// The name stored in the `kind` attribute.
+crate::domain::named!(TokenKind {
+    ApiKey => "api_key",
+    Personal => "personal",
+    WhiteLabel => "white_label",
+    Customer => "customer",
+    Permanent => "permanent",
+});
+
 impl TokenKind {
     /// Every kind, for exhaustive tests and parsing.
     pub const ALL: [TokenKind; 5] = [
@@ -62,22 +71,6 @@ impl TokenKind {
         TokenKind::Customer,
         TokenKind::Permanent,
     ];
-
-    /// The name stored in the `kind` attribute.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenKind::ApiKey => "api_key",
-            TokenKind::Personal => "personal",
-            TokenKind::WhiteLabel => "white_label",
-            TokenKind::Customer => "customer",
-            TokenKind::Permanent => "permanent",
-        }
-    }
-
-    /// Parses the stored `kind` attribute.
-    pub fn from_name(name: &str) -> Option<TokenKind> {
-        TokenKind::ALL.into_iter().find(|k| k.as_str() == name)
-    }
 
     fn letter(self) -> u8 {
         match self {

@@ -510,6 +510,23 @@ async fn credential_matrix(w: &World) {
         ("revoked", Some(&w.revoked)),
         ("blocked owner", Some(&w.blocked)),
     ];
+    // The matrix covers exactly the routes the functions' routers declare.
+    let mut covered = std::collections::BTreeSet::new();
+    for route in Route::ALL {
+        let request = route.request(w, None).await;
+        let path = request.uri().path();
+        let template = template_route(request.method(), path)
+            .unwrap_or_else(|| panic!("{route:?}: {path} is no route of the routers"));
+        covered.insert((request.method().clone(), template));
+    }
+    let declared = FUNCTIONS
+        .iter()
+        .flat_map(|function| (function.routes)())
+        .collect();
+    assert_eq!(
+        covered, declared,
+        "the matrix's routes and the routers' routes"
+    );
     let mut cases = 0;
     for route in Route::ALL {
         for (state, token) in rejected {
