@@ -5,7 +5,8 @@ use std::sync::Arc;
 use crate::auth::{authenticate, Principal};
 use crate::config::{dynamodb_client, Config};
 use crate::error::ApiError;
-use crate::store::{DynamoStore, Store};
+use crate::mint::{mint, MintRequest, Minted};
+use crate::store::{DynamoStore, Owner, Store, StoreError};
 
 /// The store and configuration every handler takes.
 #[derive(Clone)]
@@ -31,6 +32,18 @@ impl Service {
 }
 
 impl Service {
+    /// Mints `request` for `owner` within the cap of its family that this service is
+    /// configured with.
+    pub async fn mint(
+        &self,
+        owner: Owner,
+        request: MintRequest,
+        now_ms: u64,
+    ) -> Result<Minted, StoreError> {
+        let cap = self.config.cap(request.kind.family());
+        mint(self.store.as_ref(), owner, request, cap, now_ms).await
+    }
+
     /// Authenticates a request's token and, when its `last_used_at` is stale (unset or older
     /// than 5 minutes), records the use before answering: one conditional UpdateItem at most
     /// once per 5 minutes per token. It is awaited rather than left running after the response,

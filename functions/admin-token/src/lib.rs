@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use shared::domain::{Abilities, Email, TokenName, UserId};
 use shared::error::{ApiError, FieldErrors};
-use shared::mint::{mint, MintRequest};
+use shared::mint::MintRequest;
 use shared::service::Service;
 use shared::store::{Owner, StoreError, User};
 use shared::token::TokenKind;
@@ -171,8 +171,8 @@ async fn create_token(
         Abilities::full(),
         None,
     )?;
-    let cap = service.config.cap(TokenKind::WhiteLabel.family());
-    let minted = mint(store, Owner::from(&user), mint_request, cap, caller.now)
+    let minted = service
+        .mint(Owner::from(&user), mint_request, caller.now)
         .await
         .map_err(|e| match e {
             StoreError::UserNotFound => ApiError::NotFound(USER_NOT_FOUND),

@@ -11,7 +11,7 @@ use serde::Serialize;
 use shared::domain::{Abilities, TokenName};
 use shared::error::{ApiError, FieldErrors};
 use shared::http::{Micros, Seconds};
-use shared::mint::{mint, MintRequest, Minted};
+use shared::mint::{MintRequest, Minted};
 use shared::service::Service;
 use shared::store::{StoreError, TokenRecord};
 use shared::token::{TokenFamily, TokenKind};
@@ -233,9 +233,9 @@ async fn create(
 ) -> Result<Minted, ApiError> {
     let abilities = abilities.unwrap_or_else(|| caller.abilities.clone());
     caller.require_abilities(&abilities)?;
-    let cap = service.config.cap(kind.family());
     let request = MintRequest::by(caller, kind, name, abilities, None)?;
-    mint(service.store.as_ref(), caller.owner(), request, cap, caller.now)
+    service
+        .mint(caller.owner(), request, caller.now)
         .await
         .map_err(|e| match e {
             StoreError::UserNotFound | StoreError::UserBlocked => ApiError::Unauthenticated,

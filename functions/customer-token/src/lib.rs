@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use shared::domain::{Abilities, CustomerId, TokenName};
 use shared::error::ApiError;
-use shared::mint::{mint, MintRequest};
+use shared::mint::MintRequest;
 use shared::service::Service;
 use shared::store::{Owner, StoreError, TokenRecord};
 use shared::token::{TokenFamily, TokenKind};
@@ -238,8 +238,8 @@ async fn create_token(
         Abilities::full(),
         expires,
     )?;
-    let cap = service.config.cap(TokenKind::Customer.family());
-    let minted = mint(store, Owner::from(&user), mint_request, cap, caller.now)
+    let minted = service
+        .mint(Owner::from(&user), mint_request, caller.now)
         .await
         .map_err(|e| match e {
             StoreError::UserNotFound | StoreError::UserBlocked => customer_not_found(),

@@ -14,7 +14,7 @@ use shared::domain::{
     Abilities, CustomerId, Email, PlatformId, Role, TokenName, UserId, UserStatus, Workspace,
     WorkspaceStatus,
 };
-use shared::mint::{mint, MintRequest};
+use shared::mint::MintRequest;
 use shared::service::Service;
 use shared::store::schema::{create_table, TableOutcome};
 use shared::store::{now_ms, NewUser, Owner, Store, StoreError};
@@ -267,8 +267,8 @@ async fn run(command: Command) -> Result<Value, CliError> {
                 expires_at,
                 parent_id: None,
             };
-            let cap = service.config.cap(TokenKind::ApiKey.family());
-            let minted = mint(store, Owner::from(&owner), request, cap, now)
+            let minted = service
+                .mint(Owner::from(&owner), request, now)
                 .await
                 .map_err(explain)?;
             Ok(json!({
