@@ -79,6 +79,8 @@ STEPS = [
      lambda b: b["message"] == "API token revoked successfully" and keys("message", "id")(b), None),
     ("get-user-token-get", 200,
      lambda b: b["success"] is True and keys("key", "active")(b["data"]["permanentToken"]), None),
+    ("get-user-token-rotate", 200,
+     lambda b: b["success"] is True and keys("key", "active")(b["data"]["permanentToken"]), None),
     ("api-keys-post", 201,
      lambda b: keys("id", "name", "token", "created_at")(b["api_key"]), "KEY_ID"),
     ("api-keys-get", 200,

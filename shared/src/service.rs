@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use crate::auth::{authenticate, Principal};
 use crate::config::{dynamodb_client, Config};
+use crate::domain::Abilities;
 use crate::error::ApiError;
 use crate::mint::{mint, MintRequest, Minted};
-use crate::store::{DynamoStore, Owner, Store, StoreError};
+use crate::store::{DynamoStore, NewToken, Owner, Store, StoreError, User};
+use crate::token::{IssuedToken, PermanentKey};
 
 /// The store and configuration every handler takes.
 #[derive(Clone)]
@@ -44,6 +46,39 @@ impl Service {
         mint(self.store.as_ref(), owner, request, cap, now_ms).await
     }
 
+    /// The user's permanent key that works from now on (see
+    /// [`Store::issue_permanent_token`]): derived from `key`, the same on every call until it is
+    /// revoked, rotated or the server key changes.
+    pub async fn permanent_token(
+        &self,
+        key: &PermanentKey,
+        user: &User,
+        now_ms: u64,
+    ) -> Result<IssuedToken, StoreError> {
+        let derive = |generation| permanent_record(key, user, generation, now_ms);
+        let generation = self
+            .store
+            .issue_permanent_token(user, &derive, now_ms)
+            .await?;
+        Ok(key.derive(user.id, generation))
+    }
+
+    /// The user's next permanent key, the previous one revoked at once (see
+    /// [`Store::rotate_permanent_token`]).
+    pub async fn rotate_permanent_token(
+        &self,
+        key: &PermanentKey,
+        user: &User,
+        now_ms: u64,
+    ) -> Result<IssuedToken, StoreError> {
+        let derive = |generation| permanent_record(key, user, generation, now_ms);
+        let generation = self
+            .store
+            .rotate_permanent_token(user, &derive, now_ms)
+            .await?;
+        Ok(key.derive(user.id, generation))
+    }
+
     /// Authenticates a request's token and, when its `last_used_at` is stale (unset or older
     /// than 5 minutes), records the use before answering: one conditional UpdateItem at most
     /// once per 5 minutes per token. It is awaited rather than left running after the response,
@@ -67,6 +102,18 @@ impl Service {
             }
         }
         Ok(principal)
+    }
+}
+
+/// The record of `user`'s permanent token of `generation`.
+fn permanent_record(key: &PermanentKey, user: &User, generation: u32, now_ms: u64) -> NewToken {
+    NewToken {
+        parsed: key.derive(user.id, generation).parsed,
+        name: "permanent".into(),
+        abilities: Abilities::full(),
+        created_at_ms: now_ms,
+        expires_at: None,
+        parent_id: None,
     }
 }
 

@@ -1,6 +1,8 @@
 //! `GET /ext/get-user-token?userId=` with `authtype: Key`: an agency admin reads the permanent
 //! token of one of its users. The token is derived (HMAC of the server key, the user id and a
 //! generation), so every call returns the same key without the plaintext ever being stored.
+//! `POST /ext/rotate-user-token?userId=` moves the user on to the next generation: the previous
+//! key stops working at once.
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -9,16 +11,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde::Serialize;
 
-use shared::domain::{Abilities, UserId};
+use shared::domain::UserId;
 use shared::error::ApiError;
 use shared::http::{header, query_parameter};
 use shared::service::Service;
-use shared::store::NewToken;
 use shared::web::{self, Admin, Envelope, Failure, Json, Routes};
 
 /// The routes this function serves.
 pub fn routes() -> Routes<Envelope> {
-    Routes::default().get("/ext/get-user-token", permanent_token)
+    Routes::default()
+        .get("/ext/get-user-token", permanent_token)
+        .post("/ext/rotate-user-token", rotate_token)
 }
 
 /// The function's router over `service`.
@@ -92,17 +95,49 @@ pub fn check_config(service: &Service) -> Result<(), lambda_http::Error> {
     Ok(())
 }
 
+/// `GET /ext/get-user-token`: the user's permanent key, the same on every call.
 async fn permanent_token(
     State(service): State<web::State>,
     _: KeyAuthType,
     caller: Admin<Envelope>,
     uri: Uri,
 ) -> Result<Response, Failure<Envelope>> {
-    let user_id = user_id(&uri)?;
-    let now = caller.now;
-    let store = service.store.as_ref();
+    answer(&service, &caller, &uri, Generation::Working).await
+}
+
+/// `POST /ext/rotate-user-token`: the user's next permanent key; the previous one is 401 at
+/// once.
+async fn rotate_token(
+    State(service): State<web::State>,
+    _: KeyAuthType,
+    caller: Admin<Envelope>,
+    uri: Uri,
+) -> Result<Response, Failure<Envelope>> {
+    answer(&service, &caller, &uri, Generation::Next).await
+}
+
+/// Which permanent key a route answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Generation {
+    /// The one that works: revoked records and keys made with an earlier server key move the
+    /// user on to the next generation.
+    Working,
+    /// The next one (a rotation).
+    Next,
+}
+
+/// The permanent key of the `userId` user of the caller's platform, in the seed's envelope (a
+/// blocked user's key answers `active: false`).
+async fn answer(
+    service: &Service,
+    caller: &Admin<Envelope>,
+    uri: &Uri,
+    wanted: Generation,
+) -> Result<Response, Failure<Envelope>> {
+    let user_id = user_id(uri)?;
     // Users of other platforms are answered exactly as users that do not exist.
-    let user = store
+    let user = service
+        .store
         .get_user(user_id)
         .await?
         .filter(|user| user.platform_id == caller.platform_id)
@@ -111,21 +146,14 @@ async fn permanent_token(
         tracing::error!(error = %e, "permanent-token key missing");
         ApiError::Unavailable
     })?;
-    // The generation whose key works: revoked records and keys made with an earlier server key
-    // move the user on to the next generation (a blocked user's key answers `active: false`).
-    let derive = |generation| {
-        let issued = key.derive(user.id, generation);
-        NewToken {
-            parsed: issued.parsed,
-            name: "permanent".into(),
-            abilities: Abilities::full(),
-            created_at_ms: now,
-            expires_at: None,
-            parent_id: None,
+    let issued = match wanted {
+        Generation::Working => service.permanent_token(key, &user, caller.now).await?,
+        Generation::Next => {
+            service
+                .rotate_permanent_token(key, &user, caller.now)
+                .await?
         }
     };
-    let generation = store.issue_permanent_token(&user, &derive, now).await?;
-    let issued = key.derive(user.id, generation);
     let answer = Success {
         success: true,
         message: "",

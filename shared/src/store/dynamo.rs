@@ -105,6 +105,15 @@ pub struct DynamoStore {
     table: String,
 }
 
+/// Which permanent-token generation a call wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Generation {
+    /// The current one, or the next when the current no longer works.
+    Working,
+    /// The next one: the current is retired (a rotation).
+    Next,
+}
+
 /// Why a token leaves its family's range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Retirement {
@@ -592,6 +601,92 @@ impl DynamoStore {
 
     /// Whether `record` is live and holds the hash of `new`, the key the current server key
     /// derives for its generation.
+    /// [`Store::issue_permanent_token`] (`Generation::Working`) and
+    /// [`Store::rotate_permanent_token`] (`Generation::Next`).
+    async fn permanent_token(
+        &self,
+        owner: &User,
+        derive: &(dyn Fn(u32) -> NewToken + Sync),
+        now_ms: u64,
+        wanted: Generation,
+    ) -> Result<u32, StoreError> {
+        let family = TokenFamily::Permanent;
+        let mut owner = owner.clone();
+        // A rotation moves on from the generation it found issued; once the profile has moved
+        // past it (this call's transaction, or a rotation that raced it), what works is kept.
+        let rotating_from = (wanted == Generation::Next && owner.permanent_issued)
+            .then_some(owner.permanent_generation);
+        for _ in 0..5 {
+            let generation = owner.permanent_generation;
+            let current = derive(generation);
+            let stored = if owner.permanent_issued {
+                self.get_token(owner.id, family, current.parsed.token_id)
+                    .await?
+            } else {
+                None
+            };
+            let must_move = rotating_from == Some(generation) && owner.permanent_issued;
+            if !must_move && Self::permanent_works(stored.as_ref(), &current, now_ms) {
+                return Ok(generation);
+            }
+            // First use: write this generation. Otherwise its record was revoked, is gone, or
+            // was made with another server key: move on to the next generation.
+            let next = if owner.permanent_issued {
+                generation + 1
+            } else {
+                generation
+            };
+            let profile = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(Key::user(owner.id).to_item()))
+                .update_expression("SET permanent_generation = :next, permanent_issued = :yes")
+                .condition_expression(
+                    "permanent_generation = :generation AND permanent_issued = :issued",
+                )
+                .set_expression_attribute_values(values([
+                    (":next", n(next)),
+                    (":yes", AttributeValue::Bool(true)),
+                    (":generation", n(generation)),
+                    (":issued", AttributeValue::Bool(owner.permanent_issued)),
+                ]))
+                .build()
+                .map_err(unavailable)?;
+            let record = derive(next).record(Owner::from(&owner));
+            let mut items = Transaction::default()
+                .with(
+                    Part::Profile,
+                    TransactWriteItem::builder().update(profile).build(),
+                )
+                .with(
+                    Part::NewToken,
+                    self.put(token_item(&record), "attribute_not_exists(pk)")?,
+                );
+            if let Some(old) = stored.filter(|r| r.state(now_ms) == TokenState::Live) {
+                // Live but made with another server key: whoever holds the old key loses it.
+                items = items.and(self.retire(&old, Retirement::Revoked, now_ms)?);
+            }
+            match self.transact(items).await {
+                Ok(()) => return Ok(next),
+                Err(TransactionFailure::Store(e)) => return Err(e),
+                Err(TransactionFailure::Conditions(failed)) => {
+                    let profile_changed = failed.contains(&Part::Profile);
+                    owner = self
+                        .get_user(owner.id)
+                        .await?
+                        .ok_or(StoreError::UserNotFound)?;
+                    if !profile_changed && !owner.permanent_issued {
+                        // The record of a first use was written by an earlier call that did not
+                        // get to mark the profile: check it as an issued one.
+                        owner.permanent_issued = true;
+                    }
+                }
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the owner kept changing while its permanent token was written".into(),
+        ))
+    }
+
     fn permanent_works(record: Option<&TokenRecord>, new: &NewToken, now_ms: u64) -> bool {
         record.is_some_and(|r| {
             r.hash.matches(&new.parsed.hash) && r.state(now_ms) == TokenState::Live
@@ -935,75 +1030,17 @@ impl Store for DynamoStore {
         derive: &(dyn Fn(u32) -> NewToken + Sync),
         now_ms: u64,
     ) -> Result<u32, StoreError> {
-        let family = TokenFamily::Permanent;
-        let mut owner = owner.clone();
-        for _ in 0..5 {
-            let generation = owner.permanent_generation;
-            let current = derive(generation);
-            let stored = if owner.permanent_issued {
-                self.get_token(owner.id, family, current.parsed.token_id)
-                    .await?
-            } else {
-                None
-            };
-            if Self::permanent_works(stored.as_ref(), &current, now_ms) {
-                return Ok(generation);
-            }
-            // First use: write this generation. Otherwise its record was revoked, is gone, or
-            // was made with another server key: move on to the next generation.
-            let next = if owner.permanent_issued {
-                generation + 1
-            } else {
-                generation
-            };
-            let profile = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(Key::user(owner.id).to_item()))
-                .update_expression("SET permanent_generation = :next, permanent_issued = :yes")
-                .condition_expression(
-                    "permanent_generation = :generation AND permanent_issued = :issued",
-                )
-                .set_expression_attribute_values(values([
-                    (":next", n(next)),
-                    (":yes", AttributeValue::Bool(true)),
-                    (":generation", n(generation)),
-                    (":issued", AttributeValue::Bool(owner.permanent_issued)),
-                ]))
-                .build()
-                .map_err(unavailable)?;
-            let record = derive(next).record(Owner::from(&owner));
-            let mut items = Transaction::default()
-                .with(
-                    Part::Profile,
-                    TransactWriteItem::builder().update(profile).build(),
-                )
-                .with(
-                    Part::NewToken,
-                    self.put(token_item(&record), "attribute_not_exists(pk)")?,
-                );
-            if let Some(old) = stored.filter(|r| r.state(now_ms) == TokenState::Live) {
-                // Live but made with another server key: whoever holds the old key loses it.
-                items = items.and(self.retire(&old, Retirement::Revoked, now_ms)?);
-            }
-            match self.transact(items).await {
-                Ok(()) => return Ok(next),
-                Err(TransactionFailure::Store(e)) => return Err(e),
-                Err(TransactionFailure::Conditions(failed)) => {
-                    let profile_changed = failed.contains(&Part::Profile);
-                    owner = self
-                        .get_user(owner.id)
-                        .await?
-                        .ok_or(StoreError::UserNotFound)?;
-                    if !profile_changed && !owner.permanent_issued {
-                        // The record of a first use was written by an earlier call that did not
-                        // get to mark the profile: check it as an issued one.
-                        owner.permanent_issued = true;
-                    }
-                }
-            }
-        }
-        Err(StoreError::Unavailable(
-            "the owner kept changing while its permanent token was written".into(),
-        ))
+        self.permanent_token(owner, derive, now_ms, Generation::Working)
+            .await
+    }
+
+    async fn rotate_permanent_token(
+        &self,
+        owner: &User,
+        derive: &(dyn Fn(u32) -> NewToken + Sync),
+        now_ms: u64,
+    ) -> Result<u32, StoreError> {
+        self.permanent_token(owner, derive, now_ms, Generation::Next)
+            .await
     }
 }

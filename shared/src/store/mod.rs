@@ -307,6 +307,17 @@ pub trait Store: Send + Sync {
         derive: &(dyn Fn(u32) -> NewToken + Sync),
         now_ms: u64,
     ) -> Result<u32, StoreError>;
+
+    /// Moves the user's permanent token on to the next generation, whatever the state of the
+    /// current one, and returns the generation that works from now on: in one transaction the
+    /// profile moves on, the new record is written and the old one, if live, is revoked, so the
+    /// previous key stops working at once. Rotations that race end on one new generation.
+    async fn rotate_permanent_token(
+        &self,
+        owner: &User,
+        derive: &(dyn Fn(u32) -> NewToken + Sync),
+        now_ms: u64,
+    ) -> Result<u32, StoreError>;
 }
 
 /// Milliseconds since the Unix epoch, from the system clock.

@@ -76,8 +76,18 @@ enum PlatformCommand {
 #[derive(Subcommand)]
 enum UserCommand {
     Create(CreateUser),
-    Block { id: u64 },
-    Unblock { id: u64 },
+    Block {
+        id: u64,
+    },
+    Unblock {
+        id: u64,
+    },
+    /// Move the user's permanent token on: the previous key stops working at once, and
+    /// `GET /ext/get-user-token` answers the new one (not printed here). Needs
+    /// `PERMANENT_TOKEN_KEY`.
+    RotatePermanent {
+        id: u64,
+    },
 }
 
 #[derive(Args)]
@@ -230,6 +240,21 @@ async fn run(command: Command) -> Result<Value, CliError> {
         }
         StoreCommand::User(UserCommand::Unblock { id }) => {
             set_status(store, id, UserStatus::Active).await
+        }
+        StoreCommand::User(UserCommand::RotatePermanent { id }) => {
+            let key = service
+                .config
+                .permanent_key()
+                .map_err(|e| CliError::Setup(e.to_string()))?;
+            let user = store
+                .get_user(UserId(id))
+                .await?
+                .ok_or_else(|| CliError::Usage(format!("no user with id {id}")))?;
+            service
+                .rotate_permanent_token(key, &user, now)
+                .await
+                .map_err(explain)?;
+            Ok(json!({"id": id, "rotated": true}))
         }
         StoreCommand::Token(TokenCommand::Mint {
             user,

@@ -263,6 +263,59 @@ fn seed_demo_is_repeatable_and_its_keys_work_over_http() {
         "",
     );
     assert_eq!((status, &body["success"]), (200, &json!(true)), "{body}");
+    // `user rotate-permanent`: the key just read is refused at once, and the route answers
+    // another one, which works.
+    let permanent = format!(
+        "Bearer {}",
+        body["data"]["permanentToken"]["key"].as_str().unwrap()
+    );
+    assert_eq!(
+        http(
+            port,
+            "GET",
+            "/api/user/me",
+            &[("Authorization", &permanent)],
+            ""
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        ok(&table, &["user", "rotate-permanent", "1002", "--json"]),
+        json!({"id": 1002, "rotated": true})
+    );
+    assert_eq!(
+        http(
+            port,
+            "GET",
+            "/api/user/me",
+            &[("Authorization", &permanent)],
+            ""
+        )
+        .0,
+        401
+    );
+    let (_, rotated) = http(
+        port,
+        "GET",
+        "/ext/get-user-token?userId=1002",
+        &[("Authorization", &admin), ("authtype", "Key")],
+        "",
+    );
+    let next = format!(
+        "Bearer {}",
+        rotated["data"]["permanentToken"]["key"].as_str().unwrap()
+    );
+    assert_ne!(next, permanent);
+    assert_eq!(
+        http(port, "GET", "/api/user/me", &[("Authorization", &next)], "").0,
+        200
+    );
+    assert!(
+        !tokenctl(&table, &["user", "rotate-permanent", "424242", "--json"])
+            .status
+            .success()
+    );
     let (status, body) = http(port, "GET", "/nowhere", &[], "");
     assert_eq!(
         (status, body),

@@ -306,6 +306,7 @@ enum Route {
     CustomerToken,
     RevokeCustomerToken,
     GetUserToken,
+    RotateUserToken,
     CreateApiKey,
     ListApiKeys,
     DeleteApiKey,
@@ -326,11 +327,12 @@ enum Caller {
 }
 
 impl Route {
-    const ALL: [Route; 12] = [
+    const ALL: [Route; 13] = [
         Route::WhiteLabelToken,
         Route::CustomerToken,
         Route::RevokeCustomerToken,
         Route::GetUserToken,
+        Route::RotateUserToken,
         Route::CreateApiKey,
         Route::ListApiKeys,
         Route::DeleteApiKey,
@@ -345,7 +347,7 @@ impl Route {
         match self {
             Route::WhiteLabelToken => Style::WhiteLabel,
             Route::CustomerToken | Route::RevokeCustomerToken => Style::Coded,
-            Route::GetUserToken => Style::Envelope,
+            Route::GetUserToken | Route::RotateUserToken => Style::Envelope,
             _ => Style::Laravel,
         }
     }
@@ -357,6 +359,7 @@ impl Route {
                 | Route::CustomerToken
                 | Route::RevokeCustomerToken
                 | Route::GetUserToken
+                | Route::RotateUserToken
         )
     }
 
@@ -441,6 +444,14 @@ impl Route {
                 (
                     Method::GET,
                     format!("/ext/get-user-token?userId={}", w.a.user.id),
+                    String::new(),
+                )
+            }
+            Route::RotateUserToken => {
+                headers.push(("authtype", "Key"));
+                (
+                    Method::POST,
+                    format!("/ext/rotate-user-token?userId={}", w.a.user.id),
                     String::new(),
                 )
             }
@@ -707,6 +718,7 @@ async fn limited_tokens_never_mint_broader_ones() {
         Route::WhiteLabelToken,
         Route::CustomerToken,
         Route::GetUserToken,
+        Route::RotateUserToken,
     ] {
         for token in [&w.limited_admin, &manager] {
             let (status, _, _) = w.target.send(route.request(&w, Some(token)).await).await;
@@ -1039,46 +1051,53 @@ fn hostile_cases(w: &World) -> Vec<HostileCase> {
     ));
     cases.push(customer(json!({"customer_id": "000000000001"}), 404));
 
-    // The get-user-token route: query string and authtype.
-    let get = |query: &str, authtype: Option<&str>, status: u16| {
-        let mut headers = vec![admin.clone()];
-        if let Some(value) = authtype {
-            headers.push(("authtype", value.to_string()));
-        }
-        (
-            Style::Envelope,
-            Method::GET,
-            format!("/ext/get-user-token{query}"),
-            headers,
-            String::new(),
-            status,
-        )
-    };
-    for query in [
-        "",
-        "?",
-        "?userId",
-        "?userId=",
-        "?userid=1",
-        "?userId=abc",
-        "?userId=-1",
-        "?userId=1.5",
-        "?userId=%F0%9F%9A%80",
-        "?userId=99999999999999999999999",
+    // The get-user-token and rotate-user-token routes: query string and authtype.
+    for (route_method, route) in [
+        (Method::GET, "/ext/get-user-token"),
+        (Method::POST, "/ext/rotate-user-token"),
     ] {
-        cases.push(get(query, Some("Key"), 400));
-    }
-    let valid = format!("?userId={}", w.a.user.id);
-    cases.push(get(&valid, None, 400));
-    cases.push(get(&valid, Some("Bearer"), 400));
-    cases.push(get(&valid, Some(""), 400));
-    cases.push(get(&valid, Some("key"), 200));
-    cases.push(get(&format!("{valid}&userId=1&extra=x"), Some("Key"), 200));
-    cases.push(get("?userId=0", Some("Key"), 404));
-    for method in [Method::POST, Method::DELETE, Method::PUT] {
-        let mut case = get(&valid, Some("Key"), 405);
-        case.1 = method;
-        cases.push(case);
+        let call = |query: &str, authtype: Option<&str>, status: u16| {
+            let mut headers = vec![admin.clone()];
+            if let Some(value) = authtype {
+                headers.push(("authtype", value.to_string()));
+            }
+            (
+                Style::Envelope,
+                route_method.clone(),
+                format!("{route}{query}"),
+                headers,
+                String::new(),
+                status,
+            )
+        };
+        for query in [
+            "",
+            "?",
+            "?userId",
+            "?userId=",
+            "?userid=1",
+            "?userId=abc",
+            "?userId=-1",
+            "?userId=1.5",
+            "?userId=%F0%9F%9A%80",
+            "?userId=99999999999999999999999",
+        ] {
+            cases.push(call(query, Some("Key"), 400));
+        }
+        let valid = format!("?userId={}", w.a.user.id);
+        cases.push(call(&valid, None, 400));
+        cases.push(call(&valid, Some("Bearer"), 400));
+        cases.push(call(&valid, Some(""), 400));
+        cases.push(call(&valid, Some("key"), 200));
+        cases.push(call(&format!("{valid}&userId=1&extra=x"), Some("Key"), 200));
+        cases.push(call("?userId=0", Some("Key"), 404));
+        for method in [Method::GET, Method::POST, Method::DELETE, Method::PUT] {
+            if method != route_method {
+                let mut case = call(&valid, Some("Key"), 405);
+                case.1 = method;
+                cases.push(case);
+            }
+        }
     }
     for path in [
         "/",

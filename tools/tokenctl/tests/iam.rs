@@ -392,7 +392,8 @@ async fn exercise(h: &Harness) {
     // The white-label token above took the slot the expired key gave back.
     assert_eq!(status, 422);
 
-    // get-user-token: first call, the same key again, and a new generation after revocation.
+    // get-user-token: first call, the same key again, a new generation after revocation, after
+    // a new server key, and by rotation.
     let mut headers = admin.to_vec();
     headers.push(("authtype", "Key"));
     let path = format!("/ext/get-user-token?userId={}", t.user.id);
@@ -426,6 +427,13 @@ async fn exercise(h: &Harness) {
     };
     let request = request(Method::GET, &path, &headers, "");
     assert_eq!(exchange(router(&rotated), request).await.0, 200);
+    // A rotation: the next generation, the live record of the current one retired with it.
+    let rotate = format!("/ext/rotate-user-token?userId={}", t.user.id);
+    assert_eq!(
+        h.send("get-user-token", Method::POST, &rotate, &headers, "")
+            .await,
+        200
+    );
 
     // authorizer: an authorizer event (with a key not used yet, so it records the use), verify,
     // and the protected route without a context.
