@@ -7,7 +7,7 @@ use crate::config::{dynamodb_client, Config};
 use crate::domain::Abilities;
 use crate::error::ApiError;
 use crate::mint::{mint, MintRequest, Minted};
-use crate::store::{DynamoStore, NewToken, Owner, Store, StoreError, User};
+use crate::store::{DynamoStore, NewToken, Owner, PermanentGeneration, Store, StoreError, User};
 use crate::token::{IssuedToken, PermanentKey};
 
 /// The store and configuration every handler takes.
@@ -46,36 +46,27 @@ impl Service {
         mint(self.store.as_ref(), owner, request, cap, now_ms).await
     }
 
-    /// The user's permanent key that works from now on (see
-    /// [`Store::issue_permanent_token`]): derived from `key`, the same on every call until it is
-    /// revoked, rotated or the server key changes.
+    /// The user's permanent key of the generation `wanted`, derived from `key`: the one that
+    /// works (the same on every call until it is revoked, rotated or the server key changes;
+    /// see [`Store::issue_permanent_token`]), or the next one, the previous revoked at once
+    /// ([`Store::rotate_permanent_token`]).
     pub async fn permanent_token(
         &self,
         key: &PermanentKey,
         user: &User,
+        wanted: PermanentGeneration,
         now_ms: u64,
     ) -> Result<IssuedToken, StoreError> {
         let derive = |generation| permanent_record(key, user, generation, now_ms);
-        let generation = self
-            .store
-            .issue_permanent_token(user, &derive, now_ms)
-            .await?;
-        Ok(key.derive(user.id, generation))
-    }
-
-    /// The user's next permanent key, the previous one revoked at once (see
-    /// [`Store::rotate_permanent_token`]).
-    pub async fn rotate_permanent_token(
-        &self,
-        key: &PermanentKey,
-        user: &User,
-        now_ms: u64,
-    ) -> Result<IssuedToken, StoreError> {
-        let derive = |generation| permanent_record(key, user, generation, now_ms);
-        let generation = self
-            .store
-            .rotate_permanent_token(user, &derive, now_ms)
-            .await?;
+        let store = self.store.as_ref();
+        let generation = match wanted {
+            PermanentGeneration::Working => {
+                store.issue_permanent_token(user, &derive, now_ms).await?
+            }
+            PermanentGeneration::Next => {
+                store.rotate_permanent_token(user, &derive, now_ms).await?
+            }
+        };
         Ok(key.derive(user.id, generation))
     }
 

@@ -15,6 +15,7 @@ use shared::domain::UserId;
 use shared::error::ApiError;
 use shared::http::{header, query_parameter};
 use shared::service::Service;
+use shared::store::PermanentGeneration;
 use shared::web::{self, Admin, Envelope, Failure, Json, Routes};
 
 /// The routes this function serves.
@@ -102,7 +103,7 @@ async fn permanent_token(
     caller: Admin<Envelope>,
     uri: Uri,
 ) -> Result<Response, Failure<Envelope>> {
-    answer(&service, &caller, &uri, Generation::Working).await
+    answer(&service, &caller, &uri, PermanentGeneration::Working).await
 }
 
 /// `POST /ext/rotate-user-token`: the user's next permanent key; the previous one is 401 at
@@ -113,17 +114,7 @@ async fn rotate_token(
     caller: Admin<Envelope>,
     uri: Uri,
 ) -> Result<Response, Failure<Envelope>> {
-    answer(&service, &caller, &uri, Generation::Next).await
-}
-
-/// Which permanent key a route answers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Generation {
-    /// The one that works: revoked records and keys made with an earlier server key move the
-    /// user on to the next generation.
-    Working,
-    /// The next one (a rotation).
-    Next,
+    answer(&service, &caller, &uri, PermanentGeneration::Next).await
 }
 
 /// The permanent key of the `userId` user of the caller's platform, in the seed's envelope (a
@@ -132,7 +123,7 @@ async fn answer(
     service: &Service,
     caller: &Admin<Envelope>,
     uri: &Uri,
-    wanted: Generation,
+    wanted: PermanentGeneration,
 ) -> Result<Response, Failure<Envelope>> {
     let user_id = user_id(uri)?;
     // Users of other platforms are answered exactly as users that do not exist.
@@ -146,14 +137,9 @@ async fn answer(
         tracing::error!(error = %e, "permanent-token key missing");
         ApiError::Unavailable
     })?;
-    let issued = match wanted {
-        Generation::Working => service.permanent_token(key, &user, caller.now).await?,
-        Generation::Next => {
-            service
-                .rotate_permanent_token(key, &user, caller.now)
-                .await?
-        }
-    };
+    let issued = service
+        .permanent_token(key, &user, wanted, caller.now)
+        .await?;
     let answer = Success {
         success: true,
         message: "",

@@ -16,19 +16,22 @@ async fn call(service: &Service, request: Request) -> (u16, Value) {
     shared::test_support::call(get_user_token::router, service, request).await
 }
 
-async fn get(service: &Service, token: &str, query: &str) -> (u16, Value) {
+/// `method route query` as the agency admin's client sends it (`authtype: Key`).
+async fn send(
+    service: &Service,
+    method: Method,
+    route: &str,
+    token: &str,
+    query: &str,
+) -> (u16, Value) {
     let bearer = format!("Bearer {token}");
-    let path = format!("/ext/get-user-token{query}");
-    call(
-        service,
-        request(
-            Method::GET,
-            &path,
-            &[("authtype", "Key"), ("authorization", &bearer)],
-            "",
-        ),
-    )
-    .await
+    let path = format!("{route}{query}");
+    let headers = [("authtype", "Key"), ("authorization", bearer.as_str())];
+    call(service, request(method, &path, &headers, "")).await
+}
+
+async fn get(service: &Service, token: &str, query: &str) -> (u16, Value) {
+    send(service, Method::GET, "/ext/get-user-token", token, query).await
 }
 
 fn failure(code: u16, message: &str) -> (u16, Value) {
@@ -191,16 +194,12 @@ async fn the_sample_event_runs_through_the_handler() {
 }
 
 async fn rotate(service: &Service, token: &str, query: &str) -> (u16, Value) {
-    let bearer = format!("Bearer {token}");
-    let path = format!("/ext/rotate-user-token{query}");
-    call(
+    send(
         service,
-        request(
-            Method::POST,
-            &path,
-            &[("authtype", "Key"), ("authorization", &bearer)],
-            "",
-        ),
+        Method::POST,
+        "/ext/rotate-user-token",
+        token,
+        query,
     )
     .await
 }

@@ -19,7 +19,10 @@ use super::item::{
     token_sort_prefix, user_from_item, user_item, user_partition, Item, Key,
 };
 use super::schema::TTL_ATTRIBUTE;
-use super::{NewToken, NewUser, Owner, Platform, Store, StoreError, TokenRecord, TokenState, User};
+use super::{
+    NewToken, NewUser, Owner, PermanentGeneration, Platform, Store, StoreError, TokenRecord,
+    TokenState, User,
+};
 use crate::deadline;
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
 use crate::token::{fill_random, random_hex, CapCounter, TokenFamily, TokenId};
@@ -103,15 +106,6 @@ pub struct Direct<'a> {
 pub struct DynamoStore {
     client: Client,
     table: String,
-}
-
-/// Which permanent-token generation a call wants.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Generation {
-    /// The current one, or the next when the current no longer works.
-    Working,
-    /// The next one: the current is retired (a rotation).
-    Next,
 }
 
 /// Why a token leaves its family's range.
@@ -601,20 +595,20 @@ impl DynamoStore {
 
     /// Whether `record` is live and holds the hash of `new`, the key the current server key
     /// derives for its generation.
-    /// [`Store::issue_permanent_token`] (`Generation::Working`) and
-    /// [`Store::rotate_permanent_token`] (`Generation::Next`).
+    /// [`Store::issue_permanent_token`] (`PermanentGeneration::Working`) and
+    /// [`Store::rotate_permanent_token`] (`PermanentGeneration::Next`).
     async fn permanent_token(
         &self,
         owner: &User,
         derive: &(dyn Fn(u32) -> NewToken + Sync),
         now_ms: u64,
-        wanted: Generation,
+        wanted: PermanentGeneration,
     ) -> Result<u32, StoreError> {
         let family = TokenFamily::Permanent;
         let mut owner = owner.clone();
         // A rotation moves on from the generation it found issued; once the profile has moved
         // past it (this call's transaction, or a rotation that raced it), what works is kept.
-        let rotating_from = (wanted == Generation::Next && owner.permanent_issued)
+        let rotating_from = (wanted == PermanentGeneration::Next && owner.permanent_issued)
             .then_some(owner.permanent_generation);
         for _ in 0..5 {
             let generation = owner.permanent_generation;
@@ -1030,7 +1024,7 @@ impl Store for DynamoStore {
         derive: &(dyn Fn(u32) -> NewToken + Sync),
         now_ms: u64,
     ) -> Result<u32, StoreError> {
-        self.permanent_token(owner, derive, now_ms, Generation::Working)
+        self.permanent_token(owner, derive, now_ms, PermanentGeneration::Working)
             .await
     }
 
@@ -1040,7 +1034,7 @@ impl Store for DynamoStore {
         derive: &(dyn Fn(u32) -> NewToken + Sync),
         now_ms: u64,
     ) -> Result<u32, StoreError> {
-        self.permanent_token(owner, derive, now_ms, Generation::Next)
+        self.permanent_token(owner, derive, now_ms, PermanentGeneration::Next)
             .await
     }
 }

@@ -320,6 +320,16 @@ pub trait Store: Send + Sync {
     ) -> Result<u32, StoreError>;
 }
 
+/// Which permanent-token generation a call wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PermanentGeneration {
+    /// The one that works: a revoked record, or one made with an earlier server key, moves the
+    /// user on to the next generation.
+    Working,
+    /// The next one (a rotation).
+    Next,
+}
+
 /// Milliseconds since the Unix epoch, from the system clock.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -17,6 +17,7 @@ use shared::domain::{
 use shared::mint::MintRequest;
 use shared::service::Service;
 use shared::store::schema::{create_table, TableOutcome};
+use shared::store::PermanentGeneration;
 use shared::store::{now_ms, NewUser, Owner, Store, StoreError};
 use shared::token::{PublicTokenId, TokenFamily, TokenKind};
 
@@ -251,7 +252,7 @@ async fn run(command: Command) -> Result<Value, CliError> {
                 .await?
                 .ok_or_else(|| CliError::Usage(format!("no user with id {id}")))?;
             service
-                .rotate_permanent_token(key, &user, now)
+                .permanent_token(key, &user, PermanentGeneration::Next, now)
                 .await
                 .map_err(explain)?;
             Ok(json!({"id": id, "rotated": true}))
