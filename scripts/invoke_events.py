@@ -82,14 +82,20 @@ STEPS = [
     ("get-user-token-rotate", 200,
      lambda b: b["success"] is True and keys("key", "active")(b["data"]["permanentToken"]), None),
     ("api-keys-post", 201,
-     lambda b: keys("id", "name", "token", "created_at")(b["api_key"]), "KEY_ID"),
+     lambda b: keys("id", "name", "token", "created_at", "expires_at")(b["api_key"]), "KEY_ID"),
     ("api-keys-get", 200,
-     lambda b: all(keys("id", "name", "created_at", "last_used_at")(k) for k in b["api_keys"])
+     lambda b: all(keys("id", "name", "created_at", "last_used_at", "expires_at", "enabled")(k)
+                   for k in b["api_keys"])
      and len(b["api_keys"]) == 3, None),
+    ("api-keys-patch", 200,
+     lambda b: b["message"] == "API key updated successfully."
+     and b["api_key"]["name"] == "Production API Key (renamed)", None),
     ("api-keys-delete", 200, keys("message"), None),
     ("api-tokens-post", 201,
-     lambda b: keys("id", "name", "abilities", "token", "created_at")(b["data"]), "TOKEN_ID"),
+     lambda b: keys("id", "name", "abilities", "token", "created_at", "expires_at")(b["data"]),
+     "TOKEN_ID"),
     ("api-tokens-get", 200, lambda b: len(b["data"]) == 1, None),
+    ("api-tokens-patch", 200, lambda b: b["data"]["abilities"] == ["calls:read"], None),
     ("api-tokens-delete", 200, keys("message"), None),
     ("tokens-verify-post", 200,
      lambda b: b["valid"] is True and b["code"] == "VALID" and b["token"]["user_id"] == 1002, None),

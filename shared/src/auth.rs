@@ -103,7 +103,7 @@ pub enum VerificationCode {
     NotFound,
     Expired,
     Revoked,
-    /// The owner is blocked (or no longer in the directory).
+    /// The token is disabled, or its owner is blocked (or no longer in the directory).
     Disabled,
 }
 
@@ -162,6 +162,7 @@ pub async fn verify(
         (TokenState::Revoked, _) => VerificationCode::Revoked,
         (TokenState::Expired, _) => VerificationCode::Expired,
         (TokenState::Live, None) => VerificationCode::Disabled,
+        (TokenState::Live, Some(_)) if !record.enabled => VerificationCode::Disabled,
         (TokenState::Live, Some(_)) => VerificationCode::Valid,
     };
     Ok(Verification {

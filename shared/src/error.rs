@@ -87,6 +87,8 @@ pub enum ApiError {
     AbilitiesExceeded,
     #[error("This token cannot manage tokens: that takes the ability tokens:manage or *.")]
     CannotManageTokens,
+    #[error("A token's abilities may only be narrowed: send a subset of its current abilities.")]
+    AbilitiesWidened,
     /// A token may not mint one that outlives it.
     #[error("A token cannot outlive the token that creates it: choose an expiry no later than {} (epoch seconds {limit}).", crate::http::timestamp_seconds(limit.saturating_mul(1000)))]
     OutlivesParent { limit: u64 },
@@ -124,6 +126,7 @@ impl ApiError {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::NotAdministrator
             | ApiError::AbilitiesExceeded
+            | ApiError::AbilitiesWidened
             | ApiError::CannotManageTokens => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Validation(_) | ApiError::OutlivesParent { .. } => {
@@ -143,6 +146,7 @@ impl ApiError {
             ApiError::Unauthenticated => "UNAUTHENTICATED",
             ApiError::NotAdministrator
             | ApiError::AbilitiesExceeded
+            | ApiError::AbilitiesWidened
             | ApiError::CannotManageTokens => "FORBIDDEN",
             ApiError::OutlivesParent { .. } => "EXPIRATION_EXCEEDS_TOKEN",
             ApiError::NotFound(_) => "NOT_FOUND",

@@ -225,6 +225,13 @@ impl Seconds {
     }
 }
 
+impl Micros {
+    /// An epoch time in seconds (an expiry).
+    pub fn from_epoch_seconds(seconds: u64) -> Micros {
+        Micros(seconds.saturating_mul(1000))
+    }
+}
+
 impl Serialize for Micros {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&timestamp_micros(self.0))

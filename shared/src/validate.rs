@@ -110,6 +110,101 @@ pub fn abilities_field(body: &Map<String, Value>, field: &str) -> Parsed<Option<
     })
 }
 
+/// Laravel's `boolean`: `true`, `false`, `1`, `0`, `"1"`, `"0"` (and, from forms, `"true"` and
+/// `"false"`); `None` when absent.
+pub fn boolean_field(body: &Map<String, Value>, field: &str) -> Parsed<Option<bool>> {
+    let Some(value) = present(body, field) else {
+        return Ok(None);
+    };
+    match value {
+        Value::Bool(flag) => Ok(Some(*flag)),
+        Value::Number(number) if number.as_u64() == Some(1) => Ok(Some(true)),
+        Value::Number(number) if number.as_u64() == Some(0) => Ok(Some(false)),
+        Value::String(text) if matches!(text.trim(), "1" | "true") => Ok(Some(true)),
+        Value::String(text) if matches!(text.trim(), "0" | "false") => Ok(Some(false)),
+        _ => Err(FieldErrors::single(
+            field,
+            format!("The {} field must be true or false.", label(field)),
+        )),
+    }
+}
+
+/// A whole number from `min` to `max` (a number, or digits from a form); `None` when absent.
+pub fn integer_field(
+    body: &Map<String, Value>,
+    field: &str,
+    min: u64,
+    max: u64,
+) -> Parsed<Option<u64>> {
+    let Some(value) = present(body, field) else {
+        return Ok(None);
+    };
+    let number = match value {
+        Value::Number(number) => number.as_i64().map(i128::from),
+        Value::String(text) => text.trim().parse::<i128>().ok(),
+        _ => None,
+    };
+    let label = label(field);
+    match number {
+        None => Err(FieldErrors::single(
+            field,
+            format!("The {label} field must be an integer."),
+        )),
+        Some(n) if n < i128::from(min) || n > i128::from(max) => Err(FieldErrors::single(
+            field,
+            format!("The {label} field must be between {min} and {max}."),
+        )),
+        Some(n) => Ok(u64::try_from(n).ok()),
+    }
+}
+
+/// A moment after `now_s` and at most `max_ahead_s` later, as ISO 8601 (`2026-12-31T23:59:59Z`,
+/// with an offset, or a date alone: its midnight UTC); epoch seconds, `None` when absent.
+pub fn future_date_field(
+    body: &Map<String, Value>,
+    field: &str,
+    now_s: u64,
+    max_ahead_s: u64,
+) -> Parsed<Option<u64>> {
+    let Some(value) = present(body, field) else {
+        return Ok(None);
+    };
+    let label = label(field);
+    let at = value.as_str().and_then(|text| parse_date(text.trim()));
+    match at {
+        None => Err(FieldErrors::single(
+            field,
+            format!("The {label} field must be a valid date (ISO 8601)."),
+        )),
+        Some(at) if at <= now_s as i64 => Err(FieldErrors::single(
+            field,
+            format!("The {label} field must be a date after now."),
+        )),
+        Some(at) if at > now_s.saturating_add(max_ahead_s) as i64 => Err(FieldErrors::single(
+            field,
+            format!(
+                "The {label} field must be a date at most {} days from now.",
+                max_ahead_s / 86_400
+            ),
+        )),
+        Some(at) => Ok(Some(at as u64)),
+    }
+}
+
+/// Epoch seconds of an RFC 3339 date-time or a `YYYY-MM-DD` date (midnight UTC).
+fn parse_date(text: &str) -> Option<i64> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(at) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Some(at.unix_timestamp());
+    }
+    let date = time::Date::parse(
+        text,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    );
+    date.ok()
+        .map(|date| date.midnight().assume_utc().unix_timestamp())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +287,60 @@ mod tests {
             ["calls:read"]
         );
         assert_eq!(parse(json!(null)).unwrap(), None);
+    }
+
+    #[test]
+    fn booleans_integers_and_dates_follow_laravel() {
+        let field = |value: Value| body(json!({ "f": value }));
+        assert_eq!(
+            boolean_field(&field(json!(false)), "f").unwrap(),
+            Some(false)
+        );
+        assert_eq!(boolean_field(&field(json!("1")), "f").unwrap(), Some(true));
+        assert_eq!(boolean_field(&field(json!(0)), "f").unwrap(), Some(false));
+        assert_eq!(boolean_field(&body(json!({})), "f").unwrap(), None);
+        assert_eq!(
+            summary(boolean_field(&field(json!("yes")), "f")),
+            "The f field must be true or false."
+        );
+        assert_eq!(
+            integer_field(&field(json!(30)), "f", 1, 3650).unwrap(),
+            Some(30)
+        );
+        assert_eq!(
+            integer_field(&field(json!("30")), "f", 1, 3650).unwrap(),
+            Some(30)
+        );
+        for bad in [json!(0), json!(-1), json!(3651), json!(99_999_999_999u64)] {
+            assert_eq!(
+                summary(integer_field(&field(bad), "f", 1, 3650)),
+                "The f field must be between 1 and 3650."
+            );
+        }
+        assert_eq!(
+            summary(integer_field(&field(json!(1.5)), "f", 1, 3650)),
+            "The f field must be an integer."
+        );
+        let now = 1_767_225_600; // 2026-01-01T00:00:00Z
+        let year = 365 * 86_400;
+        let date = |text: &str| future_date_field(&field(json!(text)), "f", now, 10 * year);
+        assert_eq!(date("2026-01-02T00:00:00Z").unwrap(), Some(now + 86_400));
+        assert_eq!(
+            date("2026-01-02T02:00:00+02:00").unwrap(),
+            Some(now + 86_400)
+        );
+        assert_eq!(date("2026-01-02").unwrap(), Some(now + 86_400));
+        assert_eq!(
+            summary(date("2025-12-31T23:59:59Z")),
+            "The f field must be a date after now."
+        );
+        assert_eq!(
+            summary(date("2040-01-01")),
+            "The f field must be a date at most 3650 days from now."
+        );
+        assert_eq!(
+            summary(date("tomorrow")),
+            "The f field must be a valid date (ISO 8601)."
+        );
     }
 }

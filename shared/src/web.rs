@@ -342,6 +342,10 @@ impl<S: Style> Routes<S> {
         self.on(Method::DELETE, MethodFilter::DELETE, path, handler)
     }
 
+    pub fn patch<H: Handler<T, State>, T: 'static>(self, path: &'static str, handler: H) -> Self {
+        self.on(Method::PATCH, MethodFilter::PATCH, path, handler)
+    }
+
     fn on<H: Handler<T, State>, T: 'static>(
         mut self,
         method: Method,

@@ -1,21 +1,26 @@
 //! A user's own tokens: `/api/user/api-keys` (API keys) and `/api/v1/user/api-tokens` (personal
-//! access tokens with abilities). Create, list (newest first, never a secret) and delete (at once).
-//! Bodies are JSON or forms; errors are Laravel's `{message[, errors]}`.
+//! access tokens with abilities). Create (optionally expiring), list (newest first, never a
+//! secret), update (rename, disable or enable, narrow abilities) and delete (at once). Bodies are
+//! JSON or forms; errors are Laravel's `{message[, errors]}`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 use shared::domain::{Abilities, TokenName};
 use shared::error::{ApiError, FieldErrors};
 use shared::http::{Micros, Seconds};
 use shared::mint::{MintRequest, Minted};
 use shared::service::Service;
-use shared::store::{StoreError, TokenRecord};
+use shared::store::{StoreError, TokenChange, TokenRecord, TokenState};
 use shared::token::{TokenFamily, TokenKind};
-use shared::validate::{abilities_field, both, name_field, required};
+use shared::validate::{
+    abilities_field, boolean_field, both, future_date_field, integer_field, name_field, required,
+    Parsed,
+};
 use shared::web::{self, Failure, Fields, Json, Laravel, Manager, Routes, TokenIdParam};
 
 type Caller = Manager<Laravel>;
@@ -27,10 +32,15 @@ pub fn routes() -> Routes<Laravel> {
         .post("/api/user/api-keys", create_key)
         .get("/api/user/api-keys", list::<ApiKeys>)
         .delete("/api/user/api-keys/{id}", delete::<ApiKeys>)
+        .patch("/api/user/api-keys/{id}", update::<ApiKeys>)
         .post("/api/v1/user/api-tokens", create_token)
         .get("/api/v1/user/api-tokens", list::<PersonalTokens>)
         .delete("/api/v1/user/api-tokens/{id}", delete::<PersonalTokens>)
+        .patch("/api/v1/user/api-tokens/{id}", update::<PersonalTokens>)
 }
+
+/// The latest expiry a token may be given at creation: 10 years ahead.
+const MAX_LIFETIME_DAYS: u64 = 3650;
 
 /// What the two route families differ in.
 trait Family: Send + Sync + 'static {
@@ -40,6 +50,12 @@ trait Family: Send + Sync + 'static {
 
     /// The listing's body.
     fn listing(tokens: &[TokenRecord]) -> Response;
+
+    /// The fields an update may change, from its body; an empty update is 422.
+    fn change(body: &Map<String, Value>) -> Parsed<TokenChange>;
+
+    /// The answer to an update.
+    fn updated(token: &TokenRecord) -> Response;
 }
 
 /// `/api/user/api-keys`: the api-keys seed.
@@ -59,6 +75,30 @@ impl Family for ApiKeys {
         };
         Json(StatusCode::OK, list).into_response()
     }
+
+    /// `name`, `enabled`.
+    fn change(body: &Map<String, Value>) -> Parsed<TokenChange> {
+        let (name, enabled) = both(name_field(body, "name"), boolean_field(body, "enabled"))?;
+        if name.is_none() && enabled.is_none() {
+            return Err(FieldErrors::single(
+                "name",
+                "The name field is required when enabled is not present.",
+            ));
+        }
+        Ok(TokenChange {
+            name,
+            abilities: None,
+            enabled,
+        })
+    }
+
+    fn updated(token: &TokenRecord) -> Response {
+        let updated = KeyUpdated {
+            message: "API key updated successfully.",
+            api_key: ApiKeyView::from(token),
+        };
+        Json(StatusCode::OK, updated).into_response()
+    }
 }
 
 impl Family for PersonalTokens {
@@ -71,6 +111,35 @@ impl Family for PersonalTokens {
             data: tokens.iter().map(PersonalTokenView::from).collect(),
         };
         Json(StatusCode::OK, list).into_response()
+    }
+
+    /// `name`, `abilities`, `enabled`.
+    fn change(body: &Map<String, Value>) -> Parsed<TokenChange> {
+        let (name, (abilities, enabled)) = both(
+            name_field(body, "name"),
+            both(
+                abilities_field(body, "abilities"),
+                boolean_field(body, "enabled"),
+            ),
+        )?;
+        if name.is_none() && abilities.is_none() && enabled.is_none() {
+            return Err(FieldErrors::single(
+                "name",
+                "The name field is required when none of abilities / enabled are present.",
+            ));
+        }
+        Ok(TokenChange {
+            name,
+            abilities,
+            enabled,
+        })
+    }
+
+    fn updated(token: &TokenRecord) -> Response {
+        let updated = TokenUpdated {
+            data: PersonalTokenView::from(token),
+        };
+        Json(StatusCode::OK, updated).into_response()
     }
 }
 
@@ -86,6 +155,8 @@ struct ApiKeyView<'a> {
     name: &'a str,
     created_at: Micros,
     last_used_at: Option<Micros>,
+    expires_at: Option<Micros>,
+    enabled: bool,
 }
 
 impl<'a> From<&'a TokenRecord> for ApiKeyView<'a> {
@@ -95,6 +166,8 @@ impl<'a> From<&'a TokenRecord> for ApiKeyView<'a> {
             name: &key.name,
             created_at: Micros(key.created_at_ms),
             last_used_at: key.last_used_at_ms.map(Micros),
+            expires_at: key.expires_at.map(Micros::from_epoch_seconds),
+            enabled: key.enabled,
         }
     }
 }
@@ -108,6 +181,7 @@ struct PersonalTokenView<'a> {
     created_at: Seconds,
     last_used_at: Option<Seconds>,
     expires_at: Option<Seconds>,
+    enabled: bool,
 }
 
 impl<'a> From<&'a TokenRecord> for PersonalTokenView<'a> {
@@ -119,6 +193,7 @@ impl<'a> From<&'a TokenRecord> for PersonalTokenView<'a> {
             created_at: Seconds(token.created_at_ms),
             last_used_at: token.last_used_at_ms.map(Seconds),
             expires_at: token.expires_at.map(Seconds::from_epoch_seconds),
+            enabled: token.enabled,
         }
     }
 }
@@ -130,6 +205,7 @@ struct CreatedApiKey<'a> {
     name: &'a str,
     token: &'a str,
     created_at: Micros,
+    expires_at: Option<Micros>,
 }
 
 impl<'a> From<&'a Minted> for CreatedApiKey<'a> {
@@ -139,6 +215,7 @@ impl<'a> From<&'a Minted> for CreatedApiKey<'a> {
             name: &minted.record.name,
             token: minted.secret.expose(),
             created_at: Micros(minted.record.created_at_ms),
+            expires_at: minted.record.expires_at.map(Micros::from_epoch_seconds),
         }
     }
 }
@@ -151,6 +228,7 @@ struct CreatedPersonalToken<'a> {
     abilities: &'a Abilities,
     token: &'a str,
     created_at: Seconds,
+    expires_at: Option<Seconds>,
 }
 
 impl<'a> From<&'a Minted> for CreatedPersonalToken<'a> {
@@ -161,6 +239,7 @@ impl<'a> From<&'a Minted> for CreatedPersonalToken<'a> {
             abilities: &minted.record.abilities,
             token: minted.secret.expose(),
             created_at: Seconds(minted.record.created_at_ms),
+            expires_at: minted.record.expires_at.map(Seconds::from_epoch_seconds),
         }
     }
 }
@@ -174,6 +253,17 @@ struct KeyCreated<'a> {
 #[derive(Serialize)]
 struct TokenCreated<'a> {
     data: CreatedPersonalToken<'a>,
+}
+
+#[derive(Serialize)]
+struct KeyUpdated<'a> {
+    message: &'static str,
+    api_key: ApiKeyView<'a>,
+}
+
+#[derive(Serialize)]
+struct TokenUpdated<'a> {
+    data: PersonalTokenView<'a>,
 }
 
 #[derive(Serialize)]
@@ -196,8 +286,13 @@ async fn create_key(
     caller: Caller,
     body: Fields<Laravel>,
 ) -> Answer {
-    let name = required("name", name_field(&body, "name")).map_err(ApiError::from)?;
-    let minted = create(&service, &caller, TokenKind::ApiKey, name, None).await?;
+    let (name, days) = both(
+        required("name", name_field(&body, "name")),
+        integer_field(&body, "expires_in_days", 1, MAX_LIFETIME_DAYS),
+    )
+    .map_err(ApiError::from)?;
+    let expires_at = days.map(|days| caller.now / 1000 + days * 86_400);
+    let minted = create(&service, &caller, TokenKind::ApiKey, name, None, expires_at).await?;
     let created = KeyCreated {
         message: "API key created successfully.",
         api_key: CreatedApiKey::from(&minted),
@@ -210,12 +305,28 @@ async fn create_token(
     caller: Caller,
     body: Fields<Laravel>,
 ) -> Answer {
-    let (name, abilities) = both(
+    let (name, (abilities, expires_at)) = both(
         required("name", name_field(&body, "name")),
-        abilities_field(&body, "abilities"),
+        both(
+            abilities_field(&body, "abilities"),
+            future_date_field(
+                &body,
+                "expires_at",
+                caller.now / 1000,
+                MAX_LIFETIME_DAYS * 86_400,
+            ),
+        ),
     )
     .map_err(ApiError::from)?;
-    let minted = create(&service, &caller, TokenKind::Personal, name, abilities).await?;
+    let minted = create(
+        &service,
+        &caller,
+        TokenKind::Personal,
+        name,
+        abilities,
+        expires_at,
+    )
+    .await?;
     let created = TokenCreated {
         data: CreatedPersonalToken::from(&minted),
     };
@@ -223,17 +334,18 @@ async fn create_token(
 }
 
 /// Mints an API key or a personal access token for the caller. Abilities default to the
-/// caller's own and may never exceed them.
+/// caller's own and may never exceed them; nor may the expiry exceed the caller's.
 async fn create(
     service: &Service,
     caller: &Caller,
     kind: TokenKind,
     name: TokenName,
     abilities: Option<Abilities>,
+    expires_at: Option<u64>,
 ) -> Result<Minted, ApiError> {
     let abilities = abilities.unwrap_or_else(|| caller.abilities.clone());
     caller.require_abilities(&abilities)?;
-    let request = MintRequest::by(caller, kind, name, abilities, None)?;
+    let request = MintRequest::by(caller, kind, name, abilities, expires_at)?;
     service
         .mint(caller.owner(), request, caller.now)
         .await
@@ -257,6 +369,46 @@ async fn list<F: Family>(State(service): State<web::State>, caller: Caller) -> A
         .await?;
     tokens.retain(|token| caller.may_manage(&token.abilities));
     Ok(F::listing(&tokens))
+}
+
+/// Updates one of the caller's own live tokens: renames it, disables or enables it, narrows its
+/// abilities. Another user's id, an unknown one, or one with abilities beyond the caller's is
+/// 404 (before the body is looked at); widening abilities is 403.
+async fn update<F: Family>(
+    State(service): State<web::State>,
+    caller: Caller,
+    TokenIdParam(id): TokenIdParam,
+    body: Fields<Laravel>,
+) -> Answer {
+    let change = F::change(&body);
+    let id = id
+        .filter(|id| id.user_id == caller.user_id)
+        .ok_or(ApiError::NotFound(F::NOT_FOUND))?;
+    // Written only while the abilities are still the ones read: a concurrent update is read
+    // again, and the checks run on what it left.
+    for _ in 0..3 {
+        let record = service
+            .store
+            .get_token(caller.user_id, F::FAMILY, id.token_id)
+            .await?
+            .filter(|token| token.state(caller.now) == TokenState::Live)
+            .filter(|token| caller.may_manage(&token.abilities))
+            .ok_or(ApiError::NotFound(F::NOT_FOUND))?;
+        let change = change.clone().map_err(ApiError::from)?;
+        if let Some(abilities) = &change.abilities {
+            if !record.abilities.covers(abilities) {
+                return Err(ApiError::AbilitiesWidened.into());
+            }
+        }
+        let updated = service
+            .store
+            .update_token(&record, &change, caller.now)
+            .await?;
+        if let Some(updated) = updated {
+            return Ok(F::updated(&updated));
+        }
+    }
+    Err(ApiError::Unavailable.into())
 }
 
 /// Revokes one of the caller's own tokens; another user's id, an unknown one, or one with

@@ -67,7 +67,7 @@ async fn api_keys_are_created_listed_newest_first_and_deleted_at_once() {
     let key = &created["api_key"];
     assert_eq!(
         keys(key),
-        BTreeSet::from(["id", "name", "token", "created_at"])
+        BTreeSet::from(["id", "name", "token", "created_at", "expires_at"])
     );
     assert_eq!(key["name"], "Production API Key");
     assert!(
@@ -87,7 +87,14 @@ async fn api_keys_are_created_listed_newest_first_and_deleted_at_once() {
     for entry in &listed {
         assert_eq!(
             keys(entry),
-            BTreeSet::from(["id", "name", "created_at", "last_used_at"])
+            BTreeSet::from([
+                "id",
+                "name",
+                "created_at",
+                "last_used_at",
+                "expires_at",
+                "enabled"
+            ])
         );
         assert!(!entry.to_string().contains("tkn"));
     }
@@ -200,7 +207,14 @@ async fn personal_tokens_carry_abilities_that_never_widen() {
     let data = &created["data"];
     assert_eq!(
         keys(data),
-        BTreeSet::from(["id", "name", "abilities", "token", "created_at"])
+        BTreeSet::from([
+            "id",
+            "name",
+            "abilities",
+            "token",
+            "created_at",
+            "expires_at"
+        ])
     );
     assert_eq!(
         data["abilities"],
@@ -292,7 +306,8 @@ async fn personal_tokens_carry_abilities_that_never_widen() {
                 "abilities",
                 "created_at",
                 "last_used_at",
-                "expires_at"
+                "expires_at",
+                "enabled"
             ])
         );
         assert!(!entry.to_string().contains("tkn"));
@@ -471,7 +486,7 @@ async fn every_sample_event_runs_through_the_handler() {
     let (service, store) = service().await;
     let demo = demo::seed(&store, 100, now_ms()).await.unwrap();
     // (event, placeholder filled from the previous step's response id, status, listing length)
-    let steps: [(&str, Option<&str>, u16, Option<usize>); 6] = [
+    let steps: [(&str, Option<&str>, u16, Option<usize>); 8] = [
         (
             include_str!("../../../events/api-keys-post.json"),
             None,
@@ -483,6 +498,12 @@ async fn every_sample_event_runs_through_the_handler() {
             None,
             200,
             Some(2),
+        ),
+        (
+            include_str!("../../../events/api-keys-patch.json"),
+            Some("KEY_ID"),
+            200,
+            None,
         ),
         (
             include_str!("../../../events/api-keys-delete.json"),
@@ -501,6 +522,12 @@ async fn every_sample_event_runs_through_the_handler() {
             None,
             200,
             Some(1),
+        ),
+        (
+            include_str!("../../../events/api-tokens-patch.json"),
+            Some("TOKEN_ID"),
+            200,
+            None,
         ),
         (
             include_str!("../../../events/api-tokens-delete.json"),
@@ -747,4 +774,435 @@ async fn form_bodies_create_keys_and_tokens_as_json_ones_do() {
     // Without the form content type the same bytes are not JSON: 400, as before.
     let (status, _) = send(&service, Method::POST, KEYS, &t.user_token, "name=x").await;
     assert_eq!(status, 400);
+}
+
+fn abilities(list: &[&str]) -> Abilities {
+    Abilities::parse(list.iter().map(|a| a.to_string()).collect()).unwrap()
+}
+
+/// A key renamed and disabled is refused everywhere (routes, authentication as the authorizer
+/// makes it, verify says DISABLED) and keeps its slot; enabled again, it works again.
+#[tokio::test]
+async fn a_disabled_key_is_refused_everywhere_until_enabled_and_keeps_its_slot() {
+    // The user's own key and the one created here fill a cap of 2.
+    let (service, store) = service_with(2).await;
+    let t = tenant(&store).await;
+    let (status, created) = send(
+        &service,
+        Method::POST,
+        KEYS,
+        &t.user_token,
+        r#"{"name":"K"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let (id, key) = (
+        created["api_key"]["id"].as_str().unwrap().to_string(),
+        created["api_key"]["token"].as_str().unwrap().to_string(),
+    );
+    let path = format!("{KEYS}/{id}");
+    let (status, updated) = send(
+        &service,
+        Method::PATCH,
+        &path,
+        &t.user_token,
+        r#"{"name":"K (paused)","enabled":false}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["message"], "API key updated successfully.");
+    assert_eq!(
+        keys(&updated["api_key"]),
+        BTreeSet::from([
+            "id",
+            "name",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "enabled"
+        ])
+    );
+    assert_eq!(
+        (
+            &updated["api_key"]["id"],
+            &updated["api_key"]["name"],
+            &updated["api_key"]["enabled"]
+        ),
+        (&json!(id), &json!("K (paused)"), &json!(false))
+    );
+    assert_eq!(send(&service, Method::GET, KEYS, &key, "").await.0, 401);
+    assert!(shared::auth::authenticate(&store, Some(&key), now_ms())
+        .await
+        .is_err());
+    let verified = shared::auth::verify(&store, &key, now_ms()).await.unwrap();
+    assert_eq!(verified.code.as_str(), "DISABLED");
+    // Listed as disabled, under its new name.
+    let (_, listed) = send(&service, Method::GET, KEYS, &t.user_token, "").await;
+    let entry = listed["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == json!(id))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&entry["name"], &entry["enabled"]),
+        (&json!("K (paused)"), &json!(false))
+    );
+    // Still holding its slot: the cap of 2 is reached.
+    let (status, _) = send(
+        &service,
+        Method::POST,
+        KEYS,
+        &t.user_token,
+        r#"{"name":"third"}"#,
+    )
+    .await;
+    assert_eq!(status, 422);
+    // Enabled again (a form body this time): it works.
+    let (name, value) = bearer(&t.user_token);
+    let form = [
+        (name, value.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let (status, updated) = call(&service, request(Method::PATCH, &path, &form, "enabled=1")).await;
+    assert_eq!(
+        (status, &updated["api_key"]["enabled"]),
+        (200, &json!(true)),
+        "{updated}"
+    );
+    assert_eq!(send(&service, Method::GET, KEYS, &key, "").await.0, 200);
+    assert_eq!(
+        shared::auth::verify(&store, &key, now_ms())
+            .await
+            .unwrap()
+            .code
+            .as_str(),
+        "VALID"
+    );
+}
+
+/// A personal token's abilities only narrow, also for a limited caller.
+#[tokio::test]
+async fn abilities_only_narrow_whoever_asks() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let (status, created) = send(
+        &service,
+        Method::POST,
+        TOKENS,
+        &t.user_token,
+        r#"{"name":"CI","abilities":["calls:read","calls:write"]}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let path = format!("{TOKENS}/{}", created["data"]["id"].as_str().unwrap());
+    let (status, updated) = send(
+        &service,
+        Method::PATCH,
+        &path,
+        &t.user_token,
+        r#"{"abilities":["calls:read"]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["data"]["abilities"], json!(["calls:read"]));
+    assert_eq!(updated["data"]["enabled"], true);
+    let widened = (
+        403,
+        json!({"message": "A token's abilities may only be narrowed: send a subset of its current abilities."}),
+    );
+    for wider in [
+        r#"{"abilities":["calls:read","calls:write"]}"#,
+        r#"{"abilities":["*"]}"#,
+    ] {
+        assert_eq!(
+            send(&service, Method::PATCH, &path, &t.user_token, wider).await,
+            widened
+        );
+    }
+    // What a second request sees: the narrowed abilities, stored.
+    let (_, listed) = send(&service, Method::GET, TOKENS, &t.user_token, "").await;
+    assert_eq!(listed["data"][0]["abilities"], json!(["calls:read"]));
+    // A limited manager may update the tokens within its abilities, never widen them, and does
+    // not see the others.
+    let manager = token_for(
+        &store,
+        &t.user,
+        TokenKind::Personal,
+        abilities(&["tokens:manage", "calls:read"]),
+    )
+    .await;
+    let (status, renamed) = send(
+        &service,
+        Method::PATCH,
+        &path,
+        &manager,
+        r#"{"name":"CI (read)"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, &renamed["data"]["name"]),
+        (200, &json!("CI (read)")),
+        "{renamed}"
+    );
+    assert_eq!(
+        send(
+            &service,
+            Method::PATCH,
+            &path,
+            &manager,
+            r#"{"abilities":["calls:write"]}"#
+        )
+        .await,
+        widened
+    );
+    let full = token_for(&store, &t.user, TokenKind::Personal, Abilities::full()).await;
+    let full_id = shared::token::parse(&full).unwrap();
+    let full_path = format!("{TOKENS}/{}-{}", full_id.user_id, full_id.token_id);
+    assert_eq!(
+        send(
+            &service,
+            Method::PATCH,
+            &full_path,
+            &manager,
+            r#"{"enabled":false}"#
+        )
+        .await,
+        (404, json!({"message": "API token not found."}))
+    );
+    assert_eq!(send(&service, Method::GET, TOKENS, &full, "").await.0, 200);
+}
+
+/// Updates answer 404 for what is not the caller's to change, 422 for empty or invalid bodies,
+/// and never a 5xx, always in Laravel's shape.
+#[tokio::test]
+async fn updates_validate_and_hide_what_is_not_the_callers() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let other = tenant(&store).await;
+    let (_, created) = send(
+        &service,
+        Method::POST,
+        KEYS,
+        &t.user_token,
+        r#"{"name":"K"}"#,
+    )
+    .await;
+    let id = created["api_key"]["id"].as_str().unwrap().to_string();
+    let path = format!("{KEYS}/{id}");
+    assert_eq!(
+        send(&service, Method::PATCH, &path, &t.user_token, "{}").await,
+        (
+            422,
+            json!({"message": "The name field is required when enabled is not present.", "errors": {"name": ["The name field is required when enabled is not present."]}})
+        )
+    );
+    let (status, body) = send(
+        &service,
+        Method::PATCH,
+        &format!("{TOKENS}/{id}"),
+        &t.user_token,
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 404, "another family's id: {body}");
+    assert_eq!(
+        send(
+            &service,
+            Method::PATCH,
+            &path,
+            &t.user_token,
+            r#"{"enabled":"maybe"}"#
+        )
+        .await,
+        (
+            422,
+            json!({"message": "The enabled field must be true or false.", "errors": {"enabled": ["The enabled field must be true or false."]}})
+        )
+    );
+    let not_found = (404, json!({"message": "API key not found."}));
+    for (token, target) in [
+        (&other.user_token, path.clone()),
+        (&t.admin_token, path.clone()),
+        (&t.user_token, format!("{KEYS}/nope")),
+        (
+            &t.user_token,
+            format!("{KEYS}/{}-0000000000000000ffff", t.user.id),
+        ),
+    ] {
+        assert_eq!(
+            send(&service, Method::PATCH, &target, token, r#"{"name":"x"}"#).await,
+            not_found
+        );
+    }
+    for body in [
+        "[1]",
+        "{",
+        r#"{"name":5}"#,
+        r#"{"name":null,"enabled":null}"#,
+        r#"{"name":"n\u0000"}"#,
+        r#"{"enabled":2}"#,
+        r#"{"abilities":["x"]}"#,
+        &format!(r#"{{"name":"{}"}}"#, "n".repeat(256)),
+        &format!(r#"{{"name":"{}"}}"#, "n".repeat(20_000)),
+    ] {
+        let (status, answer) = send(&service, Method::PATCH, &path, &t.user_token, body).await;
+        assert!(
+            [400, 413, 422].contains(&status),
+            "{body}: {status} {answer}"
+        );
+        assert!(answer["message"].is_string(), "{answer}");
+        assert_eq!(status == 422, answer["errors"].is_object(), "{answer}");
+    }
+    assert_eq!(
+        send(
+            &service,
+            Method::PATCH,
+            &path,
+            &t.user_token,
+            r#"{"abilities":["x"]}"#
+        )
+        .await
+        .0,
+        422,
+        "an API key takes no abilities: an empty update"
+    );
+    // Deleted: gone for updates too.
+    assert_eq!(
+        send(&service, Method::DELETE, &path, &t.user_token, "")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        send(
+            &service,
+            Method::PATCH,
+            &path,
+            &t.user_token,
+            r#"{"name":"x"}"#
+        )
+        .await,
+        not_found
+    );
+}
+
+/// Expiry at creation: `expires_in_days` for keys, `expires_at` (ISO 8601) for personal tokens;
+/// refused past their expiry, bounded by the caller's own.
+#[tokio::test]
+async fn keys_and_tokens_may_expire_from_creation() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let (status, created) = send(
+        &service,
+        Method::POST,
+        KEYS,
+        &t.user_token,
+        r#"{"name":"contractor","expires_in_days":30}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["api_key"]["token"].as_str().unwrap().to_string();
+    let id =
+        shared::token::PublicTokenId::parse(created["api_key"]["id"].as_str().unwrap()).unwrap();
+    let stored = store
+        .get_token(id.user_id, shared::token::TokenFamily::ApiKeys, id.token_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let expiry = stored.expires_at.unwrap();
+    assert_eq!(expiry, stored.created_at_ms / 1000 + 30 * 86_400);
+    assert_eq!(
+        created["api_key"]["expires_at"],
+        shared::http::timestamp_micros(expiry * 1000)
+    );
+    assert!(
+        shared::auth::authenticate(&store, Some(&key), (expiry - 1) * 1000)
+            .await
+            .is_ok()
+    );
+    assert!(
+        shared::auth::authenticate(&store, Some(&key), expiry * 1000)
+            .await
+            .is_err()
+    );
+    for (days, message) in [
+        ("0", "The expires in days field must be between 1 and 3650."),
+        (
+            "3651",
+            "The expires in days field must be between 1 and 3650.",
+        ),
+        ("1.5", "The expires in days field must be an integer."),
+        (r#""soon""#, "The expires in days field must be an integer."),
+    ] {
+        let body = format!(r#"{{"name":"k","expires_in_days":{days}}}"#);
+        let (status, answer) = send(&service, Method::POST, KEYS, &t.user_token, &body).await;
+        assert_eq!(
+            (status, answer["errors"]["expires_in_days"][0].as_str()),
+            (422, Some(message)),
+            "{days}"
+        );
+    }
+    let at = now_ms() / 1000 + 7 * 86_400;
+    let iso = shared::http::timestamp_seconds(at * 1000);
+    let body =
+        json!({"name": "release", "abilities": ["calls:read"], "expires_at": iso}).to_string();
+    let (status, created) = send(&service, Method::POST, TOKENS, &t.user_token, &body).await;
+    assert_eq!(
+        (status, &created["data"]["expires_at"]),
+        (201, &json!(iso)),
+        "{created}"
+    );
+    let (_, listed) = send(&service, Method::GET, TOKENS, &t.user_token, "").await;
+    assert_eq!(listed["data"][0]["expires_at"], json!(iso));
+    for (value, message) in [
+        (
+            "2001-01-01T00:00:00Z",
+            "The expires at field must be a date after now.",
+        ),
+        (
+            "2999-01-01",
+            "The expires at field must be a date at most 3650 days from now.",
+        ),
+        (
+            "next week",
+            "The expires at field must be a valid date (ISO 8601).",
+        ),
+    ] {
+        let body = json!({"name": "t", "expires_at": value}).to_string();
+        let (status, answer) = send(&service, Method::POST, TOKENS, &t.user_token, &body).await;
+        assert_eq!(
+            (status, answer["errors"]["expires_at"][0].as_str()),
+            (422, Some(message)),
+            "{value}"
+        );
+    }
+    // Never past the caller's own expiry.
+    let parent = token_expiring(
+        &store,
+        &t.user,
+        TokenKind::ApiKey,
+        now_ms() / 1000 + 86_400 + 60,
+    )
+    .await;
+    let parent = parent.secret.expose().to_string();
+    let (status, _) = send(
+        &service,
+        Method::POST,
+        KEYS,
+        &parent,
+        r#"{"name":"k","expires_in_days":2}"#,
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, _) = send(
+        &service,
+        Method::POST,
+        KEYS,
+        &parent,
+        r#"{"name":"k","expires_in_days":1}"#,
+    )
+    .await;
+    assert_eq!(status, 201);
 }

@@ -16,12 +16,12 @@ use aws_sdk_dynamodb::Client;
 
 use super::item::{
     n, platform_from_item, platform_item, s, token_from_item, token_item, token_item_at,
-    token_sort_prefix, user_from_item, user_item, user_partition, Item, Key,
+    token_sort_prefix, user_from_item, user_item, user_partition, Item, Key, ENABLED,
 };
 use super::schema::TTL_ATTRIBUTE;
 use super::{
-    NewToken, NewUser, Owner, PermanentGeneration, Platform, Store, StoreError, TokenRecord,
-    TokenState, User,
+    NewToken, NewUser, Owner, PermanentGeneration, Platform, Store, StoreError, TokenChange,
+    TokenRecord, TokenState, User,
 };
 use crate::deadline;
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
@@ -982,6 +982,80 @@ impl Store for DynamoStore {
             Ok(()) => Ok(true),
             Err(TransactionFailure::Conditions(_)) => revoked_by_this_call().await,
             Err(TransactionFailure::Store(e)) => Err(e),
+        }
+    }
+
+    async fn update_token(
+        &self,
+        record: &TokenRecord,
+        change: &TokenChange,
+        now_ms: u64,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let mut sets = Vec::new();
+        let mut removes = Vec::new();
+        let mut expression_names = HashMap::new();
+        let mut expression_values = HashMap::from([
+            (":now".to_string(), n(now_ms / 1000)),
+            (
+                ":read".to_string(),
+                AttributeValue::L(record.abilities.as_slice().iter().map(s).collect()),
+            ),
+        ]);
+        if let Some(name) = &change.name {
+            sets.push("#name = :name");
+            expression_names.insert("#name".to_string(), "name".to_string());
+            expression_values.insert(":name".into(), s(name.as_str()));
+        }
+        if let Some(abilities) = &change.abilities {
+            sets.push("abilities = :abilities");
+            expression_values.insert(
+                ":abilities".into(),
+                AttributeValue::L(abilities.as_slice().iter().map(s).collect()),
+            );
+        }
+        match change.enabled {
+            Some(false) => {
+                sets.push("#enabled = :disabled");
+                expression_values.insert(":disabled".into(), AttributeValue::Bool(false));
+            }
+            Some(true) => removes.push("#enabled"),
+            None => {}
+        }
+        if change.enabled.is_some() {
+            expression_names.insert("#enabled".to_string(), ENABLED.to_string());
+        }
+        let mut expression = String::new();
+        if !sets.is_empty() {
+            expression.push_str(&format!("SET {}", sets.join(", ")));
+        }
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(
+                Key::token(record.user_id, record.kind.family(), record.id).to_item(),
+            ))
+            .update_expression(expression.trim())
+            .condition_expression(
+                "attribute_exists(pk) AND attribute_not_exists(revoked_at) \
+                 AND (attribute_not_exists(valid_until) OR valid_until > :now) \
+                 AND abilities = :read",
+            )
+            .set_expression_attribute_names(
+                (!expression_names.is_empty()).then_some(expression_names),
+            )
+            .set_expression_attribute_values(Some(expression_values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .before_deadline()
+            .await;
+        match updated {
+            Ok(output) => output.attributes.as_ref().map(token_from_item).transpose(),
+            Err(e) if is_conditional_failure(&e) => Ok(None),
+            Err(e) => Err(unavailable(e)),
         }
     }
 

@@ -40,6 +40,9 @@ pub(super) const SK: &str = "sk";
 /// A token's own expiry (epoch seconds); see the module documentation.
 pub(super) const VALID_UNTIL: &str = "valid_until";
 
+/// Present (and `false`) only on a disabled token.
+pub(super) const ENABLED: &str = "enabled";
+
 /// The primary key of one item (public so `make bench` can issue the raw operations a route
 /// makes against the very same items).
 pub struct Key {
@@ -241,6 +244,9 @@ pub(super) fn token_item_at(key: &Key, token: &TokenRecord) -> Item {
     if let Some(parent) = token.parent_id {
         item.insert("parent_id".into(), s(parent.to_string()));
     }
+    if !token.enabled {
+        item.insert(ENABLED.into(), AttributeValue::Bool(false));
+    }
     item
 }
 
@@ -278,6 +284,11 @@ pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, StoreError> {
             .optional_string("parent_id")?
             .map(|id| PublicTokenId::parse(&id).ok_or_else(|| corrupt("parent_id", "a token id")))
             .transpose()?,
+        enabled: match item.get(ENABLED) {
+            None => true,
+            Some(AttributeValue::Bool(enabled)) => *enabled,
+            Some(_) => return Err(corrupt(ENABLED, "a boolean")),
+        },
     })
 }
 
@@ -378,6 +389,7 @@ mod tests {
                 user_id: UserId(123),
                 token_id: TokenId::permanent(7),
             }),
+            enabled: false,
         }
     }
 
@@ -418,11 +430,16 @@ mod tests {
             last_used_at_ms: None,
             revoked_at_ms: Some(5),
             parent_id: None,
+            enabled: true,
             ..token(TokenKind::ApiKey)
         };
         let item = token_item(&never);
         assert!(!item.contains_key("valid_until"));
         assert!(!item.contains_key("parent_id"));
+        assert!(
+            !item.contains_key("enabled"),
+            "enabled is the default, not stored"
+        );
         assert_eq!(token_from_item(&item).unwrap(), never);
     }
 

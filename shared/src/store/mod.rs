@@ -106,6 +106,16 @@ pub struct TokenRecord {
     pub revoked_at_ms: Option<u64>,
     /// The token whose caller minted this one (`None`: the operator, or a permanent token).
     pub parent_id: Option<PublicTokenId>,
+    /// A disabled token refuses every use until it is enabled again; it still holds its slot.
+    pub enabled: bool,
+}
+
+/// What an update changes in a token; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenChange {
+    pub name: Option<crate::domain::TokenName>,
+    pub abilities: Option<Abilities>,
+    pub enabled: Option<bool>,
 }
 
 /// Whether a stored token may be used now, before its owner's status is considered.
@@ -168,6 +178,7 @@ impl NewToken {
             last_used_at_ms: None,
             revoked_at_ms: None,
             parent_id: self.parent_id,
+            enabled: true,
         }
     }
 }
@@ -285,6 +296,16 @@ pub trait Store: Send + Sync {
         now_ms: u64,
         allowed: &(dyn for<'r> Fn(&'r TokenRecord) -> bool + Sync),
     ) -> Result<bool, StoreError>;
+
+    /// Applies `change` to `record`'s live token, only while it is live and its abilities are
+    /// still those of `record` (so updates that race never widen them). The updated record, or
+    /// `None` when the token is gone, no longer live, or was changed meanwhile.
+    async fn update_token(
+        &self,
+        record: &TokenRecord,
+        change: &TokenChange,
+        now_ms: u64,
+    ) -> Result<Option<TokenRecord>, StoreError>;
 
     /// Records that a token authenticated at `now_ms`, unless its `last_used_at` is already
     /// within [`LAST_USED_RESOLUTION_MS`] of it (a conditional update: concurrent requests write

@@ -313,6 +313,8 @@ enum Route {
     CreateApiToken,
     ListApiTokens,
     DeleteApiToken,
+    UpdateApiKey,
+    UpdateApiToken,
     VerifyToken,
     Me,
 }
@@ -327,7 +329,7 @@ enum Caller {
 }
 
 impl Route {
-    const ALL: [Route; 13] = [
+    const ALL: [Route; 15] = [
         Route::WhiteLabelToken,
         Route::CustomerToken,
         Route::RevokeCustomerToken,
@@ -339,6 +341,8 @@ impl Route {
         Route::CreateApiToken,
         Route::ListApiTokens,
         Route::DeleteApiToken,
+        Route::UpdateApiKey,
+        Route::UpdateApiToken,
         Route::VerifyToken,
         Route::Me,
     ];
@@ -387,6 +391,8 @@ impl Route {
                 | Route::CreateApiToken
                 | Route::ListApiTokens
                 | Route::DeleteApiToken
+                | Route::UpdateApiKey
+                | Route::UpdateApiToken
         )
     }
 
@@ -473,7 +479,10 @@ impl Route {
                 json!({ "token": w.a.user_token }).to_string(),
             ),
             Route::Me => (Method::GET, "/api/user/me".into(), String::new()),
-            Route::DeleteApiKey | Route::DeleteApiToken => {
+            Route::DeleteApiKey
+            | Route::DeleteApiToken
+            | Route::UpdateApiKey
+            | Route::UpdateApiToken => {
                 // A fresh token of the caller (when the caller is a real, active user), else of A's admin.
                 let owner = match token.and_then(|t| token::parse(t).ok()) {
                     Some(parsed) => w.store.get_user(parsed.user_id).await.unwrap(),
@@ -482,15 +491,23 @@ impl Route {
                 .filter(User::is_active)
                 .unwrap_or_else(|| w.a.admin.clone());
                 let (kind, base) = match self {
-                    Route::DeleteApiKey => (TokenKind::ApiKey, "/api/user/api-keys"),
+                    Route::DeleteApiKey | Route::UpdateApiKey => {
+                        (TokenKind::ApiKey, "/api/user/api-keys")
+                    }
                     _ => (TokenKind::Personal, "/api/v1/user/api-tokens"),
+                };
+                let (method, body) = match self {
+                    Route::UpdateApiKey | Route::UpdateApiToken => {
+                        (Method::PATCH, r#"{"name":"renamed"}"#.to_string())
+                    }
+                    _ => (Method::DELETE, String::new()),
                 };
                 let text = token_for(&w.store, &owner, kind, Abilities::full()).await;
                 let parsed = token::parse(&text).unwrap();
                 (
-                    Method::DELETE,
+                    method,
                     format!("{base}/{}-{}", owner.id, parsed.token_id),
-                    String::new(),
+                    body,
                 )
             }
         };

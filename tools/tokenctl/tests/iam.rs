@@ -344,7 +344,8 @@ async fn exercise(h: &Harness) {
         .await;
     assert_eq!(status, 200);
 
-    // api-keys: create, list, delete (as a full and as a tokens:manage token), and at the cap.
+    // api-keys: create, list, update, delete (as a full and as a tokens:manage token), and at
+    // the cap.
     for (path, body) in [
         ("/api/user/api-keys", r#"{"name":"k"}"#),
         ("/api/v1/user/api-tokens", r#"{"name":"t"}"#),
@@ -358,6 +359,16 @@ async fn exercise(h: &Harness) {
     let doomed = token_for(store, &t.user, TokenKind::ApiKey, Abilities::full()).await;
     let doomed = token::parse(&doomed).unwrap();
     let path = format!("/api/user/api-keys/{}-{}", t.user.id, doomed.token_id);
+    // Renamed and disabled, enabled again (the enabled attribute set, then removed), then deleted.
+    for body in [
+        r#"{"name":"renamed","enabled":false}"#,
+        r#"{"enabled":true}"#,
+    ] {
+        assert_eq!(
+            h.send("api-keys", Method::PATCH, &path, &user, body).await,
+            200
+        );
+    }
     assert_eq!(
         h.send("api-keys", Method::DELETE, &path, &user, "").await,
         200
