@@ -103,6 +103,11 @@ impl TokenName {
         }
     }
 
+    /// A name read back from the store, where only parsed names are written.
+    pub fn from_stored(name: String) -> TokenName {
+        TokenName(name)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

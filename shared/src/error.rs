@@ -95,6 +95,9 @@ pub enum ApiError {
     /// A resource of the route is absent (or in another tenant, which must look the same).
     #[error("{0}")]
     NotFound(&'static str),
+    /// The resource is not in a state the request can apply to (a token rolled already).
+    #[error("{0}")]
+    Conflict(&'static str),
     #[error("{}", .0.summary())]
     Validation(FieldErrors),
     #[error("{0}")]
@@ -129,6 +132,7 @@ impl ApiError {
             | ApiError::AbilitiesWidened
             | ApiError::CannotManageTokens => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Validation(_) | ApiError::OutlivesParent { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -150,6 +154,7 @@ impl ApiError {
             | ApiError::CannotManageTokens => "FORBIDDEN",
             ApiError::OutlivesParent { .. } => "EXPIRATION_EXCEEDS_TOKEN",
             ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::Conflict(_) => "CONFLICT",
             ApiError::RouteNotFound(_) => "ROUTE_NOT_FOUND",
             ApiError::Validation(_) | ApiError::BadRequest(_) => "INVALID_REQUEST",
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",

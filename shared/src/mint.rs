@@ -3,7 +3,7 @@
 use crate::auth::Principal;
 use crate::domain::{Abilities, TokenName};
 use crate::error::ApiError;
-use crate::store::{NewToken, Owner, Store, StoreError, TokenRecord};
+use crate::store::{NewToken, Owner, RollOutcome, Store, StoreError, TokenRecord};
 use crate::token::{self, PublicTokenId, TokenKind, TokenSecret};
 
 /// What to mint.
@@ -53,8 +53,66 @@ pub async fn mint(
     cap: u32,
     now_ms: u64,
 ) -> Result<Minted, StoreError> {
-    // A record id clashes only with one of the same owner, family and millisecond sharing 32
-    // random bits; then a fresh token is drawn.
+    let (minted, ()) = issue(owner, &request, now_ms, |new| {
+        store.create_token(owner, new, cap, now_ms)
+    })
+    .await?;
+    Ok(minted)
+}
+
+/// What a roll answered.
+#[derive(Clone, Debug)]
+pub enum Roll {
+    /// The successor, shown once; the predecessor works until this epoch second.
+    Rolled {
+        minted: Box<Minted>,
+        previous_expires_at: u64,
+    },
+    /// The predecessor was rolled before.
+    AlreadyRolled,
+    /// The predecessor is no longer live.
+    Gone,
+}
+
+/// Replaces `owner`'s live token `predecessor` by a successor minted as `request`, in one
+/// transaction (see [`Store::roll_token`]); the predecessor works until `grace_end_s`.
+pub async fn roll(
+    store: &dyn Store,
+    owner: Owner,
+    predecessor: &TokenRecord,
+    request: MintRequest,
+    grace_end_s: u64,
+    now_ms: u64,
+) -> Result<Roll, StoreError> {
+    let (minted, outcome) = issue(owner, &request, now_ms, |new| {
+        store.roll_token(owner, predecessor, new, grace_end_s, now_ms)
+    })
+    .await?;
+    Ok(match outcome {
+        RollOutcome::Rolled {
+            previous_expires_at,
+        } => Roll::Rolled {
+            minted: Box::new(minted),
+            previous_expires_at,
+        },
+        RollOutcome::AlreadyRolled => Roll::AlreadyRolled,
+        RollOutcome::Gone => Roll::Gone,
+    })
+}
+
+/// Draws a token for `request` and hands its record to `store_it`, drawing again while the
+/// record id is taken: an id clashes only with one of the same owner, family and millisecond
+/// sharing 32 random bits.
+async fn issue<T, F, Fut>(
+    owner: Owner,
+    request: &MintRequest,
+    now_ms: u64,
+    mut store_it: F,
+) -> Result<(Minted, T), StoreError>
+where
+    F: FnMut(NewToken) -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
     for _ in 0..3 {
         let issued = token::generate(request.kind, owner.id, now_ms);
         let new = NewToken {
@@ -66,12 +124,13 @@ pub async fn mint(
             parent_id: request.parent_id,
         };
         let record = new.record(owner);
-        match store.create_token(owner, new, cap, now_ms).await {
-            Ok(()) => {
-                return Ok(Minted {
+        match store_it(new).await {
+            Ok(stored) => {
+                let minted = Minted {
                     secret: issued.secret,
                     record,
-                })
+                };
+                return Ok((minted, stored));
             }
             Err(StoreError::TokenIdTaken) => continue,
             Err(other) => return Err(other),

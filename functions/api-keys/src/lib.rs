@@ -13,10 +13,10 @@ use serde_json::{Map, Value};
 use shared::domain::{Abilities, TokenName};
 use shared::error::{ApiError, FieldErrors};
 use shared::http::{Micros, Seconds};
-use shared::mint::{MintRequest, Minted};
+use shared::mint::{MintRequest, Minted, Roll};
 use shared::service::Service;
 use shared::store::{StoreError, TokenChange, TokenRecord, TokenState};
-use shared::token::{TokenFamily, TokenKind};
+use shared::token::{PublicTokenId, TokenFamily, TokenKind};
 use shared::validate::{
     abilities_field, boolean_field, both, future_date_field, integer_field, name_field, required,
     Parsed,
@@ -33,20 +33,27 @@ pub fn routes() -> Routes<Laravel> {
         .get("/api/user/api-keys", list::<ApiKeys>)
         .delete("/api/user/api-keys/{id}", delete::<ApiKeys>)
         .patch("/api/user/api-keys/{id}", update::<ApiKeys>)
+        .post("/api/user/api-keys/{id}/roll", roll::<ApiKeys>)
         .post("/api/v1/user/api-tokens", create_token)
         .get("/api/v1/user/api-tokens", list::<PersonalTokens>)
         .delete("/api/v1/user/api-tokens/{id}", delete::<PersonalTokens>)
         .patch("/api/v1/user/api-tokens/{id}", update::<PersonalTokens>)
+        .post("/api/v1/user/api-tokens/{id}/roll", roll::<PersonalTokens>)
 }
+
+/// The longest grace period of a roll: a week.
+const MAX_GRACE_SECONDS: u64 = 604_800;
 
 /// The latest expiry a token may be given at creation: 10 years ahead.
 const MAX_LIFETIME_DAYS: u64 = 3650;
 
 /// What the two route families differ in.
 trait Family: Send + Sync + 'static {
+    const KIND: TokenKind;
     const FAMILY: TokenFamily;
     const NOT_FOUND: &'static str;
     const DELETED: &'static str;
+    const ROLLED_ALREADY: &'static str;
 
     /// The listing's body.
     fn listing(tokens: &[TokenRecord]) -> Response;
@@ -56,6 +63,9 @@ trait Family: Send + Sync + 'static {
 
     /// The answer to an update.
     fn updated(token: &TokenRecord) -> Response;
+
+    /// The answer to a roll: the successor, shown once, and when the predecessor stops working.
+    fn rolled(successor: &Minted, previous: &TokenRecord, previous_expires_at: u64) -> Response;
 }
 
 /// `/api/user/api-keys`: the api-keys seed.
@@ -65,9 +75,11 @@ enum ApiKeys {}
 enum PersonalTokens {}
 
 impl Family for ApiKeys {
+    const KIND: TokenKind = TokenKind::ApiKey;
     const FAMILY: TokenFamily = TokenFamily::ApiKeys;
     const NOT_FOUND: &'static str = "API key not found.";
     const DELETED: &'static str = "API key deleted successfully.";
+    const ROLLED_ALREADY: &'static str = "This API key has already been rolled.";
 
     fn listing(tokens: &[TokenRecord]) -> Response {
         let list = KeyList {
@@ -99,12 +111,26 @@ impl Family for ApiKeys {
         };
         Json(StatusCode::OK, updated).into_response()
     }
+
+    fn rolled(successor: &Minted, previous: &TokenRecord, previous_expires_at: u64) -> Response {
+        let rolled = KeyRolled {
+            message: "API key rolled successfully.",
+            api_key: CreatedApiKey::from(successor),
+            previous: Previous {
+                id: previous.public_id().to_string(),
+                expires_at: Micros::from_epoch_seconds(previous_expires_at),
+            },
+        };
+        Json(StatusCode::CREATED, rolled).into_response()
+    }
 }
 
 impl Family for PersonalTokens {
+    const KIND: TokenKind = TokenKind::Personal;
     const FAMILY: TokenFamily = TokenFamily::Personal;
     const NOT_FOUND: &'static str = "API token not found.";
     const DELETED: &'static str = "API token deleted successfully.";
+    const ROLLED_ALREADY: &'static str = "This API token has already been rolled.";
 
     fn listing(tokens: &[TokenRecord]) -> Response {
         let list = TokenList {
@@ -140,6 +166,17 @@ impl Family for PersonalTokens {
             data: PersonalTokenView::from(token),
         };
         Json(StatusCode::OK, updated).into_response()
+    }
+
+    fn rolled(successor: &Minted, previous: &TokenRecord, previous_expires_at: u64) -> Response {
+        let rolled = TokenRolled {
+            data: CreatedPersonalToken::from(successor),
+            previous: Previous {
+                id: previous.public_id().to_string(),
+                expires_at: Seconds::from_epoch_seconds(previous_expires_at),
+            },
+        };
+        Json(StatusCode::CREATED, rolled).into_response()
     }
 }
 
@@ -253,6 +290,26 @@ struct KeyCreated<'a> {
 #[derive(Serialize)]
 struct TokenCreated<'a> {
     data: CreatedPersonalToken<'a>,
+}
+
+/// The rolled token: when it stops working.
+#[derive(Serialize)]
+struct Previous<T> {
+    id: String,
+    expires_at: T,
+}
+
+#[derive(Serialize)]
+struct KeyRolled<'a> {
+    message: &'static str,
+    api_key: CreatedApiKey<'a>,
+    previous: Previous<Micros>,
+}
+
+#[derive(Serialize)]
+struct TokenRolled<'a> {
+    data: CreatedPersonalToken<'a>,
+    previous: Previous<Seconds>,
 }
 
 #[derive(Serialize)]
@@ -381,19 +438,10 @@ async fn update<F: Family>(
     body: Fields<Laravel>,
 ) -> Answer {
     let change = F::change(&body);
-    let id = id
-        .filter(|id| id.user_id == caller.user_id)
-        .ok_or(ApiError::NotFound(F::NOT_FOUND))?;
     // Written only while the abilities are still the ones read: a concurrent update is read
     // again, and the checks run on what it left.
     for _ in 0..3 {
-        let record = service
-            .store
-            .get_token(caller.user_id, F::FAMILY, id.token_id)
-            .await?
-            .filter(|token| token.state(caller.now) == TokenState::Live)
-            .filter(|token| caller.may_manage(&token.abilities))
-            .ok_or(ApiError::NotFound(F::NOT_FOUND))?;
+        let record = own_live_token::<F>(&service, &caller, id).await?;
         let change = change.clone().map_err(ApiError::from)?;
         if let Some(abilities) = &change.abilities {
             if !record.abilities.covers(abilities) {
@@ -409,6 +457,71 @@ async fn update<F: Family>(
         }
     }
     Err(ApiError::Unavailable.into())
+}
+
+/// Rolls one of the caller's own live tokens: a successor with the same name, abilities and
+/// expiry (a new secret, shown once) takes its place and its cap slot, and the old one works
+/// for `grace_seconds` more (0 to a week; default 0, at once). A token is rolled once (409).
+async fn roll<F: Family>(
+    State(service): State<web::State>,
+    caller: Caller,
+    TokenIdParam(id): TokenIdParam,
+    body: Fields<Laravel>,
+) -> Answer {
+    let grace = integer_field(&body, "grace_seconds", 0, MAX_GRACE_SECONDS);
+    let record = own_live_token::<F>(&service, &caller, id).await?;
+    if record.rolled_to.is_some() {
+        return Err(ApiError::Conflict(F::ROLLED_ALREADY).into());
+    }
+    let grace = grace.map_err(ApiError::from)?.unwrap_or(0);
+    let request = MintRequest::by(
+        &caller,
+        F::KIND,
+        TokenName::from_stored(record.name.clone()),
+        record.abilities.clone(),
+        record.expires_at,
+    )?;
+    let grace_end = caller.now / 1000 + grace;
+    let rolled = shared::mint::roll(
+        service.store.as_ref(),
+        caller.owner(),
+        &record,
+        request,
+        grace_end,
+        caller.now,
+    )
+    .await
+    .map_err(|e| match e {
+        StoreError::UserNotFound | StoreError::UserBlocked => ApiError::Unauthenticated,
+        other => other.into(),
+    })?;
+    match rolled {
+        Roll::Rolled {
+            minted,
+            previous_expires_at,
+        } => Ok(F::rolled(&minted, &record, previous_expires_at)),
+        Roll::AlreadyRolled => Err(ApiError::Conflict(F::ROLLED_ALREADY).into()),
+        Roll::Gone => Err(ApiError::NotFound(F::NOT_FOUND).into()),
+    }
+}
+
+/// The caller's own live token `id` of the family, if the caller may manage it; else the
+/// family's 404 (another user's id, an unknown one, one with abilities beyond the caller's).
+async fn own_live_token<F: Family>(
+    service: &Service,
+    caller: &Caller,
+    id: Option<PublicTokenId>,
+) -> Result<TokenRecord, ApiError> {
+    let id = id
+        .filter(|id| id.user_id == caller.user_id)
+        .ok_or(ApiError::NotFound(F::NOT_FOUND))?;
+    service
+        .store
+        .get_token(caller.user_id, F::FAMILY, id.token_id)
+        .await?
+        .filter(|token| token.state(caller.now) == TokenState::Live)
+        .filter(|token| caller.may_manage(&token.abilities))
+        .ok_or(ApiError::NotFound(F::NOT_FOUND))
 }
 
 /// Revokes one of the caller's own tokens; another user's id, an unknown one, or one with

@@ -486,7 +486,7 @@ async fn every_sample_event_runs_through_the_handler() {
     let (service, store) = service().await;
     let demo = demo::seed(&store, 100, now_ms()).await.unwrap();
     // (event, placeholder filled from the previous step's response id, status, listing length)
-    let steps: [(&str, Option<&str>, u16, Option<usize>); 8] = [
+    let steps: [(&str, Option<&str>, u16, Option<usize>); 10] = [
         (
             include_str!("../../../events/api-keys-post.json"),
             None,
@@ -503,6 +503,12 @@ async fn every_sample_event_runs_through_the_handler() {
             include_str!("../../../events/api-keys-patch.json"),
             Some("KEY_ID"),
             200,
+            None,
+        ),
+        (
+            include_str!("../../../events/api-keys-roll.json"),
+            Some("KEY_ID"),
+            201,
             None,
         ),
         (
@@ -527,6 +533,12 @@ async fn every_sample_event_runs_through_the_handler() {
             include_str!("../../../events/api-tokens-patch.json"),
             Some("TOKEN_ID"),
             200,
+            None,
+        ),
+        (
+            include_str!("../../../events/api-tokens-roll.json"),
+            Some("TOKEN_ID"),
+            201,
             None,
         ),
         (
@@ -1205,4 +1217,340 @@ async fn keys_and_tokens_may_expire_from_creation() {
     )
     .await;
     assert_eq!(status, 201);
+}
+
+fn rolled_id(body: &Value, field: &str) -> (String, String) {
+    (
+        body[field]["id"].as_str().unwrap().to_string(),
+        body[field]["token"].as_str().unwrap().to_string(),
+    )
+}
+
+/// A roll: the successor has the name, abilities and expiry of the old token and a new secret;
+/// both work during the grace period (to the second), the old one is refused from its end; a
+/// token rolls once.
+#[tokio::test]
+async fn a_roll_keeps_the_old_token_for_its_grace_period_only() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let body = json!({"name": "CI", "abilities": ["calls:read"], "expires_at": shared::http::timestamp_seconds((now_ms() / 1000 + 30 * 86_400) * 1000)});
+    let (status, created) = send(
+        &service,
+        Method::POST,
+        TOKENS,
+        &t.user_token,
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let (old_id, old_token) = rolled_id(&created, "data");
+    let path = format!("{TOKENS}/{old_id}/roll");
+    let before = now_ms() / 1000;
+    let (status, rolled) = send(
+        &service,
+        Method::POST,
+        &path,
+        &t.user_token,
+        r#"{"grace_seconds":120}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{rolled}");
+    let (new_id, new_token) = rolled_id(&rolled, "data");
+    assert_ne!((&new_id, &new_token), (&old_id, &old_token));
+    assert_eq!(
+        keys(&rolled["data"]),
+        BTreeSet::from([
+            "id",
+            "name",
+            "abilities",
+            "token",
+            "created_at",
+            "expires_at"
+        ])
+    );
+    for field in ["name", "abilities", "expires_at"] {
+        assert_eq!(rolled["data"][field], created["data"][field], "{field}");
+    }
+    assert_eq!(rolled["previous"]["id"], json!(old_id));
+    let old = shared::token::PublicTokenId::parse(&old_id).unwrap();
+    let stored = store
+        .get_token(
+            old.user_id,
+            shared::token::TokenFamily::Personal,
+            old.token_id,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let grace_end = stored.expires_at.unwrap();
+    assert!(
+        (before + 120..=now_ms() / 1000 + 120).contains(&grace_end),
+        "{grace_end}"
+    );
+    assert_eq!(
+        rolled["previous"]["expires_at"],
+        json!(shared::http::timestamp_seconds(grace_end * 1000))
+    );
+    // Both work during the grace period, and both are listed; the old one stops at its end.
+    for token in [&old_token, &new_token] {
+        assert_eq!(
+            send(&service, Method::GET, TOKENS, token, "").await.0,
+            403,
+            "calls:read manages no tokens"
+        );
+        assert!(
+            shared::auth::authenticate(&store, Some(token), (grace_end - 1) * 1000)
+                .await
+                .is_ok()
+        );
+    }
+    assert!(
+        shared::auth::authenticate(&store, Some(&old_token), grace_end * 1000)
+            .await
+            .is_err()
+    );
+    assert!(
+        shared::auth::authenticate(&store, Some(&new_token), grace_end * 1000)
+            .await
+            .is_ok()
+    );
+    let (_, listed) = send(&service, Method::GET, TOKENS, &t.user_token, "").await;
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&old_id.as_str()) && ids.contains(&new_id.as_str()),
+        "{listed}"
+    );
+    // Once only.
+    assert_eq!(
+        send(&service, Method::POST, &path, &t.user_token, "").await,
+        (
+            409,
+            json!({"message": "This API token has already been rolled."})
+        )
+    );
+    // The successor rolls in turn; grace 0 (the default) stops its predecessor at once.
+    let (status, again) = send(
+        &service,
+        Method::POST,
+        &format!("{TOKENS}/{new_id}/roll"),
+        &t.user_token,
+        "",
+    )
+    .await;
+    assert_eq!(status, 201, "{again}");
+    assert!(
+        shared::auth::authenticate(&store, Some(&new_token), now_ms())
+            .await
+            .is_err()
+    );
+    assert!(
+        shared::auth::authenticate(&store, Some(&rolled_id(&again, "data").1), now_ms())
+            .await
+            .is_ok()
+    );
+}
+
+/// Parallel rolls of one key: exactly one wins, the others are 409.
+#[tokio::test]
+async fn racing_rolls_let_exactly_one_win() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let (_, created) = send(
+        &service,
+        Method::POST,
+        KEYS,
+        &t.user_token,
+        r#"{"name":"K"}"#,
+    )
+    .await;
+    let path = format!("{KEYS}/{}/roll", created["api_key"]["id"].as_str().unwrap());
+    let rolls: Vec<_> = (0..6)
+        .map(|_| {
+            let (service, token, path) = (service.clone(), t.user_token.clone(), path.clone());
+            tokio::spawn(async move {
+                send(
+                    &service,
+                    Method::POST,
+                    &path,
+                    &token,
+                    r#"{"grace_seconds":60}"#,
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for roll in rolls {
+        let (status, body) = roll.await.unwrap();
+        assert!([201, 409].contains(&status), "{status} {body}");
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    let (_, listed) = send(&service, Method::GET, KEYS, &t.user_token, "").await;
+    let named_k = listed["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["name"] == "K")
+        .count();
+    assert_eq!(
+        named_k, 2,
+        "the old key in its grace period and one successor: {listed}"
+    );
+}
+
+/// At the cap a roll still works: the successor takes over its predecessor's slot, which the
+/// predecessor does not give back again when it expires.
+#[tokio::test]
+async fn a_roll_at_the_cap_takes_over_the_slot() {
+    let (service, store) = service_with(2).await;
+    let t = tenant(&store).await;
+    let (_, created) = send(
+        &service,
+        Method::POST,
+        KEYS,
+        &t.user_token,
+        r#"{"name":"K"}"#,
+    )
+    .await;
+    let (old_id, _) = rolled_id(&created, "api_key");
+    let (status, _) = send(
+        &service,
+        Method::POST,
+        KEYS,
+        &t.user_token,
+        r#"{"name":"full"}"#,
+    )
+    .await;
+    assert_eq!(status, 422, "the cap of 2 is reached");
+    let (status, rolled) = send(
+        &service,
+        Method::POST,
+        &format!("{KEYS}/{old_id}/roll"),
+        &t.user_token,
+        "",
+    )
+    .await;
+    assert_eq!(status, 201, "{rolled}");
+    // The predecessor expired at once: creating still finds the cap reached (the user's key
+    // and the successor), after releasing what expired.
+    let (status, _) = send(
+        &service,
+        Method::POST,
+        KEYS,
+        &t.user_token,
+        r#"{"name":"full"}"#,
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (new_id, _) = rolled_id(&rolled, "api_key");
+    assert_eq!(
+        send(
+            &service,
+            Method::DELETE,
+            &format!("{KEYS}/{new_id}"),
+            &t.user_token,
+            ""
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, _) = send(
+        &service,
+        Method::POST,
+        KEYS,
+        &t.user_token,
+        r#"{"name":"room"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "deleting the successor freed its slot");
+}
+
+/// Rolls answer 404 for what is not the caller's, 422 for a bad grace period, in Laravel's
+/// shape.
+#[tokio::test]
+async fn roll_refusals_keep_the_shape() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let other = tenant(&store).await;
+    let (_, created) = send(
+        &service,
+        Method::POST,
+        KEYS,
+        &t.user_token,
+        r#"{"name":"K"}"#,
+    )
+    .await;
+    let path = format!("{KEYS}/{}/roll", created["api_key"]["id"].as_str().unwrap());
+    let not_found = (404, json!({"message": "API key not found."}));
+    assert_eq!(
+        send(&service, Method::POST, &path, &other.user_token, "").await,
+        not_found
+    );
+    assert_eq!(
+        send(
+            &service,
+            Method::POST,
+            &format!("{KEYS}/nope/roll"),
+            &t.user_token,
+            ""
+        )
+        .await,
+        not_found
+    );
+    for (grace, message) in [
+        (
+            "-1",
+            "The grace seconds field must be between 0 and 604800.",
+        ),
+        (
+            "604801",
+            "The grace seconds field must be between 0 and 604800.",
+        ),
+        (r#""soon""#, "The grace seconds field must be an integer."),
+    ] {
+        let body = format!(r#"{{"grace_seconds":{grace}}}"#);
+        let (status, answer) = send(&service, Method::POST, &path, &t.user_token, &body).await;
+        assert_eq!(
+            (status, answer["errors"]["grace_seconds"][0].as_str()),
+            (422, Some(message)),
+            "{grace}"
+        );
+    }
+    for body in ["[1]", "{"] {
+        assert_eq!(
+            send(&service, Method::POST, &path, &t.user_token, body)
+                .await
+                .0,
+            400
+        );
+    }
+    assert_eq!(
+        send(&service, Method::GET, &path, &t.user_token, "")
+            .await
+            .0,
+        405
+    );
+    // Revoked: gone for rolls too.
+    let delete = format!("{KEYS}/{}", created["api_key"]["id"].as_str().unwrap());
+    assert_eq!(
+        send(&service, Method::DELETE, &delete, &t.user_token, "")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        send(&service, Method::POST, &path, &t.user_token, "").await,
+        not_found
+    );
 }

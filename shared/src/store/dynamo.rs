@@ -20,8 +20,8 @@ use super::item::{
 };
 use super::schema::TTL_ATTRIBUTE;
 use super::{
-    NewToken, NewUser, Owner, PermanentGeneration, Platform, Store, StoreError, TokenChange,
-    TokenRecord, TokenState, User,
+    NewToken, NewUser, Owner, PermanentGeneration, Platform, RollOutcome, Store, StoreError,
+    TokenChange, TokenRecord, TokenState, User,
 };
 use crate::deadline;
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
@@ -142,6 +142,8 @@ enum Part {
     Profile,
     /// The token being retired is still as the retirement requires.
     Retiring,
+    /// The token being rolled is live and was never rolled.
+    Rolling,
     /// The retired token's `GONE#` copy (no condition).
     Tombstone,
     /// The owner's cap counter given a slot back (the owner exists).
@@ -390,6 +392,32 @@ impl DynamoStore {
         }
     }
 
+    /// Holds the owner active for a transaction that adds no token to its count (a roll): for a
+    /// capped family an update of its counter by zero (what the function's role may write),
+    /// else the check [`Self::owner_guard`] makes.
+    fn owner_hold(
+        &self,
+        owner: UserId,
+        family: TokenFamily,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let Some(counter) = family.cap().map(CapCounter::attribute) else {
+            return self.owner_guard(owner, family, u32::MAX);
+        };
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Key::user(owner).to_item()))
+            .update_expression("ADD #counter :zero")
+            .condition_expression("attribute_exists(pk) AND #status = :active")
+            .set_expression_attribute_names(names([("#status", "status"), ("#counter", counter)]))
+            .set_expression_attribute_values(values([
+                (":zero", n(0)),
+                (":active", s(UserStatus::Active.as_str())),
+            ]))
+            .build()
+            .map_err(unavailable)?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
     /// One Query over a prefix of a user's partition, newest first, every page.
     async fn query_tokens(
         &self,
@@ -534,7 +562,8 @@ impl DynamoStore {
                 Part::Tombstone,
                 TransactWriteItem::builder().put(put).build(),
             );
-        if let Some(counter) = family.cap() {
+        // A rolled token's slot went to its successor.
+        if let Some(counter) = family.cap().filter(|_| record.rolled_to.is_none()) {
             items = items.with(Part::Counter, self.counter_decrement(user, counter)?);
         }
         Ok(items)
@@ -982,6 +1011,75 @@ impl Store for DynamoStore {
             Ok(()) => Ok(true),
             Err(TransactionFailure::Conditions(_)) => revoked_by_this_call().await,
             Err(TransactionFailure::Store(e)) => Err(e),
+        }
+    }
+
+    async fn roll_token(
+        &self,
+        owner: Owner,
+        predecessor: &TokenRecord,
+        successor: NewToken,
+        grace_end_s: u64,
+        now_ms: u64,
+    ) -> Result<RollOutcome, StoreError> {
+        let family = predecessor.kind.family();
+        let record = successor.record(owner);
+        let until = predecessor
+            .expires_at
+            .map_or(grace_end_s, |own| own.min(grace_end_s));
+        let rolling = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(
+                Key::token(predecessor.user_id, family, predecessor.id).to_item(),
+            ))
+            .update_expression("SET valid_until = :until, rolled_to = :successor")
+            .condition_expression(
+                "attribute_exists(pk) AND attribute_not_exists(revoked_at) \
+                 AND attribute_not_exists(rolled_to) \
+                 AND (attribute_not_exists(valid_until) OR valid_until > :now)",
+            )
+            .set_expression_attribute_values(values([
+                (":until", n(until)),
+                (":successor", s(record.id.to_string())),
+                (":now", n(now_ms / 1000)),
+            ]))
+            .build()
+            .map_err(unavailable)?;
+        let items = Transaction::default()
+            .with(Part::Owner, self.owner_hold(predecessor.user_id, family)?)
+            .with(
+                Part::NewToken,
+                self.put(token_item(&record), "attribute_not_exists(pk)")?,
+            )
+            .with(
+                Part::Rolling,
+                TransactWriteItem::builder().update(rolling).build(),
+            );
+        let failed = match self.transact(items).await {
+            Ok(()) => {
+                return Ok(RollOutcome::Rolled {
+                    previous_expires_at: until,
+                })
+            }
+            Err(TransactionFailure::Store(e)) => return Err(e),
+            Err(TransactionFailure::Conditions(failed)) => failed,
+        };
+        let current = self
+            .get_token(predecessor.user_id, family, predecessor.id)
+            .await?;
+        match current {
+            // An attempt of this very call that committed, its answer lost.
+            Some(current) if current.rolled_to == Some(record.id) => Ok(RollOutcome::Rolled {
+                previous_expires_at: until,
+            }),
+            Some(current) if current.rolled_to.is_some() => Ok(RollOutcome::AlreadyRolled),
+            Some(current)
+                if failed == [Part::NewToken] && current.state(now_ms) == TokenState::Live =>
+            {
+                Err(StoreError::TokenIdTaken)
+            }
+            _ if failed.contains(&Part::Owner) => Err(StoreError::UserBlocked),
+            _ => Ok(RollOutcome::Gone),
         }
     }
 

@@ -43,6 +43,9 @@ pub(super) const VALID_UNTIL: &str = "valid_until";
 /// Present (and `false`) only on a disabled token.
 pub(super) const ENABLED: &str = "enabled";
 
+/// The successor's record id, on a rolled token.
+pub(super) const ROLLED_TO: &str = "rolled_to";
+
 /// The primary key of one item (public so `make bench` can issue the raw operations a route
 /// makes against the very same items).
 pub struct Key {
@@ -247,6 +250,9 @@ pub(super) fn token_item_at(key: &Key, token: &TokenRecord) -> Item {
     if !token.enabled {
         item.insert(ENABLED.into(), AttributeValue::Bool(false));
     }
+    if let Some(successor) = token.rolled_to {
+        item.insert(ROLLED_TO.into(), s(successor.to_string()));
+    }
     item
 }
 
@@ -289,6 +295,10 @@ pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, StoreError> {
             Some(AttributeValue::Bool(enabled)) => *enabled,
             Some(_) => return Err(corrupt(ENABLED, "a boolean")),
         },
+        rolled_to: r
+            .optional_string(ROLLED_TO)?
+            .map(|id| TokenId::parse(&id).ok_or_else(|| corrupt(ROLLED_TO, "a token id")))
+            .transpose()?,
     })
 }
 
@@ -390,6 +400,7 @@ mod tests {
                 token_id: TokenId::permanent(7),
             }),
             enabled: false,
+            rolled_to: Some(TokenId::permanent(8)),
         }
     }
 
@@ -431,6 +442,7 @@ mod tests {
             revoked_at_ms: Some(5),
             parent_id: None,
             enabled: true,
+            rolled_to: None,
             ..token(TokenKind::ApiKey)
         };
         let item = token_item(&never);

@@ -108,6 +108,20 @@ pub struct TokenRecord {
     pub parent_id: Option<PublicTokenId>,
     /// A disabled token refuses every use until it is enabled again; it still holds its slot.
     pub enabled: bool,
+    /// The token that replaced this one in a roll: this one no longer holds a cap slot (its
+    /// successor took it over) and works until its `expires_at`, the end of the grace period.
+    pub rolled_to: Option<TokenId>,
+}
+
+/// What a roll did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RollOutcome {
+    /// The successor is stored; the predecessor works until this epoch second.
+    Rolled { previous_expires_at: u64 },
+    /// The predecessor was rolled before (by this call or another).
+    AlreadyRolled,
+    /// The predecessor is no longer live (revoked, expired, deleted).
+    Gone,
 }
 
 /// What an update changes in a token; `None` leaves a field as it is.
@@ -179,6 +193,7 @@ impl NewToken {
             revoked_at_ms: None,
             parent_id: self.parent_id,
             enabled: true,
+            rolled_to: None,
         }
     }
 }
@@ -296,6 +311,20 @@ pub trait Store: Send + Sync {
         now_ms: u64,
         allowed: &(dyn for<'r> Fn(&'r TokenRecord) -> bool + Sync),
     ) -> Result<bool, StoreError>;
+
+    /// Replaces `owner`'s live token `predecessor` by `successor` in one transaction: the successor is
+    /// stored (taking over the predecessor's cap slot, so a roll never fails on the cap), and the
+    /// predecessor is marked rolled and works until `grace_end_s` (or its own earlier expiry).
+    /// A token is rolled at most once, also when rolls race. `Err(TokenIdTaken)`: draw another
+    /// successor id.
+    async fn roll_token(
+        &self,
+        owner: Owner,
+        predecessor: &TokenRecord,
+        successor: NewToken,
+        grace_end_s: u64,
+        now_ms: u64,
+    ) -> Result<RollOutcome, StoreError>;
 
     /// Applies `change` to `record`'s live token, only while it is live and its abilities are
     /// still those of `record` (so updates that race never widen them). The updated record, or

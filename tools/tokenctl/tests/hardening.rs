@@ -315,6 +315,8 @@ enum Route {
     DeleteApiToken,
     UpdateApiKey,
     UpdateApiToken,
+    RollApiKey,
+    RollApiToken,
     VerifyToken,
     Me,
 }
@@ -329,7 +331,7 @@ enum Caller {
 }
 
 impl Route {
-    const ALL: [Route; 15] = [
+    const ALL: [Route; 17] = [
         Route::WhiteLabelToken,
         Route::CustomerToken,
         Route::RevokeCustomerToken,
@@ -343,6 +345,8 @@ impl Route {
         Route::DeleteApiToken,
         Route::UpdateApiKey,
         Route::UpdateApiToken,
+        Route::RollApiKey,
+        Route::RollApiToken,
         Route::VerifyToken,
         Route::Me,
     ];
@@ -393,12 +397,17 @@ impl Route {
                 | Route::DeleteApiToken
                 | Route::UpdateApiKey
                 | Route::UpdateApiToken
+                | Route::RollApiKey
+                | Route::RollApiToken
         )
     }
 
     fn success(self) -> u16 {
         match self {
-            Route::CreateApiKey | Route::CreateApiToken => 201,
+            Route::CreateApiKey
+            | Route::CreateApiToken
+            | Route::RollApiKey
+            | Route::RollApiToken => 201,
             _ => 200,
         }
     }
@@ -482,7 +491,9 @@ impl Route {
             Route::DeleteApiKey
             | Route::DeleteApiToken
             | Route::UpdateApiKey
-            | Route::UpdateApiToken => {
+            | Route::UpdateApiToken
+            | Route::RollApiKey
+            | Route::RollApiToken => {
                 // A fresh token of the caller (when the caller is a real, active user), else of A's admin.
                 let owner = match token.and_then(|t| token::parse(t).ok()) {
                     Some(parsed) => w.store.get_user(parsed.user_id).await.unwrap(),
@@ -491,23 +502,26 @@ impl Route {
                 .filter(User::is_active)
                 .unwrap_or_else(|| w.a.admin.clone());
                 let (kind, base) = match self {
-                    Route::DeleteApiKey | Route::UpdateApiKey => {
+                    Route::DeleteApiKey | Route::UpdateApiKey | Route::RollApiKey => {
                         (TokenKind::ApiKey, "/api/user/api-keys")
                     }
                     _ => (TokenKind::Personal, "/api/v1/user/api-tokens"),
                 };
-                let (method, body) = match self {
+                let (method, suffix, body) = match self {
                     Route::UpdateApiKey | Route::UpdateApiToken => {
-                        (Method::PATCH, r#"{"name":"renamed"}"#.to_string())
+                        (Method::PATCH, "", r#"{"name":"renamed"}"#)
                     }
-                    _ => (Method::DELETE, String::new()),
+                    Route::RollApiKey | Route::RollApiToken => {
+                        (Method::POST, "/roll", r#"{"grace_seconds":60}"#)
+                    }
+                    _ => (Method::DELETE, "", ""),
                 };
                 let text = token_for(&w.store, &owner, kind, Abilities::full()).await;
                 let parsed = token::parse(&text).unwrap();
                 (
                     method,
-                    format!("{base}/{}-{}", owner.id, parsed.token_id),
-                    body,
+                    format!("{base}/{}-{}{suffix}", owner.id, parsed.token_id),
+                    body.to_string(),
                 )
             }
         };

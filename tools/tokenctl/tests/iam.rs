@@ -344,8 +344,8 @@ async fn exercise(h: &Harness) {
         .await;
     assert_eq!(status, 200);
 
-    // api-keys: create, list, update, delete (as a full and as a tokens:manage token), and at
-    // the cap.
+    // api-keys: create, list, update, roll, delete (as a full and as a tokens:manage token),
+    // and at the cap.
     for (path, body) in [
         ("/api/user/api-keys", r#"{"name":"k"}"#),
         ("/api/v1/user/api-tokens", r#"{"name":"t"}"#),
@@ -369,6 +369,19 @@ async fn exercise(h: &Harness) {
             200
         );
     }
+    // Rolled with a grace period: the successor takes the slot, the predecessor is marked.
+    let rolled = format!("{path}/roll");
+    assert_eq!(
+        h.send(
+            "api-keys",
+            Method::POST,
+            &rolled,
+            &user,
+            r#"{"grace_seconds":60}"#
+        )
+        .await,
+        201
+    );
     assert_eq!(
         h.send("api-keys", Method::DELETE, &path, &user, "").await,
         200
