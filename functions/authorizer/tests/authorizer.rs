@@ -33,6 +33,7 @@ struct States {
     expired: String,
     revoked: String,
     blocked: String,
+    disabled: String,
     unknown: String,
     bad_checksum: String,
 }
@@ -67,6 +68,18 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
         .set_user_status(blocked_user.id, UserStatus::Blocked)
         .await
         .unwrap();
+    let disabled = mint(store, owner, request(None), u32::MAX, now)
+        .await
+        .unwrap();
+    let off = shared::store::TokenChange {
+        enabled: Some(false),
+        ..Default::default()
+    };
+    assert!(store
+        .update_token(&disabled.record, &off, now)
+        .await
+        .unwrap()
+        .is_some());
     let mut bad_checksum = t.user_token.clone();
     let last = bad_checksum.pop().unwrap();
     bad_checksum.push(if last == 'A' { 'B' } else { 'A' });
@@ -74,6 +87,7 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
         expired: expired.secret.expose().to_string(),
         revoked: revoked.secret.expose().to_string(),
         blocked,
+        disabled: disabled.secret.expose().to_string(),
         unknown: token::generate(TokenKind::ApiKey, UserId(77_777_777), now)
             .secret
             .expose()
@@ -148,6 +162,10 @@ async fn deny_for_every_token_that_does_not_authenticate() {
         (
             "blocked owner",
             json!({"Authorization": format!("Bearer {}", s.blocked)}),
+        ),
+        (
+            "disabled",
+            json!({"Authorization": format!("Bearer {}", s.disabled)}),
         ),
     ];
     for (name, headers) in cases {
@@ -291,6 +309,7 @@ async fn verify_answers_every_code() {
         (&s.expired, "EXPIRED"),
         (&s.revoked, "REVOKED"),
         (&s.blocked, "DISABLED"),
+        (&s.disabled, "DISABLED"),
     ] {
         let (status, body) = verify_as(&service, &t.admin_token, token).await;
         assert_eq!((status, body["code"].as_str().unwrap()), (200, code));

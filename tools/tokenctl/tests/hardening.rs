@@ -209,6 +209,7 @@ struct World {
     expired: String,
     revoked: String,
     blocked: String,
+    disabled: String,
     limited_admin: String,
     unknown: String,
     bad_checksum: String,
@@ -269,6 +270,19 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
         .revoke_token(a.admin.id, TokenFamily::ApiKeys, revoked.record.id, now)
         .await
         .unwrap());
+    // A's admin's own full key, disabled.
+    let disabled = mint(&store, Owner::from(&a.admin), request(None), u32::MAX, now)
+        .await
+        .unwrap();
+    let off = shared::store::TokenChange {
+        enabled: Some(false),
+        ..Default::default()
+    };
+    assert!(store
+        .update_token(&disabled.record, &off, now)
+        .await
+        .unwrap()
+        .is_some_and(|record| !record.enabled));
     let blocked_admin = add_user(&store, new_user(&a.platform, Role::Admin)).await;
     let blocked = token_for(&store, &blocked_admin, TokenKind::ApiKey, Abilities::full()).await;
     store
@@ -293,6 +307,7 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
         expired: expired.secret.expose().to_string(),
         revoked: revoked.secret.expose().to_string(),
         blocked,
+        disabled: disabled.secret.expose().to_string(),
         limited_admin,
         unknown,
         bad_checksum,
@@ -543,7 +558,7 @@ async fn every_credential_against_every_route_through_sam_local() {
 /// Every route against every credential: a token in each state that must be refused, and each
 /// kind of caller; the status each must get, in its route's shape.
 async fn credential_matrix(w: &World) {
-    let rejected: [(&str, Option<&str>); 7] = [
+    let rejected: [(&str, Option<&str>); 8] = [
         ("no token", None),
         ("garbage", Some("garbage")),
         ("well-formed unknown", Some(&w.unknown)),
@@ -551,6 +566,7 @@ async fn credential_matrix(w: &World) {
         ("expired", Some(&w.expired)),
         ("revoked", Some(&w.revoked)),
         ("blocked owner", Some(&w.blocked)),
+        ("disabled", Some(&w.disabled)),
     ];
     // The matrix covers exactly the routes the functions' routers declare.
     let mut covered = std::collections::BTreeSet::new();
@@ -602,7 +618,7 @@ async fn credential_matrix(w: &World) {
             cases += 1;
         }
     }
-    assert_eq!(cases, Route::ALL.len() * 11);
+    assert_eq!(cases, Route::ALL.len() * 12);
 }
 
 #[tokio::test]
