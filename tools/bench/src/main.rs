@@ -216,10 +216,11 @@ const TOKEN_BODY: &str = r#"{"name":"bench","abilities":["calls:read"]}"#;
 const CUSTOMER_BODY: &str = r#"{"customer_id":"048372910564","expiration_days":30}"#;
 
 #[rustfmt::skip]
-const SCENARIOS: [Scenario; 9] = [
+const SCENARIOS: [Scenario; 10] = [
     ("GET /api/user/api-keys", By::User, "", 200, raw::list),
     ("POST /api/user/api-keys", By::User, r#"{"name":"bench"}"#, 201, raw::create),
     ("DELETE /api/user/api-keys/{id}", By::DemoUser, "", 200, raw::revoke),
+    ("POST /api/user/api-keys/{id}/roll", By::DemoUser, r#"{"grace_seconds":60}"#, 201, raw::revoke),
     ("POST /api/v1/user/api-tokens", By::User, TOKEN_BODY, 201, raw::create),
     ("GET /api/v1/user/api-tokens", By::User, "", 200, raw::list),
     ("POST /api/white-label/token", By::Admin, r#"{"user_id":{user}}"#, 200, raw::white_label),
@@ -339,9 +340,11 @@ async fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(600);
     let world = Arc::new(world().await);
-    // Ids for the delete scenario: enough live keys of the demo user.
+    // Ids for the scenarios that use a key up (delete, roll): enough live keys of the demo user
+    // for every request of each, at the three concurrencies.
+    let consuming = SCENARIOS.iter().filter(|s| s.0.contains("{id}")).count();
     let mut ids = Vec::new();
-    for _ in 0..requests * 3 {
+    for _ in 0..requests * 3 * consuming {
         let key = mint_key(&world.store, &world.demo.user).await;
         let parsed = shared::token::parse(&key).unwrap();
         ids.push(format!("{}-{}", parsed.user_id, parsed.token_id));

@@ -187,7 +187,9 @@ pub fn create(w: Arc<World>) -> Raw {
 
 /// A revocation: the caller's token, the token to revoke (to copy it), then a transaction of
 /// three writes: the live item (here marked, not deleted, so the bench keys stay), its `GONE#`
-/// copy, and the owner's counter.
+/// copy, and the owner's counter. A roll makes the same operations: the caller's token, the
+/// token to roll, and a transaction of the owner's counter (held by a zero update), the new
+/// item and the old one's update.
 pub fn revoke(w: Arc<World>) -> Raw {
     raw!(w, i, {
         let (user, key) = &w.users[i % w.users.len()];
