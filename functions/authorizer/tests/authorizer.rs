@@ -559,3 +559,48 @@ async fn a_block_holds_for_every_token_as_soon_as_the_profile_says_so() {
     .unwrap();
     assert_eq!(effect(&policy), "Allow");
 }
+
+/// A rolled token through the authorizer: Allow for both during the grace period, Deny for the
+/// old one once it ends, Allow for the successor still.
+#[tokio::test]
+async fn a_rolled_token_is_allowed_for_its_grace_period_only() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let owner = Owner::from(&t.user);
+    let request = || MintRequest {
+        kind: TokenKind::ApiKey,
+        name: TokenName::parse("rolled").unwrap(),
+        abilities: Abilities::full(),
+        expires_at: None,
+        parent_id: None,
+    };
+    let now = now_ms();
+    let old = mint(&store, owner, request(), u32::MAX, now).await.unwrap();
+    let grace_end = now / 1000 + 2;
+    let rolled = shared::mint::roll(&store, owner, &old.record, request(), grace_end, now)
+        .await
+        .unwrap();
+    let shared::mint::Roll::Rolled { minted, .. } = rolled else {
+        panic!("{rolled:?}");
+    };
+    let bearer = |token: &str| json!({"Authorization": format!("Bearer {token}")});
+    let old_token = old.secret.expose().to_string();
+    let new_token = minted.secret.expose().to_string();
+    for token in [&old_token, &new_token] {
+        let policy = authorize(&service, &authorizer_event(bearer(token)))
+            .await
+            .unwrap();
+        assert_eq!(effect(&policy), "Allow");
+    }
+    // Past the end of the grace period (to the second).
+    let wait = (grace_end * 1000).saturating_sub(now_ms()) + 50;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let policy = authorize(&service, &authorizer_event(bearer(&old_token)))
+        .await
+        .unwrap();
+    assert_eq!(effect(&policy), "Deny");
+    let policy = authorize(&service, &authorizer_event(bearer(&new_token)))
+        .await
+        .unwrap();
+    assert_eq!(effect(&policy), "Allow");
+}
