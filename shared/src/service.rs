@@ -47,9 +47,8 @@ impl Service {
     }
 
     /// The user's permanent key of the generation `wanted`, derived from `key`: the one that
-    /// works (the same on every call until it is revoked, rotated or the server key changes;
-    /// see [`Store::issue_permanent_token`]), or the next one, the previous revoked at once
-    /// ([`Store::rotate_permanent_token`]).
+    /// works (the same on every call until it is revoked, rotated or the server key changes),
+    /// or the next one, the previous revoked at once (see [`Store::issue_permanent_token`]).
     pub async fn permanent_token(
         &self,
         key: &PermanentKey,
@@ -58,15 +57,10 @@ impl Service {
         now_ms: u64,
     ) -> Result<IssuedToken, StoreError> {
         let derive = |generation| permanent_record(key, user, generation, now_ms);
-        let store = self.store.as_ref();
-        let generation = match wanted {
-            PermanentGeneration::Working => {
-                store.issue_permanent_token(user, &derive, now_ms).await?
-            }
-            PermanentGeneration::Next => {
-                store.rotate_permanent_token(user, &derive, now_ms).await?
-            }
-        };
+        let generation = self
+            .store
+            .issue_permanent_token(user, &derive, wanted, now_ms)
+            .await?;
         Ok(key.derive(user.id, generation))
     }
 

@@ -100,6 +100,27 @@ pub async fn token_for(
     .expect("mint token")
 }
 
+/// A full-access API key of `owner`, disabled (refused everywhere, still holding its slot).
+pub async fn disabled_token(store: &dyn Store, owner: &User) -> String {
+    let token = token_for(store, owner, TokenKind::ApiKey, Abilities::full()).await;
+    let parsed = crate::token::parse(&token).expect("a minted token");
+    let record = store
+        .get_token(owner.id, parsed.kind.family(), parsed.token_id)
+        .await
+        .expect("the store")
+        .expect("the minted record");
+    let off = crate::store::TokenChange {
+        enabled: Some(false),
+        ..Default::default()
+    };
+    let updated = store
+        .update_token(&record, &off, now_ms())
+        .await
+        .expect("the store");
+    assert!(updated.is_some_and(|record| !record.enabled), "disabled");
+    token
+}
+
 /// A full-access token of `kind` for `owner` that expires at `expires_at` (epoch seconds; in
 /// the past for one that has expired), minted by the operator.
 pub async fn token_expiring(

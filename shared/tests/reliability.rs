@@ -11,7 +11,7 @@ use shared::auth::{verify, VerificationCode};
 use shared::deadline;
 use shared::domain::{Abilities, Role, TokenName, UserStatus};
 use shared::mint::{mint, MintRequest};
-use shared::store::{now_ms, DynamoStore, Owner, Store, StoreError, User};
+use shared::store::{now_ms, DynamoStore, Owner, PermanentGeneration, Store, StoreError, User};
 use shared::test_support::faults::{Fault, FaultInjector, Operation};
 use shared::test_support::{
     add_user, new_user, service, service_intercepted, service_with, tenant, token_for, ttl_sweep,
@@ -338,7 +338,7 @@ async fn a_permanent_token_issue_whose_answer_was_lost_hands_out_a_working_key()
         Fault::CommittedAnswerLost,
     );
     let generation = faulty
-        .issue_permanent_token(&t.user, &derive, now_ms())
+        .issue_permanent_token(&t.user, &derive, PermanentGeneration::Working, now_ms())
         .await
         .unwrap();
     assert_eq!(faults.injected(), SDK_ATTEMPTS);

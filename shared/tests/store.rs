@@ -8,7 +8,7 @@ use shared::auth::authenticate;
 use shared::domain::{Abilities, CustomerId, Email, Role, TokenName, UserId, UserStatus};
 use shared::error::ApiError;
 use shared::mint::{mint, MintRequest};
-use shared::store::{now_ms, DynamoStore, Store, StoreError, TokenState};
+use shared::store::{now_ms, DynamoStore, PermanentGeneration, Store, StoreError, TokenState};
 use shared::test_support::{add_user, new_user, random_hex, service, tenant, token_for};
 use shared::token::{self, TokenFamily, TokenKind};
 
@@ -465,7 +465,7 @@ async fn the_permanent_token_is_written_once_and_authenticates() {
     let issued = key.derive(t.user.id, t.user.permanent_generation);
     let derive = |generation| permanent(key, t.user.id, generation);
     let generation = store
-        .issue_permanent_token(&t.user, &derive, now_ms())
+        .issue_permanent_token(&t.user, &derive, PermanentGeneration::Working, now_ms())
         .await
         .unwrap();
     assert_eq!(generation, t.user.permanent_generation);
@@ -474,7 +474,7 @@ async fn the_permanent_token_is_written_once_and_authenticates() {
     // A second call (even with a stale profile) changes nothing and fails nothing.
     for profile in [&t.user, &user] {
         let again = store
-            .issue_permanent_token(profile, &derive, now_ms())
+            .issue_permanent_token(profile, &derive, PermanentGeneration::Working, now_ms())
             .await
             .unwrap();
         assert_eq!(again, generation);
@@ -568,7 +568,7 @@ async fn a_revoked_permanent_record_moves_the_user_to_a_working_next_generation(
     let key = service.config.permanent_key().unwrap();
     let derive = |generation| permanent(key, t.user.id, generation);
     let first = store
-        .issue_permanent_token(&t.user, &derive, now_ms())
+        .issue_permanent_token(&t.user, &derive, PermanentGeneration::Working, now_ms())
         .await
         .unwrap();
     let old = key.derive(t.user.id, first);
@@ -583,7 +583,7 @@ async fn a_revoked_permanent_record_moves_the_user_to_a_working_next_generation(
         .unwrap());
     let user = store.get_user(t.user.id).await.unwrap().unwrap();
     let next = store
-        .issue_permanent_token(&user, &derive, now_ms())
+        .issue_permanent_token(&user, &derive, PermanentGeneration::Working, now_ms())
         .await
         .unwrap();
     assert_eq!(next, first + 1);
@@ -601,7 +601,12 @@ async fn a_new_server_key_moves_every_permanent_token_on_and_retires_the_old_one
     let t = tenant(&store).await;
     let old_key = service.config.permanent_key().unwrap();
     let first = store
-        .issue_permanent_token(&t.user, &|g| permanent(old_key, t.user.id, g), now_ms())
+        .issue_permanent_token(
+            &t.user,
+            &|g| permanent(old_key, t.user.id, g),
+            PermanentGeneration::Working,
+            now_ms(),
+        )
         .await
         .unwrap();
     let old = old_key.derive(t.user.id, first);
@@ -609,7 +614,12 @@ async fn a_new_server_key_moves_every_permanent_token_on_and_retires_the_old_one
     let new_key = token::PermanentKey::new(random_hex(32).as_bytes()).unwrap();
     let user = store.get_user(t.user.id).await.unwrap().unwrap();
     let next = store
-        .issue_permanent_token(&user, &|g| permanent(&new_key, t.user.id, g), now_ms())
+        .issue_permanent_token(
+            &user,
+            &|g| permanent(&new_key, t.user.id, g),
+            PermanentGeneration::Working,
+            now_ms(),
+        )
         .await
         .unwrap();
     assert_eq!(next, first + 1);

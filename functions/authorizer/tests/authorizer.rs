@@ -68,18 +68,7 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
         .set_user_status(blocked_user.id, UserStatus::Blocked)
         .await
         .unwrap();
-    let disabled = mint(store, owner, request(None), u32::MAX, now)
-        .await
-        .unwrap();
-    let off = shared::store::TokenChange {
-        enabled: Some(false),
-        ..Default::default()
-    };
-    assert!(store
-        .update_token(&disabled.record, &off, now)
-        .await
-        .unwrap()
-        .is_some());
+    let disabled = shared::test_support::disabled_token(store, &t.admin).await;
     let mut bad_checksum = t.user_token.clone();
     let last = bad_checksum.pop().unwrap();
     bad_checksum.push(if last == 'A' { 'B' } else { 'A' });
@@ -87,7 +76,7 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
         expired: expired.secret.expose().to_string(),
         revoked: revoked.secret.expose().to_string(),
         blocked,
-        disabled: disabled.secret.expose().to_string(),
+        disabled,
         unknown: token::generate(TokenKind::ApiKey, UserId(77_777_777), now)
             .secret
             .expose()

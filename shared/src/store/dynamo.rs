@@ -15,8 +15,9 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::item::{
-    n, platform_from_item, platform_item, s, token_from_item, token_item, token_item_at,
-    token_sort_prefix, user_from_item, user_item, user_partition, Item, Key, ENABLED,
+    abilities_value, n, platform_from_item, platform_item, s, token_from_item, token_item,
+    token_item_at, token_sort_prefix, user_from_item, user_item, user_partition, Item, Key,
+    ENABLED,
 };
 use super::schema::TTL_ATTRIBUTE;
 use super::{
@@ -107,6 +108,11 @@ pub struct DynamoStore {
     client: Client,
     table: String,
 }
+
+/// A token item that is live: present, not revoked, not past `valid_until` (`:now`, epoch
+/// seconds).
+const LIVE: &str = "attribute_exists(pk) AND attribute_not_exists(revoked_at) \
+                    AND (attribute_not_exists(valid_until) OR valid_until > :now)";
 
 /// Why a token leaves its family's range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -525,11 +531,7 @@ impl DynamoStore {
         let (condition, ttl) = match why {
             Retirement::Revoked => {
                 retired.revoked_at_ms = Some(now_ms);
-                (
-                    "attribute_exists(pk) AND attribute_not_exists(revoked_at) \
-                     AND (attribute_not_exists(valid_until) OR valid_until > :now)",
-                    now_s,
-                )
+                (LIVE, now_s)
             }
             Retirement::Released => (
                 "attribute_exists(pk) AND valid_until <= :now",
@@ -624,92 +626,6 @@ impl DynamoStore {
 
     /// Whether `record` is live and holds the hash of `new`, the key the current server key
     /// derives for its generation.
-    /// [`Store::issue_permanent_token`] (`PermanentGeneration::Working`) and
-    /// [`Store::rotate_permanent_token`] (`PermanentGeneration::Next`).
-    async fn permanent_token(
-        &self,
-        owner: &User,
-        derive: &(dyn Fn(u32) -> NewToken + Sync),
-        now_ms: u64,
-        wanted: PermanentGeneration,
-    ) -> Result<u32, StoreError> {
-        let family = TokenFamily::Permanent;
-        let mut owner = owner.clone();
-        // A rotation moves on from the generation it found issued; once the profile has moved
-        // past it (this call's transaction, or a rotation that raced it), what works is kept.
-        let rotating_from = (wanted == PermanentGeneration::Next && owner.permanent_issued)
-            .then_some(owner.permanent_generation);
-        for _ in 0..5 {
-            let generation = owner.permanent_generation;
-            let current = derive(generation);
-            let stored = if owner.permanent_issued {
-                self.get_token(owner.id, family, current.parsed.token_id)
-                    .await?
-            } else {
-                None
-            };
-            let must_move = rotating_from == Some(generation) && owner.permanent_issued;
-            if !must_move && Self::permanent_works(stored.as_ref(), &current, now_ms) {
-                return Ok(generation);
-            }
-            // First use: write this generation. Otherwise its record was revoked, is gone, or
-            // was made with another server key: move on to the next generation.
-            let next = if owner.permanent_issued {
-                generation + 1
-            } else {
-                generation
-            };
-            let profile = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(Key::user(owner.id).to_item()))
-                .update_expression("SET permanent_generation = :next, permanent_issued = :yes")
-                .condition_expression(
-                    "permanent_generation = :generation AND permanent_issued = :issued",
-                )
-                .set_expression_attribute_values(values([
-                    (":next", n(next)),
-                    (":yes", AttributeValue::Bool(true)),
-                    (":generation", n(generation)),
-                    (":issued", AttributeValue::Bool(owner.permanent_issued)),
-                ]))
-                .build()
-                .map_err(unavailable)?;
-            let record = derive(next).record(Owner::from(&owner));
-            let mut items = Transaction::default()
-                .with(
-                    Part::Profile,
-                    TransactWriteItem::builder().update(profile).build(),
-                )
-                .with(
-                    Part::NewToken,
-                    self.put(token_item(&record), "attribute_not_exists(pk)")?,
-                );
-            if let Some(old) = stored.filter(|r| r.state(now_ms) == TokenState::Live) {
-                // Live but made with another server key: whoever holds the old key loses it.
-                items = items.and(self.retire(&old, Retirement::Revoked, now_ms)?);
-            }
-            match self.transact(items).await {
-                Ok(()) => return Ok(next),
-                Err(TransactionFailure::Store(e)) => return Err(e),
-                Err(TransactionFailure::Conditions(failed)) => {
-                    let profile_changed = failed.contains(&Part::Profile);
-                    owner = self
-                        .get_user(owner.id)
-                        .await?
-                        .ok_or(StoreError::UserNotFound)?;
-                    if !profile_changed && !owner.permanent_issued {
-                        // The record of a first use was written by an earlier call that did not
-                        // get to mark the profile: check it as an issued one.
-                        owner.permanent_issued = true;
-                    }
-                }
-            }
-        }
-        Err(StoreError::Unavailable(
-            "the owner kept changing while its permanent token was written".into(),
-        ))
-    }
-
     fn permanent_works(record: Option<&TokenRecord>, new: &NewToken, now_ms: u64) -> bool {
         record.is_some_and(|r| {
             r.hash.matches(&new.parsed.hash) && r.state(now_ms) == TokenState::Live
@@ -1033,11 +949,7 @@ impl Store for DynamoStore {
                 Key::token(predecessor.user_id, family, predecessor.id).to_item(),
             ))
             .update_expression("SET valid_until = :until, rolled_to = :successor")
-            .condition_expression(
-                "attribute_exists(pk) AND attribute_not_exists(revoked_at) \
-                 AND attribute_not_exists(rolled_to) \
-                 AND (attribute_not_exists(valid_until) OR valid_until > :now)",
-            )
+            .condition_expression(format!("{LIVE} AND attribute_not_exists(rolled_to)"))
             .set_expression_attribute_values(values([
                 (":until", n(until)),
                 (":successor", s(record.id.to_string())),
@@ -1094,10 +1006,7 @@ impl Store for DynamoStore {
         let mut expression_names = HashMap::new();
         let mut expression_values = HashMap::from([
             (":now".to_string(), n(now_ms / 1000)),
-            (
-                ":read".to_string(),
-                AttributeValue::L(record.abilities.as_slice().iter().map(s).collect()),
-            ),
+            (":read".to_string(), abilities_value(&record.abilities)),
         ]);
         if let Some(name) = &change.name {
             sets.push("#name = :name");
@@ -1106,10 +1015,7 @@ impl Store for DynamoStore {
         }
         if let Some(abilities) = &change.abilities {
             sets.push("abilities = :abilities");
-            expression_values.insert(
-                ":abilities".into(),
-                AttributeValue::L(abilities.as_slice().iter().map(s).collect()),
-            );
+            expression_values.insert(":abilities".into(), abilities_value(abilities));
         }
         match change.enabled {
             Some(false) => {
@@ -1137,11 +1043,7 @@ impl Store for DynamoStore {
                 Key::token(record.user_id, record.kind.family(), record.id).to_item(),
             ))
             .update_expression(expression.trim())
-            .condition_expression(
-                "attribute_exists(pk) AND attribute_not_exists(revoked_at) \
-                 AND (attribute_not_exists(valid_until) OR valid_until > :now) \
-                 AND abilities = :read",
-            )
+            .condition_expression(format!("{LIVE} AND abilities = :read"))
             .set_expression_attribute_names(
                 (!expression_names.is_empty()).then_some(expression_names),
             )
@@ -1194,19 +1096,83 @@ impl Store for DynamoStore {
         &self,
         owner: &User,
         derive: &(dyn Fn(u32) -> NewToken + Sync),
+        wanted: PermanentGeneration,
         now_ms: u64,
     ) -> Result<u32, StoreError> {
-        self.permanent_token(owner, derive, now_ms, PermanentGeneration::Working)
-            .await
-    }
-
-    async fn rotate_permanent_token(
-        &self,
-        owner: &User,
-        derive: &(dyn Fn(u32) -> NewToken + Sync),
-        now_ms: u64,
-    ) -> Result<u32, StoreError> {
-        self.permanent_token(owner, derive, now_ms, PermanentGeneration::Next)
-            .await
+        let family = TokenFamily::Permanent;
+        let mut owner = owner.clone();
+        // A rotation moves on from the generation it found issued; once the profile has moved
+        // past it (this call's transaction, or a rotation that raced it), what works is kept.
+        let rotating_from = (wanted == PermanentGeneration::Next && owner.permanent_issued)
+            .then_some(owner.permanent_generation);
+        for _ in 0..5 {
+            let generation = owner.permanent_generation;
+            let current = derive(generation);
+            let stored = if owner.permanent_issued {
+                self.get_token(owner.id, family, current.parsed.token_id)
+                    .await?
+            } else {
+                None
+            };
+            let must_move = rotating_from == Some(generation) && owner.permanent_issued;
+            if !must_move && Self::permanent_works(stored.as_ref(), &current, now_ms) {
+                return Ok(generation);
+            }
+            // First use: write this generation. Otherwise its record was revoked, is gone, or
+            // was made with another server key: move on to the next generation.
+            let next = if owner.permanent_issued {
+                generation + 1
+            } else {
+                generation
+            };
+            let profile = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(Key::user(owner.id).to_item()))
+                .update_expression("SET permanent_generation = :next, permanent_issued = :yes")
+                .condition_expression(
+                    "permanent_generation = :generation AND permanent_issued = :issued",
+                )
+                .set_expression_attribute_values(values([
+                    (":next", n(next)),
+                    (":yes", AttributeValue::Bool(true)),
+                    (":generation", n(generation)),
+                    (":issued", AttributeValue::Bool(owner.permanent_issued)),
+                ]))
+                .build()
+                .map_err(unavailable)?;
+            let record = derive(next).record(Owner::from(&owner));
+            let mut items = Transaction::default()
+                .with(
+                    Part::Profile,
+                    TransactWriteItem::builder().update(profile).build(),
+                )
+                .with(
+                    Part::NewToken,
+                    self.put(token_item(&record), "attribute_not_exists(pk)")?,
+                );
+            if let Some(old) = stored.filter(|r| r.state(now_ms) == TokenState::Live) {
+                // Live but made with another server key: whoever holds the old key loses it.
+                items = items.and(self.retire(&old, Retirement::Revoked, now_ms)?);
+            }
+            match self.transact(items).await {
+                Ok(()) => return Ok(next),
+                Err(TransactionFailure::Store(e)) => return Err(e),
+                Err(TransactionFailure::Conditions(failed)) => {
+                    let profile_changed = failed.contains(&Part::Profile);
+                    owner = self
+                        .get_user(owner.id)
+                        .await?
+                        .ok_or(StoreError::UserNotFound)?;
+                    if !profile_changed && !owner.permanent_issued {
+                        // The record of a first use was written by an earlier call that did not
+                        // get to mark the profile: check it as an issued one.
+                        owner.permanent_issued = true;
+                    }
+                }
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the owner kept changing while its permanent token was written".into(),
+        ))
     }
 }

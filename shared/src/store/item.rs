@@ -211,6 +211,11 @@ pub(super) fn user_from_item(item: &Item) -> Result<User, StoreError> {
     })
 }
 
+/// Abilities as stored: a list of strings.
+pub(super) fn abilities_value(abilities: &Abilities) -> AttributeValue {
+    AttributeValue::L(abilities.as_slice().iter().map(s).collect())
+}
+
 pub(super) fn token_item(token: &TokenRecord) -> Item {
     token_item_at(
         &Key::token(token.user_id, token.kind.family(), token.id),
@@ -226,10 +231,7 @@ pub(super) fn token_item_at(key: &Key, token: &TokenRecord) -> Item {
     item.insert("platform_id".into(), n(token.platform_id.0));
     item.insert("kind".into(), s(token.kind.as_str()));
     item.insert("name".into(), s(&token.name));
-    item.insert(
-        "abilities".into(),
-        AttributeValue::L(token.abilities.as_slice().iter().map(s).collect()),
-    );
+    item.insert("abilities".into(), abilities_value(&token.abilities));
     item.insert(
         "hash".into(),
         AttributeValue::B(Blob::new(token.hash.0.to_vec())),

@@ -347,25 +347,17 @@ pub trait Store: Send + Sync {
         now_ms: u64,
     ) -> Result<bool, StoreError>;
 
-    /// Makes sure the user's permanent token of the generation it returns works: the record of
-    /// the current generation is written on first use; when it is revoked, gone, or no longer
-    /// matches what `derive` makes (the server key changed), the user moves on to the next
-    /// generation in one transaction (the old record, if still live, is revoked with it).
+    /// Makes sure the user's permanent token of the generation it returns works. `Working`: the
+    /// record of the current generation is written on first use; when it is revoked, gone, or
+    /// no longer matches what `derive` makes (the server key changed), the user moves on to the
+    /// next generation in one transaction (the old record, if still live, is revoked with it).
+    /// `Next` (a rotation): the user moves on whatever the state of the current one, so the
+    /// previous key stops working at once; rotations that race end on one new generation.
     async fn issue_permanent_token(
         &self,
         owner: &User,
         derive: &(dyn Fn(u32) -> NewToken + Sync),
-        now_ms: u64,
-    ) -> Result<u32, StoreError>;
-
-    /// Moves the user's permanent token on to the next generation, whatever the state of the
-    /// current one, and returns the generation that works from now on: in one transaction the
-    /// profile moves on, the new record is written and the old one, if live, is revoked, so the
-    /// previous key stops working at once. Rotations that race end on one new generation.
-    async fn rotate_permanent_token(
-        &self,
-        owner: &User,
-        derive: &(dyn Fn(u32) -> NewToken + Sync),
+        wanted: PermanentGeneration,
         now_ms: u64,
     ) -> Result<u32, StoreError>;
 }

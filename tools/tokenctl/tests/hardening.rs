@@ -20,7 +20,7 @@ use shared::mint::{mint, MintRequest};
 use shared::service::Service;
 use shared::store::{now_ms, DynamoStore, Owner, Store, User};
 use shared::test_support::{
-    add_user, new_user, request, service, service_with, tenant, token_for, Tenant,
+    add_user, disabled_token, new_user, request, service, service_with, tenant, token_for, Tenant,
 };
 use shared::token::{self, TokenFamily, TokenKind};
 use shared::trust::TrustRoots;
@@ -271,18 +271,7 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
         .await
         .unwrap());
     // A's admin's own full key, disabled.
-    let disabled = mint(&store, Owner::from(&a.admin), request(None), u32::MAX, now)
-        .await
-        .unwrap();
-    let off = shared::store::TokenChange {
-        enabled: Some(false),
-        ..Default::default()
-    };
-    assert!(store
-        .update_token(&disabled.record, &off, now)
-        .await
-        .unwrap()
-        .is_some_and(|record| !record.enabled));
+    let disabled = disabled_token(&store, &a.admin).await;
     let blocked_admin = add_user(&store, new_user(&a.platform, Role::Admin)).await;
     let blocked = token_for(&store, &blocked_admin, TokenKind::ApiKey, Abilities::full()).await;
     store
@@ -307,7 +296,7 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
         expired: expired.secret.expose().to_string(),
         revoked: revoked.secret.expose().to_string(),
         blocked,
-        disabled: disabled.secret.expose().to_string(),
+        disabled,
         limited_admin,
         unknown,
         bad_checksum,
