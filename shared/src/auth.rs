@@ -2,7 +2,9 @@
 
 use crate::domain::{Abilities, PlatformId, Role, UserId, UserStatus};
 use crate::error::ApiError;
-use crate::store::{Owner, Store, StoreError, TokenRecord, TokenState, LAST_USED_RESOLUTION_MS};
+use crate::store::{
+    revocation_name, Owner, Store, StoreError, TokenRecord, TokenState, LAST_USED_RESOLUTION_MS,
+};
 use crate::token::{self, PublicTokenId, TokenId, TokenKind};
 
 /// The ability that lets a token other than a full-access one manage its owner's tokens.
@@ -126,6 +128,10 @@ pub struct Verification {
     pub code: VerificationCode,
     pub record: Option<TokenRecord>,
     pub owner_role: Option<Role>,
+    /// Why the token was taken out of use, if it was: its revocation's reason (`deleted`,
+    /// `rolled`, `leaked`, `self_revoked`), `rolled` for a rolled token (working until the end
+    /// of its grace period), `blocked` for a token of a blocked owner.
+    pub revoked_reason: Option<&'static str>,
 }
 
 /// Checks a presented token: malformed ones are refused before any database read; otherwise one
@@ -141,6 +147,7 @@ pub async fn verify(
         code: VerificationCode::NotFound,
         record: None,
         owner_role: None,
+        revoked_reason: None,
     };
     let Ok(parsed) = token::parse(presented) else {
         return Ok(not_found);
@@ -165,9 +172,19 @@ pub async fn verify(
         (TokenState::Live, Some(_)) if !record.enabled => VerificationCode::Disabled,
         (TokenState::Live, Some(_)) => VerificationCode::Valid,
     };
+    let blocked = owner
+        .as_ref()
+        .is_some_and(|owner| owner.status == UserStatus::Blocked);
+    let revoked_reason = match &record.revocation {
+        Some(revocation) => Some(revocation_name(revocation)),
+        None if record.rolled_to.is_some() => Some("rolled"),
+        None if blocked => Some("blocked"),
+        None => None,
+    };
     Ok(Verification {
         code,
         owner_role,
+        revoked_reason,
         record: Some(record),
     })
 }

@@ -47,11 +47,14 @@ pub struct Config {
     pub trust_roots: TrustRoots,
     /// Only the functions that derive permanent tokens need it; see [`Config::permanent_key`].
     permanent_key: Option<PermanentKey>,
+    /// `SECRET_SCANNING_KEYS` as set: the public keys that sign secret-scanning reports (read by
+    /// the leak-response function, which parses them at its cold start).
+    pub secret_scanning_keys: Option<String>,
 }
 
 impl Config {
     /// Reads `TABLE_NAME`, `MAX_TOKENS_PER_USER`, `MAX_CUSTOMER_TOKENS_PER_USER`,
-    /// `TLS_TRUST_ROOTS` and (when present) `PERMANENT_TOKEN_KEY`.
+    /// `TLS_TRUST_ROOTS` and (when present) `PERMANENT_TOKEN_KEY` and `SECRET_SCANNING_KEYS`.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|name| std::env::var(name).ok())
     }
@@ -89,6 +92,7 @@ impl Config {
             max_customer_tokens_per_user,
             trust_roots,
             permanent_key,
+            secret_scanning_keys: lookup("SECRET_SCANNING_KEYS"),
         })
     }
 

@@ -102,8 +102,15 @@ pub enum ApiError {
     Validation(FieldErrors),
     #[error("{0}")]
     BadRequest(String),
-    #[error("The request body is larger than 16 KiB.")]
-    PayloadTooLarge,
+    /// The body is over the route's limit (bytes, a whole number of KiB).
+    #[error("The request body is larger than {} KiB.", .0 / 1024)]
+    PayloadTooLarge(usize),
+    /// A secret-scanning report whose signature does not verify.
+    #[error("Invalid signature.")]
+    InvalidSignature,
+    /// A body that parsed but is not what the route takes, said in one message.
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("The {method} method is not supported for route {path}. Supported methods: {allow}.")]
     MethodNotAllowed {
         method: String,
@@ -126,18 +133,18 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated | ApiError::InvalidSignature => StatusCode::UNAUTHORIZED,
             ApiError::NotAdministrator
             | ApiError::AbilitiesExceeded
             | ApiError::AbilitiesWidened
             | ApiError::CannotManageTokens => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Validation(_) | ApiError::OutlivesParent { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::Validation(_)
+            | ApiError::Unprocessable(_)
+            | ApiError::OutlivesParent { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Coded { status, .. } => *status,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -148,6 +155,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthenticated => "UNAUTHENTICATED",
+            ApiError::InvalidSignature => "INVALID_SIGNATURE",
             ApiError::NotAdministrator
             | ApiError::AbilitiesExceeded
             | ApiError::AbilitiesWidened
@@ -156,8 +164,10 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::RouteNotFound(_) => "ROUTE_NOT_FOUND",
-            ApiError::Validation(_) | ApiError::BadRequest(_) => "INVALID_REQUEST",
-            ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ApiError::Validation(_) | ApiError::BadRequest(_) | ApiError::Unprocessable(_) => {
+                "INVALID_REQUEST"
+            }
+            ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             ApiError::Coded { code, .. } => code,
             ApiError::Unavailable => "SERVICE_UNAVAILABLE",

@@ -122,7 +122,7 @@ pub enum BodyFormat {
 /// A body's fields. An empty body is no fields; a JSON body must be an object (else 400).
 pub fn body_fields(bytes: &[u8], format: BodyFormat) -> Result<Map<String, Value>, ApiError> {
     if bytes.len() > MAX_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge);
+        return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
@@ -268,7 +268,7 @@ mod tests {
         assert!(matches!(fields("[1]"), Err(ApiError::BadRequest(_))));
         assert!(matches!(fields("{"), Err(ApiError::BadRequest(_))));
         let huge = format!(r#"{{"a":"{}"}}"#, "x".repeat(MAX_BODY_BYTES));
-        assert!(matches!(fields(&huge), Err(ApiError::PayloadTooLarge)));
+        assert!(matches!(fields(&huge), Err(ApiError::PayloadTooLarge(_))));
     }
 
     #[test]

@@ -529,6 +529,37 @@ pub mod faults {
         injected: Arc<AtomicUsize>,
     }
 
+    /// Counts the calls a client makes (not their retried attempts), by operation name.
+    #[derive(Clone, Debug, Default)]
+    pub struct CallCounter(Arc<Mutex<std::collections::BTreeMap<String, usize>>>);
+
+    impl CallCounter {
+        /// Calls per operation (`BatchGetItem`, `TransactWriteItems`, ...).
+        pub fn counts(&self) -> std::collections::BTreeMap<String, usize> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    impl Intercept for CallCounter {
+        fn name(&self) -> &'static str {
+            "CallCounter"
+        }
+
+        fn read_before_serialization(
+            &self,
+            _: &BeforeSerializationInterceptorContextRef<'_>,
+            _: &RuntimeComponents,
+            cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let operation = cfg
+                .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+                .map_or("unknown", |metadata| metadata.name())
+                .to_string();
+            *self.0.lock().unwrap().entry(operation).or_default() += 1;
+            Ok(())
+        }
+    }
+
     impl FaultInjector {
         /// Plans `fault` for the next attempt of `operation`.
         pub fn plan(&self, operation: Operation, fault: Fault) {

@@ -175,6 +175,15 @@ impl TokenId {
         TokenId(bytes)
     }
 
+    /// The generation of a permanent token's record id ([`TokenId::permanent`]); `None` for
+    /// any other id.
+    pub fn permanent_generation(&self) -> Option<u32> {
+        let (time, generation) = self.0.split_at(6);
+        time.iter()
+            .all(|&b| b == 0)
+            .then(|| u32::from_be_bytes(generation.try_into().expect("4 bytes after the first 6")))
+    }
+
     /// Parses the 20 lowercase hex characters of [`fmt::Display`] (path parameters).
     pub fn parse(text: &str) -> Option<TokenId> {
         if text.len() != TokenId::LEN * 2 {
@@ -395,7 +404,8 @@ pub fn parse(text: &str) -> Result<ParsedToken, MalformedToken> {
     })
 }
 
-fn hash_token(text: &str) -> TokenHash {
+/// The SHA-256 of a string as a token would be hashed, whether or not it is one.
+pub fn hash_token(text: &str) -> TokenHash {
     TokenHash(Sha256::digest(text.as_bytes()).into())
 }
 
@@ -575,6 +585,12 @@ mod tests {
         assert_ne!(a.secret, other.derive(UserId(5), 1).secret);
         assert_eq!(parse(a.secret.expose()), Ok(a.parsed.clone()));
         assert_eq!(a.parsed.token_id, TokenId::permanent(1));
+        assert_eq!(a.parsed.token_id.permanent_generation(), Some(1));
+        assert_eq!(
+            TokenId::permanent(u32::MAX).permanent_generation(),
+            Some(u32::MAX)
+        );
+        assert_eq!(TokenId::generate(1).permanent_generation(), None);
         assert!(PermanentKey::new(&[1u8; 31]).is_none());
     }
 

@@ -41,6 +41,18 @@ pub fn required<T>(field: &str, parsed: Parsed<Option<T>>) -> Parsed<T> {
     })
 }
 
+/// A string field, trimmed; `None` when absent.
+pub fn string_field(body: &Map<String, Value>, field: &str) -> Parsed<Option<String>> {
+    match present(body, field) {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.trim().to_string())),
+        Some(_) => Err(FieldErrors::single(
+            field,
+            format!("The {} field must be a string.", label(field)),
+        )),
+    }
+}
+
 /// A name field (`name`, `token_name`): a string of 1 to 255 characters without control
 /// characters; `None` when absent.
 pub fn name_field(body: &Map<String, Value>, field: &str) -> Parsed<Option<TokenName>> {

@@ -11,6 +11,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::handler::Handler;
 use axum::http::request::Parts;
@@ -23,7 +24,7 @@ use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldErrors};
 use crate::http::{bearer_token, body_fields, header, routed_request, BodyFormat, MAX_BODY_BYTES};
 use crate::service::{init_tracing, Service};
 use crate::store::{now_ms, StoreError};
@@ -158,6 +159,12 @@ impl<S> From<ApiError> for Failure<S> {
     }
 }
 
+impl<S> From<FieldErrors> for Failure<S> {
+    fn from(errors: FieldErrors) -> Failure<S> {
+        Failure::new(errors.into())
+    }
+}
+
 impl<S> From<StoreError> for Failure<S> {
     fn from(error: StoreError) -> Failure<S> {
         Failure::new(error.into())
@@ -287,12 +294,25 @@ impl<S> Deref for Fields<S> {
 impl<S: Style> FromRequest<State> for Fields<S> {
     type Rejection = Failure<S>;
 
-    async fn from_request(request: Request, _: &State) -> Result<Self, Failure<S>> {
+    async fn from_request(request: Request, state: &State) -> Result<Self, Failure<S>> {
         let format = S::body_format(request.headers());
-        let bytes = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|_| ApiError::PayloadTooLarge)?;
+        let RawBody(bytes, _) = RawBody::<S, MAX_BODY_BYTES>::from_request(request, state).await?;
         Ok(Fields(body_fields(&bytes, format)?, PhantomData))
+    }
+}
+
+/// The body's exact bytes, up to `LIMIT` (more is 413), for a route that must see them as sent
+/// (a signed report).
+pub struct RawBody<S, const LIMIT: usize>(pub Bytes, pub PhantomData<S>);
+
+impl<S: Style, const LIMIT: usize> FromRequest<State> for RawBody<S, LIMIT> {
+    type Rejection = Failure<S>;
+
+    async fn from_request(request: Request, _: &State) -> Result<Self, Failure<S>> {
+        let bytes = axum::body::to_bytes(request.into_body(), LIMIT)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge(LIMIT))?;
+        Ok(RawBody(bytes, PhantomData))
     }
 }
 
@@ -464,7 +484,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::FieldErrors;
 
     fn answer<S: Style>(error: ApiError) -> (StatusCode, HeaderMap, Value) {
         let response = Failure::<S>::new(error).into_response();

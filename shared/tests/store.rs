@@ -626,3 +626,94 @@ async fn a_new_server_key_moves_every_permanent_token_on_and_retires_the_old_one
     // The key the old server key made stops working with the move.
     only_the_first_works(&store, &new_key.derive(t.user.id, next), &old).await;
 }
+
+#[tokio::test]
+async fn batch_revocation_leaves_what_changed_meanwhile_and_counts_slots_once() {
+    use shared::store::{Leak, Revocation, TokenAddress};
+
+    let (_, store) = service().await;
+    let t = tenant(&store).await;
+    let mut minted = Vec::new();
+    for kind in [
+        TokenKind::ApiKey,
+        TokenKind::Personal,
+        TokenKind::Customer,
+        TokenKind::ApiKey,
+    ] {
+        minted.push(
+            mint(&store, owner(&t.user), request(kind, None), 100, now_ms())
+                .await
+                .unwrap(),
+        );
+    }
+    let addresses: Vec<TokenAddress> = minted
+        .iter()
+        .map(|m| m.record.address())
+        .chain([minted[0].record.address()])
+        .collect();
+    // The same address twice (BatchGetItem refuses duplicate keys) and a user read with them.
+    let found = store
+        .find_tokens(&addresses, &[t.user.id, t.user.id])
+        .await
+        .unwrap();
+    assert_eq!(found.tokens.len(), 4);
+    assert_eq!(found.users[&t.user.id].id, t.user.id);
+    // One is deleted after it was read: the batch's transaction fails on it, and the others are
+    // revoked one at a time.
+    store
+        .revoke_token(
+            t.user.id,
+            TokenFamily::ApiKeys,
+            minted[3].record.id,
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    let leak = Revocation::Leaked(Leak::new(
+        Some("https://example.com/x"),
+        Some("x".repeat(3000).as_str()),
+    ));
+    let revoking: Vec<_> = addresses[..4]
+        .iter()
+        .map(|a| (found.tokens[a].clone(), leak.clone()))
+        .collect();
+    assert_eq!(store.revoke_tokens(&revoking, now_ms()).await.unwrap(), 3);
+    let after = store.find_tokens(&addresses, &[t.user.id]).await.unwrap();
+    for (i, address) in addresses[..4].iter().enumerate() {
+        let record = &after.tokens[address];
+        assert_eq!(record.state(now_ms()), TokenState::Revoked);
+        let expected = if i == 3 {
+            Revocation::Deleted
+        } else {
+            leak.clone()
+        };
+        assert_eq!(record.revocation, Some(expected));
+    }
+    let Some(Revocation::Leaked(kept)) = &after.tokens[&addresses[0]].revocation else {
+        panic!("leaked")
+    };
+    assert_eq!(
+        kept.source.as_ref().map(|s| s.chars().count()),
+        Some(Leak::MAX_CHARS)
+    );
+    // Every slot given back once: both counters at zero (the tenant's own key aside).
+    let profile = store
+        .direct()
+        .client
+        .get_item()
+        .table_name(store.direct().table)
+        .key("pk", AttributeValue::S(format!("USER#{}", t.user.id)))
+        .key("sk", AttributeValue::S("PROFILE".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(profile["live_tokens"], AttributeValue::N("1".into()));
+    assert_eq!(
+        profile["live_customer_tokens"],
+        AttributeValue::N("0".into())
+    );
+    // Revoking them again revokes nothing.
+    assert_eq!(store.revoke_tokens(&revoking, now_ms()).await.unwrap(), 0);
+}

@@ -15,7 +15,7 @@ use shared::error::{ApiError, FieldErrors};
 use shared::http::{Micros, Seconds};
 use shared::mint::{MintRequest, Minted, Roll};
 use shared::service::Service;
-use shared::store::{StoreError, TokenChange, TokenRecord, TokenState};
+use shared::store::{Revocation, StoreError, TokenAddress, TokenChange, TokenRecord, TokenState};
 use shared::token::{PublicTokenId, TokenFamily, TokenKind};
 use shared::validate::{
     abilities_field, boolean_field, both, future_date_field, integer_field, name_field, required,
@@ -537,9 +537,12 @@ async fn delete<F: Family>(
     let revoked = service
         .store
         .revoke_token_if(
-            caller.user_id,
-            F::FAMILY,
-            id.token_id,
+            TokenAddress {
+                user_id: caller.user_id,
+                family: F::FAMILY,
+                id: id.token_id,
+            },
+            &Revocation::Deleted,
             caller.now,
             &|token| caller.may_manage(&token.abilities),
         )

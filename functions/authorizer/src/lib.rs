@@ -19,11 +19,11 @@ use serde_json::{json, Value};
 
 use shared::auth::{verify, Principal};
 use shared::domain::{Abilities, Role, UserId};
-use shared::error::{ApiError, FieldErrors};
+use shared::error::ApiError;
 use shared::http::{bearer_token, header, path_parameter, Seconds};
 use shared::service::Service;
 use shared::store::{now_ms, TokenRecord};
-use shared::validate::present;
+use shared::validate::{required, string_field};
 use shared::web::{self, Caller, Failure, Fields, Json, Laravel, Routes};
 
 type Answer = Result<Response, Failure<Laravel>>;
@@ -194,11 +194,13 @@ struct VerifiedToken<'a> {
     abilities: &'a Abilities,
     expires_at: Option<Seconds>,
     last_used_at: Option<Seconds>,
+    revoked_reason: Option<&'static str>,
 }
 
-impl<'a> From<&'a TokenRecord> for VerifiedToken<'a> {
-    fn from(record: &'a TokenRecord) -> Self {
+impl<'a> VerifiedToken<'a> {
+    fn new(record: &'a TokenRecord, revoked_reason: Option<&'static str>) -> Self {
         VerifiedToken {
+            revoked_reason,
             id: record.public_id().to_string(),
             user_id: record.user_id,
             kind: record.kind.as_str(),
@@ -224,23 +226,7 @@ async fn verify_route(
     caller: Caller<Laravel>,
     body: Fields<Laravel>,
 ) -> Answer {
-    let token = match present(&body, "token") {
-        Some(Value::String(token)) => token.trim().to_string(),
-        Some(_) => {
-            return Err(ApiError::Validation(FieldErrors::single(
-                "token",
-                "The token field must be a string.",
-            ))
-            .into())
-        }
-        None => {
-            return Err(ApiError::Validation(FieldErrors::single(
-                "token",
-                "The token field is required.",
-            ))
-            .into())
-        }
-    };
+    let token = required("token", string_field(&body, "token"))?;
     let verification = verify(service.store.as_ref(), &token, caller.now).await?;
     let is_itself = verification
         .record
@@ -261,7 +247,7 @@ async fn verify_route(
     let verified = Verified {
         valid: code == "VALID",
         code,
-        token: visible.map(VerifiedToken::from),
+        token: visible.map(|record| VerifiedToken::new(record, verification.revoked_reason)),
     };
     Ok(Json(StatusCode::OK, verified).into_response())
 }

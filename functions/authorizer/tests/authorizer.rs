@@ -291,19 +291,21 @@ async fn verify_answers_every_code() {
                 "abilities": ["*"],
                 "expires_at": null,
                 "last_used_at": null,
+                "revoked_reason": null,
             },
         })
     );
-    for (token, code) in [
-        (&s.expired, "EXPIRED"),
-        (&s.revoked, "REVOKED"),
-        (&s.blocked, "DISABLED"),
-        (&s.disabled, "DISABLED"),
+    for (token, code, reason) in [
+        (&s.expired, "EXPIRED", json!(null)),
+        (&s.revoked, "REVOKED", json!("deleted")),
+        (&s.blocked, "DISABLED", json!("blocked")),
+        (&s.disabled, "DISABLED", json!(null)),
     ] {
         let (status, body) = verify_as(&service, &t.admin_token, token).await;
         assert_eq!((status, body["code"].as_str().unwrap()), (200, code));
         assert_eq!(body["valid"], false);
         assert!(body["token"]["id"].is_string());
+        assert_eq!(body["token"]["revoked_reason"], reason, "{code}");
     }
     let not_found = (
         200,
@@ -581,6 +583,15 @@ async fn a_rolled_token_is_allowed_for_its_grace_period_only() {
             .unwrap();
         assert_eq!(effect(&policy), "Allow");
     }
+    // Verify says the old one was rolled (it still works), the new one nothing.
+    let admin = token_for(&store, &t.admin, TokenKind::ApiKey, Abilities::full()).await;
+    let (_, verified) = verify_as(&service, &admin, &old_token).await;
+    assert_eq!(
+        (&verified["code"], &verified["token"]["revoked_reason"]),
+        (&json!("VALID"), &json!("rolled"))
+    );
+    let (_, verified) = verify_as(&service, &admin, &new_token).await;
+    assert_eq!(verified["token"]["revoked_reason"], json!(null));
     // Past the end of the grace period (to the second).
     let wait = (grace_end * 1000).saturating_sub(now_ms()) + 50;
     tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -588,6 +599,11 @@ async fn a_rolled_token_is_allowed_for_its_grace_period_only() {
         .await
         .unwrap();
     assert_eq!(effect(&policy), "Deny");
+    let (_, verified) = verify_as(&service, &admin, &old_token).await;
+    assert_eq!(
+        (&verified["code"], &verified["token"]["revoked_reason"]),
+        (&json!("EXPIRED"), &json!("rolled"))
+    );
     let policy = authorize(&service, &authorizer_event(bearer(&new_token)))
         .await
         .unwrap();

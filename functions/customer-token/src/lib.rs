@@ -14,7 +14,7 @@ use shared::domain::{Abilities, CustomerId, TokenName};
 use shared::error::ApiError;
 use shared::mint::MintRequest;
 use shared::service::Service;
-use shared::store::{Owner, StoreError, TokenRecord};
+use shared::store::{Owner, Revocation, StoreError, TokenAddress, TokenRecord};
 use shared::token::{TokenFamily, TokenKind};
 use shared::web::{self, Admin, Coded, Failure, Fields, Json, Routes, TokenIdParam};
 
@@ -62,9 +62,12 @@ async fn revoke_token(
     if !service
         .store
         .revoke_token_if(
-            id.user_id,
-            TokenFamily::Customer,
-            id.token_id,
+            TokenAddress {
+                user_id: id.user_id,
+                family: TokenFamily::Customer,
+                id: id.token_id,
+            },
+            &Revocation::Deleted,
             caller.now,
             &ours,
         )

@@ -1,7 +1,7 @@
 //! The DynamoDB implementation of [`Store`]: one table, no Scan, conditions and transactions
 //! where invariants need them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -13,20 +13,31 @@ use aws_sdk_dynamodb::types::{
     Update,
 };
 use aws_sdk_dynamodb::Client;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use super::item::{
     abilities_value, n, platform_from_item, platform_item, s, token_from_item, token_item,
     token_item_at, token_sort_prefix, user_from_item, user_item, user_partition, Item, Key,
-    ENABLED,
+    ENABLED, SK,
 };
 use super::schema::TTL_ATTRIBUTE;
 use super::{
-    NewToken, NewUser, Owner, PermanentGeneration, Platform, RollOutcome, Store, StoreError,
-    TokenChange, TokenRecord, TokenState, User,
+    Found, NewToken, NewUser, Owner, PermanentGeneration, Platform, Revocation, RollOutcome, Store,
+    StoreError, TokenAddress, TokenChange, TokenRecord, TokenState, User,
 };
 use crate::deadline;
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
 use crate::token::{fill_random, random_hex, CapCounter, TokenFamily, TokenId};
+
+/// Keys a BatchGetItem may name.
+const BATCH_GET_KEYS: usize = 100;
+
+/// Tokens one transaction retires: two items each, and up to two counter updates, within
+/// DynamoDB's 100 items a transaction.
+const RETIRED_PER_TRANSACTION: usize = 49;
+
+/// Requests of one call sent at once (batched reads, owners' revocations).
+const IN_FLIGHT: usize = 8;
 
 /// How often a transaction that lost a race with another one on the same item is tried again.
 const TRANSACTION_ATTEMPTS: u32 = 10;
@@ -115,9 +126,9 @@ const LIVE: &str = "attribute_exists(pk) AND attribute_not_exists(revoked_at) \
                     AND (attribute_not_exists(valid_until) OR valid_until > :now)";
 
 /// Why a token leaves its family's range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Retirement {
-    Revoked,
+    Revoked(Revocation),
     /// Expired, and its cap slot given back.
     Released,
 }
@@ -487,7 +498,7 @@ impl DynamoStore {
                 .await?;
             for item in expired {
                 let record = token_from_item(&item)?;
-                let items = self.retire(&record, Retirement::Released, now_ms)?;
+                let items = self.retire(&record, &Retirement::Released, now_ms)?;
                 match self.transact(items).await {
                     Ok(()) => released += 1,
                     // Another request released it first.
@@ -499,76 +510,163 @@ impl DynamoStore {
         Ok(released)
     }
 
+    /// Gives slots back on `user`'s profile: `by` of each counter, in one update (a transaction
+    /// may write an item once).
     fn counter_decrement(
         &self,
         user: UserId,
-        counter: CapCounter,
+        counters: &[(CapCounter, usize)],
     ) -> Result<TransactWriteItem, StoreError> {
+        let mut additions = Vec::new();
+        let mut expression_names = HashMap::new();
+        let mut expression_values = HashMap::new();
+        for (i, (counter, by)) in counters.iter().enumerate() {
+            additions.push(format!("#counter{i} :minus{i}"));
+            expression_names.insert(format!("#counter{i}"), counter.attribute().to_string());
+            expression_values.insert(format!(":minus{i}"), n(-(*by as i64)));
+        }
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Key::user(user).to_item()))
-            .update_expression("ADD #counter :minus_one")
+            .update_expression(format!("ADD {}", additions.join(", ")))
             .condition_expression("attribute_exists(pk)")
-            .set_expression_attribute_names(names([("#counter", counter.attribute())]))
-            .set_expression_attribute_values(values([(":minus_one", n(-1))]))
+            .set_expression_attribute_names(Some(expression_names))
+            .set_expression_attribute_values(Some(expression_values))
             .build()
             .map_err(unavailable)?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    /// The writes of one transaction that take `record` out of its family's range: the live
-    /// item goes (only while it is as `why` requires), a `GONE#` copy saying why takes its
-    /// place with the TTL attribute set, and its cap slot is given back.
+    /// The writes of one transaction that take `record` out of its family's range (see
+    /// [`Self::retire_all`]).
     fn retire(
         &self,
         record: &TokenRecord,
-        why: Retirement,
+        why: &Retirement,
         now_ms: u64,
     ) -> Result<Transaction, StoreError> {
-        let (user, family, id) = (record.user_id, record.kind.family(), record.id);
+        self.retire_all(&[(record, why)], now_ms)
+    }
+
+    /// The writes of one transaction that take each token out of its family's range: the live
+    /// item goes (only while it is as its retirement requires), a `GONE#` copy saying why takes
+    /// its place with the TTL attribute set, and the cap slots are given back, one update per
+    /// owner and counter. At most 49 tokens (DynamoDB's 100 items a transaction).
+    fn retire_all(
+        &self,
+        retiring: &[(&TokenRecord, &Retirement)],
+        now_ms: u64,
+    ) -> Result<Transaction, StoreError> {
         let now_s = now_ms / 1000;
-        let mut retired = record.clone();
-        let (condition, ttl) = match why {
-            Retirement::Revoked => {
-                retired.revoked_at_ms = Some(now_ms);
-                (LIVE, now_s)
+        let mut items = Transaction::default();
+        let mut slots: Vec<(UserId, Vec<(CapCounter, usize)>)> = Vec::new();
+        for (record, why) in retiring {
+            let (user, family, id) = (record.user_id, record.kind.family(), record.id);
+            let mut retired = (*record).clone();
+            let (condition, ttl) = match why {
+                Retirement::Revoked(revocation) => {
+                    retired.revoked_at_ms = Some(now_ms);
+                    retired.revocation = Some(revocation.clone());
+                    (LIVE, now_s)
+                }
+                Retirement::Released => (
+                    "attribute_exists(pk) AND valid_until <= :now",
+                    record.expires_at.unwrap_or(now_s),
+                ),
+            };
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(Key::token(user, family, id).to_item()))
+                .condition_expression(condition)
+                .set_expression_attribute_values(values([(":now", n(now_s))]))
+                .build()
+                .map_err(unavailable)?;
+            let mut tombstone = token_item_at(&Key::retired(user, family, id), &retired);
+            tombstone.insert(TTL_ATTRIBUTE.into(), n(ttl));
+            if matches!(why, Retirement::Released) {
+                tombstone.insert("released_at".into(), n(now_ms));
             }
-            Retirement::Released => (
-                "attribute_exists(pk) AND valid_until <= :now",
-                record.expires_at.unwrap_or(now_s),
-            ),
-        };
-        let delete = Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(Key::token(user, family, id).to_item()))
-            .condition_expression(condition)
-            .set_expression_attribute_values(values([(":now", n(now_s))]))
-            .build()
-            .map_err(unavailable)?;
-        let mut tombstone = token_item_at(&Key::retired(user, family, id), &retired);
-        tombstone.insert(TTL_ATTRIBUTE.into(), n(ttl));
-        if why == Retirement::Released {
-            tombstone.insert("released_at".into(), n(now_ms));
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(tombstone))
+                .build()
+                .map_err(unavailable)?;
+            items = items
+                .with(
+                    Part::Retiring,
+                    TransactWriteItem::builder().delete(delete).build(),
+                )
+                .with(
+                    Part::Tombstone,
+                    TransactWriteItem::builder().put(put).build(),
+                );
+            // A rolled token's slot went to its successor.
+            if let Some(counter) = family.cap().filter(|_| record.rolled_to.is_none()) {
+                let owner = match slots.iter().position(|(u, _)| *u == user) {
+                    Some(position) => &mut slots[position].1,
+                    None => {
+                        slots.push((user, Vec::new()));
+                        &mut slots.last_mut().expect("just pushed").1
+                    }
+                };
+                match owner.iter_mut().find(|(c, _)| *c == counter) {
+                    Some((_, by)) => *by += 1,
+                    None => owner.push((counter, 1)),
+                }
+            }
         }
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(tombstone))
-            .build()
-            .map_err(unavailable)?;
-        let mut items = Transaction::default()
-            .with(
-                Part::Retiring,
-                TransactWriteItem::builder().delete(delete).build(),
-            )
-            .with(
-                Part::Tombstone,
-                TransactWriteItem::builder().put(put).build(),
-            );
-        // A rolled token's slot went to its successor.
-        if let Some(counter) = family.cap().filter(|_| record.rolled_to.is_none()) {
-            items = items.with(Part::Counter, self.counter_decrement(user, counter)?);
+        for (user, counters) in slots {
+            items = items.with(Part::Counter, self.counter_decrement(user, &counters)?);
         }
         Ok(items)
+    }
+
+    /// Revokes one owner's `records`, [`RETIRED_PER_TRANSACTION`] a transaction.
+    async fn revoke_owner(
+        &self,
+        records: Vec<(TokenRecord, Revocation)>,
+        now_ms: u64,
+    ) -> Result<usize, StoreError> {
+        let mut revoked = 0;
+        for chunk in records.chunks(RETIRED_PER_TRANSACTION) {
+            revoked += self.revoke_together(chunk, now_ms).await?;
+        }
+        Ok(revoked)
+    }
+
+    /// Revokes one owner's `records` (as read) in one transaction; when any changed meanwhile,
+    /// one at a time, leaving the changed ones as they are. Returns how many it revoked.
+    async fn revoke_together(
+        &self,
+        records: &[(TokenRecord, Revocation)],
+        now_ms: u64,
+    ) -> Result<usize, StoreError> {
+        let retirements: Vec<Retirement> = records
+            .iter()
+            .map(|(_, why)| Retirement::Revoked(why.clone()))
+            .collect();
+        let retiring: Vec<(&TokenRecord, &Retirement)> = records
+            .iter()
+            .zip(&retirements)
+            .map(|((record, _), why)| (record, why))
+            .collect();
+        match self.transact(self.retire_all(&retiring, now_ms)?).await {
+            Ok(()) => return Ok(records.len()),
+            Err(TransactionFailure::Store(e)) => return Err(e),
+            Err(TransactionFailure::Conditions(_)) => {}
+        }
+        let mut revoked = 0;
+        for (record, why) in records {
+            let hash = record.hash;
+            let same_token = move |r: &TokenRecord| r.hash.matches(&hash);
+            if self
+                .revoke_token_if(record.address(), why, now_ms, &same_token)
+                .await?
+            {
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
     }
 
     /// The retired copy of a token, if it has one.
@@ -899,18 +997,20 @@ impl Store for DynamoStore {
 
     async fn revoke_token_if(
         &self,
-        user: UserId,
-        family: TokenFamily,
-        id: TokenId,
+        address: TokenAddress,
+        why: &Revocation,
         now_ms: u64,
         allowed: &(dyn for<'r> Fn(&'r TokenRecord) -> bool + Sync),
     ) -> Result<bool, StoreError> {
+        let TokenAddress {
+            user_id: user,
+            family,
+            id,
+        } = address;
         let revoked_by_this_call = || async {
-            Ok::<_, StoreError>(
-                self.get_retired(user, family, id)
-                    .await?
-                    .is_some_and(|r| r.revoked_at_ms == Some(now_ms) && allowed(&r)),
-            )
+            Ok::<_, StoreError>(self.get_retired(user, family, id).await?.is_some_and(|r| {
+                r.revoked_at_ms == Some(now_ms) && r.revocation.as_ref() == Some(why) && allowed(&r)
+            }))
         };
         let live = self
             .get_token(user, family, id)
@@ -920,14 +1020,88 @@ impl Store for DynamoStore {
             // Gone already: by this very call when an attempt committed and its answer was lost.
             return revoked_by_this_call().await;
         };
+        let retirement = Retirement::Revoked(why.clone());
         match self
-            .transact(self.retire(&record, Retirement::Revoked, now_ms)?)
+            .transact(self.retire(&record, &retirement, now_ms)?)
             .await
         {
             Ok(()) => Ok(true),
             Err(TransactionFailure::Conditions(_)) => revoked_by_this_call().await,
             Err(TransactionFailure::Store(e)) => Err(e),
         }
+    }
+
+    async fn find_tokens(
+        &self,
+        tokens: &[TokenAddress],
+        users: &[UserId],
+    ) -> Result<Found, StoreError> {
+        // BatchGetItem refuses a request that names one key twice.
+        let mut seen = HashSet::new();
+        let keys: Vec<Key> = tokens
+            .iter()
+            .flat_map(|a| {
+                [
+                    Key::token(a.user_id, a.family, a.id),
+                    Key::retired(a.user_id, a.family, a.id),
+                ]
+            })
+            .chain(users.iter().map(|user| Key::user(*user)))
+            .filter(|key| seen.insert(key.clone()))
+            .collect();
+        let mut chunks = Vec::new();
+        let mut keys = keys.into_iter().peekable();
+        while keys.peek().is_some() {
+            chunks.push(keys.by_ref().take(BATCH_GET_KEYS).collect::<Vec<_>>());
+        }
+        let pages: Vec<Vec<Item>> = stream::iter(chunks.into_iter().map(|c| self.batch_get(c)))
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut found = Found::default();
+        for item in pages.iter().flatten() {
+            let sk = item.get(SK).and_then(|sk| sk.as_s().ok());
+            if sk.is_some_and(|sk| sk == "PROFILE") {
+                let user = user_from_item(item)?;
+                found.users.insert(user.id, user);
+                continue;
+            }
+            let record = token_from_item(item)?;
+            let address = record.address();
+            if sk.is_some_and(|sk| sk.starts_with("TOKEN#")) {
+                found.tokens.insert(address, record);
+            } else {
+                found.tokens.entry(address).or_insert(record);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn revoke_tokens(
+        &self,
+        records: &[(TokenRecord, Revocation)],
+        now_ms: u64,
+    ) -> Result<usize, StoreError> {
+        // One owner's tokens one transaction after another (they share its profile's counter);
+        // owners in parallel.
+        let mut owners: Vec<Vec<(TokenRecord, Revocation)>> = Vec::new();
+        for entry in records {
+            match owners
+                .iter_mut()
+                .find(|group| group[0].0.user_id == entry.0.user_id)
+            {
+                Some(group) => group.push(entry.clone()),
+                None => owners.push(vec![entry.clone()]),
+            }
+        }
+        let revocations: Vec<_> = owners
+            .into_iter()
+            .map(|group| self.revoke_owner(group, now_ms))
+            .collect();
+        stream::iter(revocations)
+            .buffer_unordered(IN_FLIGHT)
+            .try_fold(0, |total, revoked| async move { Ok(total + revoked) })
+            .await
     }
 
     async fn roll_token(
@@ -1152,7 +1326,11 @@ impl Store for DynamoStore {
                 );
             if let Some(old) = stored.filter(|r| r.state(now_ms) == TokenState::Live) {
                 // Live but made with another server key: whoever holds the old key loses it.
-                items = items.and(self.retire(&old, Retirement::Revoked, now_ms)?);
+                items = items.and(self.retire(
+                    &old,
+                    &Retirement::Revoked(Revocation::Rolled),
+                    now_ms,
+                )?);
             }
             match self.transact(items).await {
                 Ok(()) => return Ok(next),

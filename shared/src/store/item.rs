@@ -26,7 +26,7 @@ use std::str::FromStr;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{Platform, StoreError, TokenRecord, User};
+use super::{Leak, Platform, Revocation, StoreError, TokenRecord, User};
 use crate::domain::{
     Abilities, CustomerId, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
@@ -46,8 +46,24 @@ pub(super) const ENABLED: &str = "enabled";
 /// The successor's record id, on a rolled token.
 pub(super) const ROLLED_TO: &str = "rolled_to";
 
+/// Why a revoked token was revoked, and where a leaked one was found.
+const REVOKED_REASON: &str = "revoked_reason";
+const LEAK_URL: &str = "leak_url";
+const LEAK_SOURCE: &str = "leak_source";
+
+/// The stored name of a revocation's reason (as verify reports it).
+pub fn revocation_name(revocation: &Revocation) -> &'static str {
+    match revocation {
+        Revocation::Deleted => "deleted",
+        Revocation::Rolled => "rolled",
+        Revocation::Leaked(_) => "leaked",
+        Revocation::SelfRevoked => "self_revoked",
+    }
+}
+
 /// The primary key of one item (public so `make bench` can issue the raw operations a route
 /// makes against the very same items).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
     pub pk: String,
     pub sk: String,
@@ -246,6 +262,16 @@ pub(super) fn token_item_at(key: &Key, token: &TokenRecord) -> Item {
     if let Some(at) = token.revoked_at_ms {
         item.insert("revoked_at".into(), n(at));
     }
+    if let Some(revocation) = &token.revocation {
+        item.insert(REVOKED_REASON.into(), s(revocation_name(revocation)));
+        if let Revocation::Leaked(leak) = revocation {
+            for (name, value) in [(LEAK_URL, &leak.url), (LEAK_SOURCE, &leak.source)] {
+                if let Some(value) = value {
+                    item.insert(name.into(), s(value));
+                }
+            }
+        }
+    }
     if let Some(parent) = token.parent_id {
         item.insert("parent_id".into(), s(parent.to_string()));
     }
@@ -288,6 +314,19 @@ pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, StoreError> {
         expires_at: r.optional_number(VALID_UNTIL)?,
         last_used_at_ms: r.optional_number("last_used_at")?,
         revoked_at_ms: r.optional_number("revoked_at")?,
+        revocation: match r.optional_string(REVOKED_REASON)?.as_deref() {
+            // Revoked before reasons were kept: by a DELETE.
+            None if item.contains_key("revoked_at") => Some(Revocation::Deleted),
+            None => None,
+            Some("deleted") => Some(Revocation::Deleted),
+            Some("rolled") => Some(Revocation::Rolled),
+            Some("self_revoked") => Some(Revocation::SelfRevoked),
+            Some("leaked") => Some(Revocation::Leaked(Leak {
+                url: r.optional_string(LEAK_URL)?,
+                source: r.optional_string(LEAK_SOURCE)?,
+            })),
+            Some(_) => return Err(corrupt(REVOKED_REASON, "a known reason")),
+        },
         parent_id: r
             .optional_string("parent_id")?
             .map(|id| PublicTokenId::parse(&id).ok_or_else(|| corrupt("parent_id", "a token id")))
@@ -397,6 +436,7 @@ mod tests {
             expires_at: Some(1_743_033_600),
             last_used_at_ms: Some(1_736_332_300_000),
             revoked_at_ms: None,
+            revocation: None,
             parent_id: Some(PublicTokenId {
                 user_id: UserId(123),
                 token_id: TokenId::permanent(7),
@@ -442,6 +482,10 @@ mod tests {
             expires_at: None,
             last_used_at_ms: None,
             revoked_at_ms: Some(5),
+            revocation: Some(Revocation::Leaked(Leak {
+                url: Some("https://github.com/o/r/blob/1/.env".into()),
+                source: None,
+            })),
             parent_id: None,
             enabled: true,
             rolled_to: None,
@@ -450,6 +494,8 @@ mod tests {
         let item = token_item(&never);
         assert!(!item.contains_key("valid_until"));
         assert!(!item.contains_key("parent_id"));
+        assert_eq!(item["revoked_reason"], s("leaked"));
+        assert!(!item.contains_key("leak_source"));
         assert!(
             !item.contains_key("enabled"),
             "enabled is the default, not stored"
@@ -481,6 +527,28 @@ mod tests {
             platform_from_item(&platform_item(&platform)).unwrap(),
             platform
         );
+    }
+
+    #[test]
+    fn revocations_before_reasons_were_kept_read_as_deleted() {
+        let revoked = TokenRecord {
+            revoked_at_ms: Some(5),
+            revocation: Some(Revocation::SelfRevoked),
+            ..token(TokenKind::Personal)
+        };
+        let mut item = token_item(&revoked);
+        assert_eq!(item["revoked_reason"], s("self_revoked"));
+        assert_eq!(token_from_item(&item).unwrap(), revoked);
+        item.remove("revoked_reason");
+        assert_eq!(
+            token_from_item(&item).unwrap().revocation,
+            Some(Revocation::Deleted)
+        );
+        item.insert("revoked_reason".into(), s("lost"));
+        assert!(matches!(
+            token_from_item(&item),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]

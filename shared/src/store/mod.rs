@@ -7,10 +7,12 @@ mod dynamo;
 mod item;
 pub mod schema;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 pub use dynamo::{Direct, DynamoStore};
-pub use item::{token_sort_prefix, Key};
+pub use item::{revocation_name, token_sort_prefix, Key};
 
 use crate::domain::{
     Abilities, CustomerId, Email, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
@@ -104,6 +106,8 @@ pub struct TokenRecord {
     pub expires_at: Option<u64>,
     pub last_used_at_ms: Option<u64>,
     pub revoked_at_ms: Option<u64>,
+    /// Why it was revoked (set with `revoked_at_ms`).
+    pub revocation: Option<Revocation>,
     /// The token whose caller minted this one (`None`: the operator, or a permanent token).
     pub parent_id: Option<PublicTokenId>,
     /// A disabled token refuses every use until it is enabled again; it still holds its slot.
@@ -111,6 +115,68 @@ pub struct TokenRecord {
     /// The token that replaced this one in a roll: this one no longer holds a cap slot (its
     /// successor took it over) and works until its `expires_at`, the end of the grace period.
     pub rolled_to: Option<TokenId>,
+}
+
+/// Why a token was revoked, kept on its record (`revoked_reason`, with a leak's `leak_url` and
+/// `leak_source`) and reported by verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// Deleted by its owner or an admin (a route's DELETE, `tokenctl token revoke`).
+    Deleted,
+    /// Replaced: a permanent key whose user moved on to the next generation.
+    Rolled,
+    /// Reported leaked by secret scanning.
+    Leaked(Leak),
+    /// Revoked by whoever held it (`POST /api/v1/tokens/revoke`).
+    SelfRevoked,
+}
+
+/// Where a leaked token was found, as the report said.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leak {
+    pub url: Option<String>,
+    pub source: Option<String>,
+}
+
+impl Leak {
+    /// The most of `url` and `source` a record keeps (characters each), so that a report can
+    /// never make an item too large to write.
+    pub const MAX_CHARS: usize = 2048;
+
+    /// `url` and `source` as kept: cut to [`Self::MAX_CHARS`].
+    pub fn new(url: Option<&str>, source: Option<&str>) -> Leak {
+        let kept = |text: &str| text.chars().take(Leak::MAX_CHARS).collect::<String>();
+        Leak {
+            url: url.map(kept),
+            source: source.map(kept),
+        }
+    }
+}
+
+/// Where a token's record lives: its owner, family and record id (all a token names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TokenAddress {
+    pub user_id: UserId,
+    pub family: TokenFamily,
+    pub id: TokenId,
+}
+
+impl From<&ParsedToken> for TokenAddress {
+    fn from(token: &ParsedToken) -> TokenAddress {
+        TokenAddress {
+            user_id: token.user_id,
+            family: token.kind.family(),
+            id: token.token_id,
+        }
+    }
+}
+
+/// What [`Store::find_tokens`] found.
+#[derive(Clone, Debug, Default)]
+pub struct Found {
+    /// Each found token's record: the live one, or else its retired copy.
+    pub tokens: HashMap<TokenAddress, TokenRecord>,
+    pub users: HashMap<UserId, User>,
 }
 
 /// What a roll did.
@@ -146,6 +212,15 @@ impl TokenRecord {
         PublicTokenId {
             user_id: self.user_id,
             token_id: self.id,
+        }
+    }
+
+    /// Where its record lives.
+    pub fn address(&self) -> TokenAddress {
+        TokenAddress {
+            user_id: self.user_id,
+            family: self.kind.family(),
+            id: self.id,
         }
     }
 
@@ -191,6 +266,7 @@ impl NewToken {
             expires_at: self.expires_at,
             last_used_at_ms: None,
             revoked_at_ms: None,
+            revocation: None,
             parent_id: self.parent_id,
             enabled: true,
             rolled_to: None,
@@ -288,7 +364,8 @@ pub trait Store: Send + Sync {
         now_ms: u64,
     ) -> Result<Vec<TokenRecord>, StoreError>;
 
-    /// Revokes a live token at once. `false` when there is no such live token.
+    /// Revokes a live token at once ([`Revocation::Deleted`]). `false` when there is no such
+    /// live token.
     async fn revoke_token(
         &self,
         user: UserId,
@@ -296,21 +373,43 @@ pub trait Store: Send + Sync {
         id: TokenId,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
-        self.revoke_token_if(user, family, id, now_ms, &|_| true)
+        let address = TokenAddress {
+            user_id: user,
+            family,
+            id,
+        };
+        self.revoke_token_if(address, &Revocation::Deleted, now_ms, &|_| true)
             .await
     }
 
-    /// [`Store::revoke_token`], only if the live record is one `allowed` accepts (a caller's
-    /// right to it, read in the same pass as the revocation); `false` otherwise, as for an
-    /// unknown token.
+    /// Revokes the live token at `address` for `why`, only if its record is one `allowed`
+    /// accepts (a caller's right to it, read in the same pass as the revocation); `false`
+    /// otherwise, as for an unknown token.
     async fn revoke_token_if(
         &self,
-        user: UserId,
-        family: TokenFamily,
-        id: TokenId,
+        address: TokenAddress,
+        why: &Revocation,
         now_ms: u64,
         allowed: &(dyn for<'r> Fn(&'r TokenRecord) -> bool + Sync),
     ) -> Result<bool, StoreError>;
+
+    /// The records of many tokens (the live item, or else the retired copy) and many users'
+    /// profiles, in strongly consistent BatchGetItems of up to 100 keys, several in flight at
+    /// once. Absent ones are left out.
+    async fn find_tokens(
+        &self,
+        tokens: &[TokenAddress],
+        users: &[UserId],
+    ) -> Result<Found, StoreError>;
+
+    /// Revokes each of `records` (as read) for its reason, while it is live: one transaction
+    /// per owner for up to 49 of its tokens, owners in parallel. Returns how many this call
+    /// revoked (a token revoked meanwhile is left as it is).
+    async fn revoke_tokens(
+        &self,
+        records: &[(TokenRecord, Revocation)],
+        now_ms: u64,
+    ) -> Result<usize, StoreError>;
 
     /// Replaces `owner`'s live token `predecessor` by `successor` in one transaction: the successor is
     /// stored (taking over the predecessor's cap slot, so a roll never fails on the cap), and the
