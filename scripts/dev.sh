@@ -17,6 +17,11 @@ if [ -z "${PERMANENT_TOKEN_KEY:-}" ]; then
   PERMANENT_TOKEN_KEY=$(cat "$key_file")
   export PERMANENT_TOKEN_KEY
 fi
+# Reports signed with the local key pair are accepted, as GitHub's are on AWS (see the README).
+if [ -z "${SECRET_SCANNING_KEYS:-}" ]; then
+  SECRET_SCANNING_KEYS=$(scripts/scanning-key.sh)
+  export SECRET_SCANNING_KEYS
+fi
 
 if ! python3 -c 'import socket, sys; socket.create_server(("127.0.0.1", int(sys.argv[1]))).close()' "$port" 2>/dev/null; then
   echo "port $port on 127.0.0.1 is in use (another make dev?); stop it or run PORT=3001 make dev" >&2

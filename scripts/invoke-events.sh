@@ -12,6 +12,8 @@ table="invoke-$(python3 -c 'import secrets; print(secrets.token_hex(4))')"
 export TABLE_NAME=$table
 export PERMANENT_TOKEN_KEY
 PERMANENT_TOKEN_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+export SECRET_SCANNING_KEYS
+SECRET_SCANNING_KEYS=$(scripts/scanning-key.sh)
 cargo build --quiet -p tokenctl
 target/debug/tokenctl init >/dev/null
 demo=$(target/debug/tokenctl seed-demo --json)

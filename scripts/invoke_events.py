@@ -10,6 +10,7 @@ usage: invoke_events.py cargo PORT DEMO_JSON
 (DEMO_JSON: the output of `tokenctl seed-demo --json`.) Prints one line per event and a closing
 'invoke: N passed, N failed'; exits non-zero on any failure.
 """
+import base64
 import json
 import os
 import re
@@ -112,7 +113,23 @@ STEPS = [
      lambda p: p["policyDocument"]["Statement"][0]["Effect"] == "Allow"
      and p["policyDocument"]["Statement"][0]["Resource"].endswith("/prod/GET/api/user/me")
      and p["context"]["user_id"] == 1002, None),
+    # Last, as they revoke the demo keys: the user's key reported leaked, the admin's revoked by
+    # its holder.
+    ("secret-scanning-verify-post", 200,
+     lambda b: [e["label"] for e in b] == ["true_positive", "false_positive"]
+     and all(set(e) == {"token_hash", "token_type", "label"} for e in b), None),
+    ("tokens-revoke-post", 202, lambda b: b == {"message": "Accepted."}, None),
 ]
+
+
+def signed(text):
+    """The event with its body signed by the local secret-scanning key, as GitHub signs a report
+    (scripts/scanning-key.sh made the key and the functions trust it as `local-dev`)."""
+    event = json.loads(text)
+    signature = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-sign", os.path.join(root, ".tools/dev-secret-scanning-key.pem")],
+        input=event["body"].encode(), capture_output=True, check=True).stdout
+    return text.replace("{{SCANNING_SIGNATURE}}", base64.b64encode(signature).decode())
 
 covered = {step[0] for step in STEPS}
 on_disk = {name[:-5] for name in os.listdir(os.path.join(root, "events")) if name.endswith(".json")}
@@ -124,6 +141,8 @@ for event, status, check, fills in STEPS:
     function = function_of(json.loads(text))
     for name, value in values.items():
         text = text.replace("{{" + name + "}}", value)
+    if "{{SCANNING_SIGNATURE}}" in text:
+        text = signed(text)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         f.write(text)
         path = f.name

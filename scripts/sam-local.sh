@@ -102,8 +102,12 @@ demo='{"admin_key": "", "user_key": ""}'
 # TABLE_NAME is !Ref TokensTable in the template, which SAM resolves to the logical id: set it
 # for every function. The endpoint is declared through a template parameter, and set here too,
 # since SAM would otherwise take this shell's own (loopback) value of a declared variable.
-printf '{"Parameters": {"TABLE_NAME": "%s", "AWS_ENDPOINT_URL_DYNAMODB": "%s"}}\n' \
-  "$table" "$container_endpoint" >"$work/env.json"
+# SECRET_SCANNING_KEYS (declared by the leak-response function) trusts the local key pair of
+# scripts/scanning-key.sh, which the walkthrough and the sample event sign reports with.
+SECRET_SCANNING_KEYS=${SECRET_SCANNING_KEYS:-$(scripts/scanning-key.sh)}
+python3 -c 'import json, sys; print(json.dumps({"Parameters": {"TABLE_NAME": sys.argv[1],
+  "AWS_ENDPOINT_URL_DYNAMODB": sys.argv[2], "SECRET_SCANNING_KEYS": sys.argv[3]}}))' \
+  "$table" "$container_endpoint" "$SECRET_SCANNING_KEYS" >"$work/env.json"
 sam_args=(--invoke-image "$image" --skip-pull-image --env-vars "$work/env.json"
   --parameter-overrides "DynamoDbEndpoint=$container_endpoint PermanentTokenKey=$PERMANENT_TOKEN_KEY")
 

@@ -5,11 +5,14 @@
 //!    DynamoDB calls each request made (counted by an SDK interceptor);
 //! 2. cold starts: each function's release binary against a minimal Lambda runtime API, from
 //!    exec to the first `next` and to the first response, and peak RSS, next to the floor: a
-//!    bare lambda_http binary that builds a DynamoDB client as a typical Rust Lambda does.
+//!    bare lambda_http binary that builds a DynamoDB client as a typical Rust Lambda does;
+//! 3. a secret-scanning report of 1000 tokens, beside its raw operations and beside reading the
+//!    tokens one GetItem at a time.
 //!
 //! Prints figures; asserts nothing. `bench coldstart` prints only the cold starts (no database).
 
 mod coldstart;
+mod leak;
 mod raw;
 
 use std::future::Future;
@@ -448,6 +451,8 @@ async fn main() {
             other => format!("  ({other} answers not 401)"),
         }
     );
+    println!();
+    leak::report(&world).await;
     println!();
     coldstart::report().await;
 }

@@ -1,4 +1,4 @@
-//! The parts of `tokenctl` that tests reach too: the five functions, their routes and routers,
+//! The parts of `tokenctl` that tests reach too: the functions, their routes and routers,
 //! and the local server that merges them.
 
 pub mod serve;

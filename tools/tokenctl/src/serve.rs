@@ -29,12 +29,13 @@ macro_rules! function {
     };
 }
 
-/// The five functions.
-pub const FUNCTIONS: [Function; 5] = [
+/// The functions of template.yaml.
+pub const FUNCTIONS: [Function; 6] = [
     function!("admin-token", admin_token),
     function!("customer-token", customer_token),
     function!("api-keys", api_keys),
     function!("get-user-token", get_user_token),
+    function!("leak-response", leak_response),
     function!("authorizer", authorizer),
 ];
 

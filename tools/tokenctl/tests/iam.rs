@@ -459,6 +459,69 @@ async fn exercise(h: &Harness) {
         200
     );
 
+    // leak-response: a signed report of a live key and the user's permanent key (batched reads,
+    // one revocation transaction, the user moved on to the next generation), and a holder's
+    // self-revocation.
+    let signing = p256::ecdsa::SigningKey::from_slice(&[5u8; 32]).unwrap();
+    let pem = p256::pkcs8::EncodePublicKey::to_public_key_pem(
+        signing.verifying_key(),
+        p256::pkcs8::LineEnding::LF,
+    )
+    .unwrap();
+    let mut scanning = h.service("leak-response").clone();
+    scanning.config.secret_scanning_keys =
+        Some(json!({"public_keys": [{"key_identifier": "k", "key": pem}]}).to_string());
+    let plain = Service {
+        store: Arc::new(store.clone()),
+        config: scanning.config.clone(),
+    };
+    let owner = store.get_user(t.user.id).await.unwrap().unwrap();
+    let permanent = plain
+        .permanent_token(
+            plain.config.permanent_key().unwrap(),
+            &owner,
+            shared::store::PermanentGeneration::Working,
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    let leaked = token_for(store, &t.user, TokenKind::ApiKey, Abilities::full()).await;
+    let report = json!([
+        {"token": leaked, "type": "api_key", "url": "https://example.com/a", "source": "content"},
+        {"token": permanent.secret.expose(), "type": "permanent", "url": null, "source": null},
+    ])
+    .to_string();
+    let signature: p256::ecdsa::Signature =
+        p256::ecdsa::signature::Signer::sign(&signing, report.as_bytes());
+    let signature = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        signature.to_der().as_bytes(),
+    );
+    let headers = [
+        ("github-public-key-identifier", "k"),
+        ("github-public-key-signature", signature.as_str()),
+    ];
+    let signed = shared::test_support::request(
+        Method::POST,
+        "/api/v1/secret-scanning/verify",
+        &headers,
+        &report,
+    );
+    assert_eq!(exchange(router(&scanning), signed).await.0, 200);
+    let held = token_for(store, &t.user, TokenKind::Personal, Abilities::full()).await;
+    let body = json!({ "token": held }).to_string();
+    assert_eq!(
+        h.send(
+            "leak-response",
+            Method::POST,
+            "/api/v1/tokens/revoke",
+            &[],
+            &body
+        )
+        .await,
+        202
+    );
+
     // authorizer: an authorizer event (with a key not used yet, so it records the use), verify,
     // and the protected route without a context.
     let fresh = token_for(store, &t.user, TokenKind::ApiKey, Abilities::full()).await;

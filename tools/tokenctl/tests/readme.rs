@@ -6,6 +6,7 @@
 
 use std::process::Command;
 
+use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use regex::Regex;
 use serde_json::Value;
 
@@ -42,6 +43,7 @@ fn normalize(text: &str) -> String {
         (r"\b\d+-[0-9a-f]{20}\b", "ID"),
         (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", "TIME"),
         (r#""expires":\d+"#, r#""expires":N"#),
+        (r#""token_hash":"[0-9a-f]{64}""#, r#""token_hash":"HASH""#),
         // Recorded in the background, so a listing right after a use may or may not show it.
         (
             r#""last_used_at":(null|"TIME")"#,
@@ -66,8 +68,25 @@ fn tokenctl(table: &str) -> Command {
 fn the_readme_walkthrough_works_verbatim() {
     let table = format!("readme-{}", random_hex(6));
     let demo = seed(&table);
-    let server = LocalServer::start(tokenctl(&table));
-    walk_through(&format!("http://127.0.0.1:{}", server.port), &demo);
+    // A key pair of the test's own stands in for GitHub's, as scripts/scanning-key.sh's does
+    // for `make dev`.
+    let mut secret = [0u8; 32];
+    shared::token::fill_random(&mut secret);
+    let signing = p256::ecdsa::SigningKey::from_slice(&secret).unwrap();
+    let public = signing
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    let keys = serde_json::json!({"public_keys": [{"key_identifier": "local-dev", "key": public}]});
+    let mut server = tokenctl(&table);
+    server.env("SECRET_SCANNING_KEYS", keys.to_string());
+    let server = LocalServer::start(server);
+    let private = signing.to_pkcs8_pem(LineEnding::LF).unwrap();
+    walk_through(
+        &format!("http://127.0.0.1:{}", server.port),
+        &demo,
+        &private,
+    );
 }
 
 #[test]
@@ -78,8 +97,13 @@ fn the_readme_walkthrough_works_verbatim_through_sam_local() {
         panic!("SAM_API_URL and SAM_API_TABLE are not set: run scripts/sam-local.sh suites");
     };
     // The demo directory is already there (the script seeded it); seeding again keeps its users
-    // and mints fresh keys.
-    walk_through(&url, &seed(&table));
+    // and mints fresh keys. The functions trust the local key pair the script made.
+    let private = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../.tools/dev-secret-scanning-key.pem"
+    ))
+    .expect("scripts/scanning-key.sh made the local secret-scanning key");
+    walk_through(&url, &seed(&table), &private);
 }
 
 /// The table `table` with the demo directory; the keys `seed-demo` printed.
@@ -98,9 +122,10 @@ fn seed(table: &str) -> Value {
     serde_json::from_slice(&demo.stdout).unwrap()
 }
 
-/// Runs the walkthrough's shell blocks against `base_url` with `demo`'s keys, and compares each
-/// answer with the README's.
-fn walk_through(base_url: &str, demo: &Value) {
+/// Runs the walkthrough's shell blocks against `base_url` with `demo`'s keys (and `scanning_key`,
+/// the PEM private key the server trusts as `local-dev`), and compares each answer with the
+/// README's.
+fn walk_through(base_url: &str, demo: &Value, scanning_key: &str) {
     let blocks = walkthrough_blocks();
     let script: Vec<&str> = blocks
         .iter()
@@ -128,6 +153,7 @@ fn walk_through(base_url: &str, demo: &Value) {
         ),
     )
     .unwrap();
+    std::fs::write(dir.join(".tools/dev-secret-scanning-key.pem"), scanning_key).unwrap();
     let output = Command::new("bash")
         .arg("-euo")
         .arg("pipefail")

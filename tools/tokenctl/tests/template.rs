@@ -94,7 +94,7 @@ fn function_routes() -> BTreeSet<(String, String, String)> {
 #[tokio::test]
 async fn template_functions_and_local_server_share_one_route_table() {
     let template = template_routes(&template());
-    assert_eq!(template.len(), 17, "{template:?}");
+    assert_eq!(template.len(), 19, "{template:?}");
     assert_eq!(template, function_routes());
     assert_eq!(template, served_routes());
     // And each function's router routes them: no 404 or 405 of its own (no token, so no
