@@ -10,7 +10,7 @@ use shared::demo;
 use shared::domain::{Abilities, TokenName, UserId, UserStatus};
 use shared::mint::{mint, MintRequest};
 use shared::service::Service;
-use shared::store::{now_ms, DynamoStore, Owner, Store, LAST_USED_RESOLUTION_MS};
+use shared::store::{now_ms, DynamoStore, Leak, Owner, Revocation, Store, LAST_USED_RESOLUTION_MS};
 use shared::test_support::{
     event, fill_placeholders, request, service, tenant, token_for, unreachable_service, Tenant,
 };
@@ -32,6 +32,7 @@ fn effect(policy: &Value) -> &str {
 struct States {
     expired: String,
     revoked: String,
+    leaked: String,
     blocked: String,
     disabled: String,
     unknown: String,
@@ -69,12 +70,25 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
         .await
         .unwrap();
     let disabled = shared::test_support::disabled_token(store, &t.admin).await;
+    // Revoked as a secret-scanning report revokes a leaked key.
+    let leaked = mint(store, owner, request(None), u32::MAX, now)
+        .await
+        .unwrap();
+    let why = Revocation::Leaked(Leak::new(Some("https://example.com/a"), Some("content")));
+    assert_eq!(
+        store
+            .revoke_tokens(&[(leaked.record.clone(), why)], now)
+            .await
+            .unwrap(),
+        1
+    );
     let mut bad_checksum = t.user_token.clone();
     let last = bad_checksum.pop().unwrap();
     bad_checksum.push(if last == 'A' { 'B' } else { 'A' });
     States {
         expired: expired.secret.expose().to_string(),
         revoked: revoked.secret.expose().to_string(),
+        leaked: leaked.secret.expose().to_string(),
         blocked,
         disabled,
         unknown: token::generate(TokenKind::ApiKey, UserId(77_777_777), now)
@@ -147,6 +161,10 @@ async fn deny_for_every_token_that_does_not_authenticate() {
         (
             "revoked",
             json!({"Authorization": format!("Bearer {}", s.revoked)}),
+        ),
+        (
+            "leaked",
+            json!({"Authorization": format!("Bearer {}", s.leaked)}),
         ),
         (
             "blocked owner",
@@ -298,6 +316,7 @@ async fn verify_answers_every_code() {
     for (token, code, reason) in [
         (&s.expired, "EXPIRED", json!(null)),
         (&s.revoked, "REVOKED", json!("deleted")),
+        (&s.leaked, "REVOKED", json!("leaked")),
         (&s.blocked, "DISABLED", json!("blocked")),
         (&s.disabled, "DISABLED", json!(null)),
     ] {

@@ -12,12 +12,14 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use shared::auth::{authenticate, verify, VerificationCode};
+use shared::config::Config;
 use shared::domain::{Abilities, UserStatus};
 use shared::service::Service;
 use shared::store::{now_ms, DynamoStore, Leak, PermanentGeneration, Revocation, Store, User};
 use shared::test_support::faults::CallCounter;
 use shared::test_support::{
-    request, service, service_intercepted, tenant, token_expiring, token_for,
+    request, service, service_intercepted, tenant, token_expiring, token_for, unreachable_service,
+    Tenant,
 };
 use shared::token::{self, fill_random, generate, PermanentKey, TokenFamily, TokenKind};
 
@@ -57,6 +59,14 @@ async fn scanned_service(scanner: &Scanner) -> (Service, DynamoStore) {
     let (mut service, store) = service().await;
     service.config.secret_scanning_keys = Some(scanner.document(KEY_ID));
     (service, store)
+}
+
+/// A scanner, a service on a fresh table trusting it, and a tenant there.
+async fn scanned_tenant() -> (Scanner, Service, DynamoStore, Tenant) {
+    let scanner = Scanner::new();
+    let (service, store) = scanned_service(&scanner).await;
+    let t = tenant(&store).await;
+    (scanner, service, store, t)
 }
 
 async fn call(service: &Service, request: Request) -> (u16, Value) {
@@ -124,9 +134,7 @@ fn corrupted(token: &str) -> String {
 
 #[tokio::test]
 async fn a_report_labels_every_entry_in_order_and_revokes_the_live_ones() {
-    let scanner = Scanner::new();
-    let (service, store) = scanned_service(&scanner).await;
-    let t = tenant(&store).await;
+    let (scanner, service, store, t) = scanned_tenant().await;
     let now = now_ms();
     let personal = token_for(&store, &t.user, TokenKind::Personal, Abilities::full()).await;
     let customer = token_for(&store, &t.user, TokenKind::Customer, Abilities::full()).await;
@@ -219,9 +227,7 @@ async fn a_report_labels_every_entry_in_order_and_revokes_the_live_ones() {
 
 #[tokio::test]
 async fn a_repeated_report_answers_the_same_and_changes_nothing_more() {
-    let scanner = Scanner::new();
-    let (service, store) = scanned_service(&scanner).await;
-    let t = tenant(&store).await;
+    let (scanner, service, store, t) = scanned_tenant().await;
     // The same token twice in one report: revoked once, labelled twice.
     let body = json!([
         entry(&t.user_token),
@@ -248,9 +254,7 @@ async fn a_repeated_report_answers_the_same_and_changes_nothing_more() {
 
 #[tokio::test]
 async fn leaked_permanent_keys_rotate_the_current_generation_only() {
-    let scanner = Scanner::new();
-    let (service, store) = scanned_service(&scanner).await;
-    let t = tenant(&store).await;
+    let (scanner, service, store, t) = scanned_tenant().await;
     let first = permanent_key(&service, &t.user).await;
     let key = service.config.permanent_key().unwrap();
     let issued = store.get_user(t.user.id).await.unwrap().unwrap();
@@ -315,9 +319,7 @@ async fn leaked_permanent_keys_rotate_the_current_generation_only() {
 
 #[tokio::test]
 async fn a_blocked_owners_leaked_permanent_key_is_revoked_and_moves_on_when_unblocked() {
-    let scanner = Scanner::new();
-    let (service, store) = scanned_service(&scanner).await;
-    let t = tenant(&store).await;
+    let (scanner, service, store, t) = scanned_tenant().await;
     let permanent = permanent_key(&service, &t.user).await;
     store
         .set_user_status(t.user.id, UserStatus::Blocked)
@@ -340,9 +342,7 @@ async fn a_blocked_owners_leaked_permanent_key_is_revoked_and_moves_on_when_unbl
 
 #[tokio::test]
 async fn refused_signatures_revoke_nothing() {
-    let scanner = Scanner::new();
-    let (service, store) = scanned_service(&scanner).await;
-    let t = tenant(&store).await;
+    let (scanner, service, store, t) = scanned_tenant().await;
     let body = json!([entry(&t.user_token)]).to_string();
     let good = scanner.sign(&body);
     let other = Scanner::new().sign(&body);
@@ -451,9 +451,7 @@ async fn signed_bodies_that_are_not_reports_are_422_and_oversized_ones_413() {
 
 #[tokio::test]
 async fn a_thousand_token_report_is_read_in_batches_and_revoked_per_owner() {
-    let scanner = Scanner::new();
-    let (service, store) = scanned_service(&scanner).await;
-    let t = tenant(&store).await;
+    let (scanner, service, store, t) = scanned_tenant().await;
     let mut live = Vec::new();
     for _ in 0..120 {
         live.push(token_for(&store, &t.user, TokenKind::ApiKey, Abilities::full()).await);
@@ -517,9 +515,7 @@ async fn a_thousand_token_report_is_read_in_batches_and_revoked_per_owner() {
 
 #[tokio::test]
 async fn self_revocation_answers_the_same_whatever_the_token() {
-    let scanner = Scanner::new();
-    let (service, store) = scanned_service(&scanner).await;
-    let t = tenant(&store).await;
+    let (_, service, store, t) = scanned_tenant().await;
     let permanent = permanent_key(&service, &t.user).await;
     // The same record as the user's permanent key, another secret.
     let generation = token::parse(&permanent)
@@ -578,4 +574,32 @@ async fn self_revocation_answers_the_same_whatever_the_token() {
     assert_eq!(status, 400);
     let wrong_method = request(Method::GET, "/api/v1/tokens/revoke", &[], "");
     assert_eq!(call(&service, wrong_method).await.0, 405);
+}
+
+#[tokio::test]
+async fn an_outage_answers_503_json_and_a_malformed_token_still_202() {
+    let scanner = Scanner::new();
+    let mut service = unreachable_service().await;
+    let keys = scanner.document(KEY_ID);
+    service.config = Config::from_lookup(|name| match name {
+        "TABLE_NAME" => Some("unreachable".into()),
+        "PERMANENT_TOKEN_KEY" => Some("outage-key-0123456789abcdef0123456789".into()),
+        "SECRET_SCANNING_KEYS" => Some(keys.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let ours = generate(TokenKind::ApiKey, shared::domain::UserId(7), now_ms());
+    let ours = ours.secret.expose();
+    let unavailable =
+        json!({"message": "The service is temporarily unavailable. Please try again shortly."});
+    let body = json!([entry(ours)]).to_string();
+    assert_eq!(
+        report(&service, &scanner, &body).await,
+        (503, unavailable.clone())
+    );
+    let body = json!({ "token": ours }).to_string();
+    assert_eq!(self_revoke(&service, &body).await, (503, unavailable));
+    // Nothing to read for a string that is not a token: the same 202 as ever.
+    let body = json!({"token": "not a token"}).to_string();
+    assert_eq!(self_revoke(&service, &body).await.0, 202);
 }

@@ -204,14 +204,7 @@ pub async fn report(w: &Arc<World>) {
 
         let started = Instant::now();
         for key in report_keys(&all) {
-            client
-                .get_item()
-                .table_name(table)
-                .set_key(Some(key.to_item()))
-                .consistent_read(true)
-                .send()
-                .await
-                .expect("GetItem");
+            crate::raw::get(client, table, key).await;
         }
         sequential.push(started.elapsed());
     }

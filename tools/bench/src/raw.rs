@@ -24,7 +24,8 @@ fn token_key(token: &str) -> Key {
     Key::token(parsed.user_id, parsed.kind.family(), parsed.token_id)
 }
 
-async fn get(client: &Client, table: &str, key: Key) {
+/// One strongly consistent GetItem.
+pub(crate) async fn get(client: &Client, table: &str, key: Key) {
     client
         .get_item()
         .table_name(table)

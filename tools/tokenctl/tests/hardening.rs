@@ -208,6 +208,7 @@ struct World {
     customer: User,
     expired: String,
     revoked: String,
+    leaked: String,
     blocked: String,
     disabled: String,
     limited_admin: String,
@@ -270,6 +271,21 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
         .revoke_token(a.admin.id, TokenFamily::ApiKeys, revoked.record.id, now)
         .await
         .unwrap());
+    // A's admin's full key, reported leaked (revoked as a secret-scanning report does).
+    let leaked = mint(&store, Owner::from(&a.admin), request(None), u32::MAX, now)
+        .await
+        .unwrap();
+    let why = shared::store::Revocation::Leaked(shared::store::Leak::new(
+        Some("https://example.com/leak"),
+        None,
+    ));
+    assert_eq!(
+        store
+            .revoke_tokens(&[(leaked.record.clone(), why)], now)
+            .await
+            .unwrap(),
+        1
+    );
     // A's admin's own full key, disabled.
     let disabled = disabled_token(&store, &a.admin).await;
     let blocked_admin = add_user(&store, new_user(&a.platform, Role::Admin)).await;
@@ -295,6 +311,7 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
         customer,
         expired: expired.secret.expose().to_string(),
         revoked: revoked.secret.expose().to_string(),
+        leaked: leaked.secret.expose().to_string(),
         blocked,
         disabled,
         limited_admin,
@@ -579,13 +596,14 @@ async fn every_credential_against_every_route_through_sam_local() {
 /// Every route against every credential: a token in each state that must be refused, and each
 /// kind of caller; the status each must get, in its route's shape.
 async fn credential_matrix(w: &World) {
-    let rejected: [(&str, Option<&str>); 8] = [
+    let rejected: [(&str, Option<&str>); 9] = [
         ("no token", None),
         ("garbage", Some("garbage")),
         ("well-formed unknown", Some(&w.unknown)),
         ("bad checksum", Some(&w.bad_checksum)),
         ("expired", Some(&w.expired)),
         ("revoked", Some(&w.revoked)),
+        ("leaked", Some(&w.leaked)),
         ("blocked owner", Some(&w.blocked)),
         ("disabled", Some(&w.disabled)),
     ];
@@ -639,7 +657,7 @@ async fn credential_matrix(w: &World) {
             cases += 1;
         }
     }
-    assert_eq!(cases, Route::ALL.len() * 12);
+    assert_eq!(cases, Route::ALL.len() * 13);
 }
 
 #[tokio::test]
