@@ -143,6 +143,17 @@ pub async fn verify(
     presented: &str,
     now_ms: u64,
 ) -> Result<Verification, StoreError> {
+    let verification = check(store, presented, now_ms).await?;
+    crate::metrics::verified(verification.code.as_str());
+    Ok(verification)
+}
+
+/// [`verify`] without the metric.
+async fn check(
+    store: &dyn Store,
+    presented: &str,
+    now_ms: u64,
+) -> Result<Verification, StoreError> {
     let not_found = Verification {
         code: VerificationCode::NotFound,
         record: None,

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod mint;
 pub mod service;
 pub mod store;

@@ -103,18 +103,25 @@ fn permanent_record(key: &PermanentKey, user: &User, generation: u32, now_ms: u6
 }
 
 /// Logs as JSON when Lambda's `AWS_LAMBDA_LOG_FORMAT` says so, as text otherwise; level from
-/// `RUST_LOG` (default `info`).
+/// `RUST_LOG` (default `info`). Metric events ([`crate::metrics`]) go to stdout as their bare EMF
+/// lines, whatever the level.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::filter::{filter_fn, EnvFilter};
+    use tracing_subscriber::prelude::*;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_target(false)
         .without_time();
-    if json {
-        builder.json().init();
+    let logs = if json {
+        logs.json().boxed()
     } else {
-        builder.with_ansi(false).init();
-    }
+        logs.with_ansi(false).boxed()
+    };
+    let not_metrics = filter_fn(|metadata| metadata.target() != crate::metrics::TARGET);
+    let metrics = filter_fn(|metadata| metadata.target() == crate::metrics::TARGET);
+    tracing_subscriber::registry()
+        .with(logs.with_filter(not_metrics).with_filter(filter))
+        .with(crate::metrics::Lines(std::io::stdout).with_filter(metrics))
+        .init();
 }

@@ -16,18 +16,18 @@ use aws_sdk_dynamodb::Client;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use super::item::{
-    abilities_value, n, platform_from_item, platform_item, s, token_from_item, token_item,
-    token_item_at, token_sort_prefix, user_from_item, user_item, user_partition, Item, Key,
-    ENABLED, SK,
+    abilities_value, n, platform_from_item, platform_item, revocation_name, s, token_from_item,
+    token_item, token_item_at, token_sort_prefix, user_from_item, user_item, user_partition, Item,
+    Key, ENABLED, SK,
 };
 use super::schema::TTL_ATTRIBUTE;
 use super::{
     Found, NewToken, NewUser, Owner, PermanentGeneration, Platform, Revocation, RollOutcome, Store,
     StoreError, TokenAddress, TokenChange, TokenRecord, TokenState, User,
 };
-use crate::deadline;
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
-use crate::token::{fill_random, random_hex, CapCounter, TokenFamily, TokenId};
+use crate::token::{fill_random, random_hex, CapCounter, TokenFamily, TokenId, TokenKind};
+use crate::{deadline, metrics};
 
 /// Keys a BatchGetItem may name.
 const BATCH_GET_KEYS: usize = 100;
@@ -651,7 +651,12 @@ impl DynamoStore {
             .map(|((record, _), why)| (record, why))
             .collect();
         match self.transact(self.retire_all(&retiring, now_ms)?).await {
-            Ok(()) => return Ok(records.len()),
+            Ok(()) => {
+                for (_, why) in records {
+                    metrics::revoked(revocation_name(why), 1);
+                }
+                return Ok(records.len());
+            }
             Err(TransactionFailure::Store(e)) => return Err(e),
             Err(TransactionFailure::Conditions(_)) => {}
         }
@@ -939,7 +944,10 @@ impl Store for DynamoStore {
                     self.put(token_item(&record), "attribute_not_exists(pk)")?,
                 );
             let failed = match self.transact(items).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    metrics::minted(record.kind.as_str(), 1);
+                    return Ok(());
+                }
                 Err(TransactionFailure::Store(e)) => return Err(e),
                 Err(TransactionFailure::Conditions(failed)) => failed,
             };
@@ -952,6 +960,7 @@ impl Store for DynamoStore {
                     .await?
                     .is_some_and(|stored| stored.hash.matches(&record.hash));
                 if stored {
+                    metrics::minted(record.kind.as_str(), 1);
                     return Ok(());
                 }
                 if !guard_failed {
@@ -1021,14 +1030,18 @@ impl Store for DynamoStore {
             return revoked_by_this_call().await;
         };
         let retirement = Retirement::Revoked(why.clone());
-        match self
+        let revoked = match self
             .transact(self.retire(&record, &retirement, now_ms)?)
             .await
         {
-            Ok(()) => Ok(true),
-            Err(TransactionFailure::Conditions(_)) => revoked_by_this_call().await,
-            Err(TransactionFailure::Store(e)) => Err(e),
+            Ok(()) => true,
+            Err(TransactionFailure::Conditions(_)) => revoked_by_this_call().await?,
+            Err(TransactionFailure::Store(e)) => return Err(e),
+        };
+        if revoked {
+            metrics::revoked(revocation_name(why), 1);
         }
+        Ok(revoked)
     }
 
     async fn find_tokens(
@@ -1143,9 +1156,10 @@ impl Store for DynamoStore {
             );
         let failed = match self.transact(items).await {
             Ok(()) => {
+                metrics::minted(record.kind.as_str(), 1);
                 return Ok(RollOutcome::Rolled {
                     previous_expires_at: until,
-                })
+                });
             }
             Err(TransactionFailure::Store(e)) => return Err(e),
             Err(TransactionFailure::Conditions(failed)) => failed,
@@ -1155,9 +1169,12 @@ impl Store for DynamoStore {
             .await?;
         match current {
             // An attempt of this very call that committed, its answer lost.
-            Some(current) if current.rolled_to == Some(record.id) => Ok(RollOutcome::Rolled {
-                previous_expires_at: until,
-            }),
+            Some(current) if current.rolled_to == Some(record.id) => {
+                metrics::minted(record.kind.as_str(), 1);
+                Ok(RollOutcome::Rolled {
+                    previous_expires_at: until,
+                })
+            }
             Some(current) if current.rolled_to.is_some() => Ok(RollOutcome::AlreadyRolled),
             Some(current)
                 if failed == [Part::NewToken] && current.state(now_ms) == TokenState::Live =>
@@ -1324,16 +1341,23 @@ impl Store for DynamoStore {
                     Part::NewToken,
                     self.put(token_item(&record), "attribute_not_exists(pk)")?,
                 );
-            if let Some(old) = stored.filter(|r| r.state(now_ms) == TokenState::Live) {
+            let retiring = stored.filter(|r| r.state(now_ms) == TokenState::Live);
+            if let Some(old) = &retiring {
                 // Live but made with another server key: whoever holds the old key loses it.
                 items = items.and(self.retire(
-                    &old,
+                    old,
                     &Retirement::Revoked(Revocation::Rolled),
                     now_ms,
                 )?);
             }
             match self.transact(items).await {
-                Ok(()) => return Ok(next),
+                Ok(()) => {
+                    metrics::minted(TokenKind::Permanent.as_str(), 1);
+                    if retiring.is_some() {
+                        metrics::revoked(revocation_name(&Revocation::Rolled), 1);
+                    }
+                    return Ok(next);
+                }
                 Err(TransactionFailure::Store(e)) => return Err(e),
                 Err(TransactionFailure::Conditions(failed)) => {
                     let profile_changed = failed.contains(&Part::Profile);

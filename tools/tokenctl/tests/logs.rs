@@ -1,8 +1,6 @@
 //! Secrets never reach the logs: every route that mints, reads or refuses a token runs with
-//! logging at TRACE (the AWS SDK's own included) into a buffer, which must hold no token.
-
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+//! logging at TRACE (the AWS SDK's own included) into a buffer, which must hold no token. And
+//! the metric lines (CloudWatch's embedded metric format) count what happened, exactly.
 
 use lambda_http::http::Method;
 use serde_json::Value;
@@ -10,24 +8,8 @@ use serde_json::Value;
 use shared::demo;
 use shared::service::Service;
 use shared::store::now_ms;
-use shared::test_support::exchange;
-use shared::test_support::{request, service, unreachable_service};
+use shared::test_support::{exchange, request, service, tenant, unreachable_service, Captured};
 use tokenctl::serve::router;
-
-/// A `MakeWriter` into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 async fn call(
     service: &Service,
@@ -43,10 +25,9 @@ async fn call(
 #[tokio::test]
 async fn no_token_appears_in_the_logs() {
     let captured = Captured::default();
-    let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
+        .with_writer(captured.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
@@ -158,7 +139,7 @@ async fn no_token_appears_in_the_logs() {
     )
     .await;
 
-    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let logs = captured.text();
     assert!(logs.contains("store failure"), "the fault was logged");
     assert!(
         logs.len() > 10_000,
@@ -178,4 +159,88 @@ async fn no_token_appears_in_the_logs() {
         logs.len(),
         secrets.len()
     );
+}
+
+/// The metric lines captured, summed: (metric, dimension value) -> count.
+fn metric_counts(captured: &Captured) -> std::collections::BTreeMap<(String, String), u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for line in captured.text().lines() {
+        let line: Value = serde_json::from_str(line).expect("each metric line is JSON");
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], shared::metrics::NAMESPACE);
+        let metric = directive["Metrics"][0]["Name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let dimension = directive["Dimensions"][0][0].as_str().unwrap();
+        let value = line[dimension].as_str().unwrap().to_string();
+        *counts.entry((metric.clone(), value)).or_default() += line[&metric].as_u64().unwrap();
+    }
+    counts
+}
+
+#[tokio::test]
+async fn mints_verifications_and_revocations_emit_embedded_metric_lines() {
+    use tracing_subscriber::filter::filter_fn;
+    use tracing_subscriber::prelude::*;
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::registry().with(
+        shared::metrics::Lines(captured.clone())
+            .with_filter(filter_fn(|m| m.target() == shared::metrics::TARGET)),
+    );
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (service, store) = service().await;
+    let t = tenant(&store).await; // two API keys minted
+    let user = format!("Bearer {}", t.user_token);
+    let admin = format!("Bearer {}", t.admin_token);
+    let key = call(
+        &service,
+        Method::POST,
+        "/api/user/api-keys",
+        &[("authorization", &user)],
+        r#"{"name":"k"}"#,
+    )
+    .await;
+    let id = key["api_key"]["id"].as_str().unwrap();
+    call(
+        &service,
+        Method::DELETE,
+        &format!("/api/user/api-keys/{id}"),
+        &[("authorization", &user)],
+        "",
+    )
+    .await;
+    call(
+        &service,
+        Method::POST,
+        "/api/v1/tokens/verify",
+        &[("authorization", &admin)],
+        r#"{"token":"garbage"}"#,
+    )
+    .await;
+    let body = serde_json::json!({ "token": t.user_token }).to_string();
+    call(&service, Method::POST, "/api/v1/tokens/revoke", &[], &body).await;
+    call(
+        &service,
+        Method::GET,
+        "/api/user/api-keys",
+        &[("authorization", &user)],
+        "",
+    )
+    .await;
+
+    let counts = metric_counts(&captured);
+    let count = |metric: &str, value: &str| counts.get(&(metric.into(), value.into())).copied();
+    assert_eq!(count("TokensMinted", "api_key"), Some(3), "{counts:?}");
+    assert_eq!(count("Verifications", "VALID"), Some(3), "{counts:?}");
+    assert_eq!(count("Verifications", "NOT_FOUND"), Some(1), "{counts:?}");
+    assert_eq!(count("Verifications", "REVOKED"), Some(1), "{counts:?}");
+    assert_eq!(count("TokensRevoked", "deleted"), Some(1), "{counts:?}");
+    assert_eq!(
+        count("TokensRevoked", "self_revoked"),
+        Some(1),
+        "{counts:?}"
+    );
+    assert_eq!(counts.len(), 6, "nothing else: {counts:?}");
 }

@@ -281,3 +281,46 @@ async fn tokenctl_init_creates_the_table_template_yaml_declares() {
     let ttl = ttl.time_to_live_description().unwrap();
     assert_eq!(ttl.attribute_name(), Some(TTL_ATTRIBUTE));
 }
+
+#[test]
+fn every_function_and_the_table_are_alarmed_and_every_alarm_notifies_the_topic() {
+    let template = template();
+    let alarms = resources_of_type(&template, "AWS::CloudWatch::Alarm");
+    let shown = |value: &Value| serde_yaml::to_string(value).unwrap();
+    let on_function = |metric: &str, function: &str| {
+        alarms.iter().any(|(_, alarm)| {
+            let p = &alarm["Properties"];
+            p["Namespace"].as_str() == Some("AWS/Lambda")
+                && p["MetricName"].as_str() == Some(metric)
+                && shown(&p["Dimensions"]).contains(&format!("Ref {function}"))
+        })
+    };
+    let functions = resources_of_type(&template, "AWS::Serverless::Function");
+    assert_eq!(functions.len(), 6);
+    for (function, _) in &functions {
+        assert!(on_function("Errors", function), "{function} errors");
+        assert!(on_function("Throttles", function), "{function} throttles");
+    }
+    let on = |namespace: &str, metric: &str| {
+        alarms.iter().any(|(_, alarm)| {
+            shown(&alarm["Properties"]).contains(namespace)
+                && shown(&alarm["Properties"]).contains(metric)
+        })
+    };
+    assert!(on("AWS/ApiGateway", "5XXError"));
+    assert!(on("AWS/DynamoDB", "ReadThrottleEvents") && on("AWS/DynamoDB", "WriteThrottleEvents"));
+    assert!(on("AWS/DynamoDB", "SystemErrors"));
+    for (name, alarm) in &alarms {
+        for actions in ["AlarmActions", "OKActions"] {
+            let shown = shown(&alarm["Properties"][actions]);
+            assert!(
+                shown.contains("NotifyAlarms") && shown.contains("AlarmTopicArn"),
+                "{name} {actions}: {shown}"
+            );
+        }
+    }
+    assert_eq!(
+        text(&template["Parameters"]["AlarmTopicArn"]["Default"]),
+        ""
+    );
+}
