@@ -113,6 +113,11 @@ STEPS = [
      lambda p: p["policyDocument"]["Statement"][0]["Effect"] == "Allow"
      and p["policyDocument"]["Statement"][0]["Resource"].endswith("/prod/GET/api/user/me")
      and p["context"]["user_id"] == 1002, None),
+    # The changes above, newest first (the admin's platform: its users' events).
+    ("audit-events-get", 200,
+     lambda b: keys("data", "next_cursor")(b) and len(b["data"]) == 5
+     and all(keys("id", "at", "platform_id", "action", "actor", "target", "source", "details")(e)
+             for e in b["data"]), None),
     # Last, as they revoke the demo keys: the user's key reported leaked, the admin's revoked by
     # its holder.
     ("secret-scanning-verify-post", 200,

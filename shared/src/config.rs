@@ -16,6 +16,9 @@ use crate::trust::TrustRoots;
 /// Default for `MAX_TOKENS_PER_USER`.
 pub const DEFAULT_MAX_TOKENS_PER_USER: u32 = 100;
 
+/// Default for `AUDIT_RETENTION_DAYS`.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 400;
+
 /// Default for `MAX_CUSTOMER_TOKENS_PER_USER`.
 pub const DEFAULT_MAX_CUSTOMER_TOKENS_PER_USER: u32 = 100;
 
@@ -33,6 +36,8 @@ pub enum ConfigError {
         PermanentKey::MIN_LEN
     )]
     ShortPermanentKey,
+    #[error("AUDIT_RETENTION_DAYS must be a whole number from 1 to 36500, got {0:?}")]
+    BadAuditRetention(String),
     #[error("TLS_TRUST_ROOTS must be `amazon` (the default) or `system`, got {0:?}")]
     BadTrustRoots(String),
 }
@@ -47,6 +52,8 @@ pub struct Config {
     pub trust_roots: TrustRoots,
     /// Only the functions that derive permanent tokens need it; see [`Config::permanent_key`].
     permanent_key: Option<PermanentKey>,
+    /// How long audit events are kept (`AUDIT_RETENTION_DAYS`, days).
+    pub audit_retention_days: u64,
     /// `SECRET_SCANNING_KEYS` as set: the public keys that sign secret-scanning reports (read by
     /// the leak-response function, which parses them at its cold start).
     pub secret_scanning_keys: Option<String>,
@@ -80,6 +87,15 @@ impl Config {
             DEFAULT_MAX_CUSTOMER_TOKENS_PER_USER,
         )?;
         let trust_roots = TrustRoots::parse(lookup(TrustRoots::VARIABLE).as_deref())?;
+        let audit_retention_days = match lookup("AUDIT_RETENTION_DAYS") {
+            None => DEFAULT_AUDIT_RETENTION_DAYS,
+            Some(text) => text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|days| (1..=36_500).contains(days))
+                .ok_or(ConfigError::BadAuditRetention(text))?,
+        };
         let permanent_key = match lookup("PERMANENT_TOKEN_KEY") {
             None => None,
             Some(key) => {
@@ -91,6 +107,7 @@ impl Config {
             max_tokens_per_user,
             max_customer_tokens_per_user,
             trust_roots,
+            audit_retention_days,
             permanent_key,
             secret_scanning_keys: lookup("SECRET_SCANNING_KEYS"),
         })
@@ -173,6 +190,20 @@ mod tests {
             config(&[("TABLE_NAME", " ")]),
             Err(ConfigError::MissingTableName)
         ));
+    }
+
+    #[test]
+    fn audit_retention_defaults_and_validates() {
+        let c = config(&[("TABLE_NAME", "t")]).unwrap();
+        assert_eq!(c.audit_retention_days, DEFAULT_AUDIT_RETENTION_DAYS);
+        let c = config(&[("TABLE_NAME", "t"), ("AUDIT_RETENTION_DAYS", "30")]).unwrap();
+        assert_eq!(c.audit_retention_days, 30);
+        for bad in ["0", "x", "-3", "36501"] {
+            assert!(matches!(
+                config(&[("TABLE_NAME", "t"), ("AUDIT_RETENTION_DAYS", bad)]),
+                Err(ConfigError::BadAuditRetention(_))
+            ));
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `events/` refer to: a platform with an admin (1001), a customer (1002, customer id
 //! 048372910564, one active workspace) and a blocked user (1003).
 
+use crate::audit::Change;
 use crate::domain::{
     Abilities, CustomerId, Email, Role, TokenName, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
@@ -69,7 +70,7 @@ pub async fn seed(store: &dyn Store, cap: u32, now_ms: u64) -> Result<Demo, Stor
                         status: WorkspaceStatus::Active,
                     }],
                 };
-                created.push(store.create_user(user, now_ms).await?);
+                created.push(store.create_user(user, &Change::operator(), now_ms).await?);
             }
             created.swap_remove(0)
         }

@@ -196,16 +196,21 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 /// `2025-01-08T10:30:00.000000Z`, the api-keys seed's timestamps.
 pub fn timestamp_micros(ms: u64) -> String {
-    format_ms(
-        ms,
+    exact_timestamp(u64::saturating_mul(ms, 1000))
+}
+
+/// `2025-01-08T10:30:00.123456Z` of a time in microseconds (audit events).
+pub fn exact_timestamp(us: u64) -> String {
+    format_nanos(
+        i128::from(us) * 1000,
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"),
     )
 }
 
 /// `2024-01-15T19:00:00Z`, the api-tokens seed's timestamps.
 pub fn timestamp_seconds(ms: u64) -> String {
-    format_ms(
-        ms,
+    format_nanos(
+        i128::from(ms) * 1_000_000,
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"),
     )
 }
@@ -244,8 +249,11 @@ impl Serialize for Seconds {
     }
 }
 
-fn format_ms(ms: u64, format: &[time::format_description::BorrowedFormatItem<'_>]) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+fn format_nanos(
+    nanos: i128,
+    format: &[time::format_description::BorrowedFormatItem<'_>],
+) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
         .and_then(|t| t.format(format).ok())
         .unwrap_or_default()

@@ -1,6 +1,7 @@
 //! The library every function and the CLI share: tokens, authentication, the store, errors and
 //! responses.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod deadline;

@@ -1,5 +1,6 @@
 //! Minting: the one path from a request for a token to a stored record and a plaintext.
 
+use crate::audit::Change;
 use crate::auth::Principal;
 use crate::domain::{Abilities, TokenName};
 use crate::error::ApiError;
@@ -16,6 +17,8 @@ pub struct MintRequest {
     pub expires_at: Option<u64>,
     /// The token that asked for it; `None` for the operator.
     pub parent_id: Option<PublicTokenId>,
+    /// Who asks, and from where: the creation's audit event.
+    pub change: Change,
 }
 
 impl MintRequest {
@@ -23,6 +26,7 @@ impl MintRequest {
     /// than the caller's is refused; none asked for is the caller's).
     pub fn by(
         caller: &Principal,
+        change: Change,
         kind: TokenKind,
         name: TokenName,
         abilities: Abilities,
@@ -34,6 +38,7 @@ impl MintRequest {
             abilities,
             expires_at: caller.child_expiry(expires_at)?,
             parent_id: Some(caller.token()),
+            change,
         })
     }
 }
@@ -54,7 +59,7 @@ pub async fn mint(
     now_ms: u64,
 ) -> Result<Minted, StoreError> {
     let (minted, ()) = issue(owner, &request, now_ms, |new| {
-        store.create_token(owner, new, cap, now_ms)
+        store.create_token(owner, new, cap, &request.change, now_ms)
     })
     .await?;
     Ok(minted)
@@ -85,7 +90,14 @@ pub async fn roll(
     now_ms: u64,
 ) -> Result<Roll, StoreError> {
     let (minted, outcome) = issue(owner, &request, now_ms, |new| {
-        store.roll_token(owner, predecessor, new, grace_end_s, now_ms)
+        store.roll_token(
+            owner,
+            predecessor,
+            new,
+            grace_end_s,
+            &request.change,
+            now_ms,
+        )
     })
     .await?;
     Ok(match outcome {
@@ -155,6 +167,7 @@ pub async fn mint_plaintext(
         abilities,
         expires_at: None,
         parent_id: None,
+        change: Change::operator(),
     };
     let minted = mint(store, owner, request, cap, crate::store::now_ms()).await?;
     Ok(minted.secret.expose().to_string())

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::audit::Change;
 use crate::auth::{authenticate, Principal};
 use crate::config::{dynamodb_client, Config};
 use crate::domain::Abilities;
@@ -25,7 +26,8 @@ impl Service {
         let store = DynamoStore::new(
             dynamodb_client(config.trust_roots).await,
             config.table_name.clone(),
-        );
+        )
+        .with_audit_retention(config.audit_retention_days);
         Ok(Service {
             store: Arc::new(store),
             config,
@@ -54,12 +56,13 @@ impl Service {
         key: &PermanentKey,
         user: &User,
         wanted: PermanentGeneration,
+        change: &Change,
         now_ms: u64,
     ) -> Result<IssuedToken, StoreError> {
         let derive = |generation| permanent_record(key, user, generation, now_ms);
         let generation = self
             .store
-            .issue_permanent_token(user, &derive, wanted, now_ms)
+            .issue_permanent_token(user, &derive, wanted, change, now_ms)
             .await?;
         Ok(key.derive(user.id, generation))
     }

@@ -106,7 +106,7 @@ pub fn new_user(platform: &Platform, role: Role) -> NewUser {
 /// Stores `user` and returns it.
 pub async fn add_user(store: &dyn Store, user: NewUser) -> User {
     store
-        .create_user(user, now_ms())
+        .create_user(user, &crate::audit::Change::operator(), now_ms())
         .await
         .expect("create user")
 }
@@ -144,7 +144,7 @@ pub async fn disabled_token(store: &dyn Store, owner: &User) -> String {
         ..Default::default()
     };
     let updated = store
-        .update_token(&record, &off, now_ms())
+        .update_token(&record, &off, &crate::audit::Change::operator(), now_ms())
         .await
         .expect("the store");
     assert!(updated.is_some_and(|record| !record.enabled), "disabled");
@@ -165,6 +165,7 @@ pub async fn token_expiring(
         abilities: Abilities::full(),
         expires_at: Some(expires_at),
         parent_id: None,
+        change: crate::audit::Change::operator(),
     };
     crate::mint::mint(store, Owner::from(owner), request, u32::MAX, now_ms())
         .await
@@ -555,8 +556,6 @@ pub mod faults {
         Cancelled(&'static str),
         /// `TransactionInProgressException`; nothing commits.
         InProgress,
-        /// A single-item write refused with `TransactionConflictException`; nothing commits.
-        Conflict,
     }
 
     /// Which operation a fault is for.
@@ -715,7 +714,6 @@ pub mod faults {
                     )
                 }
                 Some(Fault::InProgress) => error_body("TransactionInProgressException", ""),
-                Some(Fault::Conflict) => error_body("TransactionConflictException", ""),
                 Some(Fault::CommittedAnswerLost) | None => return Ok(()),
             };
             let response = context.response_mut();

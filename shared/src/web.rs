@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 
+use crate::audit::{Change, Source};
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldErrors};
 use crate::http::{bearer_token, body_fields, header, routed_request, BodyFormat, MAX_BODY_BYTES};
@@ -244,7 +245,16 @@ impl Requirement for ManagingToken {
 pub struct Caller<S, R = AnyToken> {
     pub principal: Principal,
     pub now: u64,
+    /// Where the request came from (API Gateway's request context), for audit events.
+    pub source: Option<Source>,
     marker: PhantomData<(S, R)>,
+}
+
+impl<S, R> Caller<S, R> {
+    /// A change made by this caller: what the store's writes take for their audit events.
+    pub fn change(&self) -> Change {
+        Change::by(&self.principal, self.source.clone())
+    }
 }
 
 /// The caller of an admin route.
@@ -273,8 +283,43 @@ impl<S: Style, R: Requirement> FromRequestParts<State> for Caller<S, R> {
         Ok(Caller {
             principal,
             now,
+            source: request_source(parts),
             marker: PhantomData,
         })
+    }
+}
+
+/// Where a request came from, as API Gateway's request context says (REST or HTTP API); `None`
+/// without one (the local server, a direct invocation).
+pub fn request_source(parts: &Parts) -> Option<Source> {
+    use lambda_http::request::RequestContext;
+    let (ip, user_agent) = match parts.extensions.get::<RequestContext>()? {
+        RequestContext::ApiGatewayV1(context) => (
+            context.identity.source_ip.clone(),
+            context.identity.user_agent.clone(),
+        ),
+        RequestContext::ApiGatewayV2(context) => (
+            context.http.source_ip.clone(),
+            context.http.user_agent.clone(),
+        ),
+        _ => return None,
+    };
+    // A user agent is the client's to choose: kept to 256 characters.
+    let user_agent = user_agent.unwrap_or_default().chars().take(256).collect();
+    Some(Source {
+        ip: ip.unwrap_or_default(),
+        user_agent,
+    })
+}
+
+/// The request's source ([`request_source`]), for routes without a caller.
+pub struct RequestSource(pub Option<Source>);
+
+impl<St: Send + Sync> FromRequestParts<St> for RequestSource {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &St) -> Result<Self, Infallible> {
+        Ok(RequestSource(request_source(parts)))
     }
 }
 

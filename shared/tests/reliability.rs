@@ -37,6 +37,7 @@ fn key_request(expires_at: Option<u64>) -> MintRequest {
         abilities: Abilities::full(),
         expires_at,
         parent_id: None,
+        change: shared::audit::Change::operator(),
     }
 }
 
@@ -128,7 +129,13 @@ async fn revoked_and_released_tokens_leave_the_range_listings_read() {
             .await
             .unwrap();
         assert!(store
-            .revoke_token(user.id, TokenFamily::ApiKeys, minted.record.id, now_ms())
+            .revoke_token(
+                user.id,
+                TokenFamily::ApiKeys,
+                minted.record.id,
+                &shared::audit::Change::operator(),
+                now_ms()
+            )
             .await
             .unwrap());
         revoked.push(minted);
@@ -213,7 +220,13 @@ async fn a_revocation_whose_answer_was_lost_is_reported_done() {
         Fault::CommittedAnswerLost,
     );
     let revoked = faulty
-        .revoke_token(user.id, TokenFamily::ApiKeys, minted.record.id, now_ms())
+        .revoke_token(
+            user.id,
+            TokenFamily::ApiKeys,
+            minted.record.id,
+            &shared::audit::Change::operator(),
+            now_ms(),
+        )
         .await
         .unwrap();
     assert_eq!(faults.injected(), SDK_ATTEMPTS);
@@ -252,6 +265,7 @@ async fn cancelled_and_in_progress_transactions_are_tried_again() {
                     user.id,
                     TokenFamily::ApiKeys,
                     minted.unwrap().record.id,
+                    &shared::audit::Change::operator(),
                     now_ms(),
                 )
                 .await
@@ -262,17 +276,26 @@ async fn cancelled_and_in_progress_transactions_are_tried_again() {
     assert_eq!(live_tokens(&store, &user).await, 0);
 }
 
-/// Issue 5: single-item writes refused by another transaction's lock are tried again.
+/// Issue 5: a block cancelled by another transaction's lock is tried again (a block is a
+/// transaction: the profile and its audit event).
 #[tokio::test]
 async fn a_block_refused_by_a_conflict_is_tried_again() {
     let (service, store) = service().await;
     let faults = FaultInjector::default();
     let (_, faulty) = service_intercepted(&service, &store, faults.clone());
     let t = tenant(&store).await;
-    faults.plan(Operation::UpdateItem, Fault::Conflict);
-    faults.plan(Operation::UpdateItem, Fault::Conflict);
+    for _ in 0..2 {
+        faults.plan(
+            Operation::TransactWriteItems,
+            Fault::Cancelled("TransactionConflict"),
+        );
+    }
     faulty
-        .set_user_status(t.user.id, UserStatus::Blocked)
+        .set_user_status(
+            t.user.id,
+            UserStatus::Blocked,
+            &shared::audit::Change::operator(),
+        )
         .await
         .expect("tried again past the conflicts");
     assert_eq!(faults.injected(), 2);
@@ -305,7 +328,11 @@ async fn directory_writes_whose_answers_were_lost_create_once() {
         Fault::CommittedAnswerLost,
     );
     let user = faulty
-        .create_user(new_user(&platform, Role::User), now_ms())
+        .create_user(
+            new_user(&platform, Role::User),
+            &shared::audit::Change::operator(),
+            now_ms(),
+        )
         .await
         .expect("the user landed: not 'email taken'");
     assert_eq!(faults.injected(), 1 + SDK_ATTEMPTS);
@@ -338,7 +365,13 @@ async fn a_permanent_token_issue_whose_answer_was_lost_hands_out_a_working_key()
         Fault::CommittedAnswerLost,
     );
     let generation = faulty
-        .issue_permanent_token(&t.user, &derive, PermanentGeneration::Working, now_ms())
+        .issue_permanent_token(
+            &t.user,
+            &derive,
+            PermanentGeneration::Working,
+            &shared::audit::Change::operator(),
+            now_ms(),
+        )
         .await
         .unwrap();
     assert_eq!(faults.injected(), SDK_ATTEMPTS);
@@ -403,7 +436,13 @@ async fn the_same_create_or_revocation_sent_again_is_recognised() {
     };
     for _ in 0..2 {
         store
-            .create_token(Owner::from(&user), new.clone(), 100, now_ms())
+            .create_token(
+                Owner::from(&user),
+                new.clone(),
+                100,
+                &shared::audit::Change::operator(),
+                now_ms(),
+            )
             .await
             .expect("the same token again is the same success");
     }
@@ -411,7 +450,13 @@ async fn the_same_create_or_revocation_sent_again_is_recognised() {
     let at = now_ms();
     for _ in 0..2 {
         assert!(store
-            .revoke_token(user.id, TokenFamily::ApiKeys, issued.parsed.token_id, at)
+            .revoke_token(
+                user.id,
+                TokenFamily::ApiKeys,
+                issued.parsed.token_id,
+                &shared::audit::Change::operator(),
+                at
+            )
             .await
             .unwrap());
     }
@@ -421,6 +466,7 @@ async fn the_same_create_or_revocation_sent_again_is_recognised() {
             user.id,
             TokenFamily::ApiKeys,
             issued.parsed.token_id,
+            &shared::audit::Change::operator(),
             at + 1
         )
         .await

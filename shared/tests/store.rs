@@ -23,6 +23,7 @@ fn request(kind: TokenKind, expires_at: Option<u64>) -> MintRequest {
         abilities: Abilities::full(),
         expires_at,
         parent_id: None,
+        change: shared::audit::Change::operator(),
     }
 }
 
@@ -36,7 +37,9 @@ async fn fifty_parallel_user_creates_get_fifty_distinct_ids() {
         let store = store.clone();
         let user = new_user(&platform, Role::User);
         tasks.push(tokio::spawn(async move {
-            store.create_user(user, now_ms()).await
+            store
+                .create_user(user, &shared::audit::Change::operator(), now_ms())
+                .await
         }));
     }
     let mut ids = HashSet::new();
@@ -60,12 +63,17 @@ async fn emails_are_unique_per_platform_case_insensitively() {
     let mut again = new_user(&acme, Role::User);
     again.email = Email::parse("jane@EXAMPLE.com").unwrap();
     assert!(matches!(
-        store.create_user(again.clone(), now_ms()).await,
+        store
+            .create_user(again.clone(), &shared::audit::Change::operator(), now_ms())
+            .await,
         Err(StoreError::EmailTaken)
     ));
 
     again.platform_id = other.id;
-    let elsewhere = store.create_user(again, now_ms()).await.unwrap();
+    let elsewhere = store
+        .create_user(again, &shared::audit::Change::operator(), now_ms())
+        .await
+        .unwrap();
     assert_ne!(elsewhere.id, jane.id);
 
     let found = store
@@ -94,14 +102,18 @@ async fn customer_ids_and_imported_ids_are_unique() {
     let mut second = new_user(&acme, Role::User);
     second.customer_id = Some(customer.clone());
     assert!(matches!(
-        store.create_user(second, now_ms()).await,
+        store
+            .create_user(second, &shared::audit::Change::operator(), now_ms())
+            .await,
         Err(StoreError::CustomerIdTaken)
     ));
 
     let mut imported = new_user(&acme, Role::User);
     imported.id = Some(UserId(1));
     assert!(matches!(
-        store.create_user(imported, now_ms()).await,
+        store
+            .create_user(imported, &shared::audit::Change::operator(), now_ms())
+            .await,
         Err(StoreError::UserIdTaken)
     ));
 
@@ -115,7 +127,13 @@ async fn customer_ids_and_imported_ids_are_unique() {
     let mut missing_platform = new_user(&acme, Role::User);
     missing_platform.platform_id = shared::domain::PlatformId(999_999);
     assert!(matches!(
-        store.create_user(missing_platform, now_ms()).await,
+        store
+            .create_user(
+                missing_platform,
+                &shared::audit::Change::operator(),
+                now_ms()
+            )
+            .await,
         Err(StoreError::PlatformNotFound)
     ));
 }
@@ -187,7 +205,13 @@ async fn a_revoked_token_fails_on_the_very_next_read() {
         .await
         .is_ok());
     let revoked = store
-        .revoke_token(t.user.id, TokenFamily::Personal, minted.record.id, now_ms())
+        .revoke_token(
+            t.user.id,
+            TokenFamily::Personal,
+            minted.record.id,
+            &shared::audit::Change::operator(),
+            now_ms(),
+        )
         .await
         .unwrap();
     assert!(revoked);
@@ -197,7 +221,13 @@ async fn a_revoked_token_fails_on_the_very_next_read() {
     ));
     // Revoking twice finds nothing live.
     assert!(!store
-        .revoke_token(t.user.id, TokenFamily::Personal, minted.record.id, now_ms())
+        .revoke_token(
+            t.user.id,
+            TokenFamily::Personal,
+            minted.record.id,
+            &shared::audit::Change::operator(),
+            now_ms()
+        )
         .await
         .unwrap());
     // Another user's partition never holds it.
@@ -206,6 +236,7 @@ async fn a_revoked_token_fails_on_the_very_next_read() {
             t.admin.id,
             TokenFamily::Personal,
             minted.record.id,
+            &shared::audit::Change::operator(),
             now_ms()
         )
         .await
@@ -265,7 +296,11 @@ async fn blocking_a_user_stops_its_tokens_and_new_ones() {
     let (_, store) = service().await;
     let t = tenant(&store).await;
     store
-        .set_user_status(t.user.id, UserStatus::Blocked)
+        .set_user_status(
+            t.user.id,
+            UserStatus::Blocked,
+            &shared::audit::Change::operator(),
+        )
         .await
         .unwrap();
     assert!(matches!(
@@ -284,7 +319,11 @@ async fn blocking_a_user_stops_its_tokens_and_new_ones() {
         Err(StoreError::UserBlocked)
     ));
     store
-        .set_user_status(t.user.id, UserStatus::Active)
+        .set_user_status(
+            t.user.id,
+            UserStatus::Active,
+            &shared::audit::Change::operator(),
+        )
         .await
         .unwrap();
     assert!(authenticate(&store, Some(&t.user_token), now_ms())
@@ -292,7 +331,11 @@ async fn blocking_a_user_stops_its_tokens_and_new_ones() {
         .is_ok());
     assert!(matches!(
         store
-            .set_user_status(UserId(987_654), UserStatus::Blocked)
+            .set_user_status(
+                UserId(987_654),
+                UserStatus::Blocked,
+                &shared::audit::Change::operator()
+            )
             .await,
         Err(StoreError::UserNotFound)
     ));
@@ -364,7 +407,13 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
         .unwrap()[0]
         .clone();
     assert!(store
-        .revoke_token(t.user.id, TokenFamily::ApiKeys, newest.id, now_ms())
+        .revoke_token(
+            t.user.id,
+            TokenFamily::ApiKeys,
+            newest.id,
+            &shared::audit::Change::operator(),
+            now_ms()
+        )
         .await
         .unwrap());
     // Fill it with a token that expires at once; its slot comes back when the cap is hit.
@@ -465,7 +514,13 @@ async fn the_permanent_token_is_written_once_and_authenticates() {
     let issued = key.derive(t.user.id, t.user.permanent_generation);
     let derive = |generation| permanent(key, t.user.id, generation);
     let generation = store
-        .issue_permanent_token(&t.user, &derive, PermanentGeneration::Working, now_ms())
+        .issue_permanent_token(
+            &t.user,
+            &derive,
+            PermanentGeneration::Working,
+            &shared::audit::Change::operator(),
+            now_ms(),
+        )
         .await
         .unwrap();
     assert_eq!(generation, t.user.permanent_generation);
@@ -474,7 +529,13 @@ async fn the_permanent_token_is_written_once_and_authenticates() {
     // A second call (even with a stale profile) changes nothing and fails nothing.
     for profile in [&t.user, &user] {
         let again = store
-            .issue_permanent_token(profile, &derive, PermanentGeneration::Working, now_ms())
+            .issue_permanent_token(
+                profile,
+                &derive,
+                PermanentGeneration::Working,
+                &shared::audit::Change::operator(),
+                now_ms(),
+            )
             .await
             .unwrap();
         assert_eq!(again, generation);
@@ -517,7 +578,13 @@ async fn a_record_id_is_never_overwritten() {
         parent_id: None,
     };
     store
-        .create_token(owner(&t.user), new.clone(), 100, now_ms())
+        .create_token(
+            owner(&t.user),
+            new.clone(),
+            100,
+            &shared::audit::Change::operator(),
+            now_ms(),
+        )
         .await
         .unwrap();
     // Another token (another secret) that drew the same record id.
@@ -532,7 +599,13 @@ async fn a_record_id_is_never_overwritten() {
     };
     assert!(matches!(
         store
-            .create_token(owner(&t.user), again, 100, now_ms())
+            .create_token(
+                owner(&t.user),
+                again,
+                100,
+                &shared::audit::Change::operator(),
+                now_ms()
+            )
             .await,
         Err(StoreError::TokenIdTaken)
     ));
@@ -568,7 +641,13 @@ async fn a_revoked_permanent_record_moves_the_user_to_a_working_next_generation(
     let key = service.config.permanent_key().unwrap();
     let derive = |generation| permanent(key, t.user.id, generation);
     let first = store
-        .issue_permanent_token(&t.user, &derive, PermanentGeneration::Working, now_ms())
+        .issue_permanent_token(
+            &t.user,
+            &derive,
+            PermanentGeneration::Working,
+            &shared::audit::Change::operator(),
+            now_ms(),
+        )
         .await
         .unwrap();
     let old = key.derive(t.user.id, first);
@@ -577,13 +656,20 @@ async fn a_revoked_permanent_record_moves_the_user_to_a_working_next_generation(
             t.user.id,
             TokenFamily::Permanent,
             old.parsed.token_id,
+            &shared::audit::Change::operator(),
             now_ms()
         )
         .await
         .unwrap());
     let user = store.get_user(t.user.id).await.unwrap().unwrap();
     let next = store
-        .issue_permanent_token(&user, &derive, PermanentGeneration::Working, now_ms())
+        .issue_permanent_token(
+            &user,
+            &derive,
+            PermanentGeneration::Working,
+            &shared::audit::Change::operator(),
+            now_ms(),
+        )
         .await
         .unwrap();
     assert_eq!(next, first + 1);
@@ -605,6 +691,7 @@ async fn a_new_server_key_moves_every_permanent_token_on_and_retires_the_old_one
             &t.user,
             &|g| permanent(old_key, t.user.id, g),
             PermanentGeneration::Working,
+            &shared::audit::Change::operator(),
             now_ms(),
         )
         .await
@@ -618,6 +705,7 @@ async fn a_new_server_key_moves_every_permanent_token_on_and_retires_the_old_one
             &user,
             &|g| permanent(&new_key, t.user.id, g),
             PermanentGeneration::Working,
+            &shared::audit::Change::operator(),
             now_ms(),
         )
         .await
@@ -665,6 +753,7 @@ async fn batch_revocation_leaves_what_changed_meanwhile_and_counts_slots_once() 
             t.user.id,
             TokenFamily::ApiKeys,
             minted[3].record.id,
+            &shared::audit::Change::operator(),
             now_ms(),
         )
         .await
@@ -677,7 +766,13 @@ async fn batch_revocation_leaves_what_changed_meanwhile_and_counts_slots_once() 
         .iter()
         .map(|a| (found.tokens[a].clone(), leak.clone()))
         .collect();
-    assert_eq!(store.revoke_tokens(&revoking, now_ms()).await.unwrap(), 3);
+    assert_eq!(
+        store
+            .revoke_tokens(&revoking, &shared::audit::Change::operator(), now_ms())
+            .await
+            .unwrap(),
+        3
+    );
     let after = store.find_tokens(&addresses, &[t.user.id]).await.unwrap();
     for (i, address) in addresses[..4].iter().enumerate() {
         let record = &after.tokens[address];
@@ -715,5 +810,69 @@ async fn batch_revocation_leaves_what_changed_meanwhile_and_counts_slots_once() 
         AttributeValue::N("0".into())
     );
     // Revoking them again revokes nothing.
-    assert_eq!(store.revoke_tokens(&revoking, now_ms()).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .revoke_tokens(&revoking, &shared::audit::Change::operator(), now_ms())
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn init_adds_the_audit_index_to_a_table_made_before_it() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let (_, store) = service().await;
+    let client = store.direct().client;
+    let name = format!("old-{}", random_hex(6));
+    let mut create = client
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (attribute, kind) in [("pk", KeyType::Hash), ("sk", KeyType::Range)] {
+        create = create
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attribute)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(attribute)
+                    .key_type(kind)
+                    .build()
+                    .unwrap(),
+            );
+    }
+    create.send().await.unwrap();
+    let outcome = shared::store::schema::create_table(client, &name)
+        .await
+        .unwrap();
+    assert_eq!(outcome, shared::store::schema::TableOutcome::AlreadyExisted);
+    let described = client
+        .describe_table()
+        .table_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let indexes: Vec<&str> = described
+        .table()
+        .unwrap()
+        .global_secondary_indexes()
+        .iter()
+        .filter_map(|i| i.index_name())
+        .collect();
+    assert_eq!(indexes, ["platform-audit"]);
+    // Events of the old table's users are listed through it at once.
+    let old = DynamoStore::new(client.clone(), name);
+    let t = tenant(&old).await;
+    let page = old
+        .list_events(shared::store::EventScope::Platform(t.platform.id), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 4);
 }

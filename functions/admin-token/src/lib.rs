@@ -166,6 +166,7 @@ async fn create_token(
     // Never expires, unless the admin's own token does: then no later than it.
     let mint_request = MintRequest::by(
         &caller,
+        caller.change(),
         TokenKind::WhiteLabel,
         input.token_name,
         Abilities::full(),

@@ -186,7 +186,11 @@ async fn bad_credentials_are_401() {
     );
     assert_eq!(post(&service, "garbage", json!({})).await, unauthenticated);
     store
-        .set_user_status(t.admin.id, UserStatus::Blocked)
+        .set_user_status(
+            t.admin.id,
+            UserStatus::Blocked,
+            &shared::audit::Change::operator(),
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -402,7 +402,7 @@ async fn create(
 ) -> Result<Minted, ApiError> {
     let abilities = abilities.unwrap_or_else(|| caller.abilities.clone());
     caller.require_abilities(&abilities)?;
-    let request = MintRequest::by(caller, kind, name, abilities, expires_at)?;
+    let request = MintRequest::by(caller, caller.change(), kind, name, abilities, expires_at)?;
     service
         .mint(caller.owner(), request, caller.now)
         .await
@@ -450,7 +450,7 @@ async fn update<F: Family>(
         }
         let updated = service
             .store
-            .update_token(&record, &change, caller.now)
+            .update_token(&record, &change, &caller.change(), caller.now)
             .await?;
         if let Some(updated) = updated {
             return Ok(F::updated(&updated));
@@ -476,6 +476,7 @@ async fn roll<F: Family>(
     let grace = grace.map_err(ApiError::from)?.unwrap_or(0);
     let request = MintRequest::by(
         &caller,
+        caller.change(),
         F::KIND,
         TokenName::from_stored(record.name.clone()),
         record.abilities.clone(),
@@ -543,6 +544,7 @@ async fn delete<F: Family>(
                 id: id.token_id,
             },
             &Revocation::Deleted,
+            &caller.change(),
             caller.now,
             &|token| caller.may_manage(&token.abilities),
         )

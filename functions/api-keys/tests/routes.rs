@@ -448,7 +448,11 @@ async fn authentication_and_routing_errors_keep_the_json_shape() {
     );
     let expired = token_for(&store, &t.user, TokenKind::Personal, Abilities::full()).await;
     store
-        .set_user_status(t.user.id, UserStatus::Blocked)
+        .set_user_status(
+            t.user.id,
+            UserStatus::Blocked,
+            &shared::audit::Change::operator(),
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -20,11 +20,13 @@ use serde_json::{json, Value};
 use shared::auth::{verify, Principal};
 use shared::domain::{Abilities, Role, UserId};
 use shared::error::ApiError;
-use shared::http::{bearer_token, header, path_parameter, Seconds};
+use shared::error::FieldErrors;
+use shared::http::{bearer_token, header, path_parameter, query_parameter, Seconds};
 use shared::service::Service;
 use shared::store::{now_ms, TokenRecord};
-use shared::validate::{required, string_field};
-use shared::web::{self, Caller, Failure, Fields, Json, Laravel, Routes};
+use shared::store::{EventCursor, EventScope};
+use shared::validate::{both, integer_field, required, string_field};
+use shared::web::{self, Admin, Caller, Failure, Fields, Json, Laravel, Routes};
 
 type Answer = Result<Response, Failure<Laravel>>;
 
@@ -33,6 +35,7 @@ pub fn routes() -> Routes<Laravel> {
     Routes::default()
         .post("/api/v1/tokens/verify", verify_route)
         .get("/api/user/me", me)
+        .get("/api/v1/audit-events", audit_events)
 }
 
 /// The function's router over `service`.
@@ -250,6 +253,62 @@ async fn verify_route(
         token: visible.map(|record| VerifiedToken::new(record, verification.revoked_reason)),
     };
     Ok(Json(StatusCode::OK, verified).into_response())
+}
+
+/// The most events a page holds, and how many without `limit`.
+const MAX_EVENTS_PER_PAGE: u64 = 100;
+const DEFAULT_EVENTS_PER_PAGE: u64 = 50;
+
+#[derive(Serialize)]
+struct EventsPage {
+    data: Vec<Value>,
+    next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/audit-events?user_id=&limit=&cursor=`: a platform admin reads its platform's
+/// audit events (or one user's), newest first, one Query a page. Another platform's user is
+/// answered as an unknown one.
+async fn audit_events(
+    State(service): State<web::State>,
+    caller: Admin<Laravel>,
+    uri: axum::http::Uri,
+) -> Answer {
+    let query: serde_json::Map<String, Value> = ["user_id", "limit", "cursor"]
+        .into_iter()
+        .filter_map(|name| Some((name.to_string(), Value::from(query_parameter(&uri, name)?))))
+        .collect();
+    let user = integer_field(&query, "user_id", 1, i64::MAX as u64);
+    let limit = integer_field(&query, "limit", 1, MAX_EVENTS_PER_PAGE);
+    let cursor = match string_field(&query, "cursor") {
+        Ok(Some(text)) => EventCursor::parse(&text).map(Some).ok_or_else(|| {
+            FieldErrors::single("cursor", "The cursor is not one this route gave out.")
+        }),
+        Ok(None) => Ok(None),
+        Err(errors) => Err(errors),
+    };
+    let ((user, limit), cursor) = both(both(user, limit), cursor)?;
+    let scope = match user {
+        Some(id) => {
+            let user = service
+                .store
+                .get_user(UserId(id))
+                .await?
+                .filter(|user| user.platform_id == caller.platform_id)
+                .ok_or(ApiError::NotFound("User not found."))?;
+            EventScope::User(user.id)
+        }
+        None => EventScope::Platform(caller.platform_id),
+    };
+    let limit = limit.unwrap_or(DEFAULT_EVENTS_PER_PAGE) as u32;
+    let page = service
+        .store
+        .list_events(scope, limit, cursor.as_ref())
+        .await?;
+    let page = EventsPage {
+        data: page.events,
+        next_cursor: page.next.map(|cursor| cursor.to_string()),
+    };
+    Ok(Json(StatusCode::OK, page).into_response())
 }
 
 /// The authorizer's context of a request (REST APIs put it in `requestContext.authorizer`,

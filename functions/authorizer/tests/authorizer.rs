@@ -47,6 +47,7 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
         abilities: Abilities::full(),
         expires_at,
         parent_id: None,
+        change: shared::audit::Change::operator(),
     };
     let owner = Owner::from(&t.admin);
     let expired = mint(store, owner, request(Some(now / 1000 - 1)), u32::MAX, now)
@@ -56,7 +57,13 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
         .await
         .unwrap();
     assert!(store
-        .revoke_token(t.admin.id, TokenFamily::ApiKeys, revoked.record.id, now)
+        .revoke_token(
+            t.admin.id,
+            TokenFamily::ApiKeys,
+            revoked.record.id,
+            &shared::audit::Change::operator(),
+            now
+        )
         .await
         .unwrap());
     let blocked_user = shared::test_support::add_user(
@@ -66,7 +73,11 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
     .await;
     let blocked = token_for(store, &blocked_user, TokenKind::ApiKey, Abilities::full()).await;
     store
-        .set_user_status(blocked_user.id, UserStatus::Blocked)
+        .set_user_status(
+            blocked_user.id,
+            UserStatus::Blocked,
+            &shared::audit::Change::operator(),
+        )
         .await
         .unwrap();
     let disabled = shared::test_support::disabled_token(store, &t.admin).await;
@@ -77,7 +88,11 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
     let why = Revocation::Leaked(Leak::new(Some("https://example.com/a"), Some("content")));
     assert_eq!(
         store
-            .revoke_tokens(&[(leaked.record.clone(), why)], now)
+            .revoke_tokens(
+                &[(leaked.record.clone(), why)],
+                &shared::audit::Change::operator(),
+                now
+            )
             .await
             .unwrap(),
         1
@@ -558,7 +573,11 @@ async fn a_block_holds_for_every_token_as_soon_as_the_profile_says_so() {
     }
     // Unblocking is one write too, and every token works again.
     store
-        .set_user_status(t.user.id, UserStatus::Active)
+        .set_user_status(
+            t.user.id,
+            UserStatus::Active,
+            &shared::audit::Change::operator(),
+        )
         .await
         .unwrap();
     let policy = authorize(
@@ -583,6 +602,7 @@ async fn a_rolled_token_is_allowed_for_its_grace_period_only() {
         abilities: Abilities::full(),
         expires_at: None,
         parent_id: None,
+        change: shared::audit::Change::operator(),
     };
     let now = now_ms();
     let old = mint(&store, owner, request(), u32::MAX, now).await.unwrap();

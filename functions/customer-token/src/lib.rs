@@ -68,6 +68,7 @@ async fn revoke_token(
                 id: id.token_id,
             },
             &Revocation::Deleted,
+            &caller.change(),
             caller.now,
             &ours,
         )
@@ -236,6 +237,7 @@ async fn create_token(
         .unwrap_or_else(|| TokenName::parse(UNNAMED).expect("default name is valid"));
     let mint_request = MintRequest::by(
         &caller,
+        caller.change(),
         TokenKind::Customer,
         name,
         Abilities::full(),

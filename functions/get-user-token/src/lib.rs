@@ -138,7 +138,7 @@ async fn answer(
         ApiError::Unavailable
     })?;
     let issued = service
-        .permanent_token(key, &user, wanted, caller.now)
+        .permanent_token(key, &user, wanted, &caller.change(), caller.now)
         .await?;
     let answer = Success {
         success: true,

@@ -80,7 +80,11 @@ async fn a_blocked_user_is_inactive_and_its_key_fails() {
     let key =
         get(&service, &t.admin_token, &query).await.1["data"]["permanentToken"]["key"].clone();
     store
-        .set_user_status(t.user.id, UserStatus::Blocked)
+        .set_user_status(
+            t.user.id,
+            UserStatus::Blocked,
+            &shared::audit::Change::operator(),
+        )
         .await
         .unwrap();
     let (status, body) = get(&service, &t.admin_token, &query).await;
@@ -94,7 +98,11 @@ async fn a_blocked_user_is_inactive_and_its_key_fails() {
         Err(ApiError::Unauthenticated)
     ));
     store
-        .set_user_status(t.user.id, UserStatus::Active)
+        .set_user_status(
+            t.user.id,
+            UserStatus::Active,
+            &shared::audit::Change::operator(),
+        )
         .await
         .unwrap();
     assert!(authenticate(&store, key.as_str(), now_ms()).await.is_ok());

@@ -22,6 +22,7 @@ use axum::{Extension, Router};
 use serde::Serialize;
 use serde_json::Value;
 
+use shared::audit::Change;
 use shared::domain::UserId;
 use shared::error::ApiError;
 use shared::http::header;
@@ -29,9 +30,9 @@ use shared::service::Service;
 use shared::store::{
     now_ms, Found, Leak, PermanentGeneration, Revocation, TokenAddress, TokenRecord, TokenState,
 };
-use shared::token::{self, hash_token, hex, ParsedToken, PermanentKey, TokenKind};
+use shared::token::{self, hash_token, hex, ParsedToken, PermanentKey, PublicTokenId, TokenKind};
 use shared::validate::{required, string_field};
-use shared::web::{self, Failure, Fields, Json, Laravel, RawBody, Routes};
+use shared::web::{self, Failure, Fields, Json, Laravel, RawBody, RequestSource, Routes};
 
 use signature::{TrustedKeys, KEY_IDENTIFIER_HEADER, SIGNATURE_HEADER};
 
@@ -96,6 +97,7 @@ struct Labelled<'a> {
 async fn report(
     State(service): State<web::State>,
     Extension(keys): Extension<Arc<TrustedKeys>>,
+    RequestSource(source): RequestSource,
     headers: HeaderMap,
     RawBody(body, _): RawBody<Laravel, MAX_REPORT_BYTES>,
 ) -> Answer {
@@ -155,12 +157,13 @@ async fn report(
             rotating.insert(parsed.user_id);
         }
     }
-    let revoked = service.store.revoke_tokens(&revoking, now).await?;
+    let change = Change::secret_scanning(source);
+    let revoked = service.store.revoke_tokens(&revoking, &change, now).await?;
     for user in &rotating {
         // The leaked key's record is revoked: the user moves on to the next generation now.
         if let Some(user) = found.users.get(user).filter(|u| u.is_active()) {
             service
-                .permanent_token(key, user, PermanentGeneration::Working, now)
+                .permanent_token(key, user, PermanentGeneration::Working, &change, now)
                 .await?;
         }
     }
@@ -255,17 +258,29 @@ fn parse_report(body: &[u8]) -> Result<Vec<Reported>, ApiError> {
 
 /// `POST /api/v1/tokens/revoke {"token"}`: revokes the token if it is a live one of this
 /// service. The same 202 whatever the token, so the route tells nothing about tokens.
-async fn self_revoke(State(service): State<web::State>, body: Fields<Laravel>) -> Answer {
+async fn self_revoke(
+    State(service): State<web::State>,
+    RequestSource(source): RequestSource,
+    body: Fields<Laravel>,
+) -> Answer {
     let presented = required("token", string_field(&body, "token"))?;
     if let Ok(parsed) = token::parse(&presented) {
         let (kind, hash) = (parsed.kind, parsed.hash);
         let holds_it =
             move |record: &TokenRecord| record.kind == kind && record.hash.matches(&hash);
+        let holder = Change::token_holder(
+            PublicTokenId {
+                user_id: parsed.user_id,
+                token_id: parsed.token_id,
+            },
+            source,
+        );
         service
             .store
             .revoke_token_if(
                 TokenAddress::from(&parsed),
                 &Revocation::SelfRevoked,
+                &holder,
                 now_ms(),
                 &holds_it,
             )

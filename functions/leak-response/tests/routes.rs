@@ -119,7 +119,13 @@ async fn self_revoke(service: &Service, body: &str) -> (u16, Value) {
 async fn permanent_key(service: &Service, user: &User) -> String {
     let key = service.config.permanent_key().unwrap();
     let issued = service
-        .permanent_token(key, user, PermanentGeneration::Working, now_ms())
+        .permanent_token(
+            key,
+            user,
+            PermanentGeneration::Working,
+            &shared::audit::Change::operator(),
+            now_ms(),
+        )
         .await
         .unwrap();
     issued.secret.expose().to_string()
@@ -145,6 +151,7 @@ async fn a_report_labels_every_entry_in_order_and_revokes_the_live_ones() {
             t.user.id,
             TokenFamily::ApiKeys,
             parsed_deleted.token_id,
+            &shared::audit::Change::operator(),
             now,
         )
         .await
@@ -207,6 +214,26 @@ async fn a_report_labels_every_entry_in_order_and_revokes_the_live_ones() {
         );
         assert!(authenticate(&store, Some(token), now_ms()).await.is_err());
     }
+    // Each revocation has its event: secret scanning as the actor, where the leak was found.
+    let page = store
+        .list_events(shared::store::EventScope::User(t.user.id), 100, None)
+        .await
+        .unwrap();
+    let leaked: Vec<&Value> = page
+        .events
+        .iter()
+        .filter(|e| e["details"]["reason"] == "leaked")
+        .collect();
+    assert_eq!(leaked.len(), 4);
+    for event in leaked {
+        assert_eq!(event["action"], "token.revoked");
+        assert_eq!(event["actor"], json!({"type": "secret_scanning"}));
+        assert_eq!(
+            event["details"]["url"],
+            "https://github.com/acme/app/blob/0a1b/config.env"
+        );
+        assert_eq!(event["details"]["source"], "content");
+    }
     // What was no longer live keeps its state and reason.
     let verified = verify(&store, &deleted, now_ms()).await.unwrap();
     assert_eq!(verified.revoked_reason, Some("deleted"));
@@ -259,7 +286,13 @@ async fn leaked_permanent_keys_rotate_the_current_generation_only() {
     let key = service.config.permanent_key().unwrap();
     let issued = store.get_user(t.user.id).await.unwrap().unwrap();
     service
-        .permanent_token(key, &issued, PermanentGeneration::Next, now_ms())
+        .permanent_token(
+            key,
+            &issued,
+            PermanentGeneration::Next,
+            &shared::audit::Change::operator(),
+            now_ms(),
+        )
         .await
         .unwrap();
     let rotated = store.get_user(t.user.id).await.unwrap().unwrap();
@@ -322,7 +355,11 @@ async fn a_blocked_owners_leaked_permanent_key_is_revoked_and_moves_on_when_unbl
     let (scanner, service, store, t) = scanned_tenant().await;
     let permanent = permanent_key(&service, &t.user).await;
     store
-        .set_user_status(t.user.id, UserStatus::Blocked)
+        .set_user_status(
+            t.user.id,
+            UserStatus::Blocked,
+            &shared::audit::Change::operator(),
+        )
         .await
         .unwrap();
     let (status, answer) =
@@ -331,7 +368,11 @@ async fn a_blocked_owners_leaked_permanent_key_is_revoked_and_moves_on_when_unbl
     let verified = verify(&store, &permanent, now_ms()).await.unwrap();
     assert_eq!(verified.revoked_reason, Some("leaked"));
     store
-        .set_user_status(t.user.id, UserStatus::Active)
+        .set_user_status(
+            t.user.id,
+            UserStatus::Active,
+            &shared::audit::Change::operator(),
+        )
         .await
         .unwrap();
     let user = store.get_user(t.user.id).await.unwrap().unwrap();
@@ -489,11 +530,12 @@ async fn a_thousand_token_report_is_read_in_batches_and_revoked_per_owner() {
         assert_eq!(answered["label"], expected);
     }
     // 1000 tokens: 2000 keys (live and retired items), 100 a BatchGetItem; 150 revocations:
-    // one transaction per 49 of an owner's tokens (120 = 49 + 49 + 22, and 30).
+    // one transaction per 33 of an owner's tokens, each with its audit event (120 = 33 + 33 +
+    // 33 + 21, and 30).
     let counts = counter.counts();
     assert_eq!(counts.get("BatchGetItem"), Some(&20), "{counts:?}");
-    assert_eq!(counts.get("TransactWriteItems"), Some(&4), "{counts:?}");
-    assert_eq!(counts.values().sum::<usize>(), 24, "{counts:?}");
+    assert_eq!(counts.get("TransactWriteItems"), Some(&5), "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 25, "{counts:?}");
     for token in &live {
         assert!(authenticate(&store, Some(token), now_ms()).await.is_err());
     }

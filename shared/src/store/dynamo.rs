@@ -16,25 +16,29 @@ use aws_sdk_dynamodb::Client;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use super::item::{
-    abilities_value, n, platform_from_item, platform_item, revocation_name, s, token_from_item,
-    token_item, token_item_at, token_sort_prefix, user_from_item, user_item, user_partition, Item,
-    Key, ENABLED, SK,
+    abilities_value, event_from_item, event_item, n, platform_from_item, platform_item,
+    revocation_name, s, token_from_item, token_item, token_item_at, token_sort_prefix,
+    user_from_item, user_item, user_partition, Item, Key, AUDIT_INDEX, AUDIT_PLATFORM,
+    AUDIT_PREFIX, ENABLED, PK, SK,
 };
 use super::schema::TTL_ATTRIBUTE;
 use super::{
-    Found, NewToken, NewUser, Owner, PermanentGeneration, Platform, Revocation, RollOutcome, Store,
-    StoreError, TokenAddress, TokenChange, TokenRecord, TokenState, User,
+    EventCursor, EventPage, EventScope, Found, NewToken, NewUser, Owner, PermanentGeneration,
+    Platform, Revocation, RollOutcome, Store, StoreError, TokenAddress, TokenChange, TokenRecord,
+    TokenState, User,
 };
+use crate::audit::{Action, Change, Event, Target};
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
 use crate::token::{fill_random, random_hex, CapCounter, TokenFamily, TokenId, TokenKind};
 use crate::{deadline, metrics};
+use serde_json::json;
 
 /// Keys a BatchGetItem may name.
 const BATCH_GET_KEYS: usize = 100;
 
-/// Tokens one transaction retires: two items each, and up to two counter updates, within
-/// DynamoDB's 100 items a transaction.
-const RETIRED_PER_TRANSACTION: usize = 49;
+/// Tokens one transaction retires: three items each (the live item, its copy, its audit event)
+/// and the owner's counter update, within DynamoDB's 100 items a transaction.
+const RETIRED_PER_TRANSACTION: usize = 33;
 
 /// Requests of one call sent at once (batched reads, owners' revocations).
 const IN_FLIGHT: usize = 8;
@@ -73,31 +77,6 @@ impl Backoff {
     }
 }
 
-/// A single-item write, tried again with backoff while another transaction holding the item
-/// refuses it (`TransactionConflictException`), as a transaction that lost a race is.
-async fn retry_conflicts<T, E, R, F, Fut>(mut send: F) -> Result<T, SdkError<E, R>>
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, SdkError<E, R>>>,
-{
-    let mut backoff = Backoff::default();
-    let mut attempt = 1;
-    loop {
-        let result = send().before_deadline().await;
-        let conflict = result.as_ref().err().is_some_and(|e| {
-            e.as_service_error()
-                .and_then(|e| e.code())
-                .is_some_and(|code| code == "TransactionConflictException")
-        });
-        if !conflict || attempt == TRANSACTION_ATTEMPTS || !deadline::allows(ATTEMPT_TIME) {
-            return result;
-        }
-        attempt += 1;
-        backoff.wait().await;
-    }
-}
-
 /// The attribute that marks which call created an item (see `create_platform`).
 const CREATION: &str = "creation";
 
@@ -118,6 +97,8 @@ pub struct Direct<'a> {
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// How long audit events are kept (days; their TTL).
+    audit_retention_days: u64,
 }
 
 /// A token item that is live: present, not revoked, not past `valid_until` (`:now`, epoch
@@ -163,6 +144,8 @@ enum Part {
     Rolling,
     /// The retired token's `GONE#` copy (no condition).
     Tombstone,
+    /// The change's audit event.
+    Event,
     /// The owner's cap counter given a slot back (the owner exists).
     Counter,
 }
@@ -174,6 +157,12 @@ struct Transaction(Vec<(Part, TransactWriteItem)>);
 impl Transaction {
     fn with(mut self, part: Part, item: TransactWriteItem) -> Transaction {
         self.0.push((part, item));
+        self
+    }
+
+    /// With the change's audit event.
+    fn event(mut self, event: (Part, TransactWriteItem)) -> Transaction {
+        self.0.push(event);
         self
     }
 
@@ -234,7 +223,23 @@ impl DynamoStore {
         DynamoStore {
             client,
             table: table.into(),
+            audit_retention_days: crate::config::DEFAULT_AUDIT_RETENTION_DAYS,
         }
+    }
+
+    /// The store, its audit events kept `days` days.
+    pub fn with_audit_retention(mut self, days: u64) -> DynamoStore {
+        self.audit_retention_days = days;
+        self
+    }
+
+    /// The put of `event` in a change's transaction (a new item: its id is unique).
+    fn event_put(&self, event: &Event) -> Result<(Part, TransactWriteItem), StoreError> {
+        let expires_at = event.at_us / 1_000_000 + self.audit_retention_days * 86_400;
+        Ok((
+            Part::Event,
+            self.put(event_item(event, expires_at), "attribute_not_exists(pk)")?,
+        ))
     }
 
     /// The client and table this store works on, for code that must address the table
@@ -625,11 +630,12 @@ impl DynamoStore {
     async fn revoke_owner(
         &self,
         records: Vec<(TokenRecord, Revocation)>,
+        change: &Change,
         now_ms: u64,
     ) -> Result<usize, StoreError> {
         let mut revoked = 0;
         for chunk in records.chunks(RETIRED_PER_TRANSACTION) {
-            revoked += self.revoke_together(chunk, now_ms).await?;
+            revoked += self.revoke_together(chunk, change, now_ms).await?;
         }
         Ok(revoked)
     }
@@ -639,6 +645,7 @@ impl DynamoStore {
     async fn revoke_together(
         &self,
         records: &[(TokenRecord, Revocation)],
+        change: &Change,
         now_ms: u64,
     ) -> Result<usize, StoreError> {
         let retirements: Vec<Retirement> = records
@@ -650,7 +657,11 @@ impl DynamoStore {
             .zip(&retirements)
             .map(|((record, _), why)| (record, why))
             .collect();
-        match self.transact(self.retire_all(&retiring, now_ms)?).await {
+        let mut items = self.retire_all(&retiring, now_ms)?;
+        for (record, why) in records {
+            items = items.event(self.event_put(&revocation_event(change, record, why))?);
+        }
+        match self.transact(items).await {
             Ok(()) => {
                 for (_, why) in records {
                     metrics::revoked(revocation_name(why), 1);
@@ -665,7 +676,7 @@ impl DynamoStore {
             let hash = record.hash;
             let same_token = move |r: &TokenRecord| r.hash.matches(&hash);
             if self
-                .revoke_token_if(record.address(), why, now_ms, &same_token)
+                .revoke_token_if(record.address(), why, change, now_ms, &same_token)
                 .await?
             {
                 revoked += 1;
@@ -781,7 +792,12 @@ impl Store for DynamoStore {
             .transpose()
     }
 
-    async fn create_user(&self, new: NewUser, now_ms: u64) -> Result<User, StoreError> {
+    async fn create_user(
+        &self,
+        new: NewUser,
+        change: &Change,
+        now_ms: u64,
+    ) -> Result<User, StoreError> {
         loop {
             let id = match new.id {
                 Some(id) => id,
@@ -823,6 +839,19 @@ impl Store for DynamoStore {
                 item.insert("user_id".into(), n(id.0));
                 items = items.with(Part::CustomerId, self.put(item, absent)?);
             }
+            let details = details([
+                ("email", json!(user.email)),
+                ("role", json!(user.role.as_str())),
+                ("status", json!(user.status.as_str())),
+            ]);
+            let event = Event::new(
+                change,
+                Action::UserCreated,
+                user.platform_id,
+                Target::user(id),
+                details,
+            );
+            items = items.event(self.event_put(&event)?);
             match self.transact(items).await {
                 Ok(()) => return Ok(user),
                 Err(TransactionFailure::Store(e)) => return Err(e),
@@ -871,23 +900,43 @@ impl Store for DynamoStore {
         self.follow_pointer(Key::customer(customer)).await
     }
 
-    async fn set_user_status(&self, id: UserId, status: UserStatus) -> Result<(), StoreError> {
-        let updated = retry_conflicts(|| {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(Key::user(id).to_item()))
-                .update_expression("SET #status = :status")
-                .condition_expression("attribute_exists(pk)")
-                .set_expression_attribute_names(names([("#status", "status")]))
-                .set_expression_attribute_values(values([(":status", s(status.as_str()))]))
-                .send()
-        })
-        .await;
-        match updated {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional_failure(&e) => Err(StoreError::UserNotFound),
-            Err(e) => Err(unavailable(e)),
+    async fn set_user_status(
+        &self,
+        id: UserId,
+        status: UserStatus,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let user = self.get_user(id).await?.ok_or(StoreError::UserNotFound)?;
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Key::user(id).to_item()))
+            .update_expression("SET #status = :status")
+            .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_names(names([("#status", "status")]))
+            .set_expression_attribute_values(values([(":status", s(status.as_str()))]))
+            .build()
+            .map_err(unavailable)?;
+        let action = match status {
+            UserStatus::Blocked => Action::UserBlocked,
+            UserStatus::Active => Action::UserUnblocked,
+        };
+        let event = Event::new(
+            change,
+            action,
+            user.platform_id,
+            Target::user(id),
+            details([("previous_status", json!(user.status.as_str()))]),
+        );
+        let items = Transaction::default()
+            .with(
+                Part::User,
+                TransactWriteItem::builder().update(update).build(),
+            )
+            .event(self.event_put(&event)?);
+        match self.transact(items).await {
+            Ok(()) => Ok(()),
+            Err(TransactionFailure::Conditions(_)) => Err(StoreError::UserNotFound),
+            Err(TransactionFailure::Store(e)) => Err(e),
         }
     }
 
@@ -931,18 +980,31 @@ impl Store for DynamoStore {
         owner: Owner,
         token: NewToken,
         cap: u32,
+        change: &Change,
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let family = token.parsed.kind.family();
         let record = token.record(owner);
         let mut released_once = false;
         loop {
+            let event = Event::new(
+                change,
+                Action::TokenCreated,
+                record.platform_id,
+                Target::token(&record),
+                details([
+                    ("abilities", json!(record.abilities.as_slice())),
+                    ("expires_at", json!(record.expires_at)),
+                    ("parent_id", json!(record.parent_id.map(|p| p.to_string()))),
+                ]),
+            );
             let items = Transaction::default()
                 .with(Part::Owner, self.owner_guard(owner.id, family, cap)?)
                 .with(
                     Part::NewToken,
                     self.put(token_item(&record), "attribute_not_exists(pk)")?,
-                );
+                )
+                .event(self.event_put(&event)?);
             let failed = match self.transact(items).await {
                 Ok(()) => {
                     metrics::minted(record.kind.as_str(), 1);
@@ -1008,6 +1070,7 @@ impl Store for DynamoStore {
         &self,
         address: TokenAddress,
         why: &Revocation,
+        change: &Change,
         now_ms: u64,
         allowed: &(dyn for<'r> Fn(&'r TokenRecord) -> bool + Sync),
     ) -> Result<bool, StoreError> {
@@ -1030,10 +1093,10 @@ impl Store for DynamoStore {
             return revoked_by_this_call().await;
         };
         let retirement = Retirement::Revoked(why.clone());
-        let revoked = match self
-            .transact(self.retire(&record, &retirement, now_ms)?)
-            .await
-        {
+        let items = self
+            .retire(&record, &retirement, now_ms)?
+            .event(self.event_put(&revocation_event(change, &record, why))?);
+        let revoked = match self.transact(items).await {
             Ok(()) => true,
             Err(TransactionFailure::Conditions(_)) => revoked_by_this_call().await?,
             Err(TransactionFailure::Store(e)) => return Err(e),
@@ -1093,6 +1156,7 @@ impl Store for DynamoStore {
     async fn revoke_tokens(
         &self,
         records: &[(TokenRecord, Revocation)],
+        change: &Change,
         now_ms: u64,
     ) -> Result<usize, StoreError> {
         // One owner's tokens one transaction after another (they share its profile's counter);
@@ -1109,7 +1173,7 @@ impl Store for DynamoStore {
         }
         let revocations: Vec<_> = owners
             .into_iter()
-            .map(|group| self.revoke_owner(group, now_ms))
+            .map(|group| self.revoke_owner(group, change, now_ms))
             .collect();
         stream::iter(revocations)
             .buffer_unordered(IN_FLIGHT)
@@ -1123,6 +1187,7 @@ impl Store for DynamoStore {
         predecessor: &TokenRecord,
         successor: NewToken,
         grace_end_s: u64,
+        change: &Change,
         now_ms: u64,
     ) -> Result<RollOutcome, StoreError> {
         let family = predecessor.kind.family();
@@ -1153,7 +1218,17 @@ impl Store for DynamoStore {
             .with(
                 Part::Rolling,
                 TransactWriteItem::builder().update(rolling).build(),
-            );
+            )
+            .event(self.event_put(&Event::new(
+                change,
+                Action::TokenRolled,
+                predecessor.platform_id,
+                Target::token(predecessor),
+                details([
+                    ("successor_id", json!(record.public_id().to_string())),
+                    ("previous_expires_at", json!(until)),
+                ]),
+            ))?);
         let failed = match self.transact(items).await {
             Ok(()) => {
                 metrics::minted(record.kind.as_str(), 1);
@@ -1189,7 +1264,8 @@ impl Store for DynamoStore {
     async fn update_token(
         &self,
         record: &TokenRecord,
-        change: &TokenChange,
+        fields: &TokenChange,
+        change: &Change,
         now_ms: u64,
     ) -> Result<Option<TokenRecord>, StoreError> {
         let mut sets = Vec::new();
@@ -1199,16 +1275,16 @@ impl Store for DynamoStore {
             (":now".to_string(), n(now_ms / 1000)),
             (":read".to_string(), abilities_value(&record.abilities)),
         ]);
-        if let Some(name) = &change.name {
+        if let Some(name) = &fields.name {
             sets.push("#name = :name");
             expression_names.insert("#name".to_string(), "name".to_string());
             expression_values.insert(":name".into(), s(name.as_str()));
         }
-        if let Some(abilities) = &change.abilities {
+        if let Some(abilities) = &fields.abilities {
             sets.push("abilities = :abilities");
             expression_values.insert(":abilities".into(), abilities_value(abilities));
         }
-        match change.enabled {
+        match fields.enabled {
             Some(false) => {
                 sets.push("#enabled = :disabled");
                 expression_values.insert(":disabled".into(), AttributeValue::Bool(false));
@@ -1216,7 +1292,7 @@ impl Store for DynamoStore {
             Some(true) => removes.push("#enabled"),
             None => {}
         }
-        if change.enabled.is_some() {
+        if fields.enabled.is_some() {
             expression_names.insert("#enabled".to_string(), ENABLED.to_string());
         }
         let mut expression = String::new();
@@ -1226,9 +1302,7 @@ impl Store for DynamoStore {
         if !removes.is_empty() {
             expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
-        let updated = self
-            .client
-            .update_item()
+        let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(
                 Key::token(record.user_id, record.kind.family(), record.id).to_item(),
@@ -1239,15 +1313,120 @@ impl Store for DynamoStore {
                 (!expression_names.is_empty()).then_some(expression_names),
             )
             .set_expression_attribute_values(Some(expression_values))
-            .return_values(ReturnValue::AllNew)
+            .build()
+            .map_err(unavailable)?;
+        let mut updated = record.clone();
+        if let Some(name) = &fields.name {
+            updated.name = name.as_str().to_string();
+        }
+        if let Some(abilities) = &fields.abilities {
+            updated.abilities = abilities.clone();
+        }
+        if let Some(enabled) = fields.enabled {
+            updated.enabled = enabled;
+        }
+        let event = Event::new(
+            change,
+            Action::TokenUpdated,
+            record.platform_id,
+            Target::token(record),
+            details([
+                ("name", json!(fields.name.as_ref().map(|n| n.as_str()))),
+                (
+                    "abilities",
+                    json!(fields.abilities.as_ref().map(|a| a.as_slice())),
+                ),
+                ("enabled", json!(fields.enabled)),
+            ]),
+        );
+        let items = Transaction::default()
+            .with(
+                Part::Retiring,
+                TransactWriteItem::builder().update(update).build(),
+            )
+            .event(self.event_put(&event)?);
+        match self.transact(items).await {
+            Ok(()) => Ok(Some(updated)),
+            Err(TransactionFailure::Conditions(_)) => Ok(None),
+            Err(TransactionFailure::Store(e)) => Err(e),
+        }
+    }
+
+    async fn list_events(
+        &self,
+        scope: EventScope,
+        limit: u32,
+        cursor: Option<&EventCursor>,
+    ) -> Result<EventPage, StoreError> {
+        // One more than asked for: whether a next page exists, without an empty last page.
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .scan_index_forward(false)
+            .limit(limit.saturating_add(1) as i32)
+            .expression_attribute_values(":prefix", s(AUDIT_PREFIX));
+        let mut start = cursor.map(|c| Key::event(c.user_id, &c.event_id).to_item());
+        query = match scope {
+            EventScope::User(user) => {
+                if cursor.is_some_and(|c| c.user_id != user) {
+                    // Another user's position: no event of this user follows it.
+                    return Ok(EventPage::default());
+                }
+                query
+                    .consistent_read(true)
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":pk", s(user_partition(user)))
+            }
+            EventScope::Platform(platform) => {
+                if let Some(start) = &mut start {
+                    start.insert(AUDIT_PLATFORM.into(), s(platform.to_string()));
+                }
+                query
+                    .index_name(AUDIT_INDEX)
+                    .key_condition_expression("#platform = :platform AND begins_with(sk, :prefix)")
+                    .expression_attribute_names("#platform", AUDIT_PLATFORM)
+                    .expression_attribute_values(":platform", s(platform.to_string()))
+            }
+        };
+        let output = query
+            .set_exclusive_start_key(start)
             .send()
             .before_deadline()
-            .await;
-        match updated {
-            Ok(output) => output.attributes.as_ref().map(token_from_item).transpose(),
-            Err(e) if is_conditional_failure(&e) => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+            .await
+            .map_err(unavailable)?;
+        let mut items = output.items.unwrap_or_default();
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next = match items.last() {
+            Some(last) if more => {
+                let user = last
+                    .get(PK)
+                    .and_then(|pk| pk.as_s().ok())
+                    .and_then(|pk| pk.strip_prefix("USER#"))
+                    .and_then(|id| id.parse().ok())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("an event outside a user's partition".into())
+                    })?;
+                let event = last
+                    .get(SK)
+                    .and_then(|sk| sk.as_s().ok())
+                    .and_then(|sk| sk.strip_prefix(AUDIT_PREFIX))
+                    .ok_or_else(|| StoreError::Corrupt("an event without its id".into()))?;
+                Some(EventCursor {
+                    user_id: UserId(user),
+                    event_id: event.to_string(),
+                })
+            }
+            _ => None,
+        };
+        Ok(EventPage {
+            events: items
+                .iter()
+                .map(event_from_item)
+                .collect::<Result<_, _>>()?,
+            next,
+        })
     }
 
     async fn touch_token(
@@ -1288,6 +1467,7 @@ impl Store for DynamoStore {
         owner: &User,
         derive: &(dyn Fn(u32) -> NewToken + Sync),
         wanted: PermanentGeneration,
+        change: &Change,
         now_ms: u64,
     ) -> Result<u32, StoreError> {
         let family = TokenFamily::Permanent;
@@ -1341,6 +1521,19 @@ impl Store for DynamoStore {
                     Part::NewToken,
                     self.put(token_item(&record), "attribute_not_exists(pk)")?,
                 );
+            let action = if owner.permanent_issued {
+                Action::PermanentTokenRotated
+            } else {
+                Action::PermanentTokenIssued
+            };
+            let event = Event::new(
+                change,
+                action,
+                record.platform_id,
+                Target::token(&record),
+                details([("generation", json!(next))]),
+            );
+            items = items.event(self.event_put(&event)?);
             let retiring = stored.filter(|r| r.state(now_ms) == TokenState::Live);
             if let Some(old) = &retiring {
                 // Live but made with another server key: whoever holds the old key loses it.
@@ -1377,4 +1570,34 @@ impl Store for DynamoStore {
             "the owner kept changing while its permanent token was written".into(),
         ))
     }
+}
+
+/// An event's details from (name, value) pairs, nulls left out.
+fn details<const N: usize>(
+    pairs: [(&str, serde_json::Value); N],
+) -> serde_json::Map<String, serde_json::Value> {
+    pairs
+        .into_iter()
+        .filter(|(_, value)| !value.is_null())
+        .map(|(name, value)| (name.to_string(), value))
+        .collect()
+}
+
+/// The event of `record`'s revocation for `why`.
+fn revocation_event(change: &Change, record: &TokenRecord, why: &Revocation) -> Event {
+    let (url, source) = match why {
+        Revocation::Leaked(leak) => (json!(leak.url), json!(leak.source)),
+        _ => (json!(null), json!(null)),
+    };
+    Event::new(
+        change,
+        Action::TokenRevoked,
+        record.platform_id,
+        Target::token(record),
+        details([
+            ("reason", json!(revocation_name(why))),
+            ("url", url),
+            ("source", source),
+        ]),
+    )
 }

@@ -27,6 +27,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{Leak, Platform, Revocation, StoreError, TokenRecord, User};
+use crate::audit::Event;
 use crate::domain::{
     Abilities, CustomerId, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
@@ -45,6 +46,31 @@ pub(super) const ENABLED: &str = "enabled";
 
 /// The successor's record id, on a rolled token.
 pub(super) const ROLLED_TO: &str = "rolled_to";
+
+/// Sort-key prefix of a user's audit events.
+pub const AUDIT_PREFIX: &str = "AUDIT#";
+
+/// The platform of an audit event: the partition key of the platform-wide index.
+pub const AUDIT_PLATFORM: &str = "audit_platform";
+
+/// The index of every platform's events, newest last by `sk`.
+pub const AUDIT_INDEX: &str = "platform-audit";
+
+/// An audit event's item, in its target user's partition, with the platform for the index and
+/// the TTL attribute; the event itself as the API shows it.
+pub(super) fn event_item(event: &Event, expires_at: u64) -> Item {
+    let mut item = keyed(&Key::event(event.target.user_id, &event.id), "audit");
+    item.insert(AUDIT_PLATFORM.into(), s(event.platform_id.to_string()));
+    item.insert("event".into(), s(event.view().to_string()));
+    item.insert(super::schema::TTL_ATTRIBUTE.into(), n(expires_at));
+    item
+}
+
+/// The event an item holds, as the API shows it.
+pub(super) fn event_from_item(item: &Item) -> Result<serde_json::Value, StoreError> {
+    let text = Reader(item).string("event")?;
+    serde_json::from_str(&text).map_err(|_| corrupt("event", "a JSON event"))
+}
 
 /// Why a revoked token was revoked, and where a leaked one was found.
 const REVOKED_REASON: &str = "revoked_reason";
@@ -98,6 +124,15 @@ impl Key {
         Key {
             pk: user_partition(user),
             sk: format!("{}{id}", token_sort_prefix(family)),
+        }
+    }
+
+    /// An audit event of `user` (the change's target): ids begin with the time, so a user's
+    /// events sort by time.
+    pub fn event(user: UserId, id: &str) -> Key {
+        Key {
+            pk: user_partition(user),
+            sk: format!("{AUDIT_PREFIX}{id}"),
         }
     }
 

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 pub use dynamo::{Direct, DynamoStore};
 pub use item::{revocation_name, token_sort_prefix, Key};
 
+use crate::audit::Change;
 use crate::domain::{
     Abilities, CustomerId, Email, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
@@ -179,6 +180,57 @@ pub struct Found {
     pub users: HashMap<UserId, User>,
 }
 
+/// Whose audit events a listing reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventScope {
+    /// The events whose target is this user (one Query of its partition).
+    User(UserId),
+    /// Every event of the platform (one Query of the platform's index partition).
+    Platform(PlatformId),
+}
+
+/// Where a page of events starts: after the event `event_id` of user `user_id` (the last of
+/// the previous page). Shown as `<user id>.<event id>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventCursor {
+    pub user_id: UserId,
+    pub event_id: String,
+}
+
+impl EventCursor {
+    /// Parses what [`fmt::Display`](std::fmt::Display) shows; `None` for anything else.
+    pub fn parse(text: &str) -> Option<EventCursor> {
+        let (user, event) = text.split_once('.')?;
+        let valid_user =
+            !user.is_empty() && user.len() <= 20 && user.bytes().all(|b| b.is_ascii_digit());
+        let valid_event = event.len() == 24
+            && event
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !(valid_user && valid_event) {
+            return None;
+        }
+        Some(EventCursor {
+            user_id: UserId(user.parse().ok()?),
+            event_id: event.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for EventCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.user_id, self.event_id)
+    }
+}
+
+/// One page of audit events, newest first, as the API shows them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventPage {
+    pub events: Vec<serde_json::Value>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<EventCursor>,
+}
+
 /// What a roll did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RollOutcome {
@@ -310,7 +362,12 @@ pub trait Store: Send + Sync {
     async fn get_platform(&self, id: PlatformId) -> Result<Option<Platform>, StoreError>;
 
     /// Adds a user; email (per platform, case-insensitively), customer id and id stay unique.
-    async fn create_user(&self, user: NewUser, now_ms: u64) -> Result<User, StoreError>;
+    async fn create_user(
+        &self,
+        user: NewUser,
+        change: &Change,
+        now_ms: u64,
+    ) -> Result<User, StoreError>;
 
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
 
@@ -327,7 +384,12 @@ pub trait Store: Send + Sync {
 
     /// Blocks or unblocks a user: one write to the profile, which every authentication reads
     /// (so a block takes effect on all the user's tokens at once, or not at all).
-    async fn set_user_status(&self, id: UserId, status: UserStatus) -> Result<(), StoreError>;
+    async fn set_user_status(
+        &self,
+        id: UserId,
+        status: UserStatus,
+        change: &Change,
+    ) -> Result<(), StoreError>;
 
     /// One strongly consistent GetItem; the caller checks [`TokenRecord::state`].
     async fn get_token(
@@ -353,6 +415,7 @@ pub trait Store: Send + Sync {
         owner: Owner,
         token: NewToken,
         cap: u32,
+        change: &Change,
         now_ms: u64,
     ) -> Result<(), StoreError>;
 
@@ -371,6 +434,7 @@ pub trait Store: Send + Sync {
         user: UserId,
         family: TokenFamily,
         id: TokenId,
+        change: &Change,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         let address = TokenAddress {
@@ -378,7 +442,7 @@ pub trait Store: Send + Sync {
             family,
             id,
         };
-        self.revoke_token_if(address, &Revocation::Deleted, now_ms, &|_| true)
+        self.revoke_token_if(address, &Revocation::Deleted, change, now_ms, &|_| true)
             .await
     }
 
@@ -389,6 +453,7 @@ pub trait Store: Send + Sync {
         &self,
         address: TokenAddress,
         why: &Revocation,
+        change: &Change,
         now_ms: u64,
         allowed: &(dyn for<'r> Fn(&'r TokenRecord) -> bool + Sync),
     ) -> Result<bool, StoreError>;
@@ -408,6 +473,7 @@ pub trait Store: Send + Sync {
     async fn revoke_tokens(
         &self,
         records: &[(TokenRecord, Revocation)],
+        change: &Change,
         now_ms: u64,
     ) -> Result<usize, StoreError>;
 
@@ -422,6 +488,7 @@ pub trait Store: Send + Sync {
         predecessor: &TokenRecord,
         successor: NewToken,
         grace_end_s: u64,
+        change: &Change,
         now_ms: u64,
     ) -> Result<RollOutcome, StoreError>;
 
@@ -431,7 +498,8 @@ pub trait Store: Send + Sync {
     async fn update_token(
         &self,
         record: &TokenRecord,
-        change: &TokenChange,
+        fields: &TokenChange,
+        change: &Change,
         now_ms: u64,
     ) -> Result<Option<TokenRecord>, StoreError>;
 
@@ -446,6 +514,14 @@ pub trait Store: Send + Sync {
         now_ms: u64,
     ) -> Result<bool, StoreError>;
 
+    /// Up to `limit` audit events of `scope`, newest first, after `cursor`: one Query.
+    async fn list_events(
+        &self,
+        scope: EventScope,
+        limit: u32,
+        cursor: Option<&EventCursor>,
+    ) -> Result<EventPage, StoreError>;
+
     /// Makes sure the user's permanent token of the generation it returns works. `Working`: the
     /// record of the current generation is written on first use; when it is revoked, gone, or
     /// no longer matches what `derive` makes (the server key changed), the user moves on to the
@@ -457,6 +533,7 @@ pub trait Store: Send + Sync {
         owner: &User,
         derive: &(dyn Fn(u32) -> NewToken + Sync),
         wanted: PermanentGeneration,
+        change: &Change,
         now_ms: u64,
     ) -> Result<u32, StoreError>;
 }

@@ -174,6 +174,7 @@ async fn world() -> World {
                         status: WorkspaceStatus::Active,
                     }],
                 },
+                &shared::audit::Change::operator(),
                 now_ms(),
             )
             .await

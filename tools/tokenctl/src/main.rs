@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
+use shared::audit::Change;
 use shared::demo;
 use shared::domain::{
     Abilities, CustomerId, Email, PlatformId, Role, TokenName, UserId, UserStatus, Workspace,
@@ -17,8 +18,8 @@ use shared::domain::{
 use shared::mint::MintRequest;
 use shared::service::Service;
 use shared::store::schema::{create_table, TableOutcome};
-use shared::store::PermanentGeneration;
 use shared::store::{now_ms, NewUser, Owner, Store, StoreError};
+use shared::store::{EventScope, PermanentGeneration};
 use shared::token::{PublicTokenId, TokenFamily, TokenKind};
 
 #[derive(Parser)]
@@ -57,6 +58,20 @@ enum StoreCommand {
     /// Tokens: bootstrap keys and revocation.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Audit events, newest first: one user's (`--user`) or a whole platform's (`--platform`).
+    Audit {
+        #[arg(
+            long,
+            conflicts_with = "platform",
+            required_unless_present = "platform"
+        )]
+        user: Option<u64>,
+        #[arg(long)]
+        platform: Option<u64>,
+        /// 1 to 100.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+    },
     /// A demo platform with an admin and users; prints their keys.
     SeedDemo,
     /// Serve every route on 127.0.0.1.
@@ -217,6 +232,19 @@ async fn run(command: Command) -> Result<Value, CliError> {
                 "created": outcome == TableOutcome::Created,
             }))
         }
+        StoreCommand::Audit {
+            user,
+            platform,
+            limit,
+        } => {
+            let scope = match (user, platform) {
+                (Some(user), _) => EventScope::User(UserId(user)),
+                (None, Some(platform)) => EventScope::Platform(PlatformId(platform)),
+                (None, None) => return Err(CliError::Usage("--user or --platform".into())),
+            };
+            let page = store.list_events(scope, limit, None).await?;
+            Ok(json!({ "data": page.events }))
+        }
         StoreCommand::Platform(PlatformCommand::Create { name }) => {
             let name = display_name(&name)?;
             let platform = store.create_platform(&name, now).await?;
@@ -224,7 +252,7 @@ async fn run(command: Command) -> Result<Value, CliError> {
         }
         StoreCommand::User(UserCommand::Create(args)) => {
             let user = store
-                .create_user(new_user(args)?, now)
+                .create_user(new_user(args)?, &Change::operator(), now)
                 .await
                 .map_err(explain)?;
             Ok(json!({
@@ -252,7 +280,13 @@ async fn run(command: Command) -> Result<Value, CliError> {
                 .await?
                 .ok_or_else(|| CliError::Usage(format!("no user with id {id}")))?;
             service
-                .permanent_token(key, &user, PermanentGeneration::Next, now)
+                .permanent_token(
+                    key,
+                    &user,
+                    PermanentGeneration::Next,
+                    &Change::operator(),
+                    now,
+                )
                 .await
                 .map_err(explain)?;
             Ok(json!({"id": id, "rotated": true}))
@@ -292,6 +326,7 @@ async fn run(command: Command) -> Result<Value, CliError> {
                 abilities,
                 expires_at,
                 parent_id: None,
+                change: Change::operator(),
             };
             let minted = service
                 .mint(Owner::from(&owner), request, now)
@@ -314,7 +349,7 @@ async fn run(command: Command) -> Result<Value, CliError> {
             })?;
             for family in TokenFamily::ALL {
                 if store
-                    .revoke_token(id.user_id, family, id.token_id, now)
+                    .revoke_token(id.user_id, family, id.token_id, &Change::operator(), now)
                     .await?
                 {
                     return Ok(json!({"id": id.to_string(), "revoked": true}));
@@ -396,7 +431,7 @@ fn new_user(args: CreateUser) -> Result<NewUser, CliError> {
 
 async fn set_status(store: &dyn Store, id: u64, status: UserStatus) -> Result<Value, CliError> {
     store
-        .set_user_status(UserId(id), status)
+        .set_user_status(UserId(id), status, &Change::operator())
         .await
         .map_err(explain)?;
     Ok(json!({"id": id, "status": status.as_str()}))

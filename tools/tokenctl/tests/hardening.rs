@@ -254,6 +254,7 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
         abilities: Abilities::full(),
         expires_at,
         parent_id: None,
+        change: shared::audit::Change::operator(),
     };
     let expired = mint(
         &store,
@@ -268,7 +269,13 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
         .await
         .unwrap();
     assert!(store
-        .revoke_token(a.admin.id, TokenFamily::ApiKeys, revoked.record.id, now)
+        .revoke_token(
+            a.admin.id,
+            TokenFamily::ApiKeys,
+            revoked.record.id,
+            &shared::audit::Change::operator(),
+            now
+        )
         .await
         .unwrap());
     // A's admin's full key, reported leaked (revoked as a secret-scanning report does).
@@ -281,7 +288,11 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
     ));
     assert_eq!(
         store
-            .revoke_tokens(&[(leaked.record.clone(), why)], now)
+            .revoke_tokens(
+                &[(leaked.record.clone(), why)],
+                &shared::audit::Change::operator(),
+                now
+            )
             .await
             .unwrap(),
         1
@@ -291,7 +302,11 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
     let blocked_admin = add_user(&store, new_user(&a.platform, Role::Admin)).await;
     let blocked = token_for(&store, &blocked_admin, TokenKind::ApiKey, Abilities::full()).await;
     store
-        .set_user_status(blocked_admin.id, UserStatus::Blocked)
+        .set_user_status(
+            blocked_admin.id,
+            UserStatus::Blocked,
+            &shared::audit::Change::operator(),
+        )
         .await
         .unwrap();
     let limited = Abilities::parse(vec!["calls:read".into()]).unwrap();
@@ -344,6 +359,7 @@ enum Route {
     SecretScanningReport,
     /// No credential needed: always 202.
     RevokeOwnToken,
+    AuditEvents,
 }
 
 /// Who calls, in the matrix.
@@ -356,7 +372,7 @@ enum Caller {
 }
 
 impl Route {
-    const ALL: [Route; 19] = [
+    const ALL: [Route; 20] = [
         Route::WhiteLabelToken,
         Route::CustomerToken,
         Route::RevokeCustomerToken,
@@ -376,6 +392,7 @@ impl Route {
         Route::Me,
         Route::SecretScanningReport,
         Route::RevokeOwnToken,
+        Route::AuditEvents,
     ];
 
     fn style(self) -> Style {
@@ -395,6 +412,7 @@ impl Route {
                 | Route::RevokeCustomerToken
                 | Route::GetUserToken
                 | Route::RotateUserToken
+                | Route::AuditEvents
         )
     }
 
@@ -525,6 +543,11 @@ impl Route {
                 json!({ "token": w.a.user_token }).to_string(),
             ),
             Route::Me => (Method::GET, "/api/user/me".into(), String::new()),
+            Route::AuditEvents => (
+                Method::GET,
+                format!("/api/v1/audit-events?user_id={}&limit=5", w.a.user.id),
+                String::new(),
+            ),
             Route::SecretScanningReport => (
                 Method::POST,
                 "/api/v1/secret-scanning/verify".into(),

@@ -431,7 +431,13 @@ async fn exercise(h: &Harness) {
     let profile = store.get_user(t.user.id).await.unwrap().unwrap();
     let permanent = token::TokenId::permanent(profile.permanent_generation);
     assert!(store
-        .revoke_token(t.user.id, TokenFamily::Permanent, permanent, now_ms())
+        .revoke_token(
+            t.user.id,
+            TokenFamily::Permanent,
+            permanent,
+            &shared::audit::Change::operator(),
+            now_ms()
+        )
         .await
         .unwrap());
     assert_eq!(
@@ -481,6 +487,7 @@ async fn exercise(h: &Harness) {
             plain.config.permanent_key().unwrap(),
             &owner,
             shared::store::PermanentGeneration::Working,
+            &shared::audit::Change::operator(),
             now_ms(),
         )
         .await
@@ -550,6 +557,17 @@ async fn exercise(h: &Harness) {
             .await,
         200
     );
+    // The audit trail: one user's events (its partition), the platform's (the index).
+    for query in [
+        format!("?user_id={}&limit=2", t.user.id),
+        "?limit=2".to_string(),
+    ] {
+        let path = format!("/api/v1/audit-events{query}");
+        assert_eq!(
+            h.send("authorizer", Method::GET, &path, &admin, "").await,
+            200
+        );
+    }
 
     // Each function's first use of a key records its last use in the background.
     tokio::time::sleep(Duration::from_millis(500)).await;

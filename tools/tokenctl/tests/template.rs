@@ -94,7 +94,7 @@ fn function_routes() -> BTreeSet<(String, String, String)> {
 #[tokio::test]
 async fn template_functions_and_local_server_share_one_route_table() {
     let template = template_routes(&template());
-    assert_eq!(template.len(), 19, "{template:?}");
+    assert_eq!(template.len(), 20, "{template:?}");
     assert_eq!(template, function_routes());
     assert_eq!(template, served_routes());
     // And each function's router routes them: no 404 or 405 of its own (no token, so no
@@ -220,9 +220,31 @@ async fn tokenctl_init_creates_the_table_template_yaml_declares() {
         .iter()
         .map(|a| (text(&a["AttributeName"]), text(&a["AttributeType"])))
         .collect();
-    assert!(
-        declared["GlobalSecondaryIndexes"].is_null() && declared["LocalSecondaryIndexes"].is_null()
+    assert!(declared["LocalSecondaryIndexes"].is_null());
+    let declared_indexes: Vec<(String, Vec<(String, String)>)> = declared["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|index| {
+            assert_eq!(text(&index["Projection"]["ProjectionType"]), "ALL");
+            let keys = index["KeySchema"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|k| (text(&k["AttributeName"]), text(&k["KeyType"])))
+                .collect();
+            (text(&index["IndexName"]), keys)
+        })
+        .collect();
+    let (index_name, index_keys) = shared::store::schema::AUDIT_INDEX_KEYS;
+    let code_index = (
+        index_name.to_string(),
+        index_keys
+            .iter()
+            .map(|(name, kind)| (name.to_string(), kind.to_string()))
+            .collect::<Vec<_>>(),
     );
+    assert_eq!(declared_indexes, vec![code_index.clone()]);
 
     // The table tokenctl's definition actually creates on DynamoDB Local.
     assert!(
@@ -261,10 +283,32 @@ async fn tokenctl_init_creates_the_table_template_yaml_declares() {
         })
         .collect();
     assert_eq!(created_types, declared_types);
-    assert!(
-        described.global_secondary_indexes().is_empty()
-            && described.local_secondary_indexes().is_empty()
-    );
+    assert!(described.local_secondary_indexes().is_empty());
+    let created_indexes: Vec<(String, Vec<(String, String)>)> = described
+        .global_secondary_indexes()
+        .iter()
+        .map(|index| {
+            assert_eq!(
+                index
+                    .projection()
+                    .and_then(|p| p.projection_type())
+                    .map(|t| t.as_str()),
+                Some("ALL")
+            );
+            let keys = index
+                .key_schema()
+                .iter()
+                .map(|k| {
+                    (
+                        k.attribute_name().to_string(),
+                        k.key_type().as_str().to_string(),
+                    )
+                })
+                .collect();
+            (index.index_name().unwrap_or_default().to_string(), keys)
+        })
+        .collect();
+    assert_eq!(created_indexes, vec![code_index]);
     assert_eq!(
         described
             .billing_mode_summary()
