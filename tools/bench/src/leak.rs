@@ -123,22 +123,11 @@ async fn raw_revocations(client: &Client, table: &str, live: &[String]) {
                     .set_item(Some(copy))
                     .build()
                     .unwrap();
-                // The revocation's audit event: an item of its own.
-                let mut event = Key::event(
-                    parsed.user_id,
-                    &format!("{:024x}", now_ms() as u128 * 1000 + i as u128),
-                )
-                .to_item();
-                event.insert("event".into(), AttributeValue::S("x".repeat(400)));
-                let event = Put::builder()
-                    .table_name(table)
-                    .set_item(Some(event))
-                    .build()
-                    .unwrap();
+                let user_pk = Key::user(parsed.user_id).pk;
                 transaction = transaction
                     .transact_items(TransactWriteItem::builder().delete(delete).build())
                     .transact_items(TransactWriteItem::builder().put(put).build())
-                    .transact_items(TransactWriteItem::builder().put(event).build());
+                    .transact_items(crate::raw::event_put(table, &user_pk, i));
             }
             let count = Update::builder()
                 .table_name(table)

@@ -88,7 +88,30 @@ fn token_like(pk: &str, i: usize) -> std::collections::HashMap<String, Attribute
     item
 }
 
-/// The owner update and the new item of a token creation, in one transaction.
+/// A change's audit event: an item of about an event's size, in the user's partition, with the
+/// platform attribute the audit index keys on.
+pub(crate) fn event_put(table: &str, user_pk: &str, i: usize) -> TransactWriteItem {
+    let mut item = std::collections::HashMap::new();
+    item.insert("pk".to_string(), s(user_pk));
+    item.insert(
+        "sk".to_string(),
+        s(format!(
+            "AUDIT#{:016x}{i:08x}",
+            shared::store::now_ms() * 1000
+        )),
+    );
+    item.insert("audit_platform".to_string(), s("1"));
+    item.insert("event".to_string(), s("e".repeat(450)));
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .unwrap();
+    TransactWriteItem::builder().put(put).build()
+}
+
+/// The owner update, the new item of a token creation and its audit event, in one transaction.
 async fn create_transaction(client: &Client, table: &str, user: &Key, i: usize) {
     let update = Update::builder()
         .table_name(table)
@@ -111,6 +134,7 @@ async fn create_transaction(client: &Client, table: &str, user: &Key, i: usize) 
         .transact_write_items()
         .transact_items(TransactWriteItem::builder().update(update).build())
         .transact_items(TransactWriteItem::builder().put(put).build())
+        .transact_items(event_put(table, &user.pk, i))
         .send()
         .await
         .expect("TransactWriteItems");
@@ -187,8 +211,8 @@ pub fn create(w: Arc<World>) -> Raw {
 }
 
 /// A revocation: the caller's token, the token to revoke (to copy it), then a transaction of
-/// three writes: the live item (here marked, not deleted, so the bench keys stay), its `GONE#`
-/// copy, and the owner's counter. A roll makes the same operations: the caller's token, the
+/// four writes: the live item (here marked, not deleted, so the bench keys stay), its `GONE#`
+/// copy, the owner's counter and the audit event. A roll makes the same operations: the caller's token, the
 /// token to roll, and a transaction of the owner's counter (held by a zero update), the new
 /// item and the old one's update.
 pub fn revoke(w: Arc<World>) -> Raw {
@@ -223,6 +247,7 @@ pub fn revoke(w: Arc<World>) -> Raw {
             .transact_items(TransactWriteItem::builder().update(mark).build())
             .transact_items(TransactWriteItem::builder().put(copy).build())
             .transact_items(TransactWriteItem::builder().update(count).build())
+            .transact_items(event_put(table, &Key::user(user.id).pk, i))
             .send()
             .await
             .expect("TransactWriteItems")

@@ -44,6 +44,17 @@ fn normalize(text: &str) -> String {
         (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", "TIME"),
         (r#""expires":\d+"#, r#""expires":N"#),
         (r#""token_hash":"[0-9a-f]{64}""#, r#""token_hash":"HASH""#),
+        // Audit events: their ids, cursors and where the request came from (API Gateway's
+        // request context under SAM local, none under tokenctl serve).
+        (r#""id":"[0-9a-f]{24}""#, r#""id":"EVENT""#),
+        (
+            r#""next_cursor":"\d+\.[0-9a-f]{24}""#,
+            r#""next_cursor":"CURSOR""#,
+        ),
+        (
+            r#""source":(null|\{"ip":"[^"]*","user_agent":"[^"]*"\})"#,
+            r#""source":SOURCE"#,
+        ),
         // Recorded in the background, so a listing right after a use may or may not show it.
         (
             r#""last_used_at":(null|"TIME")"#,
