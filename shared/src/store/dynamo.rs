@@ -128,7 +128,7 @@ enum Part {
     Platform,
     /// The new user's email is free on its platform.
     Email,
-    /// The new user's id is free.
+    /// The user's profile: a new user's id is free, or a status change's user exists.
     User,
     /// The new user's customer id is free.
     CustomerId,
@@ -142,6 +142,8 @@ enum Part {
     Retiring,
     /// The token being rolled is live and was never rolled.
     Rolling,
+    /// The token being updated is live, with the abilities read.
+    Updating,
     /// The retired token's `GONE#` copy (no condition).
     Tombstone,
     /// The change's audit event.
@@ -1341,7 +1343,7 @@ impl Store for DynamoStore {
         );
         let items = Transaction::default()
             .with(
-                Part::Retiring,
+                Part::Updating,
                 TransactWriteItem::builder().update(update).build(),
             )
             .event(self.event_put(&event)?);
