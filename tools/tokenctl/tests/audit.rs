@@ -12,6 +12,30 @@ use shared::store::Store;
 use shared::test_support::{event, request, service, tenant, token_for};
 use shared::token::{self, hex, TokenKind};
 
+/// The audit event items of the table, as stored (a Scan: test code only).
+async fn stored_events(
+    store: &shared::store::DynamoStore,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let scanned = store
+        .direct()
+        .client
+        .scan()
+        .table_name(store.direct().table)
+        .send()
+        .await
+        .unwrap();
+    scanned
+        .items()
+        .iter()
+        .filter(|item| {
+            item.get("type")
+                .and_then(|t| t.as_s().ok())
+                .is_some_and(|t| t == "audit")
+        })
+        .cloned()
+        .collect()
+}
+
 async fn call(service: &Service, request: Request) -> (u16, Value) {
     let (status, headers, body) =
         shared::test_support::exchange(tokenctl::serve::router(service), request).await;
@@ -199,24 +223,8 @@ async fn every_change_writes_one_event_and_reads_write_none() {
     }
     // Never a secret, nor a hash of one, in an event or in the stored items.
     let all = serde_json::to_string(&events).unwrap();
-    let scanned = store
-        .direct()
-        .client
-        .scan()
-        .table_name(store.direct().table)
-        .send()
-        .await
-        .unwrap();
     // Only the events: token items hold their hash, as they must.
-    let audit_items: Vec<_> = scanned
-        .items()
-        .iter()
-        .filter(|item| {
-            item.get("type")
-                .and_then(|t| t.as_s().ok())
-                .is_some_and(|t| t == "audit")
-        })
-        .collect();
+    let audit_items = stored_events(&store).await;
     assert_eq!(
         audit_items.len(),
         12 + 2,
@@ -304,30 +312,13 @@ async fn events_expire_after_the_retention_and_a_failed_change_leaves_none() {
     let (_, store) = service().await;
     let store = store.with_audit_retention(30);
     let t = tenant(&store).await;
-    let scanned = store
-        .direct()
-        .client
-        .scan()
-        .table_name(store.direct().table)
-        .send()
-        .await
-        .unwrap();
     let now_s = shared::store::now_ms() / 1000;
-    let mut events = 0;
-    for item in scanned.items() {
-        if item
-            .get("type")
-            .and_then(|t| t.as_s().ok())
-            .map(String::as_str)
-            != Some("audit")
-        {
-            continue;
-        }
-        events += 1;
+    let events = stored_events(&store).await;
+    for item in &events {
         let ttl: u64 = item["expires_at"].as_n().unwrap().parse().unwrap();
         assert!(ttl.abs_diff(now_s + 30 * 86_400) < 60, "{ttl}");
     }
-    assert_eq!(events, 4, "two users and two keys created");
+    assert_eq!(events.len(), 4, "two users and two keys created");
     // A creation refused at the cap writes no event, nor does a revocation of nothing.
     let owner = shared::store::Owner::from(&t.user);
     let request = shared::mint::MintRequest {
