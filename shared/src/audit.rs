@@ -54,52 +54,41 @@ pub struct Change {
 }
 
 impl Change {
-    /// A change made with `tokenctl` (no source).
-    pub fn operator() -> Change {
+    fn of(
+        kind: ActorKind,
+        user_id: Option<UserId>,
+        token_id: Option<PublicTokenId>,
+        source: Option<Source>,
+    ) -> Change {
         Change {
             actor: Actor {
-                kind: ActorKind::Operator,
-                user_id: None,
-                token_id: None,
+                kind,
+                user_id,
+                token_id,
             },
-            source: None,
+            source,
         }
+    }
+
+    /// A change made with `tokenctl` (no source).
+    pub fn operator() -> Change {
+        Change::of(ActorKind::Operator, None, None, None)
     }
 
     /// A change made by `caller`'s token.
     pub fn by(caller: &Principal, source: Option<Source>) -> Change {
-        Change {
-            actor: Actor {
-                kind: ActorKind::User,
-                user_id: Some(caller.user_id),
-                token_id: Some(caller.token()),
-            },
-            source,
-        }
+        let (user, token) = (Some(caller.user_id), Some(caller.token()));
+        Change::of(ActorKind::User, user, token, source)
     }
 
     /// A change made on a secret-scanning report's word.
     pub fn secret_scanning(source: Option<Source>) -> Change {
-        Change {
-            actor: Actor {
-                kind: ActorKind::SecretScanning,
-                user_id: None,
-                token_id: None,
-            },
-            source,
-        }
+        Change::of(ActorKind::SecretScanning, None, None, source)
     }
 
     /// A token revoked by whoever held it.
     pub fn token_holder(token: PublicTokenId, source: Option<Source>) -> Change {
-        Change {
-            actor: Actor {
-                kind: ActorKind::TokenHolder,
-                user_id: None,
-                token_id: Some(token),
-            },
-            source,
-        }
+        Change::of(ActorKind::TokenHolder, None, Some(token), source)
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::json;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer};
 
@@ -68,8 +69,23 @@ pub fn revoked(reason: &str, count: u64) {
     emit("TokensRevoked", "Reason", reason, count);
 }
 
-/// The layer that writes metric events' lines, as they are, one per line, to `W`.
-pub struct Lines<W>(pub W);
+/// The layer that writes the metric events' lines, as they are, one per line, to `writer`; it
+/// sees only events of [`TARGET`] (its filter, so no other level or target is enabled for it).
+pub fn lines<S, W>(writer: W) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    Lines(writer).with_filter(filter_fn(is_metric))
+}
+
+/// Whether an event or span is a metric line.
+pub fn is_metric(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.target() == TARGET
+}
+
+/// See [`lines`].
+struct Lines<W>(W);
 
 impl<S, W> Layer<S> for Lines<W>
 where
@@ -77,9 +93,6 @@ where
     W: for<'a> MakeWriter<'a> + 'static,
 {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() != TARGET {
-            return;
-        }
         let mut message = Message(None);
         event.record(&mut message);
         if let Some(line) = message.0 {

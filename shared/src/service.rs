@@ -121,10 +121,9 @@ pub fn init_tracing() {
     } else {
         logs.with_ansi(false).boxed()
     };
-    let not_metrics = filter_fn(|metadata| metadata.target() != crate::metrics::TARGET);
-    let metrics = filter_fn(|metadata| metadata.target() == crate::metrics::TARGET);
+    let not_metrics = filter_fn(|metadata| !crate::metrics::is_metric(metadata));
     tracing_subscriber::registry()
         .with(logs.with_filter(not_metrics).with_filter(filter))
-        .with(crate::metrics::Lines(std::io::stdout).with_filter(metrics))
+        .with(crate::metrics::lines(std::io::stdout))
         .init();
 }

@@ -162,12 +162,6 @@ impl Transaction {
         self
     }
 
-    /// With the change's audit event.
-    fn event(mut self, event: (Part, TransactWriteItem)) -> Transaction {
-        self.0.push(event);
-        self
-    }
-
     fn and(mut self, other: Transaction) -> Transaction {
         self.0.extend(other.0);
         self
@@ -236,12 +230,9 @@ impl DynamoStore {
     }
 
     /// The put of `event` in a change's transaction (a new item: its id is unique).
-    fn event_put(&self, event: &Event) -> Result<(Part, TransactWriteItem), StoreError> {
+    fn event_put(&self, event: &Event) -> Result<TransactWriteItem, StoreError> {
         let expires_at = event.at_us / 1_000_000 + self.audit_retention_days * 86_400;
-        Ok((
-            Part::Event,
-            self.put(event_item(event, expires_at), "attribute_not_exists(pk)")?,
-        ))
+        self.put(event_item(event, expires_at), "attribute_not_exists(pk)")
     }
 
     /// The client and table this store works on, for code that must address the table
@@ -558,7 +549,8 @@ impl DynamoStore {
     /// The writes of one transaction that take each token out of its family's range: the live
     /// item goes (only while it is as its retirement requires), a `GONE#` copy saying why takes
     /// its place with the TTL attribute set, and the cap slots are given back, one update per
-    /// owner and counter. At most 49 tokens (DynamoDB's 100 items a transaction).
+    /// owner. With their audit events, at most [`RETIRED_PER_TRANSACTION`] tokens (DynamoDB's
+    /// 100 items a transaction).
     fn retire_all(
         &self,
         retiring: &[(&TokenRecord, &Retirement)],
@@ -661,7 +653,10 @@ impl DynamoStore {
             .collect();
         let mut items = self.retire_all(&retiring, now_ms)?;
         for (record, why) in records {
-            items = items.event(self.event_put(&revocation_event(change, record, why))?);
+            items = items.with(
+                Part::Event,
+                self.event_put(&revocation_event(change, record, why))?,
+            );
         }
         match self.transact(items).await {
             Ok(()) => {
@@ -853,7 +848,7 @@ impl Store for DynamoStore {
                 Target::user(id),
                 details,
             );
-            items = items.event(self.event_put(&event)?);
+            items = items.with(Part::Event, self.event_put(&event)?);
             match self.transact(items).await {
                 Ok(()) => return Ok(user),
                 Err(TransactionFailure::Store(e)) => return Err(e),
@@ -934,7 +929,7 @@ impl Store for DynamoStore {
                 Part::User,
                 TransactWriteItem::builder().update(update).build(),
             )
-            .event(self.event_put(&event)?);
+            .with(Part::Event, self.event_put(&event)?);
         match self.transact(items).await {
             Ok(()) => Ok(()),
             Err(TransactionFailure::Conditions(_)) => Err(StoreError::UserNotFound),
@@ -1006,7 +1001,7 @@ impl Store for DynamoStore {
                     Part::NewToken,
                     self.put(token_item(&record), "attribute_not_exists(pk)")?,
                 )
-                .event(self.event_put(&event)?);
+                .with(Part::Event, self.event_put(&event)?);
             let failed = match self.transact(items).await {
                 Ok(()) => {
                     metrics::minted(record.kind.as_str(), 1);
@@ -1095,9 +1090,10 @@ impl Store for DynamoStore {
             return revoked_by_this_call().await;
         };
         let retirement = Retirement::Revoked(why.clone());
-        let items = self
-            .retire(&record, &retirement, now_ms)?
-            .event(self.event_put(&revocation_event(change, &record, why))?);
+        let items = self.retire(&record, &retirement, now_ms)?.with(
+            Part::Event,
+            self.event_put(&revocation_event(change, &record, why))?,
+        );
         let revoked = match self.transact(items).await {
             Ok(()) => true,
             Err(TransactionFailure::Conditions(_)) => revoked_by_this_call().await?,
@@ -1221,16 +1217,19 @@ impl Store for DynamoStore {
                 Part::Rolling,
                 TransactWriteItem::builder().update(rolling).build(),
             )
-            .event(self.event_put(&Event::new(
-                change,
-                Action::TokenRolled,
-                predecessor.platform_id,
-                Target::token(predecessor),
-                details([
-                    ("successor_id", json!(record.public_id().to_string())),
-                    ("previous_expires_at", json!(until)),
-                ]),
-            ))?);
+            .with(
+                Part::Event,
+                self.event_put(&Event::new(
+                    change,
+                    Action::TokenRolled,
+                    predecessor.platform_id,
+                    Target::token(predecessor),
+                    details([
+                        ("successor_id", json!(record.public_id().to_string())),
+                        ("previous_expires_at", json!(until)),
+                    ]),
+                ))?,
+            );
         let failed = match self.transact(items).await {
             Ok(()) => {
                 metrics::minted(record.kind.as_str(), 1);
@@ -1346,7 +1345,7 @@ impl Store for DynamoStore {
                 Part::Updating,
                 TransactWriteItem::builder().update(update).build(),
             )
-            .event(self.event_put(&event)?);
+            .with(Part::Event, self.event_put(&event)?);
         match self.transact(items).await {
             Ok(()) => Ok(Some(updated)),
             Err(TransactionFailure::Conditions(_)) => Ok(None),
@@ -1535,7 +1534,7 @@ impl Store for DynamoStore {
                 Target::token(&record),
                 details([("generation", json!(next))]),
             );
-            items = items.event(self.event_put(&event)?);
+            items = items.with(Part::Event, self.event_put(&event)?);
             let retiring = stored.filter(|r| r.state(now_ms) == TokenState::Live);
             if let Some(old) = &retiring {
                 // Live but made with another server key: whoever holds the old key loses it.

@@ -181,13 +181,9 @@ fn metric_counts(captured: &Captured) -> std::collections::BTreeMap<(String, Str
 
 #[tokio::test]
 async fn mints_verifications_and_revocations_emit_embedded_metric_lines() {
-    use tracing_subscriber::filter::filter_fn;
     use tracing_subscriber::prelude::*;
     let captured = Captured::default();
-    let subscriber = tracing_subscriber::registry().with(
-        shared::metrics::Lines(captured.clone())
-            .with_filter(filter_fn(|m| m.target() == shared::metrics::TARGET)),
-    );
+    let subscriber = tracing_subscriber::registry().with(shared::metrics::lines(captured.clone()));
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let (service, store) = service().await;
