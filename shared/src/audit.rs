@@ -104,6 +104,7 @@ pub enum Action {
     UserCreated,
     UserBlocked,
     UserUnblocked,
+    LimitsUpdated,
 }
 
 crate::domain::named!(Action {
@@ -116,6 +117,7 @@ crate::domain::named!(Action {
     UserCreated => "user.created",
     UserBlocked => "user.blocked",
     UserUnblocked => "user.unblocked",
+    LimitsUpdated => "limits.updated",
 });
 
 /// What a change was made to.

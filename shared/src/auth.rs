@@ -2,6 +2,7 @@
 
 use crate::domain::{Abilities, PlatformId, Role, UserId, UserStatus};
 use crate::error::ApiError;
+use crate::limits::{self, Meter, Usage};
 use crate::store::{
     revocation_name, Owner, Store, StoreError, TokenRecord, TokenState, LAST_USED_RESOLUTION_MS,
 };
@@ -132,6 +133,42 @@ pub struct Verification {
     /// `rolled`, `leaked`, `self_revoked`), `rolled` for a rolled token (working until the end
     /// of its grace period), `blocked` for a token of a blocked owner.
     pub revoked_reason: Option<&'static str>,
+    /// The owner's usage limits and their use (shared by its tokens); `None`: unmetered.
+    pub owner_meter: Option<Meter>,
+}
+
+impl Verification {
+    /// Whether using the token is charged (it, or its owner, has usage limits).
+    pub fn is_metered(&self) -> bool {
+        self.record.as_ref().is_some_and(|r| r.meter.is_some()) || self.owner_meter.is_some()
+    }
+
+    /// Where the token's limits and its owner's stand at `now_ms`, without charging.
+    pub fn usage(&self, now_ms: u64) -> Usage {
+        let standings: Vec<_> = [self.record.as_ref().and_then(|r| r.meter), self.owner_meter]
+            .into_iter()
+            .flatten()
+            .map(|meter| meter.standing(now_ms))
+            .collect();
+        limits::usage(&standings, 0, now_ms)
+    }
+
+    /// One unit of use of a valid token: charged to its limits and its owner's (none for an
+    /// unmetered token, with no write). `None`: the token stopped being usable meanwhile.
+    pub async fn charge(
+        &self,
+        store: &dyn Store,
+        now_ms: u64,
+    ) -> Result<Option<Usage>, StoreError> {
+        match &self.record {
+            Some(record) if self.is_metered() => {
+                store
+                    .charge(record, self.owner_meter.as_ref(), now_ms)
+                    .await
+            }
+            _ => Ok(Some(Usage::default())),
+        }
+    }
 }
 
 /// Checks a presented token: malformed ones are refused before any database read; otherwise one
@@ -159,6 +196,7 @@ async fn check(
         record: None,
         owner_role: None,
         revoked_reason: None,
+        owner_meter: None,
     };
     let Ok(parsed) = token::parse(presented) else {
         return Ok(not_found);
@@ -196,6 +234,7 @@ async fn check(
         code,
         owner_role,
         revoked_reason,
+        owner_meter: owner.and_then(|owner| owner.meter),
         record: Some(record),
     })
 }
@@ -208,9 +247,14 @@ pub async fn authenticate(
     now_ms: u64,
 ) -> Result<Principal, ApiError> {
     let verification = verify(store, presented.ok_or(ApiError::Unauthenticated)?, now_ms).await?;
+    principal(&verification)
+}
+
+/// The caller a verification found: a valid token of an active owner, or the 401.
+pub fn principal(verification: &Verification) -> Result<Principal, ApiError> {
     match (
         verification.code,
-        verification.record,
+        &verification.record,
         verification.owner_role,
     ) {
         (VerificationCode::Valid, Some(record), Some(role)) => Ok(Principal {
@@ -219,7 +263,7 @@ pub async fn authenticate(
             role,
             token_id: record.id,
             kind: record.kind,
-            abilities: record.abilities,
+            abilities: record.abilities.clone(),
             expires_at: record.expires_at,
             last_used_at_ms: record.last_used_at_ms,
         }),

@@ -89,6 +89,15 @@ pub enum ApiError {
     CannotManageTokens,
     #[error("A token's abilities may only be narrowed: send a subset of its current abilities.")]
     AbilitiesWidened,
+    /// Usage limits are the platform's to set, never a token owner's.
+    #[error("Only a platform admin can change usage limits.")]
+    LimitsNotYours,
+    /// A metered token over one of its usage limits (or its owner's).
+    #[error("Too Many Requests.")]
+    TooManyRequests {
+        refusal: crate::limits::Refusal,
+        retry_after: Option<u64>,
+    },
     /// A token may not mint one that outlives it.
     #[error("A token cannot outlive the token that creates it: choose an expiry no later than {} (epoch seconds {limit}).", crate::http::timestamp_seconds(limit.saturating_mul(1000)))]
     OutlivesParent { limit: u64 },
@@ -137,7 +146,9 @@ impl ApiError {
             ApiError::NotAdministrator
             | ApiError::AbilitiesExceeded
             | ApiError::AbilitiesWidened
+            | ApiError::LimitsNotYours
             | ApiError::CannotManageTokens => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Validation(_)
@@ -159,7 +170,9 @@ impl ApiError {
             ApiError::NotAdministrator
             | ApiError::AbilitiesExceeded
             | ApiError::AbilitiesWidened
+            | ApiError::LimitsNotYours
             | ApiError::CannotManageTokens => "FORBIDDEN",
+            ApiError::TooManyRequests { refusal, .. } => refusal.code(),
             ApiError::OutlivesParent { .. } => "EXPIRATION_EXCEEDS_TOKEN",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod mint;
 pub mod service;

@@ -6,6 +6,7 @@
 //! | `TokensMinted` | `Kind` | each token stored: created by any route or `tokenctl`, a roll's successor, a permanent key's new generation |
 //! | `Verifications` | `Code` | each presented token checked (routes, the authorizer, the verify route): `VALID`, `NOT_FOUND`, `EXPIRED`, `REVOKED`, `DISABLED` |
 //! | `TokensRevoked` | `Reason` | each token revoked: `deleted`, `rolled`, `leaked`, `self_revoked` |
+//! | `Authorizations` | `Outcome` | each authorizer event: `allowed`, `unauthorized`, `USAGE_EXCEEDED`, `RATE_LIMITED`, `failed` (DynamoDB unreachable) |
 //!
 //! A metric is a tracing event of target [`TARGET`] whose message is the EMF line;
 //! [`init_tracing`](crate::service::init_tracing) writes those lines to stdout as they are,
@@ -67,6 +68,11 @@ pub fn verified(code: &str) {
 /// `count` tokens revoked for `reason`.
 pub fn revoked(reason: &str, count: u64) {
     emit("TokensRevoked", "Reason", reason, count);
+}
+
+/// An authorizer event answered with `outcome`.
+pub fn authorized(outcome: &str) {
+    emit("Authorizations", "Outcome", outcome, 1);
 }
 
 /// The layer that writes the metric events' lines, as they are, one per line, to `writer`; it

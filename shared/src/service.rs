@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use crate::audit::Change;
-use crate::auth::{authenticate, Principal};
+use crate::auth::{authenticate, principal, verify, Principal};
 use crate::config::{dynamodb_client, Config};
 use crate::domain::Abilities;
 use crate::error::ApiError;
+use crate::limits::Usage;
 use crate::mint::{mint, MintRequest, Minted};
 use crate::store::{DynamoStore, NewToken, Owner, PermanentGeneration, Store, StoreError, User};
 use crate::token::{IssuedToken, PermanentKey};
@@ -79,6 +80,42 @@ impl Service {
         now_ms: u64,
     ) -> Result<Principal, ApiError> {
         let principal = authenticate(self.store.as_ref(), presented, now_ms).await?;
+        self.record_use(&principal, now_ms).await;
+        Ok(principal)
+    }
+
+    /// One unit of use of a token on a metered route (the authorizer; `GET /api/user/me` under
+    /// `tokenctl serve`): authenticated as [`Service::authenticate`] does, then charged one unit
+    /// of its limits and its owner's (an unmetered token: no write). Over a limit:
+    /// [`ApiError::TooManyRequests`], charging nothing.
+    pub async fn admit(
+        &self,
+        presented: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(Principal, Usage), ApiError> {
+        let verification = verify(
+            self.store.as_ref(),
+            presented.ok_or(ApiError::Unauthenticated)?,
+            now_ms,
+        )
+        .await?;
+        let principal = principal(&verification)?;
+        let usage = verification
+            .charge(self.store.as_ref(), now_ms)
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+        if let Some(refusal) = usage.refusal {
+            return Err(ApiError::TooManyRequests {
+                refusal,
+                retry_after: usage.retry_after,
+            });
+        }
+        self.record_use(&principal, now_ms).await;
+        Ok((principal, usage))
+    }
+
+    /// Records a token's use when its `last_used_at` is stale (see [`Service::authenticate`]).
+    async fn record_use(&self, principal: &Principal, now_ms: u64) {
         if principal.last_use_is_stale(now_ms) {
             let (user, family, id) = (
                 principal.user_id,
@@ -89,7 +126,6 @@ impl Service {
                 tracing::warn!(error = %error, "could not record a token's last use");
             }
         }
-        Ok(principal)
     }
 }
 

@@ -25,6 +25,7 @@ use tower::ServiceExt;
 
 use crate::audit::{Change, Source};
 use crate::auth::Principal;
+use crate::domain::UserId;
 use crate::error::{ApiError, FieldErrors};
 use crate::http::{bearer_token, body_fields, header, routed_request, BodyFormat, MAX_BODY_BYTES};
 use crate::service::{init_tracing, Service};
@@ -70,6 +71,9 @@ pub enum Envelope {}
 fn laravel_body(error: &ApiError) -> Value {
     match error {
         ApiError::Validation(fields) => json!({"message": error.to_string(), "errors": fields}),
+        ApiError::TooManyRequests { .. } => {
+            json!({"message": error.to_string(), "code": error.code()})
+        }
         _ => json!({"message": error.to_string()}),
     }
 }
@@ -175,10 +179,21 @@ impl<S> From<StoreError> for Failure<S> {
 impl<S: Style> IntoResponse for Failure<S> {
     fn into_response(self) -> Response {
         let mut response = Json(self.0.status(), S::body(&self.0)).into_response();
-        if let ApiError::MethodNotAllowed { allow, .. } = &self.0 {
-            if let Ok(value) = HeaderValue::from_str(allow) {
-                response.headers_mut().insert(header::ALLOW, value);
+        match &self.0 {
+            ApiError::MethodNotAllowed { allow, .. } => {
+                if let Ok(value) = HeaderValue::from_str(allow) {
+                    response.headers_mut().insert(header::ALLOW, value);
+                }
             }
+            ApiError::TooManyRequests {
+                retry_after: Some(seconds),
+                ..
+            } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+            }
+            _ => {}
         }
         response
     }
@@ -361,6 +376,12 @@ impl<S: Style, const LIMIT: usize> FromRequest<State> for RawBody<S, LIMIT> {
     }
 }
 
+/// The text of a route's one path parameter.
+async fn path_id<St: Send + Sync>(parts: &mut Parts, state: &St) -> Option<String> {
+    let params = RawPathParams::from_request_parts(parts, state).await.ok()?;
+    params.iter().next().map(|(_, value)| value.to_string())
+}
+
 /// The token id of a route's one path parameter; `None` when it names no token (any text,
 /// including percent-escapes that decode to no UTF-8), which the route answers as its 404.
 pub struct TokenIdParam(pub Option<PublicTokenId>);
@@ -369,12 +390,23 @@ impl<St: Send + Sync> FromRequestParts<St> for TokenIdParam {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Infallible> {
-        let params = RawPathParams::from_request_parts(parts, state).await.ok();
-        let id = params
-            .as_ref()
-            .and_then(|params| params.iter().next())
-            .and_then(|(_, value)| PublicTokenId::parse(value));
-        Ok(TokenIdParam(id))
+        let id = path_id(parts, state).await;
+        Ok(TokenIdParam(id.as_deref().and_then(PublicTokenId::parse)))
+    }
+}
+
+/// The user id of a route's one path parameter (digits); `None` when it names no user, which
+/// the route answers as its 404.
+pub struct UserIdParam(pub Option<UserId>);
+
+impl<St: Send + Sync> FromRequestParts<St> for UserIdParam {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Infallible> {
+        let id = path_id(parts, state).await.filter(|id| {
+            !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())
+        });
+        Ok(UserIdParam(id.and_then(|id| id.parse().ok()).map(UserId)))
     }
 }
 
@@ -409,6 +441,10 @@ impl<S: Style> Routes<S> {
 
     pub fn patch<H: Handler<T, State>, T: 'static>(self, path: &'static str, handler: H) -> Self {
         self.on(Method::PATCH, MethodFilter::PATCH, path, handler)
+    }
+
+    pub fn put<H: Handler<T, State>, T: 'static>(self, path: &'static str, handler: H) -> Self {
+        self.on(Method::PUT, MethodFilter::PUT, path, handler)
     }
 
     fn on<H: Handler<T, State>, T: 'static>(

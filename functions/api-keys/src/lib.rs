@@ -2,6 +2,10 @@
 //! access tokens with abilities). Create (optionally expiring), list (newest first, never a
 //! secret), update (rename, disable or enable, narrow abilities) and delete (at once). Bodies are
 //! JSON or forms; errors are Laravel's `{message[, errors]}`.
+//!
+//! And what only the platform may change about them: the usage limits of a user (shared by all
+//! its tokens) and of a token (`PUT /api/v1/users/{id}/limits`, `PUT /api/v1/tokens/{id}/limits`,
+//! a platform admin's `*` token).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,15 +17,20 @@ use serde_json::{Map, Value};
 use shared::domain::{Abilities, TokenName};
 use shared::error::{ApiError, FieldErrors};
 use shared::http::{Micros, Seconds};
+use shared::limits::Limits;
 use shared::mint::{MintRequest, Minted, Roll};
 use shared::service::Service;
-use shared::store::{Revocation, StoreError, TokenAddress, TokenChange, TokenRecord, TokenState};
+use shared::store::{
+    live_token, Metered, Revocation, StoreError, TokenAddress, TokenChange, TokenRecord, TokenState,
+};
 use shared::token::{PublicTokenId, TokenFamily, TokenKind};
 use shared::validate::{
     abilities_field, boolean_field, both, future_date_field, integer_field, name_field, required,
     Parsed,
 };
-use shared::web::{self, Failure, Fields, Json, Laravel, Manager, Routes, TokenIdParam};
+use shared::web::{
+    self, Admin, Failure, Fields, Json, Laravel, Manager, Routes, TokenIdParam, UserIdParam,
+};
 
 type Caller = Manager<Laravel>;
 type Answer = Result<Response, Failure<Laravel>>;
@@ -39,6 +48,80 @@ pub fn routes() -> Routes<Laravel> {
         .delete("/api/v1/user/api-tokens/{id}", delete::<PersonalTokens>)
         .patch("/api/v1/user/api-tokens/{id}", update::<PersonalTokens>)
         .post("/api/v1/user/api-tokens/{id}/roll", roll::<PersonalTokens>)
+        .put("/api/v1/users/{id}/limits", user_limits)
+        .put("/api/v1/tokens/{id}/limits", token_limits)
+}
+
+/// Fields of an update that would change usage limits: never a token owner's to send.
+const LIMIT_FIELDS: [&str; 4] = ["credits", "rate_limit", "ratelimit", "limits"];
+
+#[derive(Serialize)]
+struct LimitsSet {
+    data: Limits,
+}
+
+/// `PUT /api/v1/users/{id}/limits`: a platform admin sets the limits every token of one of its
+/// users shares. Another platform's user is answered as an unknown one.
+async fn user_limits(
+    State(service): State<web::State>,
+    caller: Admin<Laravel>,
+    UserIdParam(id): UserIdParam,
+    body: Fields<Laravel>,
+) -> Answer {
+    let limits = Limits::parse(&body);
+    let not_found = || ApiError::NotFound("User not found.");
+    let user = match id {
+        Some(id) => service.store.get_user(id).await?,
+        None => None,
+    }
+    .filter(|user| user.platform_id == caller.platform_id)
+    .ok_or_else(not_found)?;
+    set_limits(&service, &caller, Metered::User(&user), limits?, not_found).await
+}
+
+/// `PUT /api/v1/tokens/{id}/limits`: a platform admin sets one live token's own limits (any
+/// kind; the public `<user>-<record>` id). Another platform's token is answered as an unknown
+/// one.
+async fn token_limits(
+    State(service): State<web::State>,
+    caller: Admin<Laravel>,
+    TokenIdParam(id): TokenIdParam,
+    body: Fields<Laravel>,
+) -> Answer {
+    let limits = Limits::parse(&body);
+    let not_found = || ApiError::NotFound("Token not found.");
+    let record = match id {
+        Some(id) => live_token(service.store.as_ref(), id, caller.now).await?,
+        None => None,
+    }
+    .filter(|record| record.platform_id == caller.platform_id)
+    .ok_or_else(not_found)?;
+    set_limits(
+        &service,
+        &caller,
+        Metered::Token(&record),
+        limits?,
+        not_found,
+    )
+    .await
+}
+
+/// Stores `limits` on `target` and answers them as stored.
+async fn set_limits(
+    service: &Service,
+    caller: &Admin<Laravel>,
+    target: Metered<'_>,
+    limits: Limits,
+    not_found: impl Fn() -> ApiError,
+) -> Answer {
+    let stored = service
+        .store
+        .set_limits(target, &limits, &caller.change(), caller.now)
+        .await?;
+    if !stored {
+        return Err(not_found().into());
+    }
+    Ok(Json(StatusCode::OK, LimitsSet { data: limits }).into_response())
 }
 
 /// The longest grace period of a roll: a week.
@@ -437,6 +520,9 @@ async fn update<F: Family>(
     TokenIdParam(id): TokenIdParam,
     body: Fields<Laravel>,
 ) -> Answer {
+    if LIMIT_FIELDS.iter().any(|field| body.contains_key(*field)) {
+        return Err(ApiError::LimitsNotYours.into());
+    }
     let change = F::change(&body);
     // Written only while the abilities are still the ones read: a concurrent update is read
     // again, and the checks run on what it left.

@@ -1,8 +1,11 @@
 //! Makes the tokens usable on a platform's own APIs:
 //!
-//! * an API Gateway REQUEST Lambda authorizer: one strongly consistent GetItem per token, an
-//!   Allow policy for the calling method with the caller in the context, Deny for anything
-//!   invalid, expired, revoked or blocked;
+//! * an API Gateway REQUEST Lambda authorizer: one strongly consistent read of the token and its
+//!   owner (BatchGetItem), an Allow policy for the calling method with the caller in the
+//!   context, "Unauthorized" (API Gateway's 401) for anything invalid, expired, revoked or
+//!   blocked; a metered token is charged one unit (one conditional write, or a two-item
+//!   transaction when both it and its owner have limits), and over a limit gets a Deny whose
+//!   context carries the code (the template's 429);
 //! * `POST /api/v1/tokens/verify`: what a token is and whether it works;
 //! * `GET /api/user/me`: the example protected route, answering from the authorizer's context.
 
@@ -22,10 +25,11 @@ use shared::domain::{Abilities, Role, UserId};
 use shared::error::ApiError;
 use shared::error::FieldErrors;
 use shared::http::{bearer_token, header, path_parameter, query_parameter, Seconds};
+use shared::limits::{Remaining, Usage, Window};
 use shared::service::Service;
 use shared::store::{now_ms, TokenRecord};
 use shared::store::{EventCursor, EventScope};
-use shared::validate::{both, integer_field, required, string_field};
+use shared::validate::{boolean_field, both, integer_field, required, string_field};
 use shared::web::{self, Admin, Caller, Failure, Fields, Json, Laravel, Routes};
 
 type Answer = Result<Response, Failure<Laravel>>;
@@ -49,6 +53,10 @@ pub fn router(service: Service) -> Router {
 pub enum AuthorizerError {
     #[error("the authorizer event has no methodArn")]
     NoMethodArn,
+    /// The token does not authenticate: API Gateway answers its UNAUTHORIZED response (401)
+    /// for exactly this error message.
+    #[error("Unauthorized")]
+    Unauthorized,
     #[error("the token store is unavailable")]
     Unavailable,
 }
@@ -153,8 +161,10 @@ fn policy_resource(method_arn: &str, resource: Option<&str>) -> String {
 }
 
 /// The authorizer: Allow for the calling method on the calling route only (path parameters
-/// wildcarded, see [`policy_resource`]), with the caller in the context; Deny for any token that
-/// does not authenticate.
+/// wildcarded, see [`policy_resource`]), with the caller in the context, once a metered token
+/// is charged its unit; "Unauthorized" for any token that does not authenticate; Deny, with
+/// `code` (and `retry_after` seconds when waiting helps) in the context, for a metered token
+/// over a limit.
 pub async fn authorize(service: &Service, event: &Value) -> Result<Value, AuthorizerError> {
     let method_arn = event
         .get("methodArn")
@@ -162,29 +172,55 @@ pub async fn authorize(service: &Service, event: &Value) -> Result<Value, Author
         .ok_or(AuthorizerError::NoMethodArn)?;
     let resource = policy_resource(method_arn, event.get("resource").and_then(Value::as_str));
     let token = event_token(event);
-    match service.authenticate(token.as_deref(), now_ms()).await {
-        Ok(caller) => Ok(policy(
-            &caller.user_id.to_string(),
-            "Allow",
-            &resource,
-            caller_context(&caller),
-        )),
-        Err(ApiError::Unauthenticated) => Ok(policy("anonymous", "Deny", &resource, json!({}))),
-        Err(_) => Err(AuthorizerError::Unavailable),
-    }
+    let (outcome, answer) = match service.admit(token.as_deref(), now_ms()).await {
+        Ok((caller, usage)) => (
+            "allowed",
+            Ok(policy(
+                &caller.user_id.to_string(),
+                "Allow",
+                &resource,
+                caller_context(&caller, &usage),
+            )),
+        ),
+        Err(ApiError::Unauthenticated) => ("unauthorized", Err(AuthorizerError::Unauthorized)),
+        Err(ApiError::TooManyRequests {
+            refusal,
+            retry_after,
+        }) => {
+            let mut context = json!({"code": refusal.code()});
+            if let Some(seconds) = retry_after {
+                context["retry_after"] = json!(seconds);
+            }
+            (
+                refusal.code(),
+                Ok(policy("limited", "Deny", &resource, context)),
+            )
+        }
+        Err(_) => ("failed", Err(AuthorizerError::Unavailable)),
+    };
+    shared::metrics::authorized(outcome);
+    answer
 }
 
 /// What the authorizer hands the protected integration (strings and numbers only, as API Gateway
-/// requires).
-fn caller_context(caller: &Principal) -> Value {
-    json!({
+/// requires): the caller, and for a metered token what is left after this unit
+/// (`credits_remaining`, `ratelimit_remaining`, the tighter of the token's and its owner's).
+fn caller_context(caller: &Principal, usage: &Usage) -> Value {
+    let mut context = json!({
         "user_id": caller.user_id.0,
         "platform_id": caller.platform_id.0,
         "token_id": format!("{}-{}", caller.user_id, caller.token_id),
         "kind": caller.kind.as_str(),
         "role": caller.role.as_str(),
         "abilities": caller.abilities.as_slice().join(","),
-    })
+    });
+    if let Some(credits) = usage.credits {
+        context["credits_remaining"] = json!(credits.remaining);
+    }
+    if let Some(window) = usage.ratelimit {
+        context["ratelimit_remaining"] = json!(window.remaining);
+    }
+    context
 }
 
 /// A token as verify describes it.
@@ -220,16 +256,25 @@ struct Verified<'a> {
     valid: bool,
     code: &'static str,
     token: Option<VerifiedToken<'a>>,
+    /// The tighter of the token's and its owner's limits; `null` for an unmetered token.
+    credits: Option<Remaining>,
+    ratelimit: Option<Window>,
 }
 
-/// `POST /api/v1/tokens/verify {"token": ...}`: for an admin of the token's platform, or for the
-/// token itself. Another platform's token answers exactly like an unknown one.
+/// `POST /api/v1/tokens/verify {"token": ..., "consume"?: bool}`: for an admin of the token's
+/// platform, or for the token itself. Another platform's token answers exactly like an unknown
+/// one. With `consume: true` a valid metered token is charged one unit (as the authorizer
+/// charges it); without, its limits are only reported. Over a limit: `valid: false` and
+/// `USAGE_EXCEEDED` or `RATE_LIMITED`.
 async fn verify_route(
     State(service): State<web::State>,
     caller: Caller<Laravel>,
     body: Fields<Laravel>,
 ) -> Answer {
-    let token = required("token", string_field(&body, "token"))?;
+    let (token, consume) = both(
+        required("token", string_field(&body, "token")),
+        boolean_field(&body, "consume"),
+    )?;
     let verification = verify(service.store.as_ref(), &token, caller.now).await?;
     let is_itself = verification
         .record
@@ -247,10 +292,24 @@ async fn verify_route(
         None => "NOT_FOUND",
         Some(_) => verification.code.as_str(),
     };
+    let usage = match visible {
+        None => Usage::default(),
+        Some(_) if code == "VALID" && consume == Some(true) => verification
+            .charge(service.store.as_ref(), caller.now)
+            .await?
+            .unwrap_or_else(|| verification.usage(caller.now)),
+        Some(_) => verification.usage(caller.now),
+    };
+    let code = match usage.refusal {
+        Some(refusal) if code == "VALID" => refusal.code(),
+        _ => code,
+    };
     let verified = Verified {
         valid: code == "VALID",
         code,
         token: visible.map(|record| VerifiedToken::new(record, verification.revoked_reason)),
+        credits: usage.credits,
+        ratelimit: usage.ratelimit,
     };
     Ok(Json(StatusCode::OK, verified).into_response())
 }
@@ -375,15 +434,16 @@ impl Me {
 }
 
 /// `GET /api/user/me`: the caller as the authorizer described it. Without an authorizer in front
-/// (the local server, a direct invocation), it authenticates the token itself.
+/// (the local server, a direct invocation), it authenticates the token itself and charges a
+/// metered one its unit, as the authorizer does (over a limit: 429 with the code).
 async fn me(State(service): State<web::State>, parts: Parts) -> Answer {
     let context = match authorizer_context(&parts) {
         Some(context) => context,
         None => {
-            let caller = service
-                .authenticate(token_header(&parts.headers), now_ms())
+            let (caller, usage) = service
+                .admit(token_header(&parts.headers), now_ms())
                 .await?;
-            serde_json::from_value(caller_context(&caller)).unwrap_or_default()
+            serde_json::from_value(caller_context(&caller, &usage)).unwrap_or_default()
         }
     };
     let me = Me::from_context(&context).ok_or(ApiError::Unauthenticated)?;

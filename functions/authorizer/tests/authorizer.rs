@@ -153,7 +153,7 @@ async fn allow_for_the_calling_method_with_the_caller_in_the_context() {
 }
 
 #[tokio::test]
-async fn deny_for_every_token_that_does_not_authenticate() {
+async fn unauthorized_for_every_token_that_does_not_authenticate() {
     let (service, store) = service().await;
     let t = tenant(&store).await;
     let s = states(&store, &t).await;
@@ -191,16 +191,14 @@ async fn deny_for_every_token_that_does_not_authenticate() {
         ),
     ];
     for (name, headers) in cases {
-        let policy = authorize(&service, &authorizer_event(headers))
-            .await
-            .unwrap();
-        assert_eq!(effect(&policy), "Deny", "{name}");
-        assert_eq!(policy["principalId"], "anonymous", "{name}");
-        assert_eq!(
-            policy["policyDocument"]["Statement"][0]["Resource"],
-            METHOD_ARN
+        // The error API Gateway turns into its UNAUTHORIZED response (401), by its message.
+        let refused = authorize(&service, &authorizer_event(headers)).await;
+        assert!(
+            matches!(refused, Err(AuthorizerError::Unauthorized)),
+            "{name}: {refused:?}"
         );
-        assert_eq!(policy["context"], json!({}), "{name}");
+        let diagnostic: lambda_http::lambda_runtime::Diagnostic = refused.unwrap_err().into();
+        assert_eq!(diagnostic.error_message, "Unauthorized", "{name}");
     }
     // A malformed event is an error (API Gateway's AUTHORIZER_FAILURE), never a panic.
     assert!(matches!(
@@ -326,6 +324,8 @@ async fn verify_answers_every_code() {
                 "last_used_at": null,
                 "revoked_reason": null,
             },
+            "credits": null,
+            "ratelimit": null,
         })
     );
     for (token, code, reason) in [
@@ -504,22 +504,19 @@ async fn a_policy_covers_the_route_template_for_the_calling_method_only() {
             "headers": bearer,
             "pathParameters": {},
         });
-        for expected_effect in ["Allow", "Deny"] {
-            let event = if expected_effect == "Allow" {
-                event.clone()
-            } else {
-                let mut denied = event.clone();
-                denied["headers"] = json!({"Authorization": "Bearer nonsense"});
-                denied
-            };
-            let policy = authorize(&service, &event).await.unwrap();
-            assert_eq!(effect(&policy), expected_effect, "{path}");
-            assert_eq!(
-                policy["policyDocument"]["Statement"][0]["Resource"],
-                format!("{api}/{covered}"),
-                "{path}"
-            );
-        }
+        let mut refused = event.clone();
+        refused["headers"] = json!({"Authorization": "Bearer nonsense"});
+        assert!(matches!(
+            authorize(&service, &refused).await,
+            Err(AuthorizerError::Unauthorized)
+        ));
+        let policy = authorize(&service, &event).await.unwrap();
+        assert_eq!(effect(&policy), "Allow", "{path}");
+        assert_eq!(
+            policy["policyDocument"]["Statement"][0]["Resource"],
+            format!("{api}/{covered}"),
+            "{path}"
+        );
     }
 }
 
@@ -561,13 +558,12 @@ async fn a_block_holds_for_every_token_as_soon_as_the_profile_says_so() {
         .await
         .unwrap();
     for token in [&t.user_token, &personal] {
-        let policy = authorize(
+        let refused = authorize(
             &service,
             &authorizer_event(json!({"Authorization": format!("Bearer {token}")})),
         )
-        .await
-        .unwrap();
-        assert_eq!(effect(&policy), "Deny");
+        .await;
+        assert!(matches!(refused, Err(AuthorizerError::Unauthorized)));
         let (status, verified) = verify_as(&service, &t.admin_token, token).await;
         assert_eq!((status, &verified["code"]), (200, &json!("DISABLED")));
     }
@@ -634,10 +630,8 @@ async fn a_rolled_token_is_allowed_for_its_grace_period_only() {
     // Past the end of the grace period (to the second).
     let wait = (grace_end * 1000).saturating_sub(now_ms()) + 50;
     tokio::time::sleep(Duration::from_millis(wait)).await;
-    let policy = authorize(&service, &authorizer_event(bearer(&old_token)))
-        .await
-        .unwrap();
-    assert_eq!(effect(&policy), "Deny");
+    let refused = authorize(&service, &authorizer_event(bearer(&old_token))).await;
+    assert!(matches!(refused, Err(AuthorizerError::Unauthorized)));
     let (_, verified) = verify_as(&service, &admin, &old_token).await;
     assert_eq!(
         (&verified["code"], &verified["token"]["revoked_reason"]),

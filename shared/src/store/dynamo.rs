@@ -16,19 +16,20 @@ use aws_sdk_dynamodb::Client;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use super::item::{
-    abilities_value, event_from_item, event_item, n, platform_from_item, platform_item,
-    revocation_name, s, token_from_item, token_item, token_item_at, token_sort_prefix,
-    user_from_item, user_item, user_partition, Item, Key, AUDIT_INDEX, AUDIT_PLATFORM,
-    AUDIT_PREFIX, ENABLED, PK, SK,
+    abilities_value, event_from_item, event_item, meter_attributes, n, platform_from_item,
+    platform_item, revocation_name, s, token_from_item, token_item, token_item_at,
+    token_sort_prefix, user_from_item, user_item, user_partition, Item, Key, AUDIT_INDEX,
+    AUDIT_PLATFORM, AUDIT_PREFIX, ENABLED, METER_ATTRIBUTES, PK, SK,
 };
 use super::schema::TTL_ATTRIBUTE;
 use super::{
-    EventCursor, EventPage, EventScope, Found, NewToken, NewUser, Owner, PermanentGeneration,
-    Platform, Revocation, RollOutcome, Store, StoreError, TokenAddress, TokenChange, TokenRecord,
-    TokenState, User,
+    EventCursor, EventPage, EventScope, Found, Metered, NewToken, NewUser, Owner,
+    PermanentGeneration, Platform, Revocation, RollOutcome, Store, StoreError, TokenAddress,
+    TokenChange, TokenRecord, TokenState, User,
 };
 use crate::audit::{Action, Change, Event, Target};
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
+use crate::limits::{usage, Limits, Meter, Standing, Usage};
 use crate::token::{fill_random, random_hex, CapCounter, TokenFamily, TokenId, TokenKind};
 use crate::{deadline, metrics};
 use serde_json::json;
@@ -45,6 +46,10 @@ const IN_FLIGHT: usize = 8;
 
 /// How often a transaction that lost a race with another one on the same item is tried again.
 const TRANSACTION_ATTEMPTS: u32 = 10;
+
+/// How often a unit of use is charged again after its write lost a race (a refill or a new rate
+/// window written by another unit, limits changed meanwhile): each time from a fresh read.
+const CHARGE_ATTEMPTS: u32 = 10;
 
 /// The longest one SDK attempt may take (the client's per-attempt timeout): another attempt is
 /// started only while the request's deadline leaves this much.
@@ -148,6 +153,8 @@ enum Part {
     Tombstone,
     /// The change's audit event.
     Event,
+    /// A metered record charged one unit (its limits as read).
+    Charging,
     /// The owner's cap counter given a slot back (the owner exists).
     Counter,
 }
@@ -303,6 +310,73 @@ impl DynamoStore {
             .build()
             .map_err(unavailable)?;
         Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// The conditional write that charges one unit to a meter standing as `standing`: it
+    /// decrements the credits (or refills them, less the unit) and counts the unit in the rate
+    /// window (or starts the window with it), only while the stored counters are still the
+    /// ones `standing` was read from in every respect the unit depends on.
+    fn charge_update(&self, key: &Key, standing: &Standing) -> Result<Update, StoreError> {
+        let mut sets = Vec::new();
+        let mut conditions = vec!["attribute_exists(pk)"];
+        let mut expression_values = HashMap::new();
+        match (standing.credits, standing.refill_due) {
+            (Some(_), Some((period, amount))) => {
+                sets.push("credits = :refilled, refilled_for = :period");
+                conditions.push("attribute_exists(credits) AND refilled_for < :period");
+                expression_values.insert(":refilled".into(), n(amount - 1));
+                expression_values.insert(":period".into(), n(period));
+            }
+            (Some(_), None) => {
+                sets.push("credits = credits - :one");
+                conditions.push("credits >= :one");
+                expression_values.insert(":one".into(), n(1));
+            }
+            (None, _) => {}
+        }
+        if let Some((start, _, limit, _)) = standing.window {
+            // The window's counters exist exactly while a rate limit is set.
+            if standing.new_window {
+                sets.push("window_start = :window, window_used = :one");
+                conditions.push("window_start < :window");
+            } else {
+                sets.push("window_used = window_used + :one");
+                conditions.push("window_start = :window AND window_used < :limit");
+                expression_values.insert(":limit".into(), n(limit));
+            }
+            expression_values.insert(":window".into(), n(start));
+            expression_values.insert(":one".into(), n(1));
+        }
+        Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key.to_item()))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression(conditions.join(" AND "))
+            .set_expression_attribute_values(Some(expression_values))
+            .build()
+            .map_err(unavailable)
+    }
+
+    /// One conditional UpdateItem made of a transaction's `update`; `false` when its condition
+    /// failed.
+    async fn update(&self, update: Update) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(update.key))
+            .update_expression(update.update_expression)
+            .set_condition_expression(update.condition_expression)
+            .set_expression_attribute_names(update.expression_attribute_names)
+            .set_expression_attribute_values(update.expression_attribute_values)
+            .send()
+            .before_deadline()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     /// Runs a transaction, trying again (with jittered backoff) while it only lost a race or
@@ -812,6 +886,7 @@ impl Store for DynamoStore {
                 permanent_generation: 1,
                 permanent_issued: false,
                 created_at_ms: now_ms,
+                meter: None,
             };
             let absent = "attribute_not_exists(pk)";
             let mut email = Key::email(new.platform_id, &new.email.normalized()).to_item();
@@ -1189,22 +1264,34 @@ impl Store for DynamoStore {
         now_ms: u64,
     ) -> Result<RollOutcome, StoreError> {
         let family = predecessor.kind.family();
-        let record = successor.record(owner);
+        // The successor takes over the predecessor's limits and what is left of its credits;
+        // the predecessor keeps none, so no credit is spent twice during the grace period.
+        let mut record = successor.record(owner);
+        record.meter = predecessor.meter;
         let until = predecessor
             .expires_at
             .map_or(grace_end_s, |own| own.min(grace_end_s));
+        let credits_moved = predecessor
+            .meter
+            .is_some_and(|m| m.limits.credits.is_some());
+        let mut expression_values = HashMap::from([
+            (":until".to_string(), n(until)),
+            (":successor".to_string(), s(record.id.to_string())),
+            (":now".to_string(), n(now_ms / 1000)),
+        ]);
+        let mut expression = "SET valid_until = :until, rolled_to = :successor".to_string();
+        if credits_moved {
+            expression.push_str(", credits = :none");
+            expression_values.insert(":none".into(), n(0));
+        }
         let rolling = Update::builder()
             .table_name(&self.table)
             .set_key(Some(
                 Key::token(predecessor.user_id, family, predecessor.id).to_item(),
             ))
-            .update_expression("SET valid_until = :until, rolled_to = :successor")
+            .update_expression(expression)
             .condition_expression(format!("{LIVE} AND attribute_not_exists(rolled_to)"))
-            .set_expression_attribute_values(values([
-                (":until", n(until)),
-                (":successor", s(record.id.to_string())),
-                (":now", n(now_ms / 1000)),
-            ]))
+            .set_expression_attribute_values(Some(expression_values))
             .build()
             .map_err(unavailable)?;
         let items = Transaction::default()
@@ -1351,6 +1438,149 @@ impl Store for DynamoStore {
             Err(TransactionFailure::Conditions(_)) => Ok(None),
             Err(TransactionFailure::Store(e)) => Err(e),
         }
+    }
+
+    async fn set_limits(
+        &self,
+        target: Metered<'_>,
+        limits: &Limits,
+        change: &Change,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let (key, condition, platform, event_target) = match target {
+            Metered::User(user) => (
+                Key::user(user.id),
+                "attribute_exists(pk)",
+                user.platform_id,
+                Target::user(user.id),
+            ),
+            Metered::Token(token) => (
+                Key::token(token.user_id, token.kind.family(), token.id),
+                LIVE,
+                token.platform_id,
+                Target::token(token),
+            ),
+        };
+        let set = meter_attributes(&Meter::set(*limits, now_ms));
+        let mut expression_names = HashMap::new();
+        let mut expression_values = HashMap::new();
+        if condition == LIVE {
+            expression_values.insert(":now".to_string(), n(now_ms / 1000));
+        }
+        let mut sets = Vec::new();
+        let mut removes = Vec::new();
+        for (index, name) in METER_ATTRIBUTES.into_iter().enumerate() {
+            expression_names.insert(format!("#m{index}"), name.to_string());
+            match set.iter().find(|(attribute, _)| *attribute == name) {
+                Some((_, value)) => {
+                    sets.push(format!("#m{index} = :m{index}"));
+                    expression_values.insert(format!(":m{index}"), value.clone());
+                }
+                None => removes.push(format!("#m{index}")),
+            }
+        }
+        let mut expression = String::new();
+        if !sets.is_empty() {
+            expression.push_str(&format!("SET {} ", sets.join(", ")));
+        }
+        if !removes.is_empty() {
+            expression.push_str(&format!("REMOVE {}", removes.join(", ")));
+        }
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key.to_item()))
+            .update_expression(expression.trim())
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(expression_names))
+            .set_expression_attribute_values(
+                (!expression_values.is_empty()).then_some(expression_values),
+            )
+            .build()
+            .map_err(unavailable)?;
+        let event = Event::new(
+            change,
+            Action::LimitsUpdated,
+            platform,
+            event_target,
+            details([
+                ("limits", json!(limits)),
+                ("previous", json!(target.limits())),
+            ]),
+        );
+        let items = Transaction::default()
+            .with(
+                Part::Updating,
+                TransactWriteItem::builder().update(update).build(),
+            )
+            .with(Part::Event, self.event_put(&event)?);
+        match self.transact(items).await {
+            Ok(()) => Ok(true),
+            Err(TransactionFailure::Conditions(_)) => Ok(false),
+            Err(TransactionFailure::Store(e)) => Err(e),
+        }
+    }
+
+    async fn charge(
+        &self,
+        token: &TokenRecord,
+        owner: Option<&Meter>,
+        now_ms: u64,
+    ) -> Result<Option<Usage>, StoreError> {
+        let family = token.kind.family();
+        let (mut token_meter, mut owner_meter) = (token.meter, owner.copied());
+        for _ in 0..CHARGE_ATTEMPTS {
+            let metered: Vec<(Key, Meter)> = [
+                token_meter.map(|m| (Key::token(token.user_id, family, token.id), m)),
+                owner_meter.map(|m| (Key::user(token.user_id), m)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let standings: Vec<Standing> = metered
+                .iter()
+                .map(|(_, meter)| meter.standing(now_ms))
+                .collect();
+            if metered.is_empty() || standings.iter().any(|s| s.refusal().is_some()) {
+                return Ok(Some(usage(&standings, 0, now_ms)));
+            }
+            let mut updates = metered
+                .iter()
+                .zip(&standings)
+                .map(|((key, _), standing)| self.charge_update(key, standing))
+                .collect::<Result<Vec<Update>, StoreError>>()?;
+            let charged = if updates.len() == 1 {
+                self.update(updates.remove(0)).await?
+            } else {
+                let items = updates
+                    .into_iter()
+                    .fold(Transaction::default(), |items, update| {
+                        let item = TransactWriteItem::builder().update(update).build();
+                        items.with(Part::Charging, item)
+                    });
+                match self.transact(items).await {
+                    Ok(()) => true,
+                    Err(TransactionFailure::Conditions(_)) => false,
+                    Err(TransactionFailure::Store(e)) => return Err(e),
+                }
+            };
+            if charged {
+                return Ok(Some(usage(&standings, 1, now_ms)));
+            }
+            // Lost a race: read both again and decide anew.
+            let (current, user) = self
+                .get_token_and_owner(token.user_id, family, token.id)
+                .await?;
+            match (current, user) {
+                (Some(current), Some(user)) if current.state(now_ms) == TokenState::Live => {
+                    token_meter = current.meter;
+                    owner_meter = user.meter;
+                }
+                _ => return Ok(None),
+            }
+        }
+        Err(unavailable(std::io::Error::other(
+            "a unit of use lost the race for its usage counters too often",
+        )))
     }
 
     async fn list_events(

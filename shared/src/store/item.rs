@@ -31,6 +31,7 @@ use crate::audit::Event;
 use crate::domain::{
     Abilities, CustomerId, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
+use crate::limits::{Credits, Interval, Limits, Meter, RateLimit, Refill};
 use crate::token::{CapCounter, PublicTokenId, TokenFamily, TokenHash, TokenId, TokenKind};
 
 /// A DynamoDB item.
@@ -46,6 +47,84 @@ pub(super) const ENABLED: &str = "enabled";
 
 /// The successor's record id, on a rolled token.
 pub(super) const ROLLED_TO: &str = "rolled_to";
+
+/// A metered record's usage limits and counters (see [`crate::limits::Meter`]), on a user's
+/// profile or a token; all absent on an unmetered one.
+pub(super) const CREDITS: &str = "credits";
+pub(super) const REFILL_AMOUNT: &str = "refill_amount";
+pub(super) const REFILL_INTERVAL: &str = "refill_interval";
+pub(super) const REFILLED_FOR: &str = "refilled_for";
+pub(super) const RATE_LIMIT: &str = "rate_limit";
+pub(super) const RATE_WINDOW: &str = "rate_window";
+pub(super) const WINDOW_START: &str = "window_start";
+pub(super) const WINDOW_USED: &str = "window_used";
+
+/// Every attribute of a meter, so that setting limits can remove the ones not set.
+pub(super) const METER_ATTRIBUTES: [&str; 8] = [
+    CREDITS,
+    REFILL_AMOUNT,
+    REFILL_INTERVAL,
+    REFILLED_FOR,
+    RATE_LIMIT,
+    RATE_WINDOW,
+    WINDOW_START,
+    WINDOW_USED,
+];
+
+/// The attributes (name, value) a meter is stored as.
+pub(super) fn meter_attributes(meter: &Meter) -> Vec<(&'static str, AttributeValue)> {
+    let mut attributes = Vec::new();
+    if let Some(credits) = meter.limits.credits {
+        attributes.push((CREDITS, n(credits.remaining)));
+        if let Some(refill) = credits.refill {
+            attributes.push((REFILL_AMOUNT, n(refill.amount)));
+            attributes.push((REFILL_INTERVAL, s(refill.interval.as_str())));
+            attributes.push((REFILLED_FOR, n(meter.refilled_for)));
+        }
+    }
+    if let Some(rate) = meter.limits.rate_limit {
+        attributes.push((RATE_LIMIT, n(rate.limit)));
+        attributes.push((RATE_WINDOW, n(rate.window_seconds)));
+        attributes.push((WINDOW_START, n(meter.window_start)));
+        attributes.push((WINDOW_USED, n(meter.window_used)));
+    }
+    attributes
+}
+
+/// The meter an item holds; `None` when it has no limits.
+fn meter_from_item(item: &Item) -> Result<Option<Meter>, StoreError> {
+    let r = Reader(item);
+    let refill = match r.optional_number(REFILL_AMOUNT)? {
+        Some(amount) => Some(Refill {
+            amount,
+            interval: r.parsed(REFILL_INTERVAL, Interval::from_name)?,
+        }),
+        None => None,
+    };
+    let credits = r
+        .optional_number(CREDITS)?
+        .map(|remaining| Credits { remaining, refill });
+    let rate_limit = match r.optional_number(RATE_LIMIT)? {
+        Some(limit) => Some(RateLimit {
+            limit,
+            window_seconds: r.number(RATE_WINDOW)?,
+        }),
+        None => None,
+    };
+    let limits = Limits {
+        credits,
+        rate_limit,
+    };
+    if limits.is_unlimited() {
+        return Ok(None);
+    }
+    Ok(Some(Meter {
+        limits,
+        refilled_for: r.optional_number(REFILLED_FOR)?.unwrap_or(0),
+        window_start: r.optional_number(WINDOW_START)?.unwrap_or(0),
+        window_used: r.optional_number(WINDOW_USED)?.unwrap_or(0),
+    }))
+}
 
 /// Sort-key prefix of a user's audit events.
 pub const AUDIT_PREFIX: &str = "AUDIT#";
@@ -222,6 +301,13 @@ pub(super) fn user_item(user: &User) -> Item {
         item.insert(counter.attribute().into(), n(0));
     }
     item.insert("created_at".into(), n(user.created_at_ms));
+    if let Some(meter) = &user.meter {
+        item.extend(
+            meter_attributes(meter)
+                .into_iter()
+                .map(|(k, v)| (k.into(), v)),
+        );
+    }
     item
 }
 
@@ -259,6 +345,7 @@ pub(super) fn user_from_item(item: &Item) -> Result<User, StoreError> {
             Some(AttributeValue::Bool(true))
         ),
         created_at_ms: r.number("created_at")?,
+        meter: meter_from_item(item)?,
     })
 }
 
@@ -315,6 +402,13 @@ pub(super) fn token_item_at(key: &Key, token: &TokenRecord) -> Item {
     }
     if let Some(successor) = token.rolled_to {
         item.insert(ROLLED_TO.into(), s(successor.to_string()));
+    }
+    if let Some(meter) = &token.meter {
+        item.extend(
+            meter_attributes(meter)
+                .into_iter()
+                .map(|(k, v)| (k.into(), v)),
+        );
     }
     item
 }
@@ -375,6 +469,7 @@ pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, StoreError> {
             .optional_string(ROLLED_TO)?
             .map(|id| TokenId::parse(&id).ok_or_else(|| corrupt(ROLLED_TO, "a token id")))
             .transpose()?,
+        meter: meter_from_item(item)?,
     })
 }
 
@@ -454,6 +549,24 @@ mod tests {
             permanent_generation: 3,
             permanent_issued: true,
             created_at_ms: 1_736_332_200_000,
+            meter: Some(Meter {
+                limits: Limits {
+                    credits: Some(Credits {
+                        remaining: 9,
+                        refill: Some(Refill {
+                            amount: 100,
+                            interval: Interval::Month,
+                        }),
+                    }),
+                    rate_limit: Some(RateLimit {
+                        limit: 5,
+                        window_seconds: 60,
+                    }),
+                },
+                refilled_for: 1_735_689_600,
+                window_start: 1_736_332_200,
+                window_used: 3,
+            }),
         }
     }
 
@@ -478,6 +591,16 @@ mod tests {
             }),
             enabled: false,
             rolled_to: Some(TokenId::permanent(8)),
+            meter: Some(Meter {
+                limits: Limits {
+                    credits: Some(Credits {
+                        remaining: 0,
+                        refill: None,
+                    }),
+                    rate_limit: None,
+                },
+                ..Meter::default()
+            }),
         }
     }
 
@@ -489,14 +612,18 @@ mod tests {
         assert_eq!(item["sk"], s("PROFILE"));
         assert_eq!(item["customer_id"], s("048372910564"));
         assert_eq!(user_from_item(&item).unwrap(), user);
+        assert_eq!(item["credits"], n(9));
+        assert_eq!(item["refill_interval"], s("month"));
         let mut plain = User {
             customer_id: None,
             workspaces: vec![],
+            meter: None,
             ..user
         };
         plain.permanent_issued = false;
         let item = user_item(&plain);
         assert!(!item.contains_key("customer_id"));
+        assert!(METER_ATTRIBUTES.iter().all(|a| !item.contains_key(*a)));
         assert_eq!(user_from_item(&item).unwrap(), plain);
     }
 

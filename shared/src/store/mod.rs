@@ -18,6 +18,7 @@ use crate::audit::Change;
 use crate::domain::{
     Abilities, CustomerId, Email, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
+use crate::limits::{Limits, Meter, Usage};
 use crate::token::{ParsedToken, PublicTokenId, TokenFamily, TokenHash, TokenId, TokenKind};
 
 /// A white-label or agency tenant.
@@ -44,6 +45,8 @@ pub struct User {
     /// Whether the permanent token record of this generation has been written.
     pub permanent_issued: bool,
     pub created_at_ms: u64,
+    /// Usage limits shared by all the user's tokens, and their use; `None`: unmetered.
+    pub meter: Option<Meter>,
 }
 
 impl User {
@@ -116,6 +119,8 @@ pub struct TokenRecord {
     /// The token that replaced this one in a roll: this one no longer holds a cap slot (its
     /// successor took it over) and works until its `expires_at`, the end of the grace period.
     pub rolled_to: Option<TokenId>,
+    /// The token's own usage limits and their use; `None`: unmetered.
+    pub meter: Option<Meter>,
 }
 
 /// Why a token was revoked, kept on its record (`revoked_reason`, with a leak's `leak_url` and
@@ -322,6 +327,7 @@ impl NewToken {
             parent_id: self.parent_id,
             enabled: true,
             rolled_to: None,
+            meter: None,
         }
     }
 }
@@ -514,6 +520,32 @@ pub trait Store: Send + Sync {
         now_ms: u64,
     ) -> Result<bool, StoreError>;
 
+    /// Sets the usage limits of a user (shared by all its tokens) or of a live token, as a new
+    /// meter (the credits given for the current refill period, a new rate window), with its
+    /// `limits.updated` event in the same transaction. `false`: the user or token is gone (or
+    /// no longer live).
+    async fn set_limits(
+        &self,
+        target: Metered<'_>,
+        limits: &Limits,
+        change: &Change,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Charges one unit of use of `token` (as read) and of its owner's limits (`owner`, the
+    /// owner's meter as read): one conditional write per metered record, both in one
+    /// transaction where both apply, so concurrent units never spend the same credit or the
+    /// same slot of a window. A write that lost a race (a refill, a new window, limits changed
+    /// meanwhile) is tried again from a fresh read. Returns the usage after the unit; a refused
+    /// unit (`refusal` set) charges nothing and writes nothing. `None`: the token is no longer
+    /// live, or its owner is gone.
+    async fn charge(
+        &self,
+        token: &TokenRecord,
+        owner: Option<&Meter>,
+        now_ms: u64,
+    ) -> Result<Option<Usage>, StoreError>;
+
     /// Up to `limit` audit events of `scope`, newest first, after `cursor`: one Query.
     async fn list_events(
         &self,
@@ -536,6 +568,43 @@ pub trait Store: Send + Sync {
         change: &Change,
         now_ms: u64,
     ) -> Result<u32, StoreError>;
+}
+
+/// The live token a public id names, whatever its family: one BatchGetItem of its four
+/// possible keys (and their retired copies, which are not live).
+pub async fn live_token(
+    store: &dyn Store,
+    id: PublicTokenId,
+    now_ms: u64,
+) -> Result<Option<TokenRecord>, StoreError> {
+    let addresses = TokenFamily::ALL.map(|family| TokenAddress {
+        user_id: id.user_id,
+        family,
+        id: id.token_id,
+    });
+    let found = store.find_tokens(&addresses, &[]).await?;
+    Ok(found
+        .tokens
+        .into_values()
+        .find(|record| record.state(now_ms) == TokenState::Live))
+}
+
+/// Whose usage limits a change sets.
+#[derive(Clone, Copy, Debug)]
+pub enum Metered<'a> {
+    User(&'a User),
+    Token(&'a TokenRecord),
+}
+
+impl Metered<'_> {
+    /// Its limits now.
+    pub fn limits(&self) -> Limits {
+        let meter = match self {
+            Metered::User(user) => user.meter,
+            Metered::Token(token) => token.meter,
+        };
+        meter.map(|m| m.limits).unwrap_or_default()
+    }
 }
 
 /// Which permanent-token generation a call wants.

@@ -15,11 +15,12 @@ use shared::domain::{
     Abilities, CustomerId, Email, PlatformId, Role, TokenName, UserId, UserStatus, Workspace,
     WorkspaceStatus,
 };
+use shared::limits::Limits;
 use shared::mint::MintRequest;
 use shared::service::Service;
 use shared::store::schema::{create_table, TableOutcome};
+use shared::store::{live_token, EventScope, Metered, PermanentGeneration};
 use shared::store::{now_ms, NewUser, Owner, Store, StoreError};
-use shared::store::{EventScope, PermanentGeneration};
 use shared::token::{PublicTokenId, TokenFamily, TokenKind};
 
 #[derive(Parser)]
@@ -72,6 +73,10 @@ enum StoreCommand {
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100))]
         limit: u32,
     },
+    /// Usage limits of a user (shared by all its tokens) or of one token: what the flags say
+    /// replaces what was set (`--unlimited`: none).
+    #[command(subcommand)]
+    Limits(LimitsCommand),
     /// A demo platform with an admin and users; prints their keys.
     SeedDemo,
     /// Serve every route on 127.0.0.1.
@@ -146,6 +151,74 @@ enum TokenCommand {
     },
     /// Revoke a token by the id `token mint` and the listings show.
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum LimitsCommand {
+    /// A user's limits, shared by all its tokens.
+    User {
+        id: u64,
+        #[command(flatten)]
+        limits: LimitFlags,
+    },
+    /// One live token's own limits (the id `token mint` and the listings show).
+    Token {
+        id: String,
+        #[command(flatten)]
+        limits: LimitFlags,
+    },
+}
+
+/// The limits as flags; checked as `PUT .../limits` checks its body.
+#[derive(Args)]
+struct LimitFlags {
+    /// Credits left (0 to 1e9); each metered use takes one.
+    #[arg(long)]
+    credits: Option<u64>,
+    /// Credits set back to this at the first use of each `--refill-interval`.
+    #[arg(long = "refill-amount", requires = "credits")]
+    refill_amount: Option<u64>,
+    /// day or month (UTC).
+    #[arg(long = "refill-interval", requires = "refill_amount")]
+    refill_interval: Option<String>,
+    /// Uses per window (1 to 1e6).
+    #[arg(long = "rate-limit", requires = "window_seconds")]
+    rate_limit: Option<u64>,
+    /// The window's length (1 to 86400 seconds), aligned to the epoch.
+    #[arg(long = "window-seconds", requires = "rate_limit")]
+    window_seconds: Option<u64>,
+    /// Remove every limit.
+    #[arg(long, conflicts_with_all = ["credits", "rate_limit"])]
+    unlimited: bool,
+}
+
+impl LimitFlags {
+    /// The limits the flags describe, as the route's body would.
+    fn limits(&self) -> Result<Limits, CliError> {
+        if !self.unlimited && self.credits.is_none() && self.rate_limit.is_none() {
+            return Err(CliError::Usage(
+                "give --credits and/or --rate-limit with --window-seconds, or --unlimited".into(),
+            ));
+        }
+        let refill = self.refill_amount.map(
+            |amount| json!({"amount": amount, "interval": self.refill_interval.as_deref().unwrap_or("")}),
+        );
+        let body = json!({
+            "credits": self.credits.map(|remaining| json!({"remaining": remaining, "refill": refill})),
+            "rate_limit": self.rate_limit.map(|limit| json!({"limit": limit, "window_seconds": self.window_seconds})),
+        });
+        let body = body.as_object().cloned().unwrap_or_default();
+        Limits::parse(&body).map_err(|errors| CliError::Usage(errors.summary()))
+    }
+}
+
+/// A token id as `token mint` prints it.
+fn token_id(id: &str) -> Result<PublicTokenId, CliError> {
+    PublicTokenId::parse(id).ok_or_else(|| {
+        CliError::Usage(format!(
+            "{id:?} is not a token id (USER-HEX, as `token mint` prints)"
+        ))
+    })
 }
 
 /// A failure the operator can act on.
@@ -342,11 +415,7 @@ async fn run(command: Command) -> Result<Value, CliError> {
             }))
         }
         StoreCommand::Token(TokenCommand::Revoke { id }) => {
-            let id = PublicTokenId::parse(&id).ok_or_else(|| {
-                CliError::Usage(format!(
-                    "{id:?} is not a token id (USER-HEX, as `token mint` prints)"
-                ))
-            })?;
+            let id = token_id(&id)?;
             for family in TokenFamily::ALL {
                 if store
                     .revoke_token(id.user_id, family, id.token_id, &Change::operator(), now)
@@ -356,6 +425,33 @@ async fn run(command: Command) -> Result<Value, CliError> {
                 }
             }
             Err(CliError::Usage(format!("no live token with id {id}")))
+        }
+        StoreCommand::Limits(command) => {
+            let (target, flags) = match &command {
+                LimitsCommand::User { id, limits } => (format!("user {id}"), limits),
+                LimitsCommand::Token { id, limits } => (format!("token {id}"), limits),
+            };
+            let limits = flags.limits()?;
+            let missing = || CliError::Usage(format!("no {target}"));
+            let stored = match command {
+                LimitsCommand::User { id, .. } => {
+                    let user = store.get_user(UserId(id)).await?.ok_or_else(missing)?;
+                    store
+                        .set_limits(Metered::User(&user), &limits, &Change::operator(), now)
+                        .await?
+                }
+                LimitsCommand::Token { id, .. } => {
+                    let id = token_id(&id)?;
+                    let record = live_token(store, id, now).await?.ok_or_else(missing)?;
+                    store
+                        .set_limits(Metered::Token(&record), &limits, &Change::operator(), now)
+                        .await?
+                }
+            };
+            if !stored {
+                return Err(missing());
+            }
+            Ok(json!({ "data": limits }))
         }
         StoreCommand::SeedDemo => seed_demo(&service, now).await,
         StoreCommand::Serve { port } => {

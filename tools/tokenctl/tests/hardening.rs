@@ -133,9 +133,11 @@ impl Target {
     }
 
     /// What API Gateway, as SAM emulates it, answers itself instead of the function: a method and
-    /// path that no route of the template has, and the TokenAuthorizer's refusals on the routes
-    /// it protects (no token: SAM's 401; a Deny: SAM's 403 — on AWS the template's gateway
-    /// responses make both the 401 JSON the functions give). `None`: the function answers.
+    /// path that no route of the template has, and the authorizer's refusals on the route it
+    /// protects (no token: SAM's 401; a token that does not authenticate: the authorizer's
+    /// "Unauthorized" error, which SAM does not map as API Gateway does and answers 502 — on AWS
+    /// the template's UNAUTHORIZED gateway response makes both the 401 JSON the functions
+    /// give). `None`: the function answers.
     fn gateway_answer(&self, method: &Method, path: &str, token: Token) -> Option<(u16, Value)> {
         if matches!(self, Target::InProcess(_)) {
             return None;
@@ -146,10 +148,7 @@ impl Target {
             Some(template) if template != "/api/user/me" => None,
             Some(_) => match token {
                 Token::Missing => Some((401, json!({"message": "Unauthorized"}))),
-                Token::Refused => Some((
-                    403,
-                    json!({"message": "User is not authorized to access this resource"}),
-                )),
+                Token::Refused => Some((502, json!({"message": "Internal server error"}))),
                 Token::Valid => None,
             },
         }
@@ -360,6 +359,8 @@ enum Route {
     /// No credential needed: always 202.
     RevokeOwnToken,
     AuditEvents,
+    UserLimits,
+    TokenLimits,
 }
 
 /// Who calls, in the matrix.
@@ -372,7 +373,7 @@ enum Caller {
 }
 
 impl Route {
-    const ALL: [Route; 20] = [
+    const ALL: [Route; 22] = [
         Route::WhiteLabelToken,
         Route::CustomerToken,
         Route::RevokeCustomerToken,
@@ -393,6 +394,8 @@ impl Route {
         Route::SecretScanningReport,
         Route::RevokeOwnToken,
         Route::AuditEvents,
+        Route::UserLimits,
+        Route::TokenLimits,
     ];
 
     fn style(self) -> Style {
@@ -413,6 +416,8 @@ impl Route {
                 | Route::GetUserToken
                 | Route::RotateUserToken
                 | Route::AuditEvents
+                | Route::UserLimits
+                | Route::TokenLimits
         )
     }
 
@@ -548,6 +553,20 @@ impl Route {
                 format!("/api/v1/audit-events?user_id={}&limit=5", w.a.user.id),
                 String::new(),
             ),
+            // No limits (null), so the rest of the matrix is never refused for them.
+            Route::UserLimits => (
+                Method::PUT,
+                format!("/api/v1/users/{}/limits", w.a.user.id),
+                json!({"credits": null, "rate_limit": null}).to_string(),
+            ),
+            Route::TokenLimits => {
+                let parsed = token::parse(&w.a.user_token).unwrap();
+                (
+                    Method::PUT,
+                    format!("/api/v1/tokens/{}-{}/limits", w.a.user.id, parsed.token_id),
+                    json!({"credits": null, "rate_limit": null}).to_string(),
+                )
+            }
             Route::SecretScanningReport => (
                 Method::POST,
                 "/api/v1/secret-scanning/verify".into(),

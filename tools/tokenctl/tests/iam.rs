@@ -415,6 +415,21 @@ async fn exercise(h: &Harness) {
         .await;
     // The white-label token above took the slot the expired key gave back.
     assert_eq!(status, 422);
+    // Usage limits: a token's own, then its owner's (the metered authorizations below).
+    let metered = token_for(store, &t.admin, TokenKind::ApiKey, Abilities::full()).await;
+    let metered_id = token::parse(&metered).unwrap();
+    let limits = json!({"credits": {"remaining": 5, "refill": {"amount": 5, "interval": "day"}},
+        "rate_limit": {"limit": 5, "window_seconds": 60}})
+    .to_string();
+    let path = format!(
+        "/api/v1/tokens/{}-{}/limits",
+        t.admin.id, metered_id.token_id
+    );
+    assert_eq!(
+        h.send("api-keys", Method::PUT, &path, &admin, &limits)
+            .await,
+        200
+    );
 
     // get-user-token: first call, the same key again, a new generation after revocation, after
     // a new server key, and by rotation.
@@ -541,6 +556,19 @@ async fn exercise(h: &Harness) {
     });
     let policy = authorizer::authorize(authorizer, &event).await.unwrap();
     assert_eq!(policy["policyDocument"]["Statement"][0]["Effect"], "Allow");
+    // A metered token: its own limits (one UpdateItem), then its owner's too (a transaction).
+    let mut event = event.clone();
+    event["headers"] = json!({"Authorization": format!("Bearer {metered}")});
+    let policy = authorizer::authorize(authorizer, &event).await.unwrap();
+    assert_eq!(policy["context"]["credits_remaining"], json!(4));
+    let path = format!("/api/v1/users/{}/limits", t.admin.id);
+    assert_eq!(
+        h.send("api-keys", Method::PUT, &path, &admin, &limits)
+            .await,
+        200
+    );
+    let policy = authorizer::authorize(authorizer, &event).await.unwrap();
+    assert_eq!(policy["context"]["credits_remaining"], json!(3));
     let body = json!({"token": t.user_token}).to_string();
     let status = h
         .send(

@@ -94,7 +94,7 @@ fn function_routes() -> BTreeSet<(String, String, String)> {
 #[tokio::test]
 async fn template_functions_and_local_server_share_one_route_table() {
     let template = template_routes(&template());
-    assert_eq!(template.len(), 20, "{template:?}");
+    assert_eq!(template.len(), 22, "{template:?}");
     assert_eq!(template, function_routes());
     assert_eq!(template, served_routes());
     // And each function's router routes them: no 404 or 405 of its own (no token, so no
@@ -342,9 +342,19 @@ fn every_function_and_the_table_are_alarmed_and_every_alarm_notifies_the_topic()
     let functions = resources_of_type(&template, "AWS::Serverless::Function");
     assert_eq!(functions.len(), 6);
     for (function, _) in &functions {
-        assert!(on_function("Errors", function), "{function} errors");
+        // The authorizer's Lambda errors count every refused token ("Unauthorized" is an
+        // error): its failure alarm counts its own failed outcomes instead.
+        if function != "AuthorizerFunction" {
+            assert!(on_function("Errors", function), "{function} errors");
+        }
         assert!(on_function("Throttles", function), "{function} throttles");
     }
+    assert!(alarms.iter().any(|(_, alarm)| {
+        let p = &alarm["Properties"];
+        p["Namespace"].as_str() == Some(shared::metrics::NAMESPACE)
+            && p["MetricName"].as_str() == Some("Authorizations")
+            && shown(&p["Dimensions"]).contains("failed")
+    }));
     let on = |namespace: &str, metric: &str| {
         alarms.iter().any(|(_, alarm)| {
             shown(&alarm["Properties"]).contains(namespace)
@@ -366,5 +376,32 @@ fn every_function_and_the_table_are_alarmed_and_every_alarm_notifies_the_topic()
     assert_eq!(
         text(&template["Parameters"]["AlarmTopicArn"]["Default"]),
         ""
+    );
+}
+
+#[test]
+fn refused_tokens_are_401_and_usage_limits_429_through_an_uncached_authorizer() {
+    let template = template();
+    let api = &template["Resources"]["TokenApi"]["Properties"];
+    let responses = &api["GatewayResponses"];
+    assert_eq!(text(&responses["UNAUTHORIZED"]["StatusCode"]), "401");
+    assert_eq!(
+        text(&responses["UNAUTHORIZED"]["ResponseTemplates"]["application/json"]),
+        r#"{"message":"Unauthenticated."}"#
+    );
+    assert_eq!(text(&responses["ACCESS_DENIED"]["StatusCode"]), "429");
+    assert_eq!(
+        text(&responses["ACCESS_DENIED"]["ResponseTemplates"]["application/json"]),
+        r#"{"message":"Too Many Requests.","code":"$context.authorizer.code"}"#
+    );
+    let authorizers = &api["Auth"]["Authorizers"];
+    assert_eq!(
+        authorizers["MeteredAuthorizer"]["Identity"]["ReauthorizeEvery"].as_u64(),
+        Some(0)
+    );
+    let me = &template["Resources"]["AuthorizerFunction"]["Properties"]["Events"]["Me"];
+    assert_eq!(
+        text(&me["Properties"]["Auth"]["Authorizer"]),
+        "MeteredAuthorizer"
     );
 }

@@ -1,0 +1,487 @@
+//! Usage limits: credits (with a lazy daily or monthly refill) and fixed-window rate limits, on a
+//! user (shared by all its tokens) and on a token, and what one unit of use does to them.
+//!
+//! Everything here is arithmetic on a record's [`Meter`] at an instant; the store turns a
+//! [`Plan`] into one conditional write per metered record (both in one transaction where both
+//! apply), so two units can never spend the same credit or the same slot of a window.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use time::{Date, OffsetDateTime};
+
+use crate::error::FieldErrors;
+use crate::http::Seconds;
+use crate::validate::{both, integer_field, present, required, string_field, Parsed};
+
+/// The most credits a record may hold, and the largest refill.
+pub const MAX_CREDITS: u64 = 1_000_000_000;
+/// The largest rate limit per window.
+pub const MAX_RATE: u64 = 1_000_000;
+/// The longest rate window (a day).
+pub const MAX_WINDOW_SECONDS: u64 = 86_400;
+
+/// How often credits are refilled: at the first use after each UTC day or calendar month begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interval {
+    Day,
+    Month,
+}
+
+crate::domain::named!(Interval {
+    Day => "day",
+    Month => "month",
+});
+
+impl Serialize for Interval {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl Interval {
+    /// The start (epoch seconds) of the UTC day or calendar month holding `now_s`.
+    pub fn period_start(self, now_s: u64) -> u64 {
+        match self {
+            Interval::Day => now_s - now_s % 86_400,
+            Interval::Month => {
+                let date = date_of(now_s);
+                let first = date.replace_day(1).unwrap_or(date);
+                seconds_of(first)
+            }
+        }
+    }
+
+    /// The start of the period after the one holding `now_s`.
+    pub fn next_period(self, now_s: u64) -> u64 {
+        match self {
+            Interval::Day => self.period_start(now_s) + 86_400,
+            Interval::Month => {
+                let first = date_of(self.period_start(now_s));
+                let next = match first.month() {
+                    time::Month::December => first
+                        .replace_year(first.year() + 1)
+                        .and_then(|d| d.replace_month(time::Month::January)),
+                    month => first.replace_month(month.next()),
+                };
+                next.map(seconds_of).unwrap_or(u64::MAX)
+            }
+        }
+    }
+}
+
+fn date_of(now_s: u64) -> Date {
+    OffsetDateTime::from_unix_timestamp(i64::try_from(now_s).unwrap_or(i64::MAX))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .date()
+}
+
+fn seconds_of(date: Date) -> u64 {
+    u64::try_from(date.midnight().assume_utc().unix_timestamp()).unwrap_or(0)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Refill {
+    pub amount: u64,
+    pub interval: Interval,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Credits {
+    pub remaining: u64,
+    pub refill: Option<Refill>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    pub limit: u64,
+    pub window_seconds: u64,
+}
+
+/// A record's limits, as set and as shown (`null`: unlimited in that respect).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub credits: Option<Credits>,
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Limits {
+    /// Parses `{"credits": {...} | null, "rate_limit": {...} | null}`; every problem is reported
+    /// under its dotted field (`credits.refill.amount`), and unknown fields are refused, since an
+    /// absent limit means unlimited and a misspelt one would otherwise lift it silently.
+    pub fn parse(body: &Map<String, Value>) -> Parsed<Limits> {
+        let unknown = only(body, "", &["credits", "rate_limit"]);
+        let credits = object(body, "credits").and_then(|credits| {
+            let Some(credits) = credits else {
+                return Ok(None);
+            };
+            let known = only(&credits, "credits.", &["remaining", "refill"]);
+            let remaining = required(
+                "credits.remaining",
+                integer_field(&credits, "credits.remaining", 0, MAX_CREDITS),
+            );
+            let refill = object(&credits, "credits.refill").and_then(|refill| {
+                let Some(refill) = refill else {
+                    return Ok(None);
+                };
+                let known = only(&refill, "credits.refill.", &["amount", "interval"]);
+                let amount = required(
+                    "credits.refill.amount",
+                    integer_field(&refill, "credits.refill.amount", 1, MAX_CREDITS),
+                );
+                let interval = required(
+                    "credits.refill.interval",
+                    string_field(&refill, "credits.refill.interval"),
+                )
+                .and_then(|name| {
+                    Interval::from_name(&name).ok_or_else(|| {
+                        FieldErrors::single(
+                            "credits.refill.interval",
+                            "The selected credits.refill.interval is invalid (day or month).",
+                        )
+                    })
+                });
+                let ((amount, interval), ()) = both(both(amount, interval), known)?;
+                Ok(Some(Refill { amount, interval }))
+            });
+            let ((remaining, refill), ()) = both(both(remaining, refill), known)?;
+            Ok(Some(Credits { remaining, refill }))
+        });
+        let rate_limit = object(body, "rate_limit").and_then(|rate| {
+            let Some(rate) = rate else {
+                return Ok(None);
+            };
+            let known = only(&rate, "rate_limit.", &["limit", "window_seconds"]);
+            let limit = required(
+                "rate_limit.limit",
+                integer_field(&rate, "rate_limit.limit", 1, MAX_RATE),
+            );
+            let window = required(
+                "rate_limit.window_seconds",
+                integer_field(&rate, "rate_limit.window_seconds", 1, MAX_WINDOW_SECONDS),
+            );
+            let ((limit, window_seconds), ()) = both(both(limit, window), known)?;
+            Ok(Some(RateLimit {
+                limit,
+                window_seconds,
+            }))
+        });
+        let ((credits, rate_limit), ()) = both(both(credits, rate_limit), unknown)?;
+        Ok(Limits {
+            credits,
+            rate_limit,
+        })
+    }
+
+    pub fn is_unlimited(&self) -> bool {
+        self.credits.is_none() && self.rate_limit.is_none()
+    }
+}
+
+/// A nested object field, its keys prefixed with `field.` so that messages name them as Laravel
+/// does; `None` when absent or `null`.
+fn object(body: &Map<String, Value>, field: &str) -> Parsed<Option<Map<String, Value>>> {
+    match present(body, field) {
+        None => Ok(None),
+        Some(Value::Object(inner)) => Ok(Some(
+            inner
+                .iter()
+                .map(|(key, value)| (format!("{field}.{key}"), value.clone()))
+                .collect(),
+        )),
+        Some(_) => Err(FieldErrors::single(
+            field,
+            format!(
+                "The {} field must be an object or null.",
+                crate::validate::label(field)
+            ),
+        )),
+    }
+}
+
+/// Refuses the keys of `body` other than `prefix` + one of `known`.
+fn only(body: &Map<String, Value>, prefix: &str, known: &[&str]) -> Parsed<()> {
+    let mut errors = FieldErrors::new();
+    for key in body.keys() {
+        let name = key.strip_prefix(prefix).unwrap_or(key);
+        if !known.contains(&name) {
+            errors.add(key, format!("The {key} field is not a usage limit."));
+        }
+    }
+    errors.into_result()
+}
+
+/// A record's limits and where its use of them stands (credits: the stored remaining).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meter {
+    pub limits: Limits,
+    /// The refill period (its start, epoch seconds) the stored credits belong to: the one in
+    /// which they were set or last refilled.
+    pub refilled_for: u64,
+    /// The rate window (its start, epoch seconds) `window_used` counts, and the units used in it.
+    pub window_start: u64,
+    pub window_used: u64,
+}
+
+/// Why a unit of use was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No credits left.
+    UsageExceeded,
+    /// The rate window is full.
+    RateLimited,
+}
+
+impl Refusal {
+    /// The code verify and the authorizer's Deny give.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::UsageExceeded => "USAGE_EXCEEDED",
+            Refusal::RateLimited => "RATE_LIMITED",
+        }
+    }
+}
+
+/// A rate window as reported: the limit, what is left of it and when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset: Seconds,
+}
+
+/// Remaining credits as reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Remaining {
+    pub remaining: u64,
+}
+
+/// Where the limits of a token (and its owner) stand: the tighter of both where both apply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub credits: Option<Remaining>,
+    pub ratelimit: Option<Window>,
+    /// Whether the next unit would be refused, and why (credits first).
+    pub refusal: Option<Refusal>,
+    /// Seconds until a refused unit could pass (the window's end, the next refill); `None` when
+    /// only an operator can lift the refusal.
+    pub retry_after: Option<u64>,
+}
+
+/// Where one meter stands at an instant, before a unit is charged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Standing {
+    /// Credits left now (after a refill that is due); `None`: no credit limit.
+    pub credits: Option<u64>,
+    /// The refill period to record when the refill is due.
+    pub refill_due: Option<(u64, u64)>,
+    /// The rate window now: its start, end, limit and units used (0 in a new window).
+    pub window: Option<(u64, u64, u64, u64)>,
+    /// Whether the stored window is an earlier one (the write starts the new one).
+    pub new_window: bool,
+    /// Seconds until the next refill, with a refill.
+    pub refill_in: Option<u64>,
+}
+
+impl Meter {
+    /// The meter of a record whose limits were just set at `now_ms`: full credits for this
+    /// refill period, a new rate window.
+    pub fn set(limits: Limits, now_ms: u64) -> Meter {
+        let now_s = now_ms / 1000;
+        Meter {
+            limits,
+            refilled_for: limits
+                .credits
+                .and_then(|c| c.refill)
+                .map_or(0, |refill| refill.interval.period_start(now_s)),
+            window_start: 0,
+            window_used: 0,
+        }
+    }
+
+    /// Where this meter stands at `now_ms`.
+    pub fn standing(&self, now_ms: u64) -> Standing {
+        let now_s = now_ms / 1000;
+        let mut refill_due = None;
+        let mut refill_in = None;
+        let credits = self.limits.credits.map(|credits| match credits.refill {
+            Some(refill) => {
+                let period = refill.interval.period_start(now_s);
+                refill_in = Some(refill.interval.next_period(now_s) - now_s);
+                if self.refilled_for < period {
+                    refill_due = Some((period, refill.amount));
+                    refill.amount
+                } else {
+                    credits.remaining
+                }
+            }
+            None => credits.remaining,
+        });
+        let mut new_window = false;
+        let window = self.limits.rate_limit.map(|rate| {
+            let start = now_s - now_s % rate.window_seconds;
+            let used = if self.window_start == start {
+                self.window_used
+            } else {
+                new_window = true;
+                0
+            };
+            (start, start + rate.window_seconds, rate.limit, used)
+        });
+        Standing {
+            credits,
+            refill_due,
+            window,
+            new_window,
+            refill_in,
+        }
+    }
+}
+
+impl Standing {
+    /// Why the next unit would be refused, if it would.
+    pub fn refusal(&self) -> Option<Refusal> {
+        if self.credits == Some(0) {
+            Some(Refusal::UsageExceeded)
+        } else if self.window.is_some_and(|(_, _, limit, used)| used >= limit) {
+            Some(Refusal::RateLimited)
+        } else {
+            None
+        }
+    }
+}
+
+/// The usage of a token whose meters stand as `standings` (token and owner), after `charged`
+/// units (0 or 1) at `now_ms`.
+pub fn usage(standings: &[Standing], charged: u64, now_ms: u64) -> Usage {
+    let now_s = now_ms / 1000;
+    let credits = standings
+        .iter()
+        .filter_map(|s| s.credits)
+        .map(|left| left.saturating_sub(charged))
+        .min()
+        .map(|remaining| Remaining { remaining });
+    let ratelimit = standings
+        .iter()
+        .filter_map(|s| s.window)
+        .map(|(_, end, limit, used)| Window {
+            limit,
+            remaining: limit.saturating_sub(used + charged),
+            reset: Seconds::from_epoch_seconds(end),
+        })
+        .min_by_key(|w| (w.remaining, w.reset.0));
+    let refusal = standings
+        .iter()
+        .filter_map(Standing::refusal)
+        .min_by_key(|r| *r != Refusal::UsageExceeded);
+    let retry_after = match refusal {
+        // Credits without a refill are refused until an operator adds some.
+        Some(Refusal::UsageExceeded) => standings
+            .iter()
+            .filter(|s| s.credits == Some(0))
+            .map(|s| s.refill_in)
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|waits| waits.into_iter().max()),
+        Some(Refusal::RateLimited) => standings
+            .iter()
+            .filter_map(|s| s.window)
+            .filter(|(_, _, limit, used)| used >= limit)
+            .map(|(_, end, _, _)| end.saturating_sub(now_s).max(1))
+            .max(),
+        None => None,
+    };
+    Usage {
+        credits,
+        ratelimit,
+        refusal: if charged == 0 { refusal } else { None },
+        retry_after: if charged == 0 { retry_after } else { None },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const DAY: u64 = 86_400;
+    // 2026-11-30T15:00:00Z
+    const NOW_S: u64 = 1_796_050_800;
+
+    fn parse(body: Value) -> Parsed<Limits> {
+        Limits::parse(body.as_object().unwrap())
+    }
+
+    #[test]
+    fn periods_are_utc_days_and_calendar_months() {
+        assert_eq!(Interval::Day.period_start(NOW_S), NOW_S - 15 * 3600);
+        assert_eq!(Interval::Day.next_period(NOW_S), NOW_S - 15 * 3600 + DAY);
+        // 2026-11-01T00:00:00Z and 2026-12-01T00:00:00Z
+        assert_eq!(Interval::Month.period_start(NOW_S), 1_793_491_200);
+        assert_eq!(Interval::Month.next_period(NOW_S), 1_796_083_200);
+        // December rolls into January.
+        let december = 1_796_083_200 + 10 * DAY;
+        assert_eq!(Interval::Month.next_period(december), 1_798_761_600);
+    }
+
+    #[test]
+    fn limits_parse_or_name_every_problem() {
+        let limits = parse(json!({
+            "credits": {"remaining": 5, "refill": {"amount": 10, "interval": "month"}},
+            "rate_limit": {"limit": 2, "window_seconds": 60}
+        }))
+        .unwrap();
+        assert_eq!(
+            limits.credits.unwrap().refill.unwrap().interval,
+            Interval::Month
+        );
+        assert_eq!(parse(json!({})).unwrap(), Limits::default());
+        assert_eq!(
+            parse(json!({"credits": null, "rate_limit": null})).unwrap(),
+            Limits::default()
+        );
+        let errors = parse(json!({
+            "credits": {"remaining": -1, "refill": {"amount": 0, "interval": "week"}},
+            "rate_limit": {"limit": "x"},
+            "credit": 3
+        }))
+        .unwrap_err();
+        let errors = serde_json::to_value(errors).unwrap();
+        for field in [
+            "credits.remaining",
+            "credits.refill.amount",
+            "credits.refill.interval",
+            "rate_limit.limit",
+            "rate_limit.window_seconds",
+            "credit",
+        ] {
+            assert!(errors.get(field).is_some(), "{field}: {errors}");
+        }
+        assert!(parse(json!({"credits": 5})).is_err());
+    }
+
+    #[test]
+    fn a_refill_is_due_once_per_period_and_windows_align_to_the_epoch() {
+        let limits = Limits {
+            credits: Some(Credits {
+                remaining: 0,
+                refill: Some(Refill {
+                    amount: 7,
+                    interval: Interval::Day,
+                }),
+            }),
+            rate_limit: Some(RateLimit {
+                limit: 3,
+                window_seconds: 60,
+            }),
+        };
+        let meter = Meter::set(limits, NOW_S * 1000);
+        let now = meter.standing(NOW_S * 1000 + 500);
+        assert_eq!(now.credits, Some(0));
+        assert_eq!(now.refusal(), Some(Refusal::UsageExceeded));
+        let tomorrow = meter.standing((NOW_S + DAY) * 1000);
+        assert_eq!(tomorrow.credits, Some(7));
+        assert!(tomorrow.refill_due.is_some());
+        assert_eq!(tomorrow.window, Some((NOW_S + DAY, NOW_S + DAY + 60, 3, 0)));
+        let usage = usage(&[now], 0, NOW_S * 1000);
+        assert_eq!(usage.retry_after, Some(9 * 3600));
+    }
+}
