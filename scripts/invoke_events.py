@@ -103,19 +103,29 @@ STEPS = [
     ("api-tokens-roll", 201,
      lambda b: b["data"]["abilities"] == ["calls:read"] and keys("id", "expires_at")(b["previous"]),
      "TOKEN_ID"),
+    # The rolled personal token's own limits, before it is deleted.
+    ("token-limits-put", 200,
+     lambda b: b == {"data": {"credits": {"remaining": 500, "refill": None}, "rate_limit": None}},
+     None),
     ("api-tokens-delete", 200, keys("message"), None),
+    # Limits shared by every key of user 1002; verify (without consume) reports them.
+    ("user-limits-put", 200,
+     lambda b: b["data"]["credits"]["remaining"] == 10000
+     and b["data"]["rate_limit"] == {"limit": 50, "window_seconds": 1}, None),
     ("tokens-verify-post", 200,
-     lambda b: b["valid"] is True and b["code"] == "VALID" and b["token"]["user_id"] == 1002, None),
+     lambda b: b["valid"] is True and b["code"] == "VALID" and b["token"]["user_id"] == 1002
+     and b["credits"] == {"remaining": 10000} and b["ratelimit"]["limit"] == 50, None),
     ("user-me-get", 200,
      lambda b: b["user"]["id"] == 1002 and b["token"]["abilities"] == ["*"], None),
     # Not an HTTP event: the response is the policy itself (checked below).
     ("authorizer-request", None,
      lambda p: p["policyDocument"]["Statement"][0]["Effect"] == "Allow"
      and p["policyDocument"]["Statement"][0]["Resource"].endswith("/prod/GET/api/user/me")
-     and p["context"]["user_id"] == 1002, None),
+     and p["context"]["user_id"] == 1002 and p["context"]["credits_remaining"] == 9999, None),
     # The changes above, newest first (the admin's platform: its users' events).
     ("audit-events-get", 200,
      lambda b: keys("data", "next_cursor")(b) and len(b["data"]) == 5
+     and b["data"][0]["action"] == "limits.updated"
      and all(keys("id", "at", "platform_id", "action", "actor", "target", "source", "details")(e)
              for e in b["data"]), None),
     # Last, as they revoke the demo keys: the user's key reported leaked, the admin's revoked by

@@ -6,13 +6,16 @@
 //! 2. cold starts: each function's release binary against a minimal Lambda runtime API, from
 //!    exec to the first `next` and to the first response, and peak RSS, next to the floor: a
 //!    bare lambda_http binary that builds a DynamoDB client as a typical Rust Lambda does;
-//! 3. a secret-scanning report of 1000 tokens, beside its raw operations and beside reading the
+//! 3. the authorizer for unmetered and metered tokens (usage limits), beside their raw
+//!    operations, and one hot metered token;
+//! 4. a secret-scanning report of 1000 tokens, beside its raw operations and beside reading the
 //!    tokens one GetItem at a time.
 //!
 //! Prints figures; asserts nothing. `bench coldstart` prints only the cold starts (no database).
 
 mod coldstart;
 mod leak;
+mod metering;
 mod raw;
 
 use std::future::Future;
@@ -273,22 +276,19 @@ fn handler(
     })
 }
 
-/// The authorizer's REQUEST event for the i-th bench user (the authorizer is not a route).
-fn authorize(w: &Arc<World>) -> Raw {
-    let w = w.clone();
+/// The authorizer's REQUEST event for `keys[i]` (the authorizer is not a route).
+fn authorizations(w: &Arc<World>, keys: &Arc<Vec<String>>) -> Raw {
+    let (w, keys) = (w.clone(), keys.clone());
     Arc::new(move |i: usize| -> Job {
-        let w = w.clone();
+        let (w, keys) = (w.clone(), keys.clone());
         Box::pin(async move {
-            let key = &w.users[i % w.users.len()].1;
+            let key = &keys[i % keys.len()];
             let event = json!({"type": "REQUEST", "methodArn": "arn:aws:execute-api:us-east-1:1:a/prod/GET/x",
                                "headers": {"Authorization": format!("Bearer {key}")}});
-            let policy = authorizer::authorize(&w.service, &event)
-                .await
-                .expect("policy");
-            if policy["policyDocument"]["Statement"][0]["Effect"] == "Allow" {
-                200
-            } else {
-                403
+            match authorizer::authorize(&w.service, &event).await {
+                Ok(policy) if policy["policyDocument"]["Statement"][0]["Effect"] == "Allow" => 200,
+                Ok(_) => 429,
+                Err(_) => 401,
             }
         })
     })
@@ -315,9 +315,10 @@ struct Row {
 }
 
 fn rows(w: &Arc<World>, router: &Router, ids: &Arc<Vec<String>>) -> Vec<Row> {
+    let keys = Arc::new(w.users.iter().map(|(_, key)| key.clone()).collect());
     let authorizer = Row {
         name: "authorizer (REQUEST event)".into(),
-        handler: authorize(w),
+        handler: authorizations(w, &keys),
         raw: raw::verify(w.clone()),
         success: 200,
         consumes: false,
@@ -452,6 +453,8 @@ async fn main() {
             other => format!("  ({other} answers not 401)"),
         }
     );
+    println!();
+    metering::report(&world, requests).await;
     println!();
     leak::report(&world).await;
     println!();

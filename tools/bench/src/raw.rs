@@ -37,7 +37,7 @@ pub(crate) async fn get(client: &Client, table: &str, key: Key) {
 }
 
 /// Authentication: the token and its owner's profile in one strongly consistent BatchGetItem.
-async fn authenticate(client: &Client, table: &str, token: &str) -> usize {
+pub(crate) async fn authenticate(client: &Client, table: &str, token: &str) -> usize {
     let parsed = token::parse(token).expect("a bench token");
     let keys = [token_key(token), Key::user(parsed.user_id)];
     let request = KeysAndAttributes::builder()

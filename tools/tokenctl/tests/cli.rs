@@ -358,3 +358,143 @@ fn text_output_and_usage_errors() {
     assert!(!no_table.status.success());
     assert!(String::from_utf8_lossy(&no_table.stdout).contains("TABLE_NAME"));
 }
+
+#[test]
+fn usage_limits_are_set_replaced_and_cleared_by_the_operator() {
+    let table = table();
+    let platform = ok(
+        &table,
+        &["--json", "platform", "create", "--name", "Metered"],
+    );
+    let pid = platform["id"].as_u64().unwrap().to_string();
+    let user = ok(
+        &table,
+        &[
+            "--json",
+            "user",
+            "create",
+            "--platform",
+            &pid,
+            "--email",
+            "m@m.test",
+            "--name",
+            "M",
+        ],
+    );
+    let uid = user["id"].as_u64().unwrap().to_string();
+    let minted = ok(
+        &table,
+        &["--json", "token", "mint", "--user", &uid, "--name", "k"],
+    );
+    let token_id = minted["id"].as_str().unwrap();
+
+    let set = ok(
+        &table,
+        &[
+            "--json",
+            "limits",
+            "user",
+            &uid,
+            "--credits",
+            "5",
+            "--refill-amount",
+            "100",
+            "--refill-interval",
+            "day",
+        ],
+    );
+    assert_eq!(
+        set,
+        json!({"data": {"credits": {"remaining": 5, "refill": {"amount": 100, "interval": "day"}}, "rate_limit": null}})
+    );
+    let set = ok(
+        &table,
+        &[
+            "--json",
+            "limits",
+            "token",
+            token_id,
+            "--rate-limit",
+            "3",
+            "--window-seconds",
+            "60",
+        ],
+    );
+    assert_eq!(
+        set,
+        json!({"data": {"credits": null, "rate_limit": {"limit": 3, "window_seconds": 60}}})
+    );
+    // Each change is audited as the operator's.
+    let events = ok(&table, &["--json", "audit", "--user", &uid, "--limit", "2"]);
+    let actions: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["limits.updated", "limits.updated"]);
+    assert_eq!(events["data"][0]["actor"]["type"], "operator");
+    assert_eq!(
+        ok(&table, &["--json", "limits", "user", &uid, "--unlimited"]),
+        json!({"data": {"credits": null, "rate_limit": null}})
+    );
+
+    // Refusals: what the route would answer 422 or 404 for, and no limit at all by accident.
+    let uid = uid.as_str();
+    for (args, expected) in [
+        (vec!["limits", "user", uid], "--unlimited"),
+        (
+            vec!["limits", "user", uid, "--credits", "2000000000"],
+            "credits.remaining",
+        ),
+        (
+            vec![
+                "limits",
+                "user",
+                uid,
+                "--credits",
+                "1",
+                "--refill-amount",
+                "5",
+                "--refill-interval",
+                "week",
+            ],
+            "credits.refill.interval",
+        ),
+        (
+            vec!["limits", "user", "999999", "--credits", "1"],
+            "no user 999999",
+        ),
+        (
+            vec!["limits", "token", "nonsense", "--credits", "1"],
+            "is not a token id",
+        ),
+        (
+            vec![
+                "limits",
+                "token",
+                "1-0123456789abcdef0123",
+                "--credits",
+                "1",
+            ],
+            "no token 1-0123456789abcdef0123",
+        ),
+    ] {
+        let mut args = args;
+        args.push("--json");
+        let output = tokenctl(&table, &args);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let error: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert!(
+            error["error"].as_str().unwrap().contains(expected),
+            "{args:?}: {error}"
+        );
+    }
+    // None of them changed anything.
+    let events = ok(&table, &["--json", "audit", "--user", uid, "--limit", "5"]);
+    assert_eq!(events["data"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        events["data"][0]["details"]["limits"]["credits"],
+        Value::Null
+    );
+}
