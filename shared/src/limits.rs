@@ -319,13 +319,20 @@ impl Meter {
         let mut new_window = false;
         let window = self.limits.rate_limit.map(|rate| {
             let start = now_s - now_s % rate.window_seconds;
-            let used = if self.window_start == start {
-                self.window_used
+            // A stored window later than this clock's (another instance's clock runs ahead) is
+            // the current one: the unit counts in it, never starts an earlier one.
+            if self.window_start >= start {
+                let start = self.window_start;
+                (
+                    start,
+                    start + rate.window_seconds,
+                    rate.limit,
+                    self.window_used,
+                )
             } else {
                 new_window = true;
-                0
-            };
-            (start, start + rate.window_seconds, rate.limit, used)
+                (start, start + rate.window_seconds, rate.limit, 0)
+            }
         });
         Standing {
             credits,
@@ -483,5 +490,30 @@ mod tests {
         assert_eq!(tomorrow.window, Some((NOW_S + DAY, NOW_S + DAY + 60, 3, 0)));
         let usage = usage(&[now], 0, NOW_S * 1000);
         assert_eq!(usage.retry_after, Some(9 * 3600));
+    }
+
+    #[test]
+    fn a_clock_behind_the_stored_window_counts_in_it() {
+        let limits = Limits {
+            credits: None,
+            rate_limit: Some(RateLimit {
+                limit: 3,
+                window_seconds: 60,
+            }),
+        };
+        let window = NOW_S - NOW_S % 60;
+        let meter = Meter {
+            limits,
+            window_start: window,
+            window_used: 2,
+            ..Meter::default()
+        };
+        // One second behind, in the previous window: still the stored one.
+        let behind = meter.standing((window - 1) * 1000);
+        assert!(!behind.new_window);
+        assert_eq!(behind.window, Some((window, window + 60, 3, 2)));
+        let next = meter.standing((window + 60) * 1000);
+        assert!(next.new_window);
+        assert_eq!(next.window, Some((window + 60, window + 120, 3, 0)));
     }
 }

@@ -205,6 +205,26 @@ trait BeforeDeadline<T, E, R>: Future<Output = Result<T, SdkError<E, R>>> + Size
 
 impl<T, E, R, F: Future<Output = Result<T, SdkError<E, R>>>> BeforeDeadline<T, E, R> for F {}
 
+/// An update expression of `sets` (`a = :a`) and `removes` (attribute names), either may be
+/// empty.
+fn set_and_remove(sets: &[impl AsRef<str>], removes: &[impl AsRef<str>]) -> String {
+    fn join(parts: &[impl AsRef<str>]) -> String {
+        parts
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<&str>>()
+            .join(", ")
+    }
+    let mut clauses = Vec::new();
+    if !sets.is_empty() {
+        clauses.push(format!("SET {}", join(sets)));
+    }
+    if !removes.is_empty() {
+        clauses.push(format!("REMOVE {}", join(removes)));
+    }
+    clauses.join(" ")
+}
+
 /// Attribute values of one expression, built with `value(":name", v)`.
 fn values<const N: usize>(
     pairs: [(&str, AttributeValue); N],
@@ -1383,19 +1403,12 @@ impl Store for DynamoStore {
         if fields.enabled.is_some() {
             expression_names.insert("#enabled".to_string(), ENABLED.to_string());
         }
-        let mut expression = String::new();
-        if !sets.is_empty() {
-            expression.push_str(&format!("SET {}", sets.join(", ")));
-        }
-        if !removes.is_empty() {
-            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
-        }
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(
                 Key::token(record.user_id, record.kind.family(), record.id).to_item(),
             ))
-            .update_expression(expression.trim())
+            .update_expression(set_and_remove(&sets, &removes))
             .condition_expression(format!("{LIVE} AND abilities = :read"))
             .set_expression_attribute_names(
                 (!expression_names.is_empty()).then_some(expression_names),
@@ -1479,17 +1492,10 @@ impl Store for DynamoStore {
                 None => removes.push(format!("#m{index}")),
             }
         }
-        let mut expression = String::new();
-        if !sets.is_empty() {
-            expression.push_str(&format!("SET {} ", sets.join(", ")));
-        }
-        if !removes.is_empty() {
-            expression.push_str(&format!("REMOVE {}", removes.join(", ")));
-        }
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key.to_item()))
-            .update_expression(expression.trim())
+            .update_expression(set_and_remove(&sets, &removes))
             .condition_expression(condition)
             .set_expression_attribute_names(Some(expression_names))
             .set_expression_attribute_values(
