@@ -226,11 +226,51 @@ async fn mints_verifications_and_revocations_emit_embedded_metric_lines() {
     )
     .await;
 
+    // The authorizer: an allowed token, a refused one, and one over its usage limits.
+    let event = |token: &str| {
+        serde_json::json!({"type": "REQUEST",
+            "methodArn": "arn:aws:execute-api:us-east-1:1:a/prod/GET/api/user/me",
+            "headers": {"Authorization": format!("Bearer {token}")}})
+    };
+    assert!(authorizer::authorize(&service, &event(&t.admin_token))
+        .await
+        .is_ok());
+    assert!(authorizer::authorize(&service, &event("garbage"))
+        .await
+        .is_err());
+    let admin_user = store.get_user(t.admin.id).await.unwrap().unwrap();
+    let no_credits = serde_json::json!({"credits": {"remaining": 0}});
+    let no_credits = shared::limits::Limits::parse(no_credits.as_object().unwrap()).unwrap();
+    store
+        .set_limits(
+            shared::store::Metered::User(&admin_user),
+            &no_credits,
+            &shared::audit::Change::operator(),
+            shared::store::now_ms(),
+        )
+        .await
+        .unwrap();
+    let denied = authorizer::authorize(&service, &event(&t.admin_token))
+        .await
+        .unwrap();
+    assert_eq!(denied["context"]["code"], "USAGE_EXCEEDED");
+
     let counts = metric_counts(&captured);
     let count = |metric: &str, value: &str| counts.get(&(metric.into(), value.into())).copied();
     assert_eq!(count("TokensMinted", "api_key"), Some(3), "{counts:?}");
-    assert_eq!(count("Verifications", "VALID"), Some(3), "{counts:?}");
-    assert_eq!(count("Verifications", "NOT_FOUND"), Some(1), "{counts:?}");
+    assert_eq!(count("Verifications", "VALID"), Some(5), "{counts:?}");
+    assert_eq!(count("Verifications", "NOT_FOUND"), Some(2), "{counts:?}");
+    assert_eq!(count("Authorizations", "allowed"), Some(1), "{counts:?}");
+    assert_eq!(
+        count("Authorizations", "unauthorized"),
+        Some(1),
+        "{counts:?}"
+    );
+    assert_eq!(
+        count("Authorizations", "USAGE_EXCEEDED"),
+        Some(1),
+        "{counts:?}"
+    );
     assert_eq!(count("Verifications", "REVOKED"), Some(1), "{counts:?}");
     assert_eq!(count("TokensRevoked", "deleted"), Some(1), "{counts:?}");
     assert_eq!(
@@ -238,5 +278,5 @@ async fn mints_verifications_and_revocations_emit_embedded_metric_lines() {
         Some(1),
         "{counts:?}"
     );
-    assert_eq!(counts.len(), 6, "nothing else: {counts:?}");
+    assert_eq!(counts.len(), 9, "nothing else: {counts:?}");
 }
