@@ -246,12 +246,23 @@ pub async fn authenticate(
     presented: Option<&str>,
     now_ms: u64,
 ) -> Result<Principal, ApiError> {
+    authenticated(store, presented, now_ms)
+        .await
+        .map(|(principal, _)| principal)
+}
+
+/// [`authenticate`], with the verification it made (the records it read).
+pub async fn authenticated(
+    store: &dyn Store,
+    presented: Option<&str>,
+    now_ms: u64,
+) -> Result<(Principal, Verification), ApiError> {
     let verification = verify(store, presented.ok_or(ApiError::Unauthenticated)?, now_ms).await?;
-    principal(&verification)
+    Ok((principal(&verification)?, verification))
 }
 
 /// The caller a verification found: a valid token of an active owner, or the 401.
-pub fn principal(verification: &Verification) -> Result<Principal, ApiError> {
+fn principal(verification: &Verification) -> Result<Principal, ApiError> {
     match (
         verification.code,
         &verification.record,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::audit::Change;
-use crate::auth::{authenticate, principal, verify, Principal};
+use crate::auth::{authenticate, authenticated, Principal};
 use crate::config::{dynamodb_client, Config};
 use crate::domain::Abilities;
 use crate::error::ApiError;
@@ -93,13 +93,8 @@ impl Service {
         presented: Option<&str>,
         now_ms: u64,
     ) -> Result<(Principal, Usage), ApiError> {
-        let verification = verify(
-            self.store.as_ref(),
-            presented.ok_or(ApiError::Unauthenticated)?,
-            now_ms,
-        )
-        .await?;
-        let principal = principal(&verification)?;
+        let (principal, verification) =
+            authenticated(self.store.as_ref(), presented, now_ms).await?;
         let usage = verification
             .charge(self.store.as_ref(), now_ms)
             .await?

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use shared::demo;
 use shared::service::Service;
-use shared::store::now_ms;
+use shared::store::{now_ms, Store};
 use shared::test_support::{exchange, request, service, tenant, unreachable_service, Captured};
 use tokenctl::serve::router;
 
@@ -246,7 +246,7 @@ async fn mints_verifications_and_revocations_emit_embedded_metric_lines() {
             shared::store::Metered::User(&admin_user),
             &no_credits,
             &shared::audit::Change::operator(),
-            shared::store::now_ms(),
+            now_ms(),
         )
         .await
         .unwrap();
