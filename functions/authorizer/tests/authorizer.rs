@@ -343,7 +343,7 @@ async fn verify_answers_every_code() {
     }
     let not_found = (
         200,
-        json!({"valid": false, "code": "NOT_FOUND", "token": null}),
+        json!({"valid": false, "code": "NOT_FOUND", "token": null, "credits": null, "ratelimit": null}),
     );
     for token in [&s.unknown, &s.bad_checksum, &"garbage".to_string()] {
         assert_eq!(verify_as(&service, &t.admin_token, token).await, not_found);

@@ -497,6 +497,16 @@ async fn verify_consumes_only_when_asked() {
     let report = verify(&service, &t.admin_token, &t.user_token, false).await;
     assert_eq!(report["credits"], json!({"remaining": 2}));
     assert_eq!(report["code"], json!("VALID"));
+    // Another platform's admin learns nothing of the limits, and consumes nothing.
+    let other = tenant(&store).await;
+    assert_eq!(
+        verify(&service, &other.admin_token, &t.user_token, true).await,
+        json!({"valid": false, "code": "NOT_FOUND", "token": null, "credits": null, "ratelimit": null})
+    );
+    assert_eq!(
+        number(&item(&store, token_key(&t.user_token)).await, "credits"),
+        2
+    );
     // The token verifies itself, consuming: one unit each, then refused.
     let first = verify(&service, &t.user_token, &t.user_token, true).await;
     assert_eq!(
