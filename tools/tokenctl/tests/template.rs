@@ -34,6 +34,19 @@ fn text(value: &Value) -> String {
         .unwrap_or_else(|| panic!("not a scalar: {value:?}"))
 }
 
+/// A created key schema as (attribute, HASH | RANGE) pairs, in order.
+fn key_pairs(schema: &[aws_sdk_dynamodb::types::KeySchemaElement]) -> Vec<(String, String)> {
+    schema
+        .iter()
+        .map(|k| {
+            (
+                k.attribute_name().to_string(),
+                k.key_type().as_str().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// (function folder, METHOD, path) of every API event in the template.
 fn template_routes(template: &Value) -> BTreeSet<(String, String, String)> {
     let mut routes = BTreeSet::new();
@@ -261,17 +274,7 @@ async fn tokenctl_init_creates_the_table_template_yaml_declares() {
         .await
         .unwrap();
     let described = described.table().unwrap();
-    let created_keys: Vec<(String, String)> = described
-        .key_schema()
-        .iter()
-        .map(|k| {
-            (
-                k.attribute_name().to_string(),
-                k.key_type().as_str().to_string(),
-            )
-        })
-        .collect();
-    assert_eq!(created_keys, declared_keys);
+    assert_eq!(key_pairs(described.key_schema()), declared_keys);
     let created_types: BTreeSet<(String, String)> = described
         .attribute_definitions()
         .iter()
@@ -295,16 +298,7 @@ async fn tokenctl_init_creates_the_table_template_yaml_declares() {
                     .map(|t| t.as_str()),
                 Some("ALL")
             );
-            let keys = index
-                .key_schema()
-                .iter()
-                .map(|k| {
-                    (
-                        k.attribute_name().to_string(),
-                        k.key_type().as_str().to_string(),
-                    )
-                })
-                .collect();
+            let keys = key_pairs(index.key_schema());
             (index.index_name().unwrap_or_default().to_string(), keys)
         })
         .collect();
