@@ -556,6 +556,9 @@ pub mod faults {
         Cancelled(&'static str),
         /// `TransactionInProgressException`; nothing commits.
         InProgress,
+        /// A single-item write refused with `TransactionConflictException` (a transaction holds
+        /// the item); nothing commits.
+        Conflict,
     }
 
     /// Which operation a fault is for.
@@ -714,6 +717,7 @@ pub mod faults {
                     )
                 }
                 Some(Fault::InProgress) => error_body("TransactionInProgressException", ""),
+                Some(Fault::Conflict) => error_body("TransactionConflictException", ""),
                 Some(Fault::CommittedAnswerLost) | None => return Ok(()),
             };
             let response = context.response_mut();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem,
     Update,
@@ -377,25 +378,40 @@ impl DynamoStore {
             .map_err(unavailable)
     }
 
-    /// One conditional UpdateItem made of a transaction's `update`; `false` when its condition
-    /// failed.
+    /// `update` sent alone, as one conditional UpdateItem (built as a transaction's item, so
+    /// one builder serves both); `false` when its condition failed. While a transaction holding
+    /// the item refuses it (`TransactionConflictException`: nothing was written), it is sent
+    /// again with jittered backoff, as a transaction that lost a race is.
     async fn update(&self, update: Update) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(update.key))
-            .update_expression(update.update_expression)
-            .set_condition_expression(update.condition_expression)
-            .set_expression_attribute_names(update.expression_attribute_names)
-            .set_expression_attribute_values(update.expression_attribute_values)
-            .send()
-            .before_deadline()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(unavailable(e)),
+        let mut backoff = Backoff::default();
+        let mut attempt = 1;
+        loop {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(update.key.clone()))
+                .update_expression(update.update_expression.clone())
+                .set_condition_expression(update.condition_expression.clone())
+                .set_expression_attribute_names(update.expression_attribute_names.clone())
+                .set_expression_attribute_values(update.expression_attribute_values.clone())
+                .send()
+                .before_deadline()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(true),
+                Err(e) if is_conditional_failure(&e) => return Ok(false),
+                Err(e) => e,
+            };
+            let conflict = matches!(
+                error.as_service_error(),
+                Some(UpdateItemError::TransactionConflictException(_))
+            );
+            if !conflict || attempt == TRANSACTION_ATTEMPTS || !deadline::allows(ATTEMPT_TIME) {
+                return Err(unavailable(error));
+            }
+            attempt += 1;
+            backoff.wait().await;
         }
     }
 
@@ -1673,9 +1689,7 @@ impl Store for DynamoStore {
         id: TokenId,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
-        let touched = self
-            .client
-            .update_item()
+        let touch = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Key::token(user, family, id).to_item()))
             .update_expression("SET last_used_at = :now")
@@ -1689,14 +1703,9 @@ impl Store for DynamoStore {
                     n(now_ms.saturating_sub(super::LAST_USED_RESOLUTION_MS)),
                 ),
             ]))
-            .send()
-            .before_deadline()
-            .await;
-        match touched {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
+            .build()
+            .map_err(unavailable)?;
+        self.update(touch).await
     }
 
     async fn issue_permanent_token(

@@ -867,3 +867,32 @@ async fn a_charge_lost_to_a_conflict_or_a_lost_answer_counts_once() {
         9
     );
 }
+
+/// A user's profile is held by transactions (token creations, charges of the user and a token
+/// together, limit changes): a unit charged to the user alone (one UpdateItem of the profile)
+/// refused by such a lock is tried again, and counted once.
+#[tokio::test]
+async fn a_charge_refused_by_a_transaction_holding_the_profile_is_tried_again() {
+    use shared::test_support::faults::{Fault, FaultInjector, Operation};
+    let (service, store) = service().await;
+    let faults = FaultInjector::default();
+    let (faulty, _) = service_intercepted(&service, &store, faults.clone());
+    let t = tenant(&store).await;
+    let now = now_ms();
+    set_user_limits(&store, &t.user, json!({"credits": {"remaining": 10}}), now).await;
+    // Its last use recorded first, so the unit's UpdateItem is the only one.
+    service
+        .authenticate(Some(&t.user_token), now)
+        .await
+        .unwrap();
+    faults.plan(Operation::UpdateItem, Fault::Conflict);
+    faults.plan(Operation::UpdateItem, Fault::Conflict);
+    let (_, usage) = faulty.admit(Some(&t.user_token), now).await.unwrap();
+    assert_eq!(faults.injected(), 2);
+    assert_eq!(faults.pending(), 0);
+    assert_eq!(usage.credits.unwrap().remaining, 9);
+    assert_eq!(
+        number(&item(&store, Key::user(t.user.id)).await, "credits"),
+        9
+    );
+}
