@@ -272,14 +272,32 @@ pub struct Usage {
 pub struct Standing {
     /// Credits left now (after a refill that is due); `None`: no credit limit.
     pub credits: Option<u64>,
-    /// The refill period to record when the refill is due.
-    pub refill_due: Option<(u64, u64)>,
-    /// The rate window now: its start, end, limit and units used (0 in a new window).
-    pub window: Option<(u64, u64, u64, u64)>,
-    /// Whether the stored window is an earlier one (the write starts the new one).
-    pub new_window: bool,
+    /// With a refill due: the period it is for (`credits` is then its amount), which the unit's
+    /// write records.
+    pub refill_for: Option<u64>,
+    /// The rate window now; `None`: no rate limit.
+    pub window: Option<RateWindow>,
     /// Seconds until the next refill, with a refill.
     pub refill_in: Option<u64>,
+}
+
+/// The rate window a unit counts in: the stored one, or a new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateWindow {
+    /// Its start and end (epoch seconds).
+    pub start: u64,
+    pub end: u64,
+    pub limit: u64,
+    /// Units used in it (0 in a new window).
+    pub used: u64,
+    /// Whether it is a new window (the stored one is earlier): the unit's write starts it.
+    pub new: bool,
+}
+
+impl RateWindow {
+    fn is_full(&self) -> bool {
+        self.used >= self.limit
+    }
 }
 
 impl Meter {
@@ -301,14 +319,14 @@ impl Meter {
     /// Where this meter stands at `now_ms`.
     pub fn standing(&self, now_ms: u64) -> Standing {
         let now_s = now_ms / 1000;
-        let mut refill_due = None;
+        let mut refill_for = None;
         let mut refill_in = None;
         let credits = self.limits.credits.map(|credits| match credits.refill {
             Some(refill) => {
                 let period = refill.interval.period_start(now_s);
                 refill_in = Some(refill.interval.next_period(now_s) - now_s);
                 if self.refilled_for < period {
-                    refill_due = Some((period, refill.amount));
+                    refill_for = Some(period);
                     refill.amount
                 } else {
                     credits.remaining
@@ -316,29 +334,27 @@ impl Meter {
             }
             None => credits.remaining,
         });
-        let mut new_window = false;
         let window = self.limits.rate_limit.map(|rate| {
             let start = now_s - now_s % rate.window_seconds;
             // A stored window later than this clock's (another instance's clock runs ahead) is
             // the current one: the unit counts in it, never starts an earlier one.
-            if self.window_start >= start {
-                let start = self.window_start;
-                (
-                    start,
-                    start + rate.window_seconds,
-                    rate.limit,
-                    self.window_used,
-                )
+            let (start, used, new) = if self.window_start >= start {
+                (self.window_start, self.window_used, false)
             } else {
-                new_window = true;
-                (start, start + rate.window_seconds, rate.limit, 0)
+                (start, 0, true)
+            };
+            RateWindow {
+                start,
+                end: start + rate.window_seconds,
+                limit: rate.limit,
+                used,
+                new,
             }
         });
         Standing {
             credits,
-            refill_due,
+            refill_for,
             window,
-            new_window,
             refill_in,
         }
     }
@@ -349,7 +365,7 @@ impl Standing {
     pub fn refusal(&self) -> Option<Refusal> {
         if self.credits == Some(0) {
             Some(Refusal::UsageExceeded)
-        } else if self.window.is_some_and(|(_, _, limit, used)| used >= limit) {
+        } else if self.window.is_some_and(|w| w.is_full()) {
             Some(Refusal::RateLimited)
         } else {
             None
@@ -370,10 +386,10 @@ pub fn usage(standings: &[Standing], charged: u64, now_ms: u64) -> Usage {
     let ratelimit = standings
         .iter()
         .filter_map(|s| s.window)
-        .map(|(_, end, limit, used)| Window {
-            limit,
-            remaining: limit.saturating_sub(used + charged),
-            reset: Seconds::from_epoch_seconds(end),
+        .map(|w| Window {
+            limit: w.limit,
+            remaining: w.limit.saturating_sub(w.used + charged),
+            reset: Seconds::from_epoch_seconds(w.end),
         })
         .min_by_key(|w| (w.remaining, w.reset.0));
     let refusal = standings
@@ -391,8 +407,8 @@ pub fn usage(standings: &[Standing], charged: u64, now_ms: u64) -> Usage {
         Some(Refusal::RateLimited) => standings
             .iter()
             .filter_map(|s| s.window)
-            .filter(|(_, _, limit, used)| used >= limit)
-            .map(|(_, end, _, _)| end.saturating_sub(now_s).max(1))
+            .filter(RateWindow::is_full)
+            .map(|w| w.end.saturating_sub(now_s).max(1))
             .max(),
         None => None,
     };
@@ -486,8 +502,15 @@ mod tests {
         assert_eq!(now.refusal(), Some(Refusal::UsageExceeded));
         let tomorrow = meter.standing((NOW_S + DAY) * 1000);
         assert_eq!(tomorrow.credits, Some(7));
-        assert!(tomorrow.refill_due.is_some());
-        assert_eq!(tomorrow.window, Some((NOW_S + DAY, NOW_S + DAY + 60, 3, 0)));
+        assert_eq!(tomorrow.refill_for, Some(NOW_S - 15 * 3600 + DAY));
+        let window = |start, used, new| RateWindow {
+            start,
+            end: start + 60,
+            limit: 3,
+            used,
+            new,
+        };
+        assert_eq!(tomorrow.window, Some(window(NOW_S + DAY, 0, true)));
         let usage = usage(&[now], 0, NOW_S * 1000);
         assert_eq!(usage.retry_after, Some(9 * 3600));
     }
@@ -509,11 +532,16 @@ mod tests {
             ..Meter::default()
         };
         // One second behind, in the previous window: still the stored one.
+        let rate = |start, used, new| RateWindow {
+            start,
+            end: start + 60,
+            limit: 3,
+            used,
+            new,
+        };
         let behind = meter.standing((window - 1) * 1000);
-        assert!(!behind.new_window);
-        assert_eq!(behind.window, Some((window, window + 60, 3, 2)));
+        assert_eq!(behind.window, Some(rate(window, 2, false)));
         let next = meter.standing((window + 60) * 1000);
-        assert!(next.new_window);
-        assert_eq!(next.window, Some((window + 60, window + 120, 3, 0)));
+        assert_eq!(next.window, Some(rate(window + 60, 0, true)));
     }
 }

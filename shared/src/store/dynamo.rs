@@ -148,7 +148,8 @@ enum Part {
     Retiring,
     /// The token being rolled is live and was never rolled.
     Rolling,
-    /// The token being updated is live, with the abilities read.
+    /// The record being updated is as the change requires: a token update's token live with
+    /// the abilities read; a limits change's user present, or its token live.
     Updating,
     /// The retired token's `GONE#` copy (no condition).
     Tombstone,
@@ -341,8 +342,8 @@ impl DynamoStore {
         let mut sets = Vec::new();
         let mut conditions = vec!["attribute_exists(pk)"];
         let mut expression_values = HashMap::new();
-        match (standing.credits, standing.refill_due) {
-            (Some(_), Some((period, amount))) => {
+        match (standing.credits, standing.refill_for) {
+            (Some(amount), Some(period)) => {
                 sets.push("credits = :refilled, refilled_for = :period");
                 conditions.push("attribute_exists(credits) AND refilled_for < :period");
                 expression_values.insert(":refilled".into(), n(amount - 1));
@@ -355,17 +356,17 @@ impl DynamoStore {
             }
             (None, _) => {}
         }
-        if let Some((start, _, limit, _)) = standing.window {
+        if let Some(window) = standing.window {
             // The window's counters exist exactly while a rate limit is set.
-            if standing.new_window {
+            if window.new {
                 sets.push("window_start = :window, window_used = :one");
                 conditions.push("window_start < :window");
             } else {
                 sets.push("window_used = window_used + :one");
                 conditions.push("window_start = :window AND window_used < :limit");
-                expression_values.insert(":limit".into(), n(limit));
+                expression_values.insert(":limit".into(), n(window.limit));
             }
-            expression_values.insert(":window".into(), n(start));
+            expression_values.insert(":window".into(), n(window.start));
             expression_values.insert(":one".into(), n(1));
         }
         Update::builder()
@@ -1476,6 +1477,7 @@ impl Store for DynamoStore {
         change: &Change,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
+        let mut expression_values = HashMap::new();
         let (key, condition, platform, event_target) = match target {
             Metered::User(user) => (
                 Key::user(user.id),
@@ -1483,19 +1485,18 @@ impl Store for DynamoStore {
                 user.platform_id,
                 Target::user(user.id),
             ),
-            Metered::Token(token) => (
-                Key::token(token.user_id, token.kind.family(), token.id),
-                LIVE,
-                token.platform_id,
-                Target::token(token),
-            ),
+            Metered::Token(token) => {
+                expression_values.insert(":now".to_string(), n(now_ms / 1000));
+                (
+                    Key::token(token.user_id, token.kind.family(), token.id),
+                    LIVE,
+                    token.platform_id,
+                    Target::token(token),
+                )
+            }
         };
         let set = meter_attributes(&Meter::set(*limits, now_ms));
         let mut expression_names = HashMap::new();
-        let mut expression_values = HashMap::new();
-        if condition == LIVE {
-            expression_values.insert(":now".to_string(), n(now_ms / 1000));
-        }
         let mut sets = Vec::new();
         let mut removes = Vec::new();
         for (index, name) in METER_ATTRIBUTES.into_iter().enumerate() {
