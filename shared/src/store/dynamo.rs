@@ -416,6 +416,24 @@ impl DynamoStore {
         }
     }
 
+    /// `update` (standing for `part`) and the change's audit `event` in one transaction;
+    /// `false` when the update's condition failed (nothing written).
+    async fn update_with_event(
+        &self,
+        part: Part,
+        update: Update,
+        event: &Event,
+    ) -> Result<bool, StoreError> {
+        let items = Transaction::default()
+            .with(part, TransactWriteItem::builder().update(update).build())
+            .with(Part::Event, self.event_put(event)?);
+        match self.transact(items).await {
+            Ok(()) => Ok(true),
+            Err(TransactionFailure::Conditions(_)) => Ok(false),
+            Err(TransactionFailure::Store(e)) => Err(e),
+        }
+    }
+
     /// Runs a transaction, trying again (with jittered backoff) while it only lost a race or
     /// was throttled, and while its outcome is unknown (a timeout, a server error, or another
     /// transaction on its items still in progress) — then with the same client request token, so
@@ -1036,16 +1054,9 @@ impl Store for DynamoStore {
             Target::user(id),
             details([("previous_status", json!(user.status.as_str()))]),
         );
-        let items = Transaction::default()
-            .with(
-                Part::User,
-                TransactWriteItem::builder().update(update).build(),
-            )
-            .with(Part::Event, self.event_put(&event)?);
-        match self.transact(items).await {
-            Ok(()) => Ok(()),
-            Err(TransactionFailure::Conditions(_)) => Err(StoreError::UserNotFound),
-            Err(TransactionFailure::Store(e)) => Err(e),
+        match self.update_with_event(Part::User, update, &event).await? {
+            true => Ok(()),
+            false => Err(StoreError::UserNotFound),
         }
     }
 
@@ -1457,17 +1468,10 @@ impl Store for DynamoStore {
                 ("enabled", json!(fields.enabled)),
             ]),
         );
-        let items = Transaction::default()
-            .with(
-                Part::Updating,
-                TransactWriteItem::builder().update(update).build(),
-            )
-            .with(Part::Event, self.event_put(&event)?);
-        match self.transact(items).await {
-            Ok(()) => Ok(Some(updated)),
-            Err(TransactionFailure::Conditions(_)) => Ok(None),
-            Err(TransactionFailure::Store(e)) => Err(e),
-        }
+        let written = self
+            .update_with_event(Part::Updating, update, &event)
+            .await?;
+        Ok(written.then_some(updated))
     }
 
     async fn set_limits(
@@ -1530,17 +1534,7 @@ impl Store for DynamoStore {
                 ("previous", json!(target.limits())),
             ]),
         );
-        let items = Transaction::default()
-            .with(
-                Part::Updating,
-                TransactWriteItem::builder().update(update).build(),
-            )
-            .with(Part::Event, self.event_put(&event)?);
-        match self.transact(items).await {
-            Ok(()) => Ok(true),
-            Err(TransactionFailure::Conditions(_)) => Ok(false),
-            Err(TransactionFailure::Store(e)) => Err(e),
-        }
+        self.update_with_event(Part::Updating, update, &event).await
     }
 
     async fn charge(
