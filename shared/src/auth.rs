@@ -24,6 +24,9 @@ pub struct Principal {
     pub expires_at: Option<u64>,
     /// When the token last authenticated, to the resolution of [`LAST_USED_RESOLUTION_MS`].
     pub last_used_at_ms: Option<u64>,
+    /// Whether the token has usage limits of its own (its key lineage's): it may then mint no
+    /// token, since a new token would escape them.
+    pub metered: bool,
 }
 
 impl Principal {
@@ -53,8 +56,7 @@ impl Principal {
     /// Managing tokens (create, list, delete) takes `*` or [`MANAGE_TOKENS`], so a leaked
     /// narrow token cannot mint copies of itself or remove its owner's other tokens.
     pub fn require_token_management(&self) -> Result<(), ApiError> {
-        if self.abilities.is_full() || self.abilities.as_slice().iter().any(|a| a == MANAGE_TOKENS)
-        {
+        if self.abilities.manage_tokens() {
             Ok(())
         } else {
             Err(ApiError::CannotManageTokens)
@@ -76,6 +78,16 @@ impl Principal {
             }
             (Some(wanted), _) => Ok(Some(wanted)),
             (None, limit) => Ok(limit),
+        }
+    }
+
+    /// Minting a token takes a token without limits of its own: a child would not be charged
+    /// to them, and so would escape them (a user's limits bind every token of the user anyway).
+    pub fn require_unmetered(&self) -> Result<(), ApiError> {
+        if self.metered {
+            Err(ApiError::MeteredMinting)
+        } else {
+            Ok(())
         }
     }
 
@@ -135,17 +147,25 @@ pub struct Verification {
     pub revoked_reason: Option<&'static str>,
     /// The owner's usage limits and their use (shared by its tokens); `None`: unmetered.
     pub owner_meter: Option<Meter>,
+    /// The record whose meter the token's units are charged to: the token's own, or, for a
+    /// rolled token in its grace period, its successor's (one meter a key lineage).
+    pub meter_holder: Option<TokenRecord>,
 }
 
 impl Verification {
+    /// The token's limits and their use (its lineage's); `None`: no limits of its own.
+    pub fn token_meter(&self) -> Option<Meter> {
+        self.meter_holder.as_ref().and_then(|holder| holder.meter)
+    }
+
     /// Whether using the token is charged (it, or its owner, has usage limits).
     pub fn is_metered(&self) -> bool {
-        self.record.as_ref().is_some_and(|r| r.meter.is_some()) || self.owner_meter.is_some()
+        self.token_meter().is_some() || self.owner_meter.is_some()
     }
 
     /// Where the token's limits and its owner's stand at `now_ms`, without charging.
     pub fn usage(&self, now_ms: u64) -> Usage {
-        let standings: Vec<_> = [self.record.as_ref().and_then(|r| r.meter), self.owner_meter]
+        let standings: Vec<_> = [self.token_meter(), self.owner_meter]
             .into_iter()
             .flatten()
             .map(|meter| meter.standing(now_ms))
@@ -160,10 +180,10 @@ impl Verification {
         store: &dyn Store,
         now_ms: u64,
     ) -> Result<Option<Usage>, StoreError> {
-        match &self.record {
-            Some(record) if self.is_metered() => {
+        match &self.meter_holder {
+            Some(holder) if self.is_metered() => {
                 store
-                    .charge(record, self.owner_meter.as_ref(), now_ms)
+                    .charge(holder, self.owner_meter.as_ref(), now_ms)
                     .await
             }
             _ => Ok(Some(Usage::default())),
@@ -197,6 +217,7 @@ async fn check(
         owner_role: None,
         revoked_reason: None,
         owner_meter: None,
+        meter_holder: None,
     };
     let Ok(parsed) = token::parse(presented) else {
         return Ok(not_found);
@@ -214,13 +235,28 @@ async fn check(
         .as_ref()
         .filter(|owner| owner.status == UserStatus::Active)
         .map(|owner| owner.role);
-    let code = match (record.state(now_ms), owner_role) {
+    let mut code = match (record.state(now_ms), owner_role) {
         (TokenState::Revoked, _) => VerificationCode::Revoked,
         (TokenState::Expired, _) => VerificationCode::Expired,
         (TokenState::Live, None) => VerificationCode::Disabled,
         (TokenState::Live, Some(_)) if !record.enabled => VerificationCode::Disabled,
         (TokenState::Live, Some(_)) => VerificationCode::Valid,
     };
+    // A rolled token in its grace period works through its successor: one more read, only
+    // then. It stops with the successor (revoked: the lineage ended) and is disabled with it.
+    let mut meter_holder = Some(record.clone());
+    if let (VerificationCode::Valid, Some(successor)) = (code, record.successor()) {
+        let successor = store
+            .get_token(successor.user_id, successor.family, successor.id)
+            .await?;
+        code = match &successor {
+            Some(s) if s.state(now_ms) != TokenState::Live => VerificationCode::Revoked,
+            Some(s) if !s.enabled => VerificationCode::Disabled,
+            Some(_) => VerificationCode::Valid,
+            None => VerificationCode::Revoked,
+        };
+        meter_holder = successor;
+    }
     let blocked = owner
         .as_ref()
         .is_some_and(|owner| owner.status == UserStatus::Blocked);
@@ -235,6 +271,7 @@ async fn check(
         owner_role,
         revoked_reason,
         owner_meter: owner.and_then(|owner| owner.meter),
+        meter_holder,
         record: Some(record),
     })
 }
@@ -277,6 +314,7 @@ fn principal(verification: &Verification) -> Result<Principal, ApiError> {
             abilities: record.abilities.clone(),
             expires_at: record.expires_at,
             last_used_at_ms: record.last_used_at_ms,
+            metered: verification.token_meter().is_some(),
         }),
         _ => Err(ApiError::Unauthenticated),
     }

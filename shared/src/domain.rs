@@ -175,6 +175,12 @@ impl Abilities {
         self.0.iter().any(|a| a == "*")
     }
 
+    /// Whether a token with these abilities may manage (so mint) tokens: `*` or
+    /// [`crate::auth::MANAGE_TOKENS`]. Only such a token can have children.
+    pub fn manage_tokens(&self) -> bool {
+        self.is_full() || self.0.iter().any(|a| a == crate::auth::MANAGE_TOKENS)
+    }
+
     /// True when every ability of `other` is one of ours: a token never mints a broader one.
     pub fn covers(&self, other: &Abilities) -> bool {
         self.is_full() || (!other.is_full() && other.0.iter().all(|a| self.0.contains(a)))

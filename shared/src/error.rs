@@ -89,6 +89,9 @@ pub enum ApiError {
     CannotManageTokens,
     #[error("A token's abilities may only be narrowed: send a subset of its current abilities.")]
     AbilitiesWidened,
+    /// A token with usage limits of its own may not mint tokens that would escape them.
+    #[error("This token has usage limits of its own and cannot create tokens: a new token would not be bound by them. Use a token without limits.")]
+    MeteredMinting,
     /// Usage limits are the platform's to set, never a token owner's.
     #[error("Only a platform admin can change usage limits.")]
     LimitsNotYours,
@@ -147,6 +150,7 @@ impl ApiError {
             | ApiError::AbilitiesExceeded
             | ApiError::AbilitiesWidened
             | ApiError::LimitsNotYours
+            | ApiError::MeteredMinting
             | ApiError::CannotManageTokens => StatusCode::FORBIDDEN,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
@@ -171,6 +175,7 @@ impl ApiError {
             | ApiError::AbilitiesExceeded
             | ApiError::AbilitiesWidened
             | ApiError::LimitsNotYours
+            | ApiError::MeteredMinting
             | ApiError::CannotManageTokens => "FORBIDDEN",
             ApiError::TooManyRequests { refusal, .. } => refusal.code(),
             ApiError::OutlivesParent { .. } => "EXPIRATION_EXCEEDS_TOKEN",

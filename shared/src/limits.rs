@@ -361,6 +361,20 @@ impl Meter {
 }
 
 impl Standing {
+    /// This standing as it was just before a unit whose write left `credits` and `window_used`
+    /// (the values DynamoDB returned, where the meter has them): reported with [`usage`] after
+    /// one unit, each concurrent unit then tells what its own write left, never a value read
+    /// before other units were counted.
+    pub fn before_written(mut self, credits: Option<u64>, window_used: Option<u64>) -> Standing {
+        if let (Some(left), Some(_)) = (credits, self.credits) {
+            self.credits = Some(left + 1);
+        }
+        if let (Some(used), Some(window)) = (window_used, self.window.as_mut()) {
+            window.used = used.saturating_sub(1);
+        }
+        self
+    }
+
     /// Why the next unit would be refused, if it would.
     pub fn refusal(&self) -> Option<Refusal> {
         if self.credits == Some(0) {

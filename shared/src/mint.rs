@@ -75,6 +75,8 @@ pub enum Roll {
     },
     /// The predecessor was rolled before.
     AlreadyRolled,
+    /// The predecessor replaced a token still in its grace period.
+    PredecessorWorks,
     /// The predecessor is no longer live.
     Gone,
 }
@@ -108,6 +110,7 @@ pub async fn roll(
             previous_expires_at,
         },
         RollOutcome::AlreadyRolled => Roll::AlreadyRolled,
+        RollOutcome::PredecessorWorks => Roll::PredecessorWorks,
         RollOutcome::Gone => Roll::Gone,
     })
 }

@@ -141,6 +141,7 @@ async fn create_token(
     caller: Admin<WhiteLabel>,
     body: Fields<WhiteLabel>,
 ) -> Result<Response, Failure<WhiteLabel>> {
+    caller.require_unmetered()?;
     let input = WhiteLabelTokenRequest::parse(&body)?;
     let store = service.store.as_ref();
     let (found, field) = match &input.target {

@@ -21,7 +21,8 @@ use shared::limits::Limits;
 use shared::mint::{MintRequest, Minted, Roll};
 use shared::service::Service;
 use shared::store::{
-    live_token, Metered, Revocation, StoreError, TokenAddress, TokenChange, TokenRecord, TokenState,
+    live_token, set_token_limits, Metered, Revocation, StoreError, TokenAddress, TokenChange,
+    TokenRecord, TokenState,
 };
 use shared::token::{PublicTokenId, TokenFamily, TokenKind};
 use shared::validate::{
@@ -76,7 +77,12 @@ async fn user_limits(
     }
     .filter(|user| user.platform_id == caller.platform_id)
     .ok_or_else(not_found)?;
-    set_limits(&service, &caller, Metered::User(&user), limits?, not_found).await
+    let limits = limits?;
+    let stored = service
+        .store
+        .set_limits(Metered::User(&user), &limits, &caller.change(), caller.now)
+        .await?;
+    limits_set(stored, limits, not_found)
 }
 
 /// `PUT /api/v1/tokens/{id}/limits`: a platform admin sets one live token's own limits (any
@@ -96,28 +102,20 @@ async fn token_limits(
     }
     .filter(|record| record.platform_id == caller.platform_id)
     .ok_or_else(not_found)?;
-    set_limits(
-        &service,
-        &caller,
-        Metered::Token(&record),
-        limits?,
-        not_found,
+    let limits = limits?;
+    let stored = set_token_limits(
+        service.store.as_ref(),
+        &record,
+        &limits,
+        &caller.change(),
+        caller.now,
     )
-    .await
+    .await?;
+    limits_set(stored, limits, not_found)
 }
 
-/// Stores `limits` on `target` and answers them as stored.
-async fn set_limits(
-    service: &Service,
-    caller: &Admin<Laravel>,
-    target: Metered<'_>,
-    limits: Limits,
-    not_found: impl Fn() -> ApiError,
-) -> Answer {
-    let stored = service
-        .store
-        .set_limits(target, &limits, &caller.change(), caller.now)
-        .await?;
+/// The answer to a limits change: the limits as stored, or the 404 when the record went.
+fn limits_set(stored: bool, limits: Limits, not_found: impl Fn() -> ApiError) -> Answer {
     if !stored {
         return Err(not_found().into());
     }
@@ -137,6 +135,8 @@ trait Family: Send + Sync + 'static {
     const NOT_FOUND: &'static str;
     const DELETED: &'static str;
     const ROLLED_ALREADY: &'static str;
+    /// The 409 of a roll of a token whose predecessor still works.
+    const PREDECESSOR_WORKS: &'static str;
 
     /// The listing's body.
     fn listing(tokens: &[TokenRecord]) -> Response;
@@ -163,6 +163,7 @@ impl Family for ApiKeys {
     const NOT_FOUND: &'static str = "API key not found.";
     const DELETED: &'static str = "API key deleted successfully.";
     const ROLLED_ALREADY: &'static str = "This API key has already been rolled.";
+    const PREDECESSOR_WORKS: &'static str = "This API key replaced one that still works: it can be rolled once that key's grace period has ended.";
 
     fn listing(tokens: &[TokenRecord]) -> Response {
         let list = KeyList {
@@ -214,6 +215,7 @@ impl Family for PersonalTokens {
     const NOT_FOUND: &'static str = "API token not found.";
     const DELETED: &'static str = "API token deleted successfully.";
     const ROLLED_ALREADY: &'static str = "This API token has already been rolled.";
+    const PREDECESSOR_WORKS: &'static str = "This API token replaced one that still works: it can be rolled once that token's grace period has ended.";
 
     fn listing(tokens: &[TokenRecord]) -> Response {
         let list = TokenList {
@@ -483,6 +485,7 @@ async fn create(
     abilities: Option<Abilities>,
     expires_at: Option<u64>,
 ) -> Result<Minted, ApiError> {
+    caller.require_unmetered()?;
     let abilities = abilities.unwrap_or_else(|| caller.abilities.clone());
     caller.require_abilities(&abilities)?;
     let request = MintRequest::by(caller, caller.change(), kind, name, abilities, expires_at)?;
@@ -555,9 +558,16 @@ async fn roll<F: Family>(
     body: Fields<Laravel>,
 ) -> Answer {
     let grace = integer_field(&body, "grace_seconds", 0, MAX_GRACE_SECONDS);
-    let record = own_live_token::<F>(&service, &caller, id).await?;
+    let record = own_token::<F>(&service, &caller, id)
+        .await?
+        .filter(|token| token.revoked_at_ms.is_none())
+        .ok_or(ApiError::NotFound(F::NOT_FOUND))?;
+    // Rolled is rolled, also once a grace period of 0 has ended it.
     if record.rolled_to.is_some() {
         return Err(ApiError::Conflict(F::ROLLED_ALREADY).into());
+    }
+    if record.state(caller.now) != TokenState::Live {
+        return Err(ApiError::NotFound(F::NOT_FOUND).into());
     }
     let grace = grace.map_err(ApiError::from)?.unwrap_or(0);
     let request = MintRequest::by(
@@ -588,6 +598,7 @@ async fn roll<F: Family>(
             previous_expires_at,
         } => Ok(F::rolled(&minted, &record, previous_expires_at)),
         Roll::AlreadyRolled => Err(ApiError::Conflict(F::ROLLED_ALREADY).into()),
+        Roll::PredecessorWorks => Err(ApiError::Conflict(F::PREDECESSOR_WORKS).into()),
         Roll::Gone => Err(ApiError::NotFound(F::NOT_FOUND).into()),
     }
 }
@@ -609,6 +620,30 @@ async fn own_live_token<F: Family>(
         .filter(|token| token.state(caller.now) == TokenState::Live)
         .filter(|token| caller.may_manage(&token.abilities))
         .ok_or(ApiError::NotFound(F::NOT_FOUND))
+}
+
+/// The caller's own token `id` of the family as stored, live or not (its retired copy once
+/// revoked or released), if the caller may manage it; the family's 404 for another user's id.
+async fn own_token<F: Family>(
+    service: &Service,
+    caller: &Caller,
+    id: Option<PublicTokenId>,
+) -> Result<Option<TokenRecord>, ApiError> {
+    let id = id
+        .filter(|id| id.user_id == caller.user_id)
+        .ok_or(ApiError::NotFound(F::NOT_FOUND))?;
+    let address = TokenAddress {
+        user_id: caller.user_id,
+        family: F::FAMILY,
+        id: id.token_id,
+    };
+    Ok(service
+        .store
+        .find_tokens(&[address], &[])
+        .await?
+        .tokens
+        .remove(&address)
+        .filter(|token| caller.may_manage(&token.abilities)))
 }
 
 /// Revokes one of the caller's own tokens; another user's id, an unknown one, or one with

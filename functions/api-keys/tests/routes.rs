@@ -1337,7 +1337,26 @@ async fn a_roll_keeps_the_old_token_for_its_grace_period_only() {
             json!({"message": "This API token has already been rolled."})
         )
     );
-    // The successor rolls in turn; grace 0 (the default) stops its predecessor at once.
+    // The successor cannot roll while its predecessor works: never two predecessors.
+    let successor_roll = format!("{TOKENS}/{new_id}/roll");
+    assert_eq!(
+        send(&service, Method::POST, &successor_roll, &t.user_token, "").await,
+        (
+            409,
+            json!({"message": "This API token replaced one that still works: it can be rolled once that token's grace period has ended."})
+        )
+    );
+    // Once the predecessor is deleted, the successor rolls in turn; grace 0 (the default)
+    // stops its predecessor at once.
+    let deleted = send(
+        &service,
+        Method::DELETE,
+        &format!("{TOKENS}/{old_id}"),
+        &t.user_token,
+        "",
+    )
+    .await;
+    assert_eq!(deleted.0, 200, "{}", deleted.1);
     let (status, again) = send(
         &service,
         Method::POST,

@@ -210,6 +210,7 @@ async fn create_token(
     caller: Caller,
     body: Fields<Coded>,
 ) -> Answer {
+    caller.require_unmetered()?;
     let store = service.store.as_ref();
     let input = CustomerTokenRequest::parse(&body)?;
 

@@ -125,6 +125,8 @@ async fn answer(
     uri: &Uri,
     wanted: PermanentGeneration,
 ) -> Result<Response, Failure<Envelope>> {
+    // A permanent key has no limits of the caller's token: handing it out would escape them.
+    caller.require_unmetered()?;
     let user_id = user_id(uri)?;
     // Users of other platforms are answered exactly as users that do not exist.
     let user = service

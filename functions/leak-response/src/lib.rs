@@ -12,7 +12,7 @@
 
 pub mod signature;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -28,7 +28,8 @@ use shared::error::ApiError;
 use shared::http::header;
 use shared::service::Service;
 use shared::store::{
-    now_ms, Found, Leak, PermanentGeneration, Revocation, TokenAddress, TokenRecord, TokenState,
+    descendants, now_ms, Found, Leak, PermanentGeneration, Revocation, TokenAddress, TokenRecord,
+    TokenState,
 };
 use shared::token::{self, hash_token, hex, ParsedToken, PermanentKey, PublicTokenId, TokenKind};
 use shared::validate::{required, string_field};
@@ -132,7 +133,7 @@ async fn report(
         .await?;
 
     let mut labels = Vec::with_capacity(reported.len());
-    let mut revoking = Vec::new();
+    let mut leaked: Vec<(TokenRecord, Leak)> = Vec::new();
     let mut seen = HashSet::new();
     let mut rotating = HashSet::new();
     for (entry, parsed) in reported.iter().zip(&parsed) {
@@ -149,14 +150,33 @@ async fn report(
         let Some(parsed) = ours else { continue };
         let address = TokenAddress::from(parsed);
         if let Some(record) = found.tokens.get(&address) {
-            if record.state(now) == TokenState::Live && seen.insert(address) {
-                revoking.push((record.clone(), Revocation::Leaked(entry.leak.clone())));
+            if seen.insert(address) {
+                leaked.push((record.clone(), entry.leak.clone()));
             }
         }
         if is_current_permanent(parsed, &found) {
             rotating.insert(parsed.user_id);
         }
     }
+    // Whoever found the key may have rolled it or minted with it first (even rolled it with no
+    // grace, so that it no longer works itself): every live token that descends from a
+    // reported one goes with it.
+    let roots: Vec<TokenRecord> = leaked.iter().map(|(record, _)| record.clone()).collect();
+    let leaks: HashMap<PublicTokenId, Leak> = leaked
+        .iter()
+        .map(|(record, leak)| (record.public_id(), leak.clone()))
+        .collect();
+    let descending = descendants(service.store.as_ref(), &roots).await?;
+    let revoking: Vec<(TokenRecord, Revocation)> = leaked
+        .into_iter()
+        .chain(
+            descending
+                .into_iter()
+                .map(|(record, root)| (record, leaks[&root].descending_from(root))),
+        )
+        .filter(|(record, _)| record.state(now) == TokenState::Live)
+        .map(|(record, leak)| (record, Revocation::Leaked(leak)))
+        .collect();
     let change = Change::secret_scanning(source);
     let revoked = service.store.revoke_tokens(&revoking, &change, now).await?;
     for user in &rotating {

@@ -202,6 +202,7 @@ async fn a_report_labels_every_entry_in_order_and_revokes_the_live_ones() {
     let where_found = Revocation::Leaked(Leak {
         url: Some("https://github.com/acme/app/blob/0a1b/config.env".into()),
         source: Some("content".into()),
+        parent: None,
     });
     // The live ones (the disabled one too) are revoked as leaked, with where they were found.
     for token in [&t.user_token, &personal, &customer, &disabled] {
@@ -529,13 +530,15 @@ async fn a_thousand_token_report_is_read_in_batches_and_revoked_per_owner() {
         assert_eq!(answered["token_hash"], sha256_hex(token));
         assert_eq!(answered["label"], expected);
     }
-    // 1000 tokens: 2000 keys (live and retired items), 100 a BatchGetItem; 150 revocations:
-    // one transaction per 33 of an owner's tokens, each with its audit event (120 = 33 + 33 +
-    // 33 + 21, and 30).
+    // 1000 tokens: 2000 keys (live and retired items), 100 a BatchGetItem; the descendants of
+    // the 150 true positives, each of which could mint (`*`): one Query of its child items
+    // (none here); 150 revocations: one transaction per 33 of an owner's tokens, each with its
+    // audit event (120 = 33 + 33 + 33 + 21, and 30).
     let counts = counter.counts();
     assert_eq!(counts.get("BatchGetItem"), Some(&20), "{counts:?}");
+    assert_eq!(counts.get("Query"), Some(&150), "{counts:?}");
     assert_eq!(counts.get("TransactWriteItems"), Some(&5), "{counts:?}");
-    assert_eq!(counts.values().sum::<usize>(), 25, "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 175, "{counts:?}");
     for token in &live {
         assert!(authenticate(&store, Some(token), now_ms()).await.is_err());
     }

@@ -6,9 +6,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem,
     Update,
@@ -17,21 +18,24 @@ use aws_sdk_dynamodb::Client;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use super::item::{
-    abilities_value, event_from_item, event_item, meter_attributes, n, platform_from_item,
-    platform_item, revocation_name, s, token_from_item, token_item, token_item_at,
-    token_sort_prefix, user_from_item, user_item, user_partition, Item, Key, AUDIT_INDEX,
-    AUDIT_PLATFORM, AUDIT_PREFIX, ENABLED, METER_ATTRIBUTES, PK, SK,
+    abilities_value, child_from_item, child_item, child_prefix, event_from_item, event_item,
+    is_void, meter_attributes, n, platform_from_item, platform_item, revocation_name, s,
+    token_from_item, token_item, token_item_at, token_sort_prefix, user_from_item, user_item,
+    user_partition, void_item, Item, Key, AUDIT_INDEX, AUDIT_PLATFORM, AUDIT_PREFIX, CREDITS,
+    ENABLED, METER_ATTRIBUTES, PK, ROLLED_TO, SK, WINDOW_USED,
 };
 use super::schema::TTL_ATTRIBUTE;
 use super::{
     EventCursor, EventPage, EventScope, Found, Metered, NewToken, NewUser, Owner,
-    PermanentGeneration, Platform, Revocation, RollOutcome, Store, StoreError, TokenAddress,
-    TokenChange, TokenRecord, TokenState, User,
+    PermanentGeneration, Platform, Predecessor, Revocation, RollOutcome, Store, StoreError,
+    TokenAddress, TokenChange, TokenRecord, TokenState, User,
 };
 use crate::audit::{Action, Change, Event, Target};
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
 use crate::limits::{usage, Limits, Meter, Standing, Usage};
-use crate::token::{fill_random, random_hex, CapCounter, TokenFamily, TokenId, TokenKind};
+use crate::token::{
+    fill_random, random_hex, CapCounter, PublicTokenId, TokenFamily, TokenId, TokenKind,
+};
 use crate::{deadline, metrics};
 use serde_json::json;
 
@@ -43,7 +47,7 @@ const BATCH_GET_KEYS: usize = 100;
 const RETIRED_PER_TRANSACTION: usize = 33;
 
 /// Requests of one call sent at once (batched reads, owners' revocations).
-const IN_FLIGHT: usize = 8;
+pub(super) const IN_FLIGHT: usize = 8;
 
 /// How often a transaction that lost a race with another one on the same item is tried again.
 const TRANSACTION_ATTEMPTS: u32 = 10;
@@ -56,11 +60,24 @@ const CHARGE_ATTEMPTS: u32 = 10;
 /// started only while the request's deadline leaves this much.
 const ATTEMPT_TIME: Duration = Duration::from_millis(1500);
 
+/// The one attempt of a write that must never be sent twice (a charge's `credits - 1`): it may
+/// wait this long for DynamoDB's answer, since no later attempt can take over.
+const SINGLE_ATTEMPT_TIME: Duration = Duration::from_secs(4);
+
 /// Why a cancelled transaction is worth another attempt: it lost a race or was throttled.
 const RETRIED_CANCELLATIONS: [&str; 3] = [
     "TransactionConflict",
     "ThrottlingError",
     "ProvisionedThroughputExceeded",
+];
+
+/// Errors of a single-item write that prove nothing was written and are worth another attempt:
+/// a transaction held the item, or the request was throttled.
+const RETRIED_WRITE_ERRORS: [&str; 4] = [
+    "TransactionConflictException",
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
 ];
 
 /// Jittered exponential backoff between attempts: 5 ms doubling to 200 ms, each wait up to
@@ -91,6 +108,20 @@ fn client_request_token() -> String {
     random_hex(16)
 }
 
+/// The SDK settings of a write that must never be sent twice: one attempt, no retry of the
+/// SDK's own, and [`SINGLE_ATTEMPT_TIME`] to answer (the request's deadline still comes first).
+fn single_attempt() -> aws_sdk_dynamodb::config::Builder {
+    aws_sdk_dynamodb::config::Builder::default()
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_millis(500))
+                .operation_attempt_timeout(SINGLE_ATTEMPT_TIME)
+                .operation_timeout(SINGLE_ATTEMPT_TIME)
+                .build(),
+        )
+}
+
 /// See [`DynamoStore::direct`].
 #[derive(Clone, Copy, Debug)]
 pub struct Direct<'a> {
@@ -112,6 +143,11 @@ pub struct DynamoStore {
 const LIVE: &str = "attribute_exists(pk) AND attribute_not_exists(revoked_at) \
                     AND (attribute_not_exists(valid_until) OR valid_until > :now)";
 
+/// [`LIVE`], and not rolled: the token holds its lineage's meter.
+const LIVE_AND_NOT_ROLLED: &str = "attribute_exists(pk) AND attribute_not_exists(revoked_at) \
+                    AND (attribute_not_exists(valid_until) OR valid_until > :now) \
+                    AND attribute_not_exists(rolled_to)";
+
 /// Why a token leaves its family's range.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Retirement {
@@ -125,6 +161,19 @@ enum TransactionFailure {
     /// What the items whose conditions failed stand for.
     Conditions(Vec<Part>),
     Store(StoreError),
+    /// It may have committed: an attempt was sent and no answer settled it before the attempts
+    /// or the deadline ran out (a timeout, a dropped connection, a server error). It may still
+    /// commit later, exactly once (every attempt carried the same client request token).
+    Unknown(StoreError),
+}
+
+/// Whether a single-item write may be sent again when its outcome is unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resend {
+    /// Writing it twice leaves what writing it once does (a time set under a condition).
+    Safe,
+    /// It changes what it reads (`credits = credits - 1`): sent once, by one attempt of the SDK.
+    Never,
 }
 
 /// What an item of a transaction stands for, so that a cancellation is read by meaning.
@@ -153,6 +202,8 @@ enum Part {
     Updating,
     /// The retired token's `GONE#` copy (no condition).
     Tombstone,
+    /// A new token's child item under its parent (no condition).
+    Child,
     /// The change's audit event.
     Event,
     /// A metered record charged one unit (its limits as read).
@@ -243,6 +294,49 @@ fn names<const N: usize>(pairs: [(&str, &str); N]) -> Option<HashMap<String, Str
     )
 }
 
+/// The condition that a record's meter is still `meter` (as read): each meter attribute equal
+/// to what was read, or absent as it was. Names `#pin<i>` and values `:pin<i>` are added.
+fn meter_as_read(
+    meter: Option<&Meter>,
+    expression_names: &mut HashMap<String, String>,
+    expression_values: &mut HashMap<String, AttributeValue>,
+) -> String {
+    let stored = meter.map(meter_attributes).unwrap_or_default();
+    METER_ATTRIBUTES
+        .iter()
+        .enumerate()
+        .map(|(i, attribute)| {
+            let name = format!("#pin{i}");
+            expression_names.insert(name.clone(), attribute.to_string());
+            match stored.iter().find(|(stored, _)| stored == attribute) {
+                Some((_, value)) => {
+                    expression_values.insert(format!(":pin{i}"), value.clone());
+                    format!("{name} = :pin{i}")
+                }
+                None => format!("attribute_not_exists({name})"),
+            }
+        })
+        .collect::<Vec<String>>()
+        .join(" AND ")
+}
+
+/// [`meter_as_read`] of a token's meter, and its `enabled` as read: what a roll hands on.
+fn record_as_read(
+    record: &TokenRecord,
+    expression_names: &mut HashMap<String, String>,
+    expression_values: &mut HashMap<String, AttributeValue>,
+) -> String {
+    let meter = meter_as_read(record.meter.as_ref(), expression_names, expression_values);
+    expression_names.insert("#enabled".into(), ENABLED.into());
+    let enabled = if record.enabled {
+        "attribute_not_exists(#enabled)"
+    } else {
+        expression_values.insert(":disabled".into(), AttributeValue::Bool(false));
+        "#enabled = :disabled"
+    };
+    format!("{meter} AND {enabled}")
+}
+
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> DynamoStore {
         DynamoStore {
@@ -324,6 +418,16 @@ impl DynamoStore {
             .ok_or_else(|| StoreError::Corrupt(format!("counter {counter} has no number")))
     }
 
+    /// A transaction's put of an item whatever is there.
+    fn put_any(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .build()
+            .map_err(unavailable)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
     fn put(&self, item: Item, condition: &str) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
@@ -380,14 +484,23 @@ impl DynamoStore {
     }
 
     /// `update` sent alone, as one conditional UpdateItem (built as a transaction's item, so
-    /// one builder serves both); `false` when its condition failed. While a transaction holding
-    /// the item refuses it (`TransactionConflictException`: nothing was written), it is sent
-    /// again with jittered backoff, as a transaction that lost a race is.
-    async fn update(&self, update: Update) -> Result<bool, StoreError> {
+    /// one builder serves both), answering the attributes `returning` asks for; `None` when its
+    /// condition failed. While it is refused in a way that proves nothing was written (a
+    /// transaction holding the item: `TransactionConflictException`; throttling), it is sent
+    /// again with jittered backoff, as a transaction that lost a race is. A write that must
+    /// never be sent twice ([`Resend::Never`]) goes out as one SDK attempt with no retry of
+    /// the SDK's own ([`single_attempt`]): a timeout or a lost connection leaves its outcome
+    /// unknown, and that is the error, never a second write.
+    async fn update(
+        &self,
+        update: Update,
+        returning: ReturnValue,
+        resend: Resend,
+    ) -> Result<Option<Item>, StoreError> {
         let mut backoff = Backoff::default();
         let mut attempt = 1;
         loop {
-            let result = self
+            let mut request = self
                 .client
                 .update_item()
                 .table_name(&self.table)
@@ -396,19 +509,25 @@ impl DynamoStore {
                 .set_condition_expression(update.condition_expression.clone())
                 .set_expression_attribute_names(update.expression_attribute_names.clone())
                 .set_expression_attribute_values(update.expression_attribute_values.clone())
-                .send()
-                .before_deadline()
-                .await;
+                .return_values(returning.clone())
+                .customize();
+            if resend == Resend::Never {
+                request = request.config_override(single_attempt());
+            }
+            let result = request.send().before_deadline().await;
             let error = match result {
-                Ok(_) => return Ok(true),
-                Err(e) if is_conditional_failure(&e) => return Ok(false),
+                Ok(output) => return Ok(Some(output.attributes.unwrap_or_default())),
+                Err(e) if is_conditional_failure(&e) => return Ok(None),
                 Err(e) => e,
             };
-            let conflict = matches!(
-                error.as_service_error(),
-                Some(UpdateItemError::TransactionConflictException(_))
-            );
-            if !conflict || attempt == TRANSACTION_ATTEMPTS || !deadline::allows(ATTEMPT_TIME) {
+            let nothing_written = error
+                .as_service_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| RETRIED_WRITE_ERRORS.contains(&code));
+            if !nothing_written
+                || attempt == TRANSACTION_ATTEMPTS
+                || !deadline::allows(ATTEMPT_TIME)
+            {
                 return Err(unavailable(error));
             }
             attempt += 1;
@@ -430,19 +549,23 @@ impl DynamoStore {
         match self.transact(items).await {
             Ok(()) => Ok(true),
             Err(TransactionFailure::Conditions(_)) => Ok(false),
-            Err(TransactionFailure::Store(e)) => Err(e),
+            Err(TransactionFailure::Store(e) | TransactionFailure::Unknown(e)) => Err(e),
         }
     }
 
     /// Runs a transaction, trying again (with jittered backoff) while it only lost a race or
-    /// was throttled, and while its outcome is unknown (a timeout, a server error, or another
-    /// transaction on its items still in progress) — then with the same client request token, so
-    /// DynamoDB applies it at most once. A cancelled attempt committed nothing, so the next one
-    /// gets a new token. Stops when the request's deadline leaves no room for another attempt.
+    /// was throttled, and while its outcome is unknown (a timeout, a dropped connection, a
+    /// server error, or another attempt of it still in progress) — then with the same client
+    /// request token, so DynamoDB applies it at most once. A cancelled attempt committed
+    /// nothing, so the next one gets a new token, unless an earlier attempt's outcome is still
+    /// unknown (that one may yet commit: every later attempt keeps its token). Stops when the
+    /// request's deadline leaves no room for another attempt; an outcome still unknown then is
+    /// [`TransactionFailure::Unknown`], never a failure the caller could take for "not done".
     async fn transact(&self, transaction: Transaction) -> Result<(), TransactionFailure> {
         let (parts, items): (Vec<Part>, Vec<TransactWriteItem>) = transaction.0.into_iter().unzip();
         let mut backoff = Backoff::default();
         let mut token = client_request_token();
+        let mut unknown = false;
         let mut attempt = 1;
         loop {
             let result = self
@@ -474,24 +597,80 @@ impl DynamoStore {
                                 .collect(),
                         ));
                     }
-                    token = client_request_token();
+                    if !unknown {
+                        token = client_request_token();
+                    }
                     codes
                         .iter()
                         .any(|code| RETRIED_CANCELLATIONS.contains(code))
                 }
                 Some(TransactWriteItemsError::TransactionInProgressException(_))
-                | Some(TransactWriteItemsError::InternalServerError(_)) => true,
-                Some(_) => false,
-                None => matches!(
-                    error,
-                    SdkError::TimeoutError(_) | SdkError::ResponseError(_)
-                ),
+                | Some(TransactWriteItemsError::InternalServerError(_)) => {
+                    unknown = true;
+                    true
+                }
+                Some(other) => {
+                    let code = other.code().unwrap_or_default();
+                    RETRIED_WRITE_ERRORS.contains(&code)
+                }
+                // Never sent: nothing can have committed.
+                None if matches!(error, SdkError::ConstructionFailure(_)) => false,
+                // Sent, or perhaps sent (a connection that failed may have carried it).
+                None => {
+                    unknown = true;
+                    true
+                }
             };
             if !retry || attempt == TRANSACTION_ATTEMPTS || !deadline::allows(ATTEMPT_TIME) {
-                return Err(unavailable(error).into());
+                return Err(if unknown {
+                    TransactionFailure::Unknown(unavailable(error))
+                } else {
+                    unavailable(error).into()
+                });
             }
             attempt += 1;
             backoff.wait().await;
+        }
+    }
+
+    /// Settles a new token's creation (or roll) whose transaction's outcome stayed unknown:
+    /// `true` when its record is stored. Otherwise its key is taken by a void item first, so
+    /// the transaction, should an attempt of it still be on its way, can never commit (its put
+    /// requires the key free): `false` means it never will. The fault when neither could be
+    /// settled (DynamoDB still unreachable).
+    async fn settle_new_token(
+        &self,
+        record: &TokenRecord,
+        fault: StoreError,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let key = Key::token(record.user_id, record.kind.family(), record.id);
+        let ours = |item: Option<Item>| -> Result<Option<bool>, StoreError> {
+            match item {
+                None => Ok(None),
+                Some(item) if is_void(&item) => Ok(Some(false)),
+                Some(item) => Ok(Some(token_from_item(&item)?.hash.matches(&record.hash))),
+            }
+        };
+        if let Some(stored) = ours(self.get(key.clone()).await.map_err(|_| fault)?)? {
+            return Ok(stored);
+        }
+        let void = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(void_item(&key, now_ms)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .before_deadline()
+            .await;
+        match void {
+            Ok(_) => Ok(false),
+            Err(e) if is_conditional_failure(&e) => {
+                let item = self.get(key).await?;
+                Ok(ours(item)?.unwrap_or(false))
+            }
+            Err(e) => Err(unavailable(e)),
         }
     }
 
@@ -630,7 +809,9 @@ impl DynamoStore {
                     Ok(()) => released += 1,
                     // Another request released it first.
                     Err(TransactionFailure::Conditions(_)) => {}
-                    Err(TransactionFailure::Store(e)) => return Err(e),
+                    Err(TransactionFailure::Store(e) | TransactionFailure::Unknown(e)) => {
+                        return Err(e)
+                    }
                 }
             }
         }
@@ -672,17 +853,19 @@ impl DynamoStore {
         why: &Retirement,
         now_ms: u64,
     ) -> Result<Transaction, StoreError> {
-        self.retire_all(&[(record, why)], now_ms)
+        self.retire_all(&[(record, why)], false, now_ms)
     }
 
     /// The writes of one transaction that take each token out of its family's range: the live
     /// item goes (only while it is as its retirement requires), a `GONE#` copy saying why takes
     /// its place with the TTL attribute set, and the cap slots are given back, one update per
     /// owner. With their audit events, at most [`RETIRED_PER_TRANSACTION`] tokens (DynamoDB's
-    /// 100 items a transaction).
+    /// 100 items a transaction). `pin_meter`: only while each meter is still as read (where a
+    /// new record takes it over).
     fn retire_all(
         &self,
         retiring: &[(&TokenRecord, &Retirement)],
+        pin_meter: bool,
         now_ms: u64,
     ) -> Result<Transaction, StoreError> {
         let now_s = now_ms / 1000;
@@ -702,11 +885,34 @@ impl DynamoStore {
                     record.expires_at.unwrap_or(now_s),
                 ),
             };
+            // Whether it gives a slot back is decided from `rolled_to` as read: the delete
+            // holds it to that, so a roll that lands first sends this retirement back for a
+            // fresh read instead of giving back a slot its successor holds.
+            let mut expression_names = HashMap::new();
+            let mut expression_values = HashMap::from([(":now".to_string(), n(now_s))]);
+            let mut conditions = vec![condition.to_string()];
+            match record.rolled_to {
+                None => conditions.push(format!("attribute_not_exists({ROLLED_TO})")),
+                Some(successor) => {
+                    conditions.push(format!("{ROLLED_TO} = :rolled"));
+                    expression_values.insert(":rolled".into(), s(successor.to_string()));
+                }
+            }
+            if pin_meter {
+                conditions.push(meter_as_read(
+                    record.meter.as_ref(),
+                    &mut expression_names,
+                    &mut expression_values,
+                ));
+            }
             let delete = Delete::builder()
                 .table_name(&self.table)
                 .set_key(Some(Key::token(user, family, id).to_item()))
-                .condition_expression(condition)
-                .set_expression_attribute_values(values([(":now", n(now_s))]))
+                .condition_expression(conditions.join(" AND "))
+                .set_expression_attribute_names(
+                    (!expression_names.is_empty()).then_some(expression_names),
+                )
+                .set_expression_attribute_values(Some(expression_values))
                 .build()
                 .map_err(unavailable)?;
             let mut tombstone = token_item_at(&Key::retired(user, family, id), &retired);
@@ -714,20 +920,12 @@ impl DynamoStore {
             if matches!(why, Retirement::Released) {
                 tombstone.insert("released_at".into(), n(now_ms));
             }
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(tombstone))
-                .build()
-                .map_err(unavailable)?;
             items = items
                 .with(
                     Part::Retiring,
                     TransactWriteItem::builder().delete(delete).build(),
                 )
-                .with(
-                    Part::Tombstone,
-                    TransactWriteItem::builder().put(put).build(),
-                );
+                .with(Part::Tombstone, self.put_any(tombstone)?);
             // A rolled token's slot went to its successor.
             if let Some(counter) = family.cap().filter(|_| record.rolled_to.is_none()) {
                 let owner = match slots.iter().position(|(u, _)| *u == user) {
@@ -780,7 +978,7 @@ impl DynamoStore {
             .zip(&retirements)
             .map(|((record, _), why)| (record, why))
             .collect();
-        let mut items = self.retire_all(&retiring, now_ms)?;
+        let mut items = self.retire_all(&retiring, false, now_ms)?;
         for (record, why) in records {
             items = items.with(
                 Part::Event,
@@ -794,7 +992,7 @@ impl DynamoStore {
                 }
                 return Ok(records.len());
             }
-            Err(TransactionFailure::Store(e)) => return Err(e),
+            Err(TransactionFailure::Store(e) | TransactionFailure::Unknown(e)) => return Err(e),
             Err(TransactionFailure::Conditions(_)) => {}
         }
         let mut revoked = 0;
@@ -981,7 +1179,9 @@ impl Store for DynamoStore {
             items = items.with(Part::Event, self.event_put(&event)?);
             match self.transact(items).await {
                 Ok(()) => return Ok(user),
-                Err(TransactionFailure::Store(e)) => return Err(e),
+                Err(TransactionFailure::Store(e) | TransactionFailure::Unknown(e)) => {
+                    return Err(e)
+                }
                 Err(TransactionFailure::Conditions(failed)) => {
                     if self.get_user(id).await?.as_ref() == Some(&user) {
                         // This very user: an attempt that committed, its answer lost.
@@ -1068,6 +1268,7 @@ impl Store for DynamoStore {
     ) -> Result<Option<TokenRecord>, StoreError> {
         self.get(Key::token(user, family, id))
             .await?
+            .filter(|item| !is_void(item))
             .map(|item| token_from_item(&item))
             .transpose()
     }
@@ -1085,6 +1286,7 @@ impl Store for DynamoStore {
         for item in &items {
             match item.get("sk").and_then(|sk| sk.as_s().ok()) {
                 Some(sk) if sk == "PROFILE" => owner = Some(user_from_item(item)?),
+                _ if is_void(item) => {}
                 _ => token = Some(token_from_item(item)?),
             }
         }
@@ -1118,19 +1320,33 @@ impl Store for DynamoStore {
                     ("parent_id", json!(record.parent_id.map(|p| p.to_string()))),
                 ]),
             );
-            let items = Transaction::default()
+            let mut items = Transaction::default()
                 .with(Part::Owner, self.owner_guard(owner.id, family, cap)?)
                 .with(
                     Part::NewToken,
                     self.put(token_item(&record), "attribute_not_exists(pk)")?,
                 )
                 .with(Part::Event, self.event_put(&event)?);
+            if let Some(child) = child_item(&record) {
+                items = items.with(Part::Child, self.put_any(child)?);
+            }
             let failed = match self.transact(items).await {
                 Ok(()) => {
                     metrics::minted(record.kind.as_str(), 1);
                     return Ok(());
                 }
                 Err(TransactionFailure::Store(e)) => return Err(e),
+                // Stored, or made void so that it never will be: never a 503 for a key that
+                // exists, nor a key nobody saw that holds a slot.
+                Err(TransactionFailure::Unknown(e)) => {
+                    if self.settle_new_token(&record, e, now_ms).await? {
+                        metrics::minted(record.kind.as_str(), 1);
+                        return Ok(());
+                    }
+                    return Err(StoreError::Unavailable(
+                        "a token creation's outcome stayed unknown; it was made void".into(),
+                    ));
+                }
                 Err(TransactionFailure::Conditions(failed)) => failed,
             };
             let guard_failed = failed.contains(&Part::Owner);
@@ -1177,7 +1393,7 @@ impl Store for DynamoStore {
             .query_tokens(user, &token_sort_prefix(family), None)
             .await?;
         let mut live = Vec::with_capacity(items.len());
-        for item in &items {
+        for item in items.iter().filter(|item| !is_void(item)) {
             let record = token_from_item(item)?;
             if record.state(now_ms) == TokenState::Live {
                 live.push(record);
@@ -1204,28 +1420,76 @@ impl Store for DynamoStore {
                 r.revoked_at_ms == Some(now_ms) && r.revocation.as_ref() == Some(why) && allowed(&r)
             }))
         };
-        let live = self
-            .get_token(user, family, id)
-            .await?
-            .filter(|record| record.state(now_ms) == TokenState::Live && allowed(record));
-        let Some(record) = live else {
-            // Gone already: by this very call when an attempt committed and its answer was lost.
-            return revoked_by_this_call().await;
-        };
-        let retirement = Retirement::Revoked(why.clone());
-        let items = self.retire(&record, &retirement, now_ms)?.with(
-            Part::Event,
-            self.event_put(&revocation_event(change, &record, why))?,
-        );
-        let revoked = match self.transact(items).await {
-            Ok(()) => true,
-            Err(TransactionFailure::Conditions(_)) => revoked_by_this_call().await?,
-            Err(TransactionFailure::Store(e)) => return Err(e),
-        };
-        if revoked {
-            metrics::revoked(revocation_name(why), 1);
+        for _ in 0..TRANSACTION_ATTEMPTS {
+            let live = self
+                .get_token(user, family, id)
+                .await?
+                .filter(|record| record.state(now_ms) == TokenState::Live && allowed(record));
+            let Some(record) = live else {
+                // Gone already: by this very call when an attempt committed and its answer was
+                // lost.
+                return revoked_by_this_call().await;
+            };
+            // A predecessor still in its grace period goes with its successor: it works only
+            // through it (its meter), and a deleted key must not live on in its old secret.
+            let mut retiring = vec![record.clone()];
+            if let Some(predecessor) = record
+                .predecessor
+                .filter(|_| record.predecessor_works(now_ms))
+            {
+                retiring.extend(
+                    self.get_token(user, family, predecessor.id)
+                        .await?
+                        .filter(|p| {
+                            p.state(now_ms) == TokenState::Live && p.rolled_to == Some(record.id)
+                        }),
+                );
+            }
+            let retirement = Retirement::Revoked(why.clone());
+            let pairs: Vec<(&TokenRecord, &Retirement)> =
+                retiring.iter().map(|r| (r, &retirement)).collect();
+            let mut items = self.retire_all(&pairs, false, now_ms)?;
+            for retired in &retiring {
+                items = items.with(
+                    Part::Event,
+                    self.event_put(&revocation_event(change, retired, why))?,
+                );
+            }
+            let revoked = match self.transact(items).await {
+                Ok(()) => true,
+                // Revoked meanwhile (then it is not ours), or changed (rolled): read again.
+                Err(TransactionFailure::Conditions(_)) => {
+                    if revoked_by_this_call().await? {
+                        true
+                    } else {
+                        continue;
+                    }
+                }
+                Err(TransactionFailure::Store(e)) => return Err(e),
+                Err(TransactionFailure::Unknown(e)) => {
+                    if revoked_by_this_call().await? {
+                        true
+                    } else {
+                        return Err(e);
+                    }
+                }
+            };
+            if revoked {
+                metrics::revoked(revocation_name(why), retiring.len() as u64);
+            }
+            return Ok(revoked);
         }
-        Ok(revoked)
+        Err(unavailable(std::io::Error::other(
+            "the token kept changing while it was revoked",
+        )))
+    }
+
+    async fn children(&self, parent: PublicTokenId) -> Result<Vec<TokenAddress>, StoreError> {
+        self.query_tokens(parent.user_id, &child_prefix(parent.token_id), None)
+            .await?
+            .iter()
+            .map(child_from_item)
+            .collect()
     }
 
     async fn find_tokens(
@@ -1256,7 +1520,7 @@ impl Store for DynamoStore {
             .try_collect()
             .await?;
         let mut found = Found::default();
-        for item in pages.iter().flatten() {
+        for item in pages.iter().flatten().filter(|item| !is_void(item)) {
             let sk = item.get(SK).and_then(|sk| sk.as_s().ok());
             if sk.is_some_and(|sk| sk == "PROFILE") {
                 let user = user_from_item(item)?;
@@ -1312,89 +1576,140 @@ impl Store for DynamoStore {
         now_ms: u64,
     ) -> Result<RollOutcome, StoreError> {
         let family = predecessor.kind.family();
-        // The successor takes over the predecessor's limits and what is left of its credits;
-        // the predecessor keeps none, so no credit is spent twice during the grace period.
-        let mut record = successor.record(owner);
-        record.meter = predecessor.meter;
-        let until = predecessor
-            .expires_at
-            .map_or(grace_end_s, |own| own.min(grace_end_s));
-        let credits_moved = predecessor
-            .meter
-            .is_some_and(|m| m.limits.credits.is_some());
-        let mut expression_values = HashMap::from([
-            (":until".to_string(), n(until)),
-            (":successor".to_string(), s(record.id.to_string())),
-            (":now".to_string(), n(now_ms / 1000)),
-        ]);
-        let mut expression = "SET valid_until = :until, rolled_to = :successor".to_string();
-        if credits_moved {
-            expression.push_str(", credits = :none");
-            expression_values.insert(":none".into(), n(0));
-        }
-        let rolling = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(
-                Key::token(predecessor.user_id, family, predecessor.id).to_item(),
-            ))
-            .update_expression(expression)
-            .condition_expression(format!("{LIVE} AND attribute_not_exists(rolled_to)"))
-            .set_expression_attribute_values(Some(expression_values))
-            .build()
-            .map_err(unavailable)?;
-        let items = Transaction::default()
-            .with(Part::Owner, self.owner_hold(predecessor.user_id, family)?)
-            .with(
-                Part::NewToken,
-                self.put(token_item(&record), "attribute_not_exists(pk)")?,
-            )
-            .with(
-                Part::Rolling,
-                TransactWriteItem::builder().update(rolling).build(),
-            )
-            .with(
-                Part::Event,
-                self.event_put(&Event::new(
-                    change,
-                    Action::TokenRolled,
-                    predecessor.platform_id,
-                    Target::token(predecessor),
-                    details([
-                        ("successor_id", json!(record.public_id().to_string())),
-                        ("previous_expires_at", json!(until)),
-                    ]),
-                ))?,
-            );
-        let failed = match self.transact(items).await {
-            Ok(()) => {
-                metrics::minted(record.kind.as_str(), 1);
-                return Ok(RollOutcome::Rolled {
-                    previous_expires_at: until,
-                });
+        let now_s = now_ms / 1000;
+        let mut predecessor = predecessor.clone();
+        for _ in 0..TRANSACTION_ATTEMPTS {
+            if predecessor.rolled_to.is_some() {
+                return Ok(RollOutcome::AlreadyRolled);
             }
-            Err(TransactionFailure::Store(e)) => return Err(e),
-            Err(TransactionFailure::Conditions(failed)) => failed,
-        };
-        let current = self
-            .get_token(predecessor.user_id, family, predecessor.id)
-            .await?;
-        match current {
-            // An attempt of this very call that committed, its answer lost.
-            Some(current) if current.rolled_to == Some(record.id) => {
-                metrics::minted(record.kind.as_str(), 1);
-                Ok(RollOutcome::Rolled {
-                    previous_expires_at: until,
-                })
-            }
-            Some(current) if current.rolled_to.is_some() => Ok(RollOutcome::AlreadyRolled),
-            Some(current)
-                if failed == [Part::NewToken] && current.state(now_ms) == TokenState::Live =>
+            // Its own predecessor may still be in its grace period: then there would be two
+            // predecessors working. Once a token no longer works it never works again, so what
+            // this read finds dead stays dead until the roll commits.
+            if let Some(previous) = predecessor
+                .predecessor
+                .filter(|_| predecessor.predecessor_works(now_ms))
             {
-                Err(StoreError::TokenIdTaken)
+                let working = self
+                    .get_token(predecessor.user_id, family, previous.id)
+                    .await?
+                    .is_some_and(|p| p.state(now_ms) == TokenState::Live);
+                if working {
+                    return Ok(RollOutcome::PredecessorWorks);
+                }
             }
-            _ if failed.contains(&Part::Owner) => Err(StoreError::UserBlocked),
-            _ => Ok(RollOutcome::Gone),
+            let until = predecessor
+                .expires_at
+                .map_or(grace_end_s, |own| own.min(grace_end_s));
+            // One meter for the lineage: the successor takes the predecessor's limits and their
+            // use as read (the condition below pins them), the predecessor keeps none and is
+            // charged through its successor while it works. A disabled key's successor is
+            // disabled too.
+            let mut record = successor.record(owner);
+            record.meter = predecessor.meter;
+            record.enabled = predecessor.enabled;
+            record.predecessor = (until > now_s).then_some(Predecessor {
+                id: predecessor.id,
+                until,
+            });
+            let mut names = HashMap::new();
+            let mut expression_values = HashMap::from([
+                (":until".to_string(), n(until)),
+                (":successor".to_string(), s(record.id.to_string())),
+                (":now".to_string(), n(now_s)),
+            ]);
+            let unchanged = record_as_read(&predecessor, &mut names, &mut expression_values);
+            let meter: Vec<String> = (0..METER_ATTRIBUTES.len())
+                .map(|i| format!("#pin{i}"))
+                .collect();
+            let rolling = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(
+                    Key::token(predecessor.user_id, family, predecessor.id).to_item(),
+                ))
+                .update_expression(set_and_remove(
+                    &["valid_until = :until", "rolled_to = :successor"],
+                    &meter,
+                ))
+                .condition_expression(format!(
+                    "{LIVE} AND attribute_not_exists(rolled_to) AND {unchanged}"
+                ))
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(expression_values))
+                .build()
+                .map_err(unavailable)?;
+            let mut items = Transaction::default()
+                .with(Part::Owner, self.owner_hold(predecessor.user_id, family)?)
+                .with(
+                    Part::NewToken,
+                    self.put(token_item(&record), "attribute_not_exists(pk)")?,
+                )
+                .with(
+                    Part::Rolling,
+                    TransactWriteItem::builder().update(rolling).build(),
+                )
+                .with(
+                    Part::Event,
+                    self.event_put(&Event::new(
+                        change,
+                        Action::TokenRolled,
+                        predecessor.platform_id,
+                        Target::token(&predecessor),
+                        details([
+                            ("successor_id", json!(record.public_id().to_string())),
+                            ("previous_expires_at", json!(until)),
+                        ]),
+                    ))?,
+                );
+            if let Some(child) = child_item(&record) {
+                items = items.with(Part::Child, self.put_any(child)?);
+            }
+            let rolled = RollOutcome::Rolled {
+                previous_expires_at: until,
+            };
+            let failed = match self.transact(items).await {
+                Ok(()) => {
+                    metrics::minted(record.kind.as_str(), 1);
+                    return Ok(rolled);
+                }
+                Err(TransactionFailure::Store(e)) => return Err(e),
+                Err(TransactionFailure::Unknown(e)) => {
+                    if self.settle_new_token(&record, e, now_ms).await? {
+                        metrics::minted(record.kind.as_str(), 1);
+                        return Ok(rolled);
+                    }
+                    return Err(StoreError::Unavailable(
+                        "a roll's outcome stayed unknown; it was made void".into(),
+                    ));
+                }
+                Err(TransactionFailure::Conditions(failed)) => failed,
+            };
+            let current = self
+                .get_token(predecessor.user_id, family, predecessor.id)
+                .await?;
+            match current {
+                // An attempt of this very call that committed, its answer lost.
+                Some(current) if current.rolled_to == Some(record.id) => {
+                    metrics::minted(record.kind.as_str(), 1);
+                    return Ok(rolled);
+                }
+                Some(current)
+                    if failed == [Part::NewToken] && current.state(now_ms) == TokenState::Live =>
+                {
+                    return Err(StoreError::TokenIdTaken)
+                }
+                _ if failed.contains(&Part::Owner) => return Err(StoreError::UserBlocked),
+                // Rolled, or changed (a charge, a limits change, an update) since it was read:
+                // decided again from what is stored now.
+                Some(current) if current.state(now_ms) == TokenState::Live => predecessor = current,
+                Some(current) if current.rolled_to.is_some() => {
+                    return Ok(RollOutcome::AlreadyRolled)
+                }
+                _ => return Ok(RollOutcome::Gone),
+            }
         }
+        Err(unavailable(std::io::Error::other(
+            "the token kept changing while it was rolled",
+        )))
     }
 
     async fn update_token(
@@ -1493,7 +1808,8 @@ impl Store for DynamoStore {
                 expression_values.insert(":now".to_string(), n(now_ms / 1000));
                 (
                     Key::token(token.user_id, token.kind.family(), token.id),
-                    LIVE,
+                    // A rolled token's units go to its successor's meter.
+                    LIVE_AND_NOT_ROLLED,
                     token.platform_id,
                     Target::token(token),
                 )
@@ -1539,16 +1855,18 @@ impl Store for DynamoStore {
 
     async fn charge(
         &self,
-        token: &TokenRecord,
+        holder: &TokenRecord,
         owner: Option<&Meter>,
         now_ms: u64,
     ) -> Result<Option<Usage>, StoreError> {
-        let family = token.kind.family();
-        let (mut token_meter, mut owner_meter) = (token.meter, owner.copied());
+        let (mut holder, mut owner_meter) = (holder.clone(), owner.copied());
         for _ in 0..CHARGE_ATTEMPTS {
+            let family = holder.kind.family();
             let metered: Vec<(Key, Meter)> = [
-                token_meter.map(|m| (Key::token(token.user_id, family, token.id), m)),
-                owner_meter.map(|m| (Key::user(token.user_id), m)),
+                holder
+                    .meter
+                    .map(|m| (Key::token(holder.user_id, family, holder.id), m)),
+                owner_meter.map(|m| (Key::user(holder.user_id), m)),
             ]
             .into_iter()
             .flatten()
@@ -1566,7 +1884,18 @@ impl Store for DynamoStore {
                 .map(|((key, _), standing)| self.charge_update(key, standing))
                 .collect::<Result<Vec<Update>, StoreError>>()?;
             let charged = if updates.len() == 1 {
-                self.update(updates.remove(0)).await?
+                // What the write left is what this unit reports, whatever ran beside it.
+                self.update(updates.remove(0), ReturnValue::UpdatedNew, Resend::Never)
+                    .await?
+                    .map(|written| {
+                        let left = |name| {
+                            written
+                                .get(name)
+                                .and_then(|v| v.as_n().ok())
+                                .and_then(|v| v.parse().ok())
+                        };
+                        vec![standings[0].before_written(left(CREDITS), left(WINDOW_USED))]
+                    })
             } else {
                 let items = updates
                     .into_iter()
@@ -1575,25 +1904,39 @@ impl Store for DynamoStore {
                         items.with(Part::Charging, item)
                     });
                 match self.transact(items).await {
-                    Ok(()) => true,
-                    Err(TransactionFailure::Conditions(_)) => false,
-                    Err(TransactionFailure::Store(e)) => return Err(e),
+                    Ok(()) => Some(standings),
+                    Err(TransactionFailure::Conditions(_)) => None,
+                    Err(TransactionFailure::Store(e) | TransactionFailure::Unknown(e)) => {
+                        return Err(e)
+                    }
                 }
             };
-            if charged {
+            if let Some(standings) = charged {
                 return Ok(Some(usage(&standings, 1, now_ms)));
             }
-            // Lost a race: read both again and decide anew.
+            // Lost a race: read both again and decide anew. A holder rolled meanwhile handed
+            // its meter to its successor, which is charged from now on.
             let (current, user) = self
-                .get_token_and_owner(token.user_id, family, token.id)
+                .get_token_and_owner(holder.user_id, family, holder.id)
                 .await?;
-            match (current, user) {
-                (Some(current), Some(user)) if current.state(now_ms) == TokenState::Live => {
-                    token_meter = current.meter;
-                    owner_meter = user.meter;
-                }
-                _ => return Ok(None),
+            let (Some(current), Some(user)) = (current, user) else {
+                return Ok(None);
+            };
+            if current.state(now_ms) != TokenState::Live {
+                return Ok(None);
             }
+            owner_meter = user.meter;
+            holder = match current.successor() {
+                None => current,
+                Some(successor) => match self
+                    .get_token(successor.user_id, successor.family, successor.id)
+                    .await?
+                    .filter(|s| s.state(now_ms) == TokenState::Live)
+                {
+                    Some(successor) => successor,
+                    None => return Ok(None),
+                },
+            };
         }
         Err(unavailable(std::io::Error::other(
             "a unit of use lost the race for its usage counters too often",
@@ -1700,7 +2043,10 @@ impl Store for DynamoStore {
             ]))
             .build()
             .map_err(unavailable)?;
-        self.update(touch).await
+        Ok(self
+            .update(touch, ReturnValue::None, Resend::Safe)
+            .await?
+            .is_some())
     }
 
     async fn issue_permanent_token(
@@ -1720,9 +2066,18 @@ impl Store for DynamoStore {
         for _ in 0..5 {
             let generation = owner.permanent_generation;
             let current = derive(generation);
+            // The live record, or else its retired copy: its limits go on to the next
+            // generation either way.
             let stored = if owner.permanent_issued {
-                self.get_token(owner.id, family, current.parsed.token_id)
+                let address = TokenAddress {
+                    user_id: owner.id,
+                    family,
+                    id: current.parsed.token_id,
+                };
+                self.find_tokens(&[address], &[])
                     .await?
+                    .tokens
+                    .remove(&address)
             } else {
                 None
             };
@@ -1752,7 +2107,8 @@ impl Store for DynamoStore {
                 ]))
                 .build()
                 .map_err(unavailable)?;
-            let record = derive(next).record(Owner::from(&owner));
+            let mut record = derive(next).record(Owner::from(&owner));
+            record.meter = stored.as_ref().and_then(|old| old.meter);
             let mut items = Transaction::default()
                 .with(
                     Part::Profile,
@@ -1778,9 +2134,10 @@ impl Store for DynamoStore {
             let retiring = stored.filter(|r| r.state(now_ms) == TokenState::Live);
             if let Some(old) = &retiring {
                 // Live but made with another server key: whoever holds the old key loses it.
-                items = items.and(self.retire(
-                    old,
-                    &Retirement::Revoked(Revocation::Rolled),
+                // Only while its meter is still the one the new record takes over.
+                items = items.and(self.retire_all(
+                    &[(old, &Retirement::Revoked(Revocation::Rolled))],
+                    true,
                     now_ms,
                 )?);
             }
@@ -1792,7 +2149,9 @@ impl Store for DynamoStore {
                     }
                     return Ok(next);
                 }
-                Err(TransactionFailure::Store(e)) => return Err(e),
+                Err(TransactionFailure::Store(e) | TransactionFailure::Unknown(e)) => {
+                    return Err(e)
+                }
                 Err(TransactionFailure::Conditions(failed)) => {
                     let profile_changed = failed.contains(&Part::Profile);
                     owner = self
@@ -1826,9 +2185,13 @@ fn details<const N: usize>(
 
 /// The event of `record`'s revocation for `why`.
 fn revocation_event(change: &Change, record: &TokenRecord, why: &Revocation) -> Event {
-    let (url, source) = match why {
-        Revocation::Leaked(leak) => (json!(leak.url), json!(leak.source)),
-        _ => (json!(null), json!(null)),
+    let (url, source, parent) = match why {
+        Revocation::Leaked(leak) => (
+            json!(leak.url),
+            json!(leak.source),
+            json!(leak.parent.map(|p| p.to_string())),
+        ),
+        _ => (json!(null), json!(null), json!(null)),
     };
     Event::new(
         change,
@@ -1839,6 +2202,7 @@ fn revocation_event(change: &Change, record: &TokenRecord, why: &Revocation) -> 
             ("reason", json!(revocation_name(why))),
             ("url", url),
             ("source", source),
+            ("leak_parent", parent),
         ]),
     )
 }

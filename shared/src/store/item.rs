@@ -9,12 +9,17 @@
 //! | customer   | `CUSTOMER#<12 digits>`      | `CUSTOMER`              |
 //! | token      | `USER#<owner id>`           | `TOKEN#<family>#<id>`   |
 //! | retired    | `USER#<owner id>`           | `GONE#<family>#<id>`    |
+//! | child      | `USER#<parent's owner>`     | `CHILD#<parent id>#<child's public id>#<family>` |
 //!
 //! A user's tokens share its partition, so a listing is one Query on `begins_with(sk, ...)` and
 //! token ids sort by creation time. A revoked token, and an expired one whose slot was given
 //! back, moves out of its family's range into a `GONE#` item (same attributes), so what a
 //! listing or a capped create reads stays proportional to the tokens that hold a slot, however
 //! many a client has revoked; verification still finds the retired item to say why.
+//!
+//! A child item points from a token to one minted with it (a successor of a roll included):
+//! written in the child's creation transaction, it lets a leak's response find every
+//! descendant with one strongly consistent Query per token, wherever their owners are.
 //!
 //! A token's own expiry is `valid_until`. DynamoDB's TTL attribute `expires_at` is written on a
 //! token only once its cap slot has been given back (revocation, or the release of an expired
@@ -26,7 +31,7 @@ use std::str::FromStr;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{Leak, Platform, Revocation, StoreError, TokenRecord, User};
+use super::{Leak, Platform, Predecessor, Revocation, StoreError, TokenAddress, TokenRecord, User};
 use crate::audit::Event;
 use crate::domain::{
     Abilities, CustomerId, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
@@ -47,6 +52,13 @@ pub(super) const ENABLED: &str = "enabled";
 
 /// The successor's record id, on a rolled token.
 pub(super) const ROLLED_TO: &str = "rolled_to";
+
+/// The predecessor's record id and the end of its grace period, on a successor.
+const ROLLED_FROM: &str = "rolled_from";
+const PREDECESSOR_UNTIL: &str = "predecessor_until";
+
+/// Sort-key prefix of the child items of a token (see the module documentation).
+pub(super) const CHILD_PREFIX: &str = "CHILD#";
 
 /// A metered record's usage limits and counters (see [`crate::limits::Meter`]), on a user's
 /// profile or a token; all absent on an unmetered one.
@@ -155,6 +167,7 @@ pub(super) fn event_from_item(item: &Item) -> Result<serde_json::Value, StoreErr
 const REVOKED_REASON: &str = "revoked_reason";
 const LEAK_URL: &str = "leak_url";
 const LEAK_SOURCE: &str = "leak_source";
+const LEAK_PARENT: &str = "leak_parent";
 
 /// The stored name of a revocation's reason (as verify reports it).
 pub fn revocation_name(revocation: &Revocation) -> &'static str {
@@ -215,6 +228,21 @@ impl Key {
         }
     }
 
+    /// The child item of `child`, minted with the token `parent` (in the parent owner's
+    /// partition).
+    pub fn child(parent: PublicTokenId, child: TokenAddress) -> Key {
+        Key {
+            pk: user_partition(parent.user_id),
+            sk: format!(
+                "{}{}#{}#{}",
+                child_prefix(parent.token_id),
+                child.user_id,
+                child.id,
+                child.family.key_segment()
+            ),
+        }
+    }
+
     /// Where a revoked or released token is kept until DynamoDB's TTL deletes it.
     pub fn retired(user: UserId, family: TokenFamily, id: TokenId) -> Key {
         Key {
@@ -231,6 +259,11 @@ impl Key {
 
 pub(super) fn user_partition(id: UserId) -> String {
     format!("USER#{id}")
+}
+
+/// Sort-key prefix of the child items of the token `parent` inside its owner's partition.
+pub(super) fn child_prefix(parent: TokenId) -> String {
+    format!("{CHILD_PREFIX}{parent}#")
 }
 
 /// Sort-key prefix of one family's tokens inside the owner's partition.
@@ -392,6 +425,9 @@ pub(super) fn token_item_at(key: &Key, token: &TokenRecord) -> Item {
                     item.insert(name.into(), s(value));
                 }
             }
+            if let Some(parent) = leak.parent {
+                item.insert(LEAK_PARENT.into(), s(parent.to_string()));
+            }
         }
     }
     if let Some(parent) = token.parent_id {
@@ -402,6 +438,10 @@ pub(super) fn token_item_at(key: &Key, token: &TokenRecord) -> Item {
     }
     if let Some(successor) = token.rolled_to {
         item.insert(ROLLED_TO.into(), s(successor.to_string()));
+    }
+    if let Some(predecessor) = token.predecessor {
+        item.insert(ROLLED_FROM.into(), s(predecessor.id.to_string()));
+        item.insert(PREDECESSOR_UNTIL.into(), n(predecessor.until));
     }
     if let Some(meter) = &token.meter {
         item.extend(
@@ -453,12 +493,16 @@ pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, StoreError> {
             Some("leaked") => Some(Revocation::Leaked(Leak {
                 url: r.optional_string(LEAK_URL)?,
                 source: r.optional_string(LEAK_SOURCE)?,
+                parent: r
+                    .optional_string(LEAK_PARENT)?
+                    .map(|id| public_id(&id, LEAK_PARENT))
+                    .transpose()?,
             })),
             Some(_) => return Err(corrupt(REVOKED_REASON, "a known reason")),
         },
         parent_id: r
             .optional_string("parent_id")?
-            .map(|id| PublicTokenId::parse(&id).ok_or_else(|| corrupt("parent_id", "a token id")))
+            .map(|id| public_id(&id, "parent_id"))
             .transpose()?,
         enabled: match item.get(ENABLED) {
             None => true,
@@ -467,9 +511,73 @@ pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, StoreError> {
         },
         rolled_to: r
             .optional_string(ROLLED_TO)?
-            .map(|id| TokenId::parse(&id).ok_or_else(|| corrupt(ROLLED_TO, "a token id")))
+            .map(|id| record_id(&id, ROLLED_TO))
             .transpose()?,
+        predecessor: match r.optional_string(ROLLED_FROM)? {
+            Some(id) => Some(Predecessor {
+                id: record_id(&id, ROLLED_FROM)?,
+                until: r.number(PREDECESSOR_UNTIL)?,
+            }),
+            None => None,
+        },
         meter: meter_from_item(item)?,
+    })
+}
+
+fn record_id(text: &str, attribute: &str) -> Result<TokenId, StoreError> {
+    TokenId::parse(text).ok_or_else(|| corrupt(attribute, "a token id"))
+}
+
+fn public_id(text: &str, attribute: &str) -> Result<PublicTokenId, StoreError> {
+    PublicTokenId::parse(text).ok_or_else(|| corrupt(attribute, "a token id"))
+}
+
+/// The child item that points from `child`'s parent to it (see the module documentation);
+/// `None` for a token minted by no token. Its TTL is the child's own expiry, if it has one.
+pub(super) fn child_item(child: &TokenRecord) -> Option<Item> {
+    let parent = child.parent_id?;
+    let mut item = keyed(&Key::child(parent, child.address()), "child");
+    item.insert("user_id".into(), n(child.user_id.0));
+    item.insert("family".into(), s(child.kind.family().key_segment()));
+    item.insert("id".into(), s(child.id.to_string()));
+    if let Some(at) = child.expires_at {
+        item.insert(super::schema::TTL_ATTRIBUTE.into(), n(at));
+    }
+    Some(item)
+}
+
+/// What takes the key of a token whose creation's outcome stayed unknown, so that the creation
+/// can never commit later (see `settle_new_token`); DynamoDB's TTL removes it after a day.
+pub(super) fn void_item(key: &Key, now_ms: u64) -> Item {
+    let mut item = keyed(key, VOID);
+    item.insert(
+        super::schema::TTL_ATTRIBUTE.into(),
+        n(now_ms / 1000 + 86_400),
+    );
+    item
+}
+
+/// Whether an item under a token's key is a void one: no token, for every read.
+pub(super) fn is_void(item: &Item) -> bool {
+    item.get("type")
+        .and_then(|t| t.as_s().ok())
+        .is_some_and(|t| t == VOID)
+}
+
+const VOID: &str = "void";
+
+/// The child a child item points to.
+pub(super) fn child_from_item(item: &Item) -> Result<TokenAddress, StoreError> {
+    let r = Reader(item);
+    let segment = r.string("family")?;
+    let family = TokenFamily::ALL
+        .into_iter()
+        .find(|f| f.key_segment() == segment)
+        .ok_or_else(|| corrupt("family", "a token family"))?;
+    Ok(TokenAddress {
+        user_id: UserId(r.number("user_id")?),
+        family,
+        id: r.parsed("id", TokenId::parse)?,
     })
 }
 
@@ -591,6 +699,10 @@ mod tests {
             }),
             enabled: false,
             rolled_to: Some(TokenId::permanent(8)),
+            predecessor: Some(Predecessor {
+                id: TokenId::permanent(6),
+                until: 1_736_332_260,
+            }),
             meter: Some(Meter {
                 limits: Limits {
                     credits: Some(Credits {
@@ -638,7 +750,15 @@ mod tests {
             assert!(sk.ends_with(&record.id.to_string()));
             assert_eq!(item["valid_until"], n(1_743_033_600u64));
             assert!(!item.contains_key("expires_at"), "TTL waits for the slot");
+            assert_eq!(item["predecessor_until"], n(1_736_332_260u64));
             assert_eq!(token_from_item(&item).unwrap(), record);
+            // A child item points back to it from its parent's partition.
+            let child = child_item(&record).unwrap();
+            assert_eq!(child["pk"], s("USER#123"));
+            let prefix = child_prefix(TokenId::permanent(7));
+            assert!(child["sk"].as_s().unwrap().starts_with(&prefix));
+            assert_eq!(child["expires_at"], n(1_743_033_600u64));
+            assert_eq!(child_from_item(&child).unwrap(), record.address());
         }
         let never = TokenRecord {
             expires_at: None,
@@ -647,14 +767,24 @@ mod tests {
             revocation: Some(Revocation::Leaked(Leak {
                 url: Some("https://github.com/o/r/blob/1/.env".into()),
                 source: None,
+                parent: Some(PublicTokenId {
+                    user_id: UserId(9),
+                    token_id: TokenId::permanent(2),
+                }),
             })),
             parent_id: None,
             enabled: true,
             rolled_to: None,
+            predecessor: None,
             ..token(TokenKind::ApiKey)
         };
         let item = token_item(&never);
         assert!(!item.contains_key("valid_until"));
+        assert!(!item.contains_key("rolled_from"));
+        assert_eq!(
+            item["leak_parent"],
+            s(format!("9-{}", TokenId::permanent(2)))
+        );
         assert!(!item.contains_key("parent_id"));
         assert_eq!(item["revoked_reason"], s("leaked"));
         assert!(!item.contains_key("leak_source"));

@@ -10,6 +10,7 @@ pub mod schema;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use futures_util::stream::{StreamExt, TryStreamExt};
 
 pub use dynamo::{Direct, DynamoStore};
 pub use item::{revocation_name, token_sort_prefix, Key};
@@ -117,10 +118,22 @@ pub struct TokenRecord {
     /// A disabled token refuses every use until it is enabled again; it still holds its slot.
     pub enabled: bool,
     /// The token that replaced this one in a roll: this one no longer holds a cap slot (its
-    /// successor took it over) and works until its `expires_at`, the end of the grace period.
+    /// successor took it over) nor a meter (its units are charged to the successor's), and
+    /// works until its `expires_at`, the end of the grace period, while its successor works.
     pub rolled_to: Option<TokenId>,
-    /// The token's own usage limits and their use; `None`: unmetered.
+    /// The token this one replaced in a roll, while that one may still be in its grace period.
+    pub predecessor: Option<Predecessor>,
+    /// The token's own usage limits and their use (a rolled token's key lineage's, from the
+    /// roll on); `None`: unmetered.
     pub meter: Option<Meter>,
+}
+
+/// The token a successor replaced, and when that one stops working (epoch seconds): until
+/// then the successor cannot be rolled again, so at most two keys of a lineage ever work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Predecessor {
+    pub id: TokenId,
+    pub until: u64,
 }
 
 /// Why a token was revoked, kept on its record (`revoked_reason`, with a leak's `leak_url` and
@@ -142,6 +155,9 @@ pub enum Revocation {
 pub struct Leak {
     pub url: Option<String>,
     pub source: Option<String>,
+    /// For a token revoked because it descends from a reported one (rolled from it or minted
+    /// with it, transitively): the reported token.
+    pub parent: Option<PublicTokenId>,
 }
 
 impl Leak {
@@ -155,6 +171,15 @@ impl Leak {
         Leak {
             url: url.map(kept),
             source: source.map(kept),
+            parent: None,
+        }
+    }
+
+    /// The same leak, for a descendant of the reported token `parent`.
+    pub fn descending_from(&self, parent: PublicTokenId) -> Leak {
+        Leak {
+            parent: Some(parent),
+            ..self.clone()
         }
     }
 }
@@ -243,6 +268,8 @@ pub enum RollOutcome {
     Rolled { previous_expires_at: u64 },
     /// The predecessor was rolled before (by this call or another).
     AlreadyRolled,
+    /// The predecessor replaced a token that still works (its grace period has not ended).
+    PredecessorWorks,
     /// The predecessor is no longer live (revoked, expired, deleted).
     Gone,
 }
@@ -270,6 +297,21 @@ impl TokenRecord {
             user_id: self.user_id,
             token_id: self.id,
         }
+    }
+
+    /// Whether its predecessor still works at `now_ms` (then it cannot be rolled).
+    pub fn predecessor_works(&self, now_ms: u64) -> bool {
+        self.predecessor
+            .is_some_and(|p| p.until.saturating_mul(1000) > now_ms)
+    }
+
+    /// Where the successor of a rolled token lives.
+    pub fn successor(&self) -> Option<TokenAddress> {
+        self.rolled_to.map(|id| TokenAddress {
+            user_id: self.user_id,
+            family: self.kind.family(),
+            id,
+        })
     }
 
     /// Where its record lives.
@@ -327,6 +369,7 @@ impl NewToken {
             parent_id: self.parent_id,
             enabled: true,
             rolled_to: None,
+            predecessor: None,
             meter: None,
         }
     }
@@ -464,6 +507,10 @@ pub trait Store: Send + Sync {
         allowed: &(dyn for<'r> Fn(&'r TokenRecord) -> bool + Sync),
     ) -> Result<bool, StoreError>;
 
+    /// The tokens minted with `parent` (a successor it rolled to is found by `rolled_to`),
+    /// live or not: one strongly consistent Query of its child items, every page.
+    async fn children(&self, parent: PublicTokenId) -> Result<Vec<TokenAddress>, StoreError>;
+
     /// The records of many tokens (the live item, or else the retired copy) and many users'
     /// profiles, in strongly consistent BatchGetItems of up to 100 keys, several in flight at
     /// once. Absent ones are left out.
@@ -532,16 +579,20 @@ pub trait Store: Send + Sync {
         now_ms: u64,
     ) -> Result<bool, StoreError>;
 
-    /// Charges one unit of use of `token` (as read) and of its owner's limits (`owner`, the
-    /// owner's meter as read): one conditional write per metered record, both in one
-    /// transaction where both apply, so concurrent units never spend the same credit or the
+    /// Charges one unit of use of the token whose meter `holder` holds (as read: the token
+    /// itself, or the successor of a rolled one in its grace period) and of its owner's limits
+    /// (`owner`, the owner's meter as read): one conditional write per metered record, both in
+    /// one transaction where both apply, so concurrent units never spend the same credit or the
     /// same slot of a window. A write that lost a race (a refill, a new window, limits changed
-    /// meanwhile) is tried again from a fresh read. Returns the usage after the unit; a refused
-    /// unit (`refusal` set) charges nothing and writes nothing. `None`: the token is no longer
-    /// live, or its owner is gone.
+    /// meanwhile, a roll that moved the meter) is tried again from a fresh read. Returns the
+    /// usage after the unit: for one metered record what its write left (so concurrent units
+    /// each report their own); for two, the values read less the unit. A refused unit
+    /// (`refusal` set) charges nothing and writes nothing. `None`: the token is no longer live,
+    /// or its owner is gone. A single-record charge is never sent twice: when its outcome is
+    /// unknown the error says so and the unit may have been counted.
     async fn charge(
         &self,
-        token: &TokenRecord,
+        holder: &TokenRecord,
         owner: Option<&Meter>,
         now_ms: u64,
     ) -> Result<Option<Usage>, StoreError>;
@@ -587,6 +638,98 @@ pub async fn live_token(
         .tokens
         .into_values()
         .find(|record| record.state(now_ms) == TokenState::Live))
+}
+
+/// Every token that descends from `roots` (rolled from one, or minted with one, transitively),
+/// live or not, each with the root it descends from; the roots left out. One BatchGetItem a
+/// generation, and one Query of child items for each token that could mint (`*` or
+/// `tokens:manage`: no other token can have children).
+pub async fn descendants(
+    store: &dyn Store,
+    roots: &[TokenRecord],
+) -> Result<Vec<(TokenRecord, PublicTokenId)>, StoreError> {
+    let mut seen: std::collections::HashSet<TokenAddress> =
+        roots.iter().map(TokenRecord::address).collect();
+    let mut generation: Vec<(TokenRecord, PublicTokenId)> = roots
+        .iter()
+        .map(|root| (root.clone(), root.public_id()))
+        .collect();
+    let mut found = Vec::new();
+    while !generation.is_empty() {
+        let mut next: Vec<(TokenAddress, PublicTokenId)> = generation
+            .iter()
+            .filter_map(|(record, root)| Some((record.successor()?, *root)))
+            .collect();
+        let parents: Vec<(PublicTokenId, PublicTokenId)> = generation
+            .iter()
+            .filter(|(record, _)| record.abilities.manage_tokens())
+            .map(|(record, root)| (record.public_id(), *root))
+            .collect();
+        let queries = parents
+            .into_iter()
+            .map(|(parent, root)| children_of(store, parent, root));
+        let children: Vec<Vec<(TokenAddress, PublicTokenId)>> = futures_util::stream::iter(queries)
+            .buffer_unordered(dynamo::IN_FLIGHT)
+            .try_collect()
+            .await?;
+        next.extend(children.into_iter().flatten());
+        next.retain(|(address, _)| seen.insert(*address));
+        let addresses: Vec<TokenAddress> = next.iter().map(|(address, _)| *address).collect();
+        let mut records = store.find_tokens(&addresses, &[]).await?.tokens;
+        generation = next
+            .into_iter()
+            .filter_map(|(address, root)| Some((records.remove(&address)?, root)))
+            .collect();
+        found.extend(generation.iter().cloned());
+    }
+    Ok(found)
+}
+
+/// The children of `parent`, each with the root it descends from.
+async fn children_of(
+    store: &dyn Store,
+    parent: PublicTokenId,
+    root: PublicTokenId,
+) -> Result<Vec<(TokenAddress, PublicTokenId)>, StoreError> {
+    let children = store.children(parent).await?;
+    Ok(children.into_iter().map(|child| (child, root)).collect())
+}
+
+/// Sets the usage limits of the live token `record` (as read) on its key lineage's meter: its
+/// own, or its successor's while it is a rolled token in its grace period. A roll that lands
+/// meanwhile is read again, so the limits never stay on a predecessor that no longer charges
+/// its own meter. `false`: the token (or its successor) is no longer live.
+pub async fn set_token_limits(
+    store: &dyn Store,
+    record: &TokenRecord,
+    limits: &Limits,
+    change: &Change,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    let mut record = record.clone();
+    for _ in 0..3 {
+        let holder = match record.successor() {
+            None => Some(record.clone()),
+            Some(successor) => store
+                .get_token(successor.user_id, successor.family, successor.id)
+                .await?
+                .filter(|s| s.state(now_ms) == TokenState::Live),
+        };
+        let Some(holder) = holder else {
+            return Ok(false);
+        };
+        if store
+            .set_limits(Metered::Token(&holder), limits, change, now_ms)
+            .await?
+        {
+            return Ok(true);
+        }
+        match live_token(store, record.public_id(), now_ms).await? {
+            Some(current) => record = current,
+            None => return Ok(false),
+        }
+    }
+    Ok(false)
 }
 
 /// Whose usage limits a change sets.

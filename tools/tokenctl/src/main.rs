@@ -19,7 +19,7 @@ use shared::limits::Limits;
 use shared::mint::MintRequest;
 use shared::service::Service;
 use shared::store::schema::{create_table, TableOutcome};
-use shared::store::{live_token, EventScope, Metered, PermanentGeneration};
+use shared::store::{live_token, set_token_limits, EventScope, Metered, PermanentGeneration};
 use shared::store::{now_ms, NewUser, Owner, Store, StoreError};
 use shared::token::{PublicTokenId, TokenFamily, TokenKind};
 
@@ -443,9 +443,7 @@ async fn run(command: Command) -> Result<Value, CliError> {
                 LimitsCommand::Token { id, .. } => {
                     let id = token_id(&id)?;
                     let record = live_token(store, id, now).await?.ok_or_else(missing)?;
-                    store
-                        .set_limits(Metered::Token(&record), &limits, &Change::operator(), now)
-                        .await?
+                    set_token_limits(store, &record, &limits, &Change::operator(), now).await?
                 }
             };
             if !stored {

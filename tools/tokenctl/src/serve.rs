@@ -2,10 +2,12 @@
 //! in-process by the function that owns its route in AWS.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use axum::Router;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use shared::service::Service;
 use shared::web::{route_not_found, Laravel};
@@ -60,7 +62,26 @@ pub async fn serve(service: Service, port: u16) -> std::io::Result<()> {
             eprintln!("  {method:<6} {path:<45} {}", function.name);
         }
     }
-    // Each request as the functions answer it in Lambda: routed and answered by `respond`.
+    // Each request as the functions answer it in Lambda: routed and answered by `respond`,
+    // within the time Lambda would give it.
     let serving = shared::web::serving(router(&service));
-    axum::serve(listener, axum::ServiceExt::into_make_service(serving)).await
+    let timed = tower::service_fn(move |request: axum::extract::Request| {
+        let deadline = Instant::now() + timeout_of(request.uri().path());
+        shared::deadline::within(Some(deadline), serving.clone().oneshot(request))
+    });
+    axum::serve(listener, axum::ServiceExt::into_make_service(timed)).await
 }
+
+/// The time a request may take: its function's `Timeout` in template.yaml (the leak-response
+/// function's 25 s for a secret-scanning report, the Globals' 10 s for every other route), so
+/// that a slow or unreachable DynamoDB answers 503 locally as it does on AWS.
+pub fn timeout_of(path: &str) -> Duration {
+    if path.ends_with(LEAK_REPORT_PATH) {
+        Duration::from_secs(25)
+    } else {
+        Duration::from_secs(10)
+    }
+}
+
+/// The route of a secret-scanning report.
+const LEAK_REPORT_PATH: &str = "/api/v1/secret-scanning/verify";

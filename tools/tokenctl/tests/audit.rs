@@ -175,6 +175,7 @@ async fn every_change_writes_one_event_and_reads_write_none() {
             "user.unblocked",
             "user.blocked",
             "token.revoked",
+            "token.revoked",
             "token.rolled",
             "token.updated",
             "token.created",
@@ -189,7 +190,7 @@ async fn every_change_writes_one_event_and_reads_write_none() {
         events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), events.len());
     // The route's changes: the user's key as actor, API Gateway's source.
-    let updated = &events[8];
+    let updated = &events[9];
     assert_eq!(updated["actor"]["type"], "user");
     assert_eq!(updated["actor"]["user_id"], t.user.id.0);
     let caller = token::parse(&t.user_token).unwrap();
@@ -205,10 +206,20 @@ async fn every_change_writes_one_event_and_reads_write_none() {
     assert_eq!(updated["target"]["kind"], "api_key");
     assert_eq!(updated["details"]["name"], "Production API Key (renamed)");
     assert_eq!(updated["platform_id"], t.platform.id.0);
-    let revoked_by_delete = &events[6];
-    assert_eq!(revoked_by_delete["details"]["reason"], "deleted");
-    assert_eq!(revoked_by_delete["target"]["token_id"], successor);
-    assert_eq!(events[7]["details"]["successor_id"], successor);
+    // The successor's deletion takes its predecessor, still in its grace period, with it: one
+    // event for each (written in the same transaction, so in either order).
+    let mut revoked_by_delete: Vec<&str> = events[6..8]
+        .iter()
+        .map(|event| {
+            assert_eq!(event["details"]["reason"], "deleted");
+            event["target"]["token_id"].as_str().unwrap()
+        })
+        .collect();
+    revoked_by_delete.sort();
+    let mut deleted = vec![successor.as_str(), key_id.as_str()];
+    deleted.sort();
+    assert_eq!(revoked_by_delete, deleted);
+    assert_eq!(events[8]["details"]["successor_id"], successor);
     // tokenctl's: the operator, no source; the holder's: the token it revoked.
     assert_eq!(events[4]["actor"], json!({"type": "operator"}));
     assert_eq!(events[4]["source"], Value::Null);
@@ -227,8 +238,8 @@ async fn every_change_writes_one_event_and_reads_write_none() {
     let audit_items = stored_events(&store).await;
     assert_eq!(
         audit_items.len(),
-        12 + 2,
-        "the user's twelve and the admin's two"
+        13 + 2,
+        "the user's thirteen and the admin's two"
     );
     let stored = format!("{audit_items:?}");
     for secret in [&t.user_token, &t.admin_token, &new_token, &held] {

@@ -38,6 +38,8 @@ use tokenctl::serve::router;
 struct Call {
     action: String,
     attributes: BTreeSet<String>,
+    /// What a single UpdateItem asks back (`NONE` when it asks nothing).
+    return_values: Option<String>,
 }
 
 /// Records every call a client makes.
@@ -146,6 +148,7 @@ impl Intercept for Recorder {
                 calls.push(Call {
                     action: action.into(),
                     attributes,
+                    return_values: None,
                 });
             }
         } else if let Some(update) = input.downcast_ref::<UpdateItemInput>() {
@@ -156,11 +159,18 @@ impl Intercept for Recorder {
                     &[update.update_expression(), update.condition_expression()],
                     update.expression_attribute_names(),
                 ),
+                return_values: Some(
+                    update
+                        .return_values()
+                        .map_or("NONE", |r| r.as_str())
+                        .to_string(),
+                ),
             });
         } else {
             calls.push(Call {
                 action: other_action(input).to_string(),
                 attributes: BTreeSet::new(),
+                return_values: None,
             });
         }
         self.0.lock().unwrap().extend(calls);
@@ -175,6 +185,8 @@ struct Granted {
     actions: BTreeSet<String>,
     /// Action -> allowed attributes, for actions granted only under `dynamodb:Attributes`.
     limited: BTreeMap<String, BTreeSet<String>>,
+    /// Action -> what it may ask back, for actions granted only under `dynamodb:ReturnValues`.
+    returning: BTreeMap<String, BTreeSet<String>>,
 }
 
 fn granted() -> BTreeMap<String, Granted> {
@@ -191,9 +203,19 @@ fn granted() -> BTreeMap<String, Granted> {
             for statement in policy["Statement"].as_sequence().unwrap() {
                 let attributes =
                     &statement["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"];
+                let returning =
+                    &statement["Condition"]["StringEqualsIfExists"]["dynamodb:ReturnValues"];
                 for action in statement["Action"].as_sequence().unwrap() {
                     let action = action.as_str().unwrap().strip_prefix("dynamodb:").unwrap();
                     grant.actions.insert(action.to_string());
+                    if let Some(list) = returning.as_sequence() {
+                        grant.returning.insert(
+                            action.to_string(),
+                            list.iter()
+                                .map(|a| a.as_str().unwrap().to_string())
+                                .collect(),
+                        );
+                    }
                     if let Some(list) = attributes.as_sequence() {
                         grant.limited.insert(
                             action.to_string(),
@@ -622,6 +644,15 @@ async fn every_function_is_granted_exactly_the_dynamodb_actions_it_uses() {
             ));
         }
         for call in &calls {
+            let returning = grant.returning.get(&call.action);
+            if let (Some(allowed), Some(asked)) = (returning, &call.return_values) {
+                if !allowed.contains(asked) {
+                    problems.push(format!(
+                        "{function}: {} asks for {asked}, beyond its dynamodb:ReturnValues",
+                        call.action
+                    ));
+                }
+            }
             if let Some(allowed) = grant.limited.get(&call.action) {
                 let beyond: Vec<&String> = call.attributes.difference(allowed).collect();
                 if !beyond.is_empty() {

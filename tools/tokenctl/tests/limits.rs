@@ -797,7 +797,8 @@ async fn a_limits_change_is_audited_and_a_roll_moves_the_credits() {
     );
     assert_eq!(page.events[1]["action"], json!("limits.updated"));
 
-    // A roll hands the predecessor's credits to the successor and leaves it none.
+    // A roll hands the predecessor's credits to the successor: during the grace period both
+    // draw on that one meter.
     let owner = add_user(&store, new_user(&t.platform, Role::User)).await;
     let key = token_for(&store, &owner, TokenKind::ApiKey, Abilities::full()).await;
     set_token_limits(&store, &key, json!({"credits": {"remaining": 4}}), now_ms()).await;
@@ -820,13 +821,28 @@ async fn a_limits_change_is_audited_and_a_roll_moves_the_credits() {
     let successor = rolled["api_key"]["token"].as_str().unwrap().to_string();
     let report = verify(&service, &t.admin_token, &successor, false).await;
     assert_eq!(report["credits"], json!({"remaining": 3}));
-    assert!(matches!(
-        service.admit(Some(&key), now_ms()).await,
-        Err(ApiError::TooManyRequests {
-            refusal: Refusal::UsageExceeded,
-            ..
-        })
-    ));
+    let (_, usage) = service.admit(Some(&key), now_ms()).await.unwrap();
+    assert_eq!(
+        usage.credits.unwrap().remaining,
+        2,
+        "the predecessor's unit"
+    );
+    let report = verify(&service, &t.admin_token, &successor, false).await;
+    assert_eq!(report["credits"], json!({"remaining": 2}));
+    let report = verify(&service, &t.admin_token, &key, false).await;
+    assert_eq!(report["credits"], json!({"remaining": 2}), "one meter");
+    for _ in 0..2 {
+        service.admit(Some(&successor), now_ms()).await.unwrap();
+    }
+    for spent in [&key, &successor] {
+        assert!(matches!(
+            service.admit(Some(spent), now_ms()).await,
+            Err(ApiError::TooManyRequests {
+                refusal: Refusal::UsageExceeded,
+                ..
+            })
+        ));
+    }
 }
 
 /// DynamoDB cancels transactions that touch the same item at once (DynamoDB Local does not), and
