@@ -107,7 +107,8 @@ impl Style for Laravel {
 impl Style for WhiteLabel {
     fn body(error: &ApiError) -> Value {
         match error {
-            ApiError::NotAdministrator | ApiError::NotFound(_) => {
+            // The seed's 403 and 404 shape.
+            ApiError::NotAdministrator | ApiError::MeteredMinting | ApiError::NotFound(_) => {
                 json!({"error": error.to_string()})
             }
             _ => laravel_body(error),

@@ -20,7 +20,7 @@ use lambda_http::request::RequestContext;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use shared::auth::{verify, Principal};
+use shared::auth::{verify, Principal, Verification, VerificationCode};
 use shared::domain::{Abilities, Role, UserId};
 use shared::error::ApiError;
 use shared::error::FieldErrors;
@@ -275,7 +275,7 @@ async fn verify_route(
         required("token", string_field(&body, "token")),
         boolean_field(&body, "consume"),
     )?;
-    let verification = verify(service.store.as_ref(), &token, caller.now).await?;
+    let mut verification = verify(service.store.as_ref(), &token, caller.now).await?;
     let is_itself = verification
         .record
         .as_ref()
@@ -283,6 +283,27 @@ async fn verify_route(
     let is_admin = caller.role == Role::Admin && caller.abilities.is_full();
     if !is_itself && !is_admin {
         return Err(ApiError::NotAdministrator.into());
+    }
+    let visible_in = |verification: &Verification| {
+        verification
+            .record
+            .as_ref()
+            .is_some_and(|record| record.platform_id == caller.platform_id)
+    };
+    let mut charged = None;
+    if consume == Some(true)
+        && visible_in(&verification)
+        && verification.code == VerificationCode::Valid
+    {
+        match verification
+            .charge(service.store.as_ref(), caller.now)
+            .await?
+        {
+            Some(usage) => charged = Some(usage),
+            // It stopped being usable meanwhile (revoked, its successor gone, its owner
+            // blocked): answered as it stands now, and charged nothing.
+            None => verification = verify(service.store.as_ref(), &token, caller.now).await?,
+        }
     }
     let visible = verification
         .record
@@ -292,13 +313,10 @@ async fn verify_route(
         None => "NOT_FOUND",
         Some(_) => verification.code.as_str(),
     };
-    let usage = match visible {
-        None => Usage::default(),
-        Some(_) if code == "VALID" && consume == Some(true) => verification
-            .charge(service.store.as_ref(), caller.now)
-            .await?
-            .unwrap_or_else(|| verification.usage(caller.now)),
-        Some(_) => verification.usage(caller.now),
+    let usage = match (charged, visible) {
+        (Some(usage), _) => usage,
+        (None, None) => Usage::default(),
+        (None, Some(_)) => verification.usage(caller.now),
     };
     let code = match usage.refusal {
         Some(refusal) if code == "VALID" => refusal.code(),

@@ -1,13 +1,8 @@
 //! The secret-scanning partner endpoint and self-revocation against DynamoDB Local, with
 //! reports signed by key pairs the tests make.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use lambda_http::http::Method;
 use lambda_http::Request;
-use p256::ecdsa::signature::Signer;
-use p256::ecdsa::{Signature, SigningKey};
-use p256::pkcs8::{EncodePublicKey, LineEnding};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -19,40 +14,11 @@ use shared::store::{now_ms, DynamoStore, Leak, PermanentGeneration, Revocation, 
 use shared::test_support::faults::CallCounter;
 use shared::test_support::{
     request, service, service_intercepted, tenant, token_expiring, token_for, unreachable_service,
-    Tenant,
+    Scanner, Tenant,
 };
-use shared::token::{self, fill_random, generate, PermanentKey, TokenFamily, TokenKind};
+use shared::token::{self, generate, PermanentKey, TokenFamily, TokenKind};
 
-const KEY_ID: &str = "90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a";
-
-/// A key pair of the test's own; its public half trusted by the service as GitHub's would be.
-struct Scanner {
-    signing: SigningKey,
-}
-
-impl Scanner {
-    fn new() -> Scanner {
-        let mut secret = [0u8; 32];
-        fill_random(&mut secret);
-        Scanner {
-            signing: SigningKey::from_slice(&secret).expect("a scalar below the order"),
-        }
-    }
-
-    fn document(&self, id: &str) -> String {
-        let pem = self
-            .signing
-            .verifying_key()
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap();
-        json!({"public_keys": [{"key_identifier": id, "key": pem, "is_current": true}]}).to_string()
-    }
-
-    fn sign(&self, body: &str) -> String {
-        let signature: Signature = self.signing.sign(body.as_bytes());
-        STANDARD.encode(signature.to_der().as_bytes())
-    }
-}
+const KEY_ID: &str = Scanner::KEY_ID;
 
 /// A service on a fresh table that trusts `scanner`'s key as `KEY_ID`.
 async fn scanned_service(scanner: &Scanner) -> (Service, DynamoStore) {
@@ -82,12 +48,7 @@ async fn send_report(service: &Service, body: &str, headers: &[(&str, &str)]) ->
 
 /// `body` reported as GitHub does: signed by `scanner` under `KEY_ID`.
 async fn report(service: &Service, scanner: &Scanner, body: &str) -> (u16, Value) {
-    let signature = scanner.sign(body);
-    let headers = [
-        ("github-public-key-identifier", KEY_ID),
-        ("github-public-key-signature", signature.as_str()),
-    ];
-    send_report(service, body, &headers).await
+    call(service, scanner.report(body)).await
 }
 
 fn entry(token: &str) -> Value {

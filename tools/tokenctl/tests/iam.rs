@@ -26,10 +26,10 @@ use serde_yaml::Value;
 use shared::domain::{Abilities, CustomerId, Role};
 use shared::service::Service;
 use shared::store::{now_ms, DynamoStore, Store, User};
-use shared::test_support::exchange;
 use shared::test_support::{
     add_user, bearer, new_user, request, service_with, tenant, token_expiring, token_for, Tenant,
 };
+use shared::test_support::{exchange, Scanner};
 use shared::token::{self, TokenFamily, TokenKind};
 use tokenctl::serve::router;
 
@@ -505,15 +505,9 @@ async fn exercise(h: &Harness) {
     // leak-response: a signed report of a live key and the user's permanent key (batched reads,
     // one revocation transaction, the user moved on to the next generation), and a holder's
     // self-revocation.
-    let signing = p256::ecdsa::SigningKey::from_slice(&[5u8; 32]).unwrap();
-    let pem = p256::pkcs8::EncodePublicKey::to_public_key_pem(
-        signing.verifying_key(),
-        p256::pkcs8::LineEnding::LF,
-    )
-    .unwrap();
+    let scanner = Scanner::new();
     let mut scanning = h.service("leak-response").clone();
-    scanning.config.secret_scanning_keys =
-        Some(json!({"public_keys": [{"key_identifier": "k", "key": pem}]}).to_string());
+    scanning.config.secret_scanning_keys = Some(scanner.document(Scanner::KEY_ID));
     let plain = Service {
         store: Arc::new(store.clone()),
         config: scanning.config.clone(),
@@ -535,22 +529,7 @@ async fn exercise(h: &Harness) {
         {"token": permanent.secret.expose(), "type": "permanent", "url": null, "source": null},
     ])
     .to_string();
-    let signature: p256::ecdsa::Signature =
-        p256::ecdsa::signature::Signer::sign(&signing, report.as_bytes());
-    let signature = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        signature.to_der().as_bytes(),
-    );
-    let headers = [
-        ("github-public-key-identifier", "k"),
-        ("github-public-key-signature", signature.as_str()),
-    ];
-    let signed = shared::test_support::request(
-        Method::POST,
-        "/api/v1/secret-scanning/verify",
-        &headers,
-        &report,
-    );
+    let signed = scanner.report(&report);
     assert_eq!(exchange(router(&scanning), signed).await.0, 200);
     let held = token_for(store, &t.user, TokenKind::Personal, Abilities::full()).await;
     let body = json!({ "token": held }).to_string();
