@@ -607,6 +607,7 @@ pub mod faults {
     use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
     use aws_sdk_dynamodb::operation::update_item::UpdateItemInput;
     use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
     use aws_smithy_types::body::SdkBody;
     use aws_smithy_types::config_bag::{Storable, StoreReplace};
 
@@ -622,6 +623,9 @@ pub mod faults {
         /// A single-item write refused with `TransactionConflictException` (a transaction holds
         /// the item); nothing commits.
         Conflict,
+        /// The connection fails (a dispatch failure, as when DynamoDB restarts): nothing of this
+        /// attempt commits, and the client cannot tell whether it was sent.
+        ConnectionFailed,
     }
 
     /// Which operation a fault is for.
@@ -684,6 +688,11 @@ pub mod faults {
         /// How many planned faults are still waiting for their operation.
         pub fn pending(&self) -> usize {
             self.planned.lock().unwrap().len()
+        }
+
+        /// Drops the planned faults not injected yet.
+        pub fn clear(&self) {
+            self.planned.lock().unwrap().clear();
         }
     }
 
@@ -781,7 +790,7 @@ pub mod faults {
                 }
                 Some(Fault::InProgress) => error_body("TransactionInProgressException", ""),
                 Some(Fault::Conflict) => error_body("TransactionConflictException", ""),
-                Some(Fault::CommittedAnswerLost) | None => return Ok(()),
+                Some(Fault::CommittedAnswerLost | Fault::ConnectionFailed) | None => return Ok(()),
             };
             let response = context.response_mut();
             *response.status_mut() = 400u16.try_into().expect("a status");
@@ -800,12 +809,17 @@ pub mod faults {
             _components: &RuntimeComponents,
             cfg: &mut ConfigBag,
         ) -> Result<(), BoxError> {
-            if cfg.load::<Carried>().and_then(|c| c.0) == Some(Fault::CommittedAnswerLost) {
-                if let Some(result) = context.output_or_error_mut() {
-                    *result = Err(OrchestratorError::timeout(
-                        "injected: the request committed and its answer was lost".into(),
-                    ));
-                }
+            let lost = match cfg.load::<Carried>().and_then(|c| c.0) {
+                Some(Fault::CommittedAnswerLost) => Some(OrchestratorError::timeout(
+                    "injected: the request committed and its answer was lost".into(),
+                )),
+                Some(Fault::ConnectionFailed) => Some(OrchestratorError::connector(
+                    ConnectorError::io("injected: the connection failed".into()),
+                )),
+                _ => None,
+            };
+            if let (Some(error), Some(result)) = (lost, context.output_or_error_mut()) {
+                *result = Err(error);
             }
             cfg.interceptor_state().store_put(Carried(None));
             Ok(())
