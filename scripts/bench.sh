@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: release builds of every function, the bench harness and its baseline, then the
-# figures (handlers vs raw DynamoDB operations, cold starts) against a DynamoDB Local started here.
-# `scripts/bench.sh coldstart` prints only the cold starts, which need no database.
+# figures (handlers vs raw DynamoDB operations, cold starts) against a DynamoDB Local started here,
+# then the fault run against a DynamoDB Local of its own, which it pauses (SIGSTOP) and resumes.
+# `scripts/bench.sh coldstart` prints only the cold starts, which need no database;
+# `scripts/bench.sh faults` only the fault run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,10 +20,27 @@ if [ "${1:-}" = coldstart ]; then
   exec env BENCH_BIN_DIR=target/release target/release/bench coldstart
 fi
 
+# The fault run pauses the process: always an instance of its own, never the user's.
+fault_run() {
+  trap 'scripts/dynamodb-local.sh stop faults' RETURN
+  local endpoint pid
+  endpoint=$(scripts/dynamodb-local.sh start faults)
+  pid=$(sed -n 's/^PID=//p' .tools/run/faults.env)
+  AWS_ENDPOINT_URL_DYNAMODB=$endpoint DYNAMODB_LOCAL_PID=$pid target/release/bench faults
+}
+
+if [ "${1:-}" = faults ]; then
+  fault_run
+  exit 0
+fi
+
+own=
 if [ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]; then
+  own=bench
   trap 'scripts/dynamodb-local.sh stop bench' EXIT
   AWS_ENDPOINT_URL_DYNAMODB=$(scripts/dynamodb-local.sh start bench)
-  export AWS_ENDPOINT_URL_DYNAMODB
 fi
 echo "DynamoDB Local: $AWS_ENDPOINT_URL_DYNAMODB ($(nproc) cores)"
-BENCH_BIN_DIR=target/release target/release/bench
+AWS_ENDPOINT_URL_DYNAMODB=$AWS_ENDPOINT_URL_DYNAMODB BENCH_BIN_DIR=target/release target/release/bench
+[ -n "$own" ] && scripts/dynamodb-local.sh stop bench
+fault_run

@@ -9,11 +9,14 @@
 //! 3. the authorizer for unmetered and metered tokens (usage limits), beside their raw
 //!    operations, and one hot metered token;
 //! 4. a secret-scanning report of 1000 tokens, beside its raw operations and beside reading the
-//!    tokens one GetItem at a time.
+//!    tokens one GetItem at a time;
+//! 5. `bench faults`: a black-box fault run, DynamoDB Local paused and resumed under concurrent
+//!    load, every invariant checked from the data ([`faults`]).
 //!
 //! Prints figures; asserts nothing. `bench coldstart` prints only the cold starts (no database).
 
 mod coldstart;
+mod faults;
 mod leak;
 mod metering;
 mod raw;
@@ -338,6 +341,14 @@ fn rows(w: &Arc<World>, router: &Router, ids: &Arc<Vec<String>>) -> Vec<Row> {
 async fn main() {
     if std::env::args().nth(1).as_deref() == Some("coldstart") {
         coldstart::report().await;
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("faults") {
+        let pid = std::env::var("DYNAMODB_LOCAL_PID")
+            .ok()
+            .and_then(|pid| pid.parse().ok())
+            .expect("DYNAMODB_LOCAL_PID: the DynamoDB Local process to pause (make bench sets it)");
+        faults::report(&world().await, pid).await;
         return;
     }
     let requests: usize = std::env::var("BENCH_REQUESTS")

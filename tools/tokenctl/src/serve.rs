@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use axum::Router;
+use futures_util::FutureExt;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 
 use shared::service::Service;
 use shared::web::{route_not_found, Laravel};
@@ -62,14 +62,18 @@ pub async fn serve(service: Service, port: u16) -> std::io::Result<()> {
             eprintln!("  {method:<6} {path:<45} {}", function.name);
         }
     }
-    // Each request as the functions answer it in Lambda: routed and answered by `respond`,
-    // within the time Lambda would give it.
-    let serving = shared::web::serving(router(&service));
+    let router = router(&service);
     let timed = tower::service_fn(move |request: axum::extract::Request| {
-        let deadline = Instant::now() + timeout_of(request.uri().path());
-        shared::deadline::within(Some(deadline), serving.clone().oneshot(request))
+        answer(router.clone(), request).map(Ok::<_, std::convert::Infallible>)
     });
     axum::serve(listener, axum::ServiceExt::into_make_service(timed)).await
+}
+
+/// One request as the functions answer it in Lambda: routed and answered by
+/// [`shared::web::respond`], within the time Lambda would give it ([`timeout_of`]).
+pub async fn answer(router: Router, request: axum::extract::Request) -> axum::response::Response {
+    let deadline = Instant::now() + timeout_of(request.uri().path());
+    shared::deadline::within(Some(deadline), shared::web::respond(router, request)).await
 }
 
 /// The time a request may take: its function's `Timeout` in template.yaml (the leak-response
