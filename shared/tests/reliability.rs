@@ -16,7 +16,7 @@ use shared::test_support::faults::{Fault, FaultInjector, Operation};
 use shared::test_support::{
     add_user, new_user, service, service_intercepted, service_with, tenant, token_for, ttl_sweep,
 };
-use shared::token::{TokenFamily, TokenKind};
+use shared::token::{CapCounter, TokenFamily, TokenKind};
 use shared::trust::TrustRoots;
 
 /// The client's attempts per call (`config::dynamodb_client`): losing every answer makes the
@@ -43,20 +43,11 @@ fn key_request(expires_at: Option<u64>) -> MintRequest {
 
 /// The profile's count of live API keys and personal tokens.
 async fn live_tokens(store: &DynamoStore, user: &User) -> i64 {
-    let item = store
+    store
         .direct()
-        .client
-        .get_item()
-        .table_name(store.direct().table)
-        .key("pk", AttributeValue::S(format!("USER#{}", user.id)))
-        .key("sk", AttributeValue::S("PROFILE".into()))
-        .consistent_read(true)
-        .send()
+        .cap_count(user.id, CapCounter::Tokens)
         .await
         .unwrap()
-        .item
-        .unwrap();
-    item["live_tokens"].as_n().unwrap().parse().unwrap()
 }
 
 /// How many items a Query of one family's range reads (what a listing reads).

@@ -129,6 +129,36 @@ pub struct Direct<'a> {
     pub table: &'a str,
 }
 
+impl Direct<'_> {
+    /// One item as stored (a strongly consistent GetItem), as only an outside reader sees it.
+    pub async fn item(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(self.table)
+            .set_key(Some(key.to_item()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.item)
+    }
+
+    /// The count `counter` keeps on `user`'s profile (0 where a profile has none), signed so
+    /// that a count driven below zero shows as such.
+    pub async fn cap_count(&self, user: UserId, counter: CapCounter) -> Result<i64, StoreError> {
+        let profile = self
+            .item(&Key::user(user))
+            .await?
+            .ok_or(StoreError::UserNotFound)?;
+        Ok(profile
+            .get(counter.attribute())
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+}
+
 /// The store over one DynamoDB table.
 #[derive(Clone, Debug)]
 pub struct DynamoStore {

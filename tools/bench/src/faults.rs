@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 
 use shared::limits::Limits;
 use shared::service::Service;
-use shared::store::{now_ms, EventScope, Metered, Store, TokenAddress};
-use shared::token::{self, PublicTokenId, TokenFamily};
+use shared::store::{now_ms, EventScope, Store, TokenAddress};
+use shared::token::{PublicTokenId, TokenFamily};
 
-use crate::{mint_key, World};
+use crate::{metered_key, World};
 
 /// Clients at once, and how long they run.
 const CLIENTS: usize = 16;
@@ -48,6 +48,18 @@ enum Outcome {
     Deleted {
         status: u16,
     },
+}
+
+impl Outcome {
+    /// What the request was, and how it was answered.
+    fn kind_and_status(&self) -> (&'static str, u16) {
+        match self {
+            Outcome::Created { status, .. } => ("creations", *status),
+            Outcome::Consumed { status, .. } => ("consumes", *status),
+            Outcome::Rolled { status, .. } => ("rolls", *status),
+            Outcome::Deleted { status } => ("deletions", *status),
+        }
+    }
 }
 
 /// A paused DynamoDB Local resumed whatever happens, also on a panic.
@@ -115,21 +127,7 @@ pub async fn report(w: &World, pid: u32) {
     .expect("limits");
     let mut metered = Vec::new();
     for _ in 0..METERED_KEYS {
-        let key = mint_key(&w.store, &user).await;
-        let parsed = token::parse(&key).expect("a key");
-        let record = w
-            .store
-            .get_token(parsed.user_id, parsed.kind.family(), parsed.token_id)
-            .await
-            .expect("the store")
-            .expect("the key");
-        let change = shared::audit::Change::operator();
-        assert!(w
-            .store
-            .set_limits(Metered::Token(&record), &limits, &change, now_ms())
-            .await
-            .expect("limits set"));
-        metered.push(key);
+        metered.push(metered_key(&w.store, &user, &limits).await);
     }
     let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
     let slowest = Arc::new(Mutex::new(Duration::ZERO));
@@ -355,12 +353,6 @@ pub async fn report(w: &World, pid: u32) {
     let distinct: HashSet<&str> = created_events.iter().copied().collect();
     let all_fault_tokens = created_events.len();
     // The cap counter against the keys holding a slot.
-    let profile = w
-        .store
-        .get_user(user.id)
-        .await
-        .expect("a read")
-        .expect("the user");
     let holders = live.iter().filter(|t| t.rolled_to.is_none()).count()
         + w.store
             .list_tokens(user.id, TokenFamily::Personal, now_ms())
@@ -369,35 +361,12 @@ pub async fn report(w: &World, pid: u32) {
             .iter()
             .filter(|t| t.rolled_to.is_none())
             .count();
-    let counter = {
-        let direct = w.store.direct();
-        let item = direct
-            .client
-            .get_item()
-            .table_name(direct.table)
-            .set_key(Some(shared::store::Key::user(profile.id).to_item()))
-            .consistent_read(true)
-            .send()
-            .await
-            .expect("the profile")
-            .item
-            .expect("a profile");
-        item["live_tokens"]
-            .as_n()
-            .expect("a number")
-            .parse::<usize>()
-            .expect("a count")
-    };
-
-    let by_kind = |f: &dyn Fn(&Outcome) -> Option<u16>| {
-        outcomes
-            .iter()
-            .filter_map(f)
-            .fold(BTreeMap::new(), |mut m: BTreeMap<u16, usize>, s| {
-                *m.entry(s).or_default() += 1;
-                m
-            })
-    };
+    let counter = w
+        .store
+        .direct()
+        .cap_count(user.id, shared::token::CapCounter::Tokens)
+        .await
+        .expect("the profile");
     println!();
     println!(
         "Fault run: {CLIENTS} clients for {} s through tokenctl serve's answer, DynamoDB Local paused {} times ({} s in all, 2 to 8 s each)",
@@ -406,34 +375,14 @@ pub async fn report(w: &World, pid: u32) {
         stalled.as_secs()
     );
     println!("  requests: {}", outcomes.len());
-    println!(
-        "  creations  {:?}",
-        by_kind(&|o| match o {
-            Outcome::Created { status, .. } => Some(*status),
-            _ => None,
-        })
-    );
-    println!(
-        "  consumes   {:?}",
-        by_kind(&|o| match o {
-            Outcome::Consumed { status, .. } => Some(*status),
-            _ => None,
-        })
-    );
-    println!(
-        "  rolls      {:?}",
-        by_kind(&|o| match o {
-            Outcome::Rolled { status, .. } => Some(*status),
-            _ => None,
-        })
-    );
-    println!(
-        "  deletions  {:?}",
-        by_kind(&|o| match o {
-            Outcome::Deleted { status } => Some(*status),
-            _ => None,
-        })
-    );
+    let mut statuses: BTreeMap<&str, BTreeMap<u16, usize>> = BTreeMap::new();
+    for outcome in &outcomes {
+        let (kind, status) = outcome.kind_and_status();
+        *statuses.entry(kind).or_default().entry(status).or_default() += 1;
+    }
+    for (kind, counts) in &statuses {
+        println!("  {kind:<10} {counts:?}");
+    }
     let verdict = |ok: bool| if ok { "holds" } else { "BROKEN" };
     println!(
         "  credits: {allowed} units allowed, {unanswered} unanswered (503), {taken} credits taken: allowed <= taken {}, taken <= allowed + unanswered {}",
@@ -467,7 +416,7 @@ pub async fn report(w: &World, pid: u32) {
     );
     println!(
         "  cap counter {counter}, keys holding a slot {holders}: {}",
-        verdict(counter == holders)
+        verdict(counter == holders as i64)
     );
     println!(
         "  every 5xx a 503 JSON: {}; other statuses: {:?}; slowest answer {} ms",

@@ -37,9 +37,10 @@ use tower::ServiceExt;
 use shared::config::{dynamodb_client, Config};
 use shared::demo;
 use shared::domain::{Email, Role, UserStatus, Workspace, WorkspaceStatus};
+use shared::limits::Limits;
 use shared::service::Service;
 use shared::store::schema::create_table;
-use shared::store::{now_ms, DynamoStore, NewUser, Store, User};
+use shared::store::{now_ms, DynamoStore, Metered, NewUser, Store, User};
 use shared::token::random_hex;
 use shared::trust::TrustRoots;
 
@@ -195,6 +196,24 @@ async fn world() -> World {
         demo,
         users,
     }
+}
+
+/// A new API key of `user` with `limits` of its own, set as the operator.
+pub async fn metered_key(store: &DynamoStore, user: &User, limits: &Limits) -> String {
+    let key = mint_key(store, user).await;
+    let parsed = shared::token::parse(&key).expect("a bench token");
+    let record = store
+        .get_token(parsed.user_id, parsed.kind.family(), parsed.token_id)
+        .await
+        .expect("read")
+        .expect("the key just minted");
+    let change = shared::audit::Change::operator();
+    let set = store
+        .set_limits(Metered::Token(&record), limits, &change, now_ms())
+        .await
+        .expect("limits set");
+    assert!(set, "the key just minted is live");
+    key
 }
 
 pub async fn mint_key(store: &DynamoStore, user: &User) -> String {

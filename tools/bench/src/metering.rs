@@ -14,7 +14,7 @@ use shared::limits::Limits;
 use shared::store::{Key, Metered, Store};
 use shared::token;
 
-use crate::{authorizations, mint_key, ms, raw, run, Job, Raw, World};
+use crate::{authorizations, metered_key, ms, raw, run, Job, Raw, World};
 
 /// Limits no bench request reaches: credits and a one-second window, so the window rolls over
 /// (one lost race and a fresh read per second at concurrency) as it would in production.
@@ -97,16 +97,7 @@ pub async fn report(w: &Arc<World>, requests: usize) {
     let plain: Arc<Vec<String>> = Arc::new(w.users.iter().map(|(_, key)| key.clone()).collect());
     let mut metered = Vec::new();
     for (user, _) in &w.users {
-        let key = mint_key(&w.store, user).await;
-        let parsed = token::parse(&key).expect("a bench token");
-        let record = w
-            .store
-            .get_token(parsed.user_id, parsed.kind.family(), parsed.token_id)
-            .await
-            .expect("read")
-            .expect("the key just minted");
-        limit(w, Metered::Token(&record), now).await;
-        metered.push(key);
+        metered.push(metered_key(&w.store, user, &generous()).await);
     }
     let metered = Arc::new(metered);
     // Warm every key (and record its last use, so no row pays that write).

@@ -18,7 +18,7 @@ use shared::test_support::faults::{Fault, FaultInjector, Operation};
 use shared::test_support::{
     exchange, request, service, service_intercepted, status_and_json, tenant, Tenant,
 };
-use shared::token::{self, TokenFamily, TokenKind};
+use shared::token::{self, CapCounter, TokenFamily, TokenKind};
 
 async fn send(
     service: &Service,
@@ -41,18 +41,7 @@ async fn send(
 async fn stored_credits(store: &DynamoStore, secret: &str) -> u64 {
     let parsed = token::parse(secret).unwrap();
     let key = Key::token(parsed.user_id, parsed.kind.family(), parsed.token_id);
-    let direct = store.direct();
-    let item = direct
-        .client
-        .get_item()
-        .table_name(direct.table)
-        .set_key(Some(key.to_item()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
+    let item = store.direct().item(&key).await.unwrap().unwrap();
     item["credits"].as_n().unwrap().parse().unwrap()
 }
 
@@ -238,20 +227,12 @@ async fn a_creation_whose_outcome_stays_unknown_is_made_void() {
 }
 
 /// The user's cap counter and its listed API keys.
-async fn slots(store: &DynamoStore, t: &Tenant) -> (u64, usize) {
-    let direct = store.direct();
-    let profile = direct
-        .client
-        .get_item()
-        .table_name(direct.table)
-        .set_key(Some(Key::user(t.user.id).to_item()))
-        .consistent_read(true)
-        .send()
+async fn slots(store: &DynamoStore, t: &Tenant) -> (i64, usize) {
+    let counter = store
+        .direct()
+        .cap_count(t.user.id, CapCounter::Tokens)
         .await
-        .unwrap()
-        .item
         .unwrap();
-    let counter = profile["live_tokens"].as_n().unwrap().parse().unwrap();
     let listed = store
         .list_tokens(t.user.id, TokenFamily::ApiKeys, now_ms())
         .await

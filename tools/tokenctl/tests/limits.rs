@@ -103,18 +103,7 @@ async fn set_user_limits(store: &DynamoStore, user: &User, body: Value, now: u64
 
 /// One stored item's attributes.
 async fn item(store: &DynamoStore, key: Key) -> HashMap<String, AttributeValue> {
-    let direct = store.direct();
-    direct
-        .client
-        .get_item()
-        .table_name(direct.table)
-        .set_key(Some(key.to_item()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap()
+    store.direct().item(&key).await.unwrap().unwrap()
 }
 
 fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
