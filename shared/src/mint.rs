@@ -104,9 +104,13 @@ pub async fn roll(
     .await?;
     Ok(match outcome {
         RollOutcome::Rolled {
+            successor,
             previous_expires_at,
         } => Roll::Rolled {
-            minted: Box::new(minted),
+            minted: Box::new(Minted {
+                record: *successor,
+                ..minted
+            }),
             previous_expires_at,
         },
         RollOutcome::AlreadyRolled => Roll::AlreadyRolled,

@@ -350,13 +350,19 @@ fn meter_as_read(
         .join(" AND ")
 }
 
-/// [`meter_as_read`] of a token's meter, and its `enabled` as read: what a roll hands on.
+/// [`meter_as_read`] of a token's meter, and its name, abilities and `enabled` as read: what a
+/// roll hands on (an update racing the roll sends it back for a fresh read, so a narrowing of
+/// abilities is never undone by a successor made from the wider ones).
 fn record_as_read(
     record: &TokenRecord,
     expression_names: &mut HashMap<String, String>,
     expression_values: &mut HashMap<String, AttributeValue>,
 ) -> String {
     let meter = meter_as_read(record.meter.as_ref(), expression_names, expression_values);
+    expression_names.insert("#name".into(), "name".into());
+    expression_values.insert(":name".into(), s(&record.name));
+    expression_values.insert(":abilities".into(), abilities_value(&record.abilities));
+    let meter = format!("{meter} AND #name = :name AND abilities = :abilities");
     expression_names.insert("#enabled".into(), ENABLED.into());
     let enabled = if record.enabled {
         "attribute_not_exists(#enabled)"
@@ -1635,6 +1641,9 @@ impl Store for DynamoStore {
             // charged through its successor while it works. A disabled key's successor is
             // disabled too.
             let mut record = successor.record(owner);
+            record.name = predecessor.name.clone();
+            record.abilities = predecessor.abilities.clone();
+            record.expires_at = predecessor.expires_at;
             record.meter = predecessor.meter;
             record.enabled = predecessor.enabled;
             record.predecessor = (until > now_s).then_some(Predecessor {
@@ -1694,6 +1703,7 @@ impl Store for DynamoStore {
                 items = items.with(Part::Child, self.put_any(child)?);
             }
             let rolled = RollOutcome::Rolled {
+                successor: Box::new(record.clone()),
                 previous_expires_at: until,
             };
             let failed = match self.transact(items).await {

@@ -262,10 +262,15 @@ pub struct EventPage {
 }
 
 /// What a roll did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RollOutcome {
-    /// The successor is stored; the predecessor works until this epoch second.
-    Rolled { previous_expires_at: u64 },
+    /// The successor is stored as `successor` (its name, abilities, expiry, meter and
+    /// `enabled` the predecessor's as the roll found them); the predecessor works until this
+    /// epoch second.
+    Rolled {
+        successor: Box<TokenRecord>,
+        previous_expires_at: u64,
+    },
     /// The predecessor was rolled before (by this call or another).
     AlreadyRolled,
     /// The predecessor replaced a token that still works (its grace period has not ended).

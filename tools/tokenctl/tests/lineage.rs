@@ -800,3 +800,51 @@ async fn random_interleavings_keep_the_counter_and_the_credits_exact() {
     let distinct: BTreeSet<usize> = keys.lock().unwrap().iter().map(|k| k.2).collect();
     assert_eq!(distinct.len() as u64, lineages);
 }
+
+/// A roll decided on a record read before an update (a rename, a narrowing of abilities) is
+/// sent back for a fresh read: the successor never brings back what the update took away.
+#[tokio::test]
+async fn a_roll_racing_an_update_hands_on_what_the_update_left() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let (status, created) = send(
+        &service,
+        Method::POST,
+        "/api/v1/user/api-tokens",
+        Some(&t.user_token),
+        json!({"name": "wide", "abilities": ["calls:read", "leads:write"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["data"]["token"].as_str().unwrap();
+    let stale = record_of(&store, secret).await;
+    let narrow = shared::store::TokenChange {
+        name: Some(shared::domain::TokenName::parse("narrow").unwrap()),
+        abilities: Some(Abilities::parse(vec!["calls:read".into()]).unwrap()),
+        enabled: None,
+    };
+    let change = shared::audit::Change::operator();
+    let updated = store.update_token(&stale, &narrow, &change, now_ms()).await;
+    assert!(updated.unwrap().is_some());
+    // The roll as the route would make it from the stale read.
+    let request = shared::mint::MintRequest {
+        kind: stale.kind,
+        name: shared::domain::TokenName::from_stored(stale.name.clone()),
+        abilities: stale.abilities.clone(),
+        expires_at: stale.expires_at,
+        parent_id: None,
+        change,
+    };
+    let owner = shared::store::Owner::from(&t.user);
+    let grace = now_ms() / 1000 + 600;
+    let rolled = shared::mint::roll(&store, owner, &stale, request, grace, now_ms())
+        .await
+        .unwrap();
+    let shared::mint::Roll::Rolled { minted, .. } = rolled else {
+        panic!("{rolled:?}");
+    };
+    assert_eq!(minted.record.abilities.as_slice(), ["calls:read"]);
+    assert_eq!(minted.record.name, "narrow");
+    let stored = record_of(&store, minted.secret.expose()).await;
+    assert_eq!(stored, minted.record);
+}
