@@ -399,3 +399,23 @@ fn refused_tokens_are_401_and_usage_limits_429_through_an_uncached_authorizer() 
         "MeteredAuthorizer"
     );
 }
+
+/// `tokenctl serve` gives each request the time its function has on AWS, so that a stalled
+/// table answers the same 503 locally: every API route's function's `Timeout` (its own, or the
+/// Globals') is what `timeout_of` gives its paths.
+#[test]
+fn tokenctl_serve_gives_each_route_its_functions_timeout() {
+    let template = template();
+    let global = template["Globals"]["Function"]["Timeout"].as_u64().unwrap();
+    for (name, function) in resources_of_type(&template, "AWS::Serverless::Function") {
+        let timeout = function["Properties"]["Timeout"].as_u64().unwrap_or(global);
+        for (_, event) in function["Properties"]["Events"].as_mapping().unwrap() {
+            let path = text(&event["Properties"]["Path"]);
+            assert_eq!(
+                tokenctl::serve::timeout_of(&path).as_secs(),
+                timeout,
+                "{name} {path}"
+            );
+        }
+    }
+}
