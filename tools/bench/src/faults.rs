@@ -5,7 +5,7 @@
 //! resumed with SIGCONT several times. Then every invariant is checked from the data, and the
 //! figures are printed: nothing here is a timed assertion.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,6 +46,7 @@ enum Outcome {
         successor: Option<String>,
     },
     Deleted {
+        id: String,
         status: u16,
     },
 }
@@ -57,7 +58,7 @@ impl Outcome {
             Outcome::Created { status, .. } => ("creations", *status),
             Outcome::Consumed { status, .. } => ("consumes", *status),
             Outcome::Rolled { status, .. } => ("rolls", *status),
-            Outcome::Deleted { status } => ("deletions", *status),
+            Outcome::Deleted { status, .. } => ("deletions", *status),
         }
     }
 }
@@ -112,7 +113,7 @@ async fn send(
 }
 
 /// Runs the fault run against the world's table; prints what every invariant showed.
-pub async fn report(w: &World, pid: u32) {
+pub async fn report(w: &World, pid: u32) -> bool {
     let service: &Service = &w.service;
     let router = tokenctl::serve::router(service);
     let user = w.demo.user.clone();
@@ -190,7 +191,7 @@ pub async fn report(w: &World, pid: u32) {
                             let path = format!("/api/user/api-keys/{id}");
                             let (status, answer, took) =
                                 send(&router, "DELETE", &path, &user_key, json!({})).await;
-                            (Outcome::Deleted { status }, status, answer, took)
+                            (Outcome::Deleted { id, status }, status, answer, took)
                         }
                         None => continue,
                     },
@@ -340,18 +341,51 @@ pub async fn report(w: &World, pid: u32) {
             None => break,
         }
     }
-    let created_events: Vec<&str> = events
-        .iter()
-        .filter(|e| e["action"] == "token.created")
-        .filter(|e| {
-            e["target"]["name"]
+    // Each fault-run key's events of one action, by the key they name.
+    let of_action = |action: &str| {
+        let mut by_key: HashMap<&str, usize> = HashMap::new();
+        for event in &events {
+            let ours = event["target"]["name"]
                 .as_str()
-                .is_some_and(|n| n.starts_with("fault-"))
-        })
-        .filter_map(|e| e["target"]["token_id"].as_str())
-        .collect();
-    let distinct: HashSet<&str> = created_events.iter().copied().collect();
-    let all_fault_tokens = created_events.len();
+                .is_some_and(|n| n.starts_with("fault-"));
+            if let (true, true, Some(key)) = (
+                ours,
+                event["action"] == action,
+                event["target"]["token_id"].as_str(),
+            ) {
+                *by_key.entry(key).or_default() += 1;
+            }
+        }
+        by_key
+    };
+    let (created_events, rolled_events, revoked_events) = (
+        of_action("token.created"),
+        of_action("token.rolled"),
+        of_action("token.revoked"),
+    );
+    let acknowledged = |status: u16, kind: &str| -> Vec<&String> {
+        outcomes
+            .iter()
+            .filter_map(|o| match (o, kind) {
+                (Outcome::Rolled { id, status: s, .. }, "rolls") if *s == status => Some(id),
+                (Outcome::Deleted { id, status: s }, "deletions") if *s == status => Some(id),
+                _ => None,
+            })
+            .collect()
+    };
+    let once = |events: &HashMap<&str, usize>, ids: &[&String]| {
+        ids.iter()
+            .filter(|id| events.get(id.as_str()) != Some(&1))
+            .count()
+    };
+    let created_without_one_event = once(&created_events, &created);
+    let rolled_without_one_event = once(&rolled_events, &acknowledged(201, "rolls"));
+    let deleted_without_one_event = once(&revoked_events, &acknowledged(200, "deletions"));
+    let repeated = [&created_events, &rolled_events, &revoked_events]
+        .iter()
+        .flat_map(|events| events.values())
+        .filter(|n| **n > 1)
+        .count();
     // The cap counter against the keys holding a slot.
     let holders = live.iter().filter(|t| t.rolled_to.is_none()).count()
         + w.store
@@ -383,45 +417,66 @@ pub async fn report(w: &World, pid: u32) {
     for (kind, counts) in &statuses {
         println!("  {kind:<10} {counts:?}");
     }
-    let verdict = |ok: bool| if ok { "holds" } else { "BROKEN" };
-    println!(
-        "  credits: {allowed} units allowed, {unanswered} unanswered (503), {taken} credits taken: allowed <= taken {}, taken <= allowed + unanswered {}",
-        verdict(allowed as u64 <= taken),
-        verdict(taken <= (allowed + unanswered) as u64)
-    );
-    println!(
-        "  creations answered 201: {} ({} missing: {}); answered 503: {} ({} found later in the listing); names listed twice: {duplicated}",
-        created.len(),
-        created_missing,
-        verdict(created_missing == 0),
-        failed_names.len(),
-        failed_found
-    );
-    println!(
-        "  token.created events of this run: {all_fault_tokens} ({} distinct tokens; one per stored creation or roll: {})",
-        distinct.len(),
-        verdict(all_fault_tokens == distinct.len())
-    );
-    let events_missing = created
-        .iter()
-        .filter(|id| !distinct.contains(id.as_str()))
-        .count();
-    println!(
-        "  creations answered 201 without their token.created event: {events_missing} ({})",
-        verdict(events_missing == 0)
-    );
-    println!(
-        "  rolls answered 201 whose predecessor names another successor: {rolls_wrong} ({})",
-        verdict(rolls_wrong == 0)
-    );
-    println!(
-        "  cap counter {counter}, keys holding a slot {holders}: {}",
-        verdict(counter == holders as i64)
-    );
-    println!(
-        "  every 5xx a 503 JSON: {}; other statuses: {:?}; slowest answer {} ms",
-        verdict(*non_json_5xx.lock().unwrap() == 0),
-        other_statuses.lock().unwrap(),
-        slowest.lock().unwrap().as_millis()
-    );
+    let slowest = *slowest.lock().unwrap();
+    let checks = [
+        (
+            format!("credits: {allowed} units allowed <= {taken} credits taken"),
+            allowed as u64 <= taken,
+        ),
+        (
+            format!("credits: {taken} taken <= {allowed} allowed + {unanswered} unanswered (503)"),
+            taken <= (allowed + unanswered) as u64,
+        ),
+        (
+            format!(
+                "creations answered 201: {} all stored ({created_missing} missing)",
+                created.len()
+            ),
+            created_missing == 0,
+        ),
+        (
+            format!(
+                "creations answered 503: {} absent, or found later in the listing: {failed_found} found",
+                failed_names.len()
+            ),
+            true,
+        ),
+        (
+            format!("one name a slot ({duplicated} listed twice)"),
+            duplicated == 0,
+        ),
+        (
+            format!(
+                "one event per acknowledged change: {created_without_one_event} creations, \
+                 {rolled_without_one_event} rolls, {deleted_without_one_event} deletions without \
+                 exactly one; {repeated} keys with an event repeated"
+            ),
+            created_without_one_event + rolled_without_one_event + deleted_without_one_event
+                + repeated
+                == 0,
+        ),
+        (
+            format!("one successor per roll ({rolls_wrong} rolls answered 201 name another)"),
+            rolls_wrong == 0,
+        ),
+        (
+            format!("cap counter {counter} = keys holding a slot {holders}"),
+            counter == holders as i64,
+        ),
+        (
+            format!(
+                "every 5xx a 503 JSON; other statuses {:?}",
+                other_statuses.lock().unwrap()
+            ),
+            *non_json_5xx.lock().unwrap() == 0 && other_statuses.lock().unwrap().is_empty(),
+        ),
+        (
+            format!("slowest answer {} ms, within the 10 s deadline", slowest.as_millis()),
+            slowest < Duration::from_secs(10),
+        ),
+    ];
+    for (check, held) in &checks {
+        println!("  {} {check}", if *held { "holds: " } else { "BROKEN:" });
+    }
+    checks.iter().all(|(_, held)| *held)
 }

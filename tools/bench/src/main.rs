@@ -13,7 +13,8 @@
 //! 5. `bench faults`: a black-box fault run, DynamoDB Local paused and resumed under concurrent
 //!    load, every invariant checked from the data ([`faults`]).
 //!
-//! Prints figures; asserts nothing. `bench coldstart` prints only the cold starts (no database).
+//! Prints figures and asserts nothing, but for the fault run, which exits 1 when an invariant
+//! broke. `bench coldstart` prints only the cold starts (no database).
 
 mod coldstart;
 mod faults;
@@ -367,7 +368,9 @@ async fn main() {
             .ok()
             .and_then(|pid| pid.parse().ok())
             .expect("DYNAMODB_LOCAL_PID: the DynamoDB Local process to pause (make bench sets it)");
-        faults::report(&world().await, pid).await;
+        if !faults::report(&world().await, pid).await {
+            std::process::exit(1);
+        }
         return;
     }
     let requests: usize = std::env::var("BENCH_REQUESTS")
