@@ -245,14 +245,14 @@ pub async fn report(w: &World, pid: u32) -> bool {
         .list_tokens(user.id, TokenFamily::ApiKeys, now_ms())
         .await
         .expect("listing");
-    // A rolled key and its successor share a name: one name a slot.
-    let live_names: HashMap<&str, usize> =
-        live.iter()
-            .filter(|t| t.rolled_to.is_none())
-            .fold(HashMap::new(), |mut names, t| {
-                *names.entry(t.name.as_str()).or_default() += 1;
-                names
-            });
+    // A rolled key and its successor share a name: one name a slot, among this run's keys.
+    let live_names: HashMap<&str, usize> = live
+        .iter()
+        .filter(|t| t.rolled_to.is_none() && t.name.starts_with("fault-"))
+        .fold(HashMap::new(), |mut names, t| {
+            *names.entry(t.name.as_str()).or_default() += 1;
+            names
+        });
     let created: Vec<&String> = outcomes
         .iter()
         .filter_map(|o| match o {
