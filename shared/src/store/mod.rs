@@ -502,7 +502,10 @@ pub trait Store: Send + Sync {
 
     /// Revokes the live token at `address` for `why`, only if its record is one `allowed`
     /// accepts (a caller's right to it, read in the same pass as the revocation); `false`
-    /// otherwise, as for an unknown token.
+    /// otherwise, as for an unknown token. A predecessor still in its grace period is revoked
+    /// with it, in the same transaction (it works only through its successor). A roll landing
+    /// between the read and the revocation sends it back for a fresh read, so the slot given
+    /// back is decided by what is stored.
     async fn revoke_token_if(
         &self,
         address: TokenAddress,
