@@ -5,9 +5,8 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::auth::Principal;
+use crate::clock::exact_timestamp;
 use crate::domain::{PlatformId, UserId};
-use crate::http::exact_timestamp;
 use crate::token::{PublicTokenId, TokenKind};
 
 /// Who acts.
@@ -75,10 +74,9 @@ impl Change {
         Change::of(ActorKind::Operator, None, None, None)
     }
 
-    /// A change made by `caller`'s token.
-    pub fn by(caller: &Principal, source: Option<Source>) -> Change {
-        let (user, token) = (Some(caller.user_id), Some(caller.token()));
-        Change::of(ActorKind::User, user, token, source)
+    /// A change made by `token`, a token of `user`.
+    pub fn by(user: UserId, token: PublicTokenId, source: Option<Source>) -> Change {
+        Change::of(ActorKind::User, Some(user), Some(token), source)
     }
 
     /// A change made on a secret-scanning report's word.
@@ -137,16 +135,6 @@ impl Target {
             token_id: None,
             kind: None,
             name: None,
-        }
-    }
-
-    /// A token (token changes).
-    pub fn token(record: &crate::store::TokenRecord) -> Target {
-        Target {
-            user_id: record.user_id,
-            token_id: Some(record.public_id()),
-            kind: Some(record.kind),
-            name: Some(record.name.clone()),
         }
     }
 }

@@ -4,12 +4,11 @@ use crate::domain::{Abilities, PlatformId, Role, UserId, UserStatus};
 use crate::error::ApiError;
 use crate::limits::{self, Meter, Usage};
 use crate::store::{
-    revocation_name, Owner, Store, StoreError, TokenRecord, TokenState, LAST_USED_RESOLUTION_MS,
+    revocation_name, Fault, Owner, Store, TokenRecord, TokenState, LAST_USED_RESOLUTION_MS,
 };
 use crate::token::{self, PublicTokenId, TokenId, TokenKind};
 
-/// The ability that lets a token other than a full-access one manage its owner's tokens.
-pub const MANAGE_TOKENS: &str = "tokens:manage";
+pub use crate::domain::MANAGE_TOKENS;
 
 /// Who is calling: the verified token and its owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,11 +174,7 @@ impl Verification {
 
     /// One unit of use of a valid token: charged to its limits and its owner's (none for an
     /// unmetered token, with no write). `None`: the token stopped being usable meanwhile.
-    pub async fn charge(
-        &self,
-        store: &dyn Store,
-        now_ms: u64,
-    ) -> Result<Option<Usage>, StoreError> {
+    pub async fn charge(&self, store: &dyn Store, now_ms: u64) -> Result<Option<Usage>, Fault> {
         match &self.meter_holder {
             Some(holder) if self.is_metered() => {
                 store
@@ -199,18 +194,14 @@ pub async fn verify(
     store: &dyn Store,
     presented: &str,
     now_ms: u64,
-) -> Result<Verification, StoreError> {
+) -> Result<Verification, Fault> {
     let verification = check(store, presented, now_ms).await?;
     crate::metrics::verified(verification.code.as_str());
     Ok(verification)
 }
 
 /// [`verify`] without the metric.
-async fn check(
-    store: &dyn Store,
-    presented: &str,
-    now_ms: u64,
-) -> Result<Verification, StoreError> {
+async fn check(store: &dyn Store, presented: &str, now_ms: u64) -> Result<Verification, Fault> {
     let not_found = Verification {
         code: VerificationCode::NotFound,
         record: None,

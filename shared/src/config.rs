@@ -86,7 +86,8 @@ impl Config {
             "MAX_CUSTOMER_TOKENS_PER_USER",
             DEFAULT_MAX_CUSTOMER_TOKENS_PER_USER,
         )?;
-        let trust_roots = TrustRoots::parse(lookup(TrustRoots::VARIABLE).as_deref())?;
+        let trust_roots = TrustRoots::parse(lookup(TrustRoots::VARIABLE).as_deref())
+            .map_err(ConfigError::BadTrustRoots)?;
         let audit_retention_days = match lookup("AUDIT_RETENTION_DAYS") {
             None => DEFAULT_AUDIT_RETENTION_DAYS,
             Some(text) => text

@@ -7,7 +7,7 @@ use crate::domain::{
     Abilities, CustomerId, Email, Role, TokenName, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
 use crate::mint::mint_plaintext;
-use crate::store::{NewUser, Owner, Store, StoreError, User};
+use crate::store::{NewUser, Owner, Refusal, Store, StoreError, User};
 use crate::token::TokenKind;
 
 pub const ADMIN_ID: UserId = UserId(1001);
@@ -78,7 +78,7 @@ pub async fn seed(store: &dyn Store, cap: u32, now_ms: u64) -> Result<Demo, Stor
     let user = store
         .get_user(USER_ID)
         .await?
-        .ok_or(StoreError::UserNotFound)?;
+        .ok_or(Refusal::UserNotFound)?;
     let admin_key = api_key(store, &admin, cap).await?;
     let user_key = api_key(store, &user, cap).await?;
     Ok(Demo {

@@ -4,6 +4,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The ability that lets a token other than a full-access one manage its owner's tokens.
+pub const MANAGE_TOKENS: &str = "tokens:manage";
+
 /// A user id: allocated atomically by the store, or imported from the platform's own system.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -176,9 +179,9 @@ impl Abilities {
     }
 
     /// Whether a token with these abilities may manage (so mint) tokens: `*` or
-    /// [`crate::auth::MANAGE_TOKENS`]. Only such a token can have children.
+    /// [`MANAGE_TOKENS`]. Only such a token can have children.
     pub fn manage_tokens(&self) -> bool {
-        self.is_full() || self.0.iter().any(|a| a == crate::auth::MANAGE_TOKENS)
+        self.is_full() || self.0.iter().any(|a| a == MANAGE_TOKENS)
     }
 
     /// True when every ability of `other` is one of ours: a token never mints a broader one.

@@ -1,79 +1,9 @@
 //! The one error type of every route, and how each route family renders it.
 
 use lambda_http::http::StatusCode;
-use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use crate::store::StoreError;
-
-/// Laravel-style field errors: field -> messages, in the order they were found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FieldErrors(Vec<(String, Vec<String>)>);
-
-impl FieldErrors {
-    pub fn new() -> FieldErrors {
-        FieldErrors::default()
-    }
-
-    /// A single error on a single field.
-    pub fn single(field: &str, message: impl Into<String>) -> FieldErrors {
-        let mut errors = FieldErrors::new();
-        errors.add(field, message);
-        errors
-    }
-
-    pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        let message = message.into();
-        match self.0.iter_mut().find(|(f, _)| f == field) {
-            Some((_, messages)) => messages.push(message),
-            None => self.0.push((field.to_string(), vec![message])),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// `Err` when any error was added.
-    pub fn into_result(self) -> Result<(), FieldErrors> {
-        if self.is_empty() {
-            Ok(())
-        } else {
-            Err(self)
-        }
-    }
-
-    /// The first message, with Laravel's `(and N more error(s))` suffix.
-    pub fn summary(&self) -> String {
-        let mut messages = self.0.iter().flat_map(|(_, m)| m);
-        let first = messages.next().cloned().unwrap_or_default();
-        match messages.count() {
-            0 => first,
-            1 => format!("{first} (and 1 more error)"),
-            more => format!("{first} (and {more} more errors)"),
-        }
-    }
-
-    /// Both sets of errors, `self`'s fields first.
-    pub fn merge(mut self, other: FieldErrors) -> FieldErrors {
-        for (field, messages) in other.0 {
-            for message in messages {
-                self.add(&field, message);
-            }
-        }
-        self
-    }
-}
-
-/// `{"field": ["message", ...], ...}`, fields in the order they were found.
-impl Serialize for FieldErrors {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (field, messages) in &self.0 {
-            map.serialize_entry(field, messages)?;
-        }
-        map.end()
-    }
-}
+use crate::store::{Fault, Refusal, StoreError};
+pub use crate::validate::FieldErrors;
 
 /// Everything a route can answer other than success. 4xx messages tell the client what to fix;
 /// 5xx messages are generic and the cause goes to the log.
@@ -102,7 +32,7 @@ pub enum ApiError {
         retry_after: Option<u64>,
     },
     /// A token may not mint one that outlives it.
-    #[error("A token cannot outlive the token that creates it: choose an expiry no later than {} (epoch seconds {limit}).", crate::http::timestamp_seconds(limit.saturating_mul(1000)))]
+    #[error("A token cannot outlive the token that creates it: choose an expiry no later than {} (epoch seconds {limit}).", crate::clock::timestamp_seconds(limit.saturating_mul(1000)))]
     OutlivesParent { limit: u64 },
     /// A resource of the route is absent (or in another tenant, which must look the same).
     #[error("{0}")]
@@ -138,8 +68,18 @@ pub enum ApiError {
         code: &'static str,
         message: String,
     },
+    /// A fault of the service: its cause is logged where the response is made, once.
     #[error("The service is temporarily unavailable. Please try again shortly.")]
-    Unavailable,
+    Unavailable(Cause),
+}
+
+/// Why a request got a 503, for the log (never for the client).
+#[derive(Debug)]
+pub enum Cause {
+    /// DynamoDB failed, or holds what this version cannot read.
+    Store(Fault),
+    /// The service is missing something it needs (a key, a trust setting).
+    Service(String),
 }
 
 impl ApiError {
@@ -162,7 +102,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Coded { status, .. } => *status,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -188,7 +128,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             ApiError::Coded { code, .. } => code,
-            ApiError::Unavailable => "SERVICE_UNAVAILABLE",
+            ApiError::Unavailable(_) => "SERVICE_UNAVAILABLE",
         }
     }
 }
@@ -199,12 +139,46 @@ impl From<FieldErrors> for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    /// Store failures that reach a client are faults of ours: logged in full here, answered
-    /// with a generic 503.
-    fn from(error: StoreError) -> ApiError {
-        tracing::error!(error = %error, cause = ?std::error::Error::source(&error), "store failure");
-        ApiError::Unavailable
+impl From<Fault> for ApiError {
+    /// A store fault is ours: a generic 503, its cause kept for the log.
+    fn from(fault: Fault) -> ApiError {
+        ApiError::Unavailable(Cause::Store(fault))
+    }
+}
+
+impl ApiError {
+    /// A 503 for something the service lacks (`why` goes to the log).
+    pub fn unavailable(why: impl Into<String>) -> ApiError {
+        ApiError::Unavailable(Cause::Service(why.into()))
+    }
+
+    /// The answer to a store operation that failed: a refusal as `answer` says, a fault as a
+    /// 503. `answer` gives `None` for a refusal the route never expects there (the operation
+    /// does not refuse so): that is a fault of the service too, never a guess at a 4xx.
+    pub fn from_store(
+        error: StoreError,
+        answer: impl FnOnce(&Refusal) -> Option<ApiError>,
+    ) -> ApiError {
+        match error {
+            StoreError::Fault(fault) => fault.into(),
+            StoreError::Refused(refusal) => {
+                answer(&refusal).unwrap_or_else(|| Fault::unexpected(refusal).into())
+            }
+        }
+    }
+
+    /// Logs the cause of a 5xx; nothing for any other answer. Called once, where the response
+    /// is made.
+    pub fn log_fault(&self) {
+        match self {
+            ApiError::Unavailable(Cause::Store(fault)) => {
+                tracing::error!(error = %fault, cause = ?std::error::Error::source(fault), "store failure")
+            }
+            ApiError::Unavailable(Cause::Service(why)) => {
+                tracing::error!(error = %why, "service failure")
+            }
+            _ => {}
+        }
     }
 }
 

@@ -4,11 +4,9 @@
 use lambda_http::http::{HeaderMap, Request, Uri};
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
-use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
-use time::macros::format_description;
-use time::OffsetDateTime;
 
+pub use crate::clock::{timestamp_micros, timestamp_seconds, MicrosText, SecondsText};
 use crate::deadline;
 use crate::error::ApiError;
 
@@ -194,71 +192,6 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// `2025-01-08T10:30:00.000000Z`, the api-keys seed's timestamps.
-pub fn timestamp_micros(ms: u64) -> String {
-    exact_timestamp(u64::saturating_mul(ms, 1000))
-}
-
-/// `2025-01-08T10:30:00.123456Z` of a time in microseconds (audit events).
-pub fn exact_timestamp(us: u64) -> String {
-    format_nanos(
-        i128::from(us) * 1000,
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"),
-    )
-}
-
-/// `2024-01-15T19:00:00Z`, the api-tokens seed's timestamps.
-pub fn timestamp_seconds(ms: u64) -> String {
-    format_nanos(
-        i128::from(ms) * 1_000_000,
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"),
-    )
-}
-
-/// A time in milliseconds, serialized as [`timestamp_micros`] does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Micros(pub u64);
-
-/// A time in milliseconds, serialized as [`timestamp_seconds`] does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Seconds(pub u64);
-
-impl Seconds {
-    /// An epoch time in seconds (an expiry).
-    pub fn from_epoch_seconds(seconds: u64) -> Seconds {
-        Seconds(seconds.saturating_mul(1000))
-    }
-}
-
-impl Micros {
-    /// An epoch time in seconds (an expiry).
-    pub fn from_epoch_seconds(seconds: u64) -> Micros {
-        Micros(seconds.saturating_mul(1000))
-    }
-}
-
-impl Serialize for Micros {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&timestamp_micros(self.0))
-    }
-}
-
-impl Serialize for Seconds {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&timestamp_seconds(self.0))
-    }
-}
-
-fn format_nanos(
-    nanos: i128,
-    format: &[time::format_description::BorrowedFormatItem<'_>],
-) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| t.format(format).ok())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,26 +305,5 @@ mod tests {
                 let _ = query_parameter(&uri, "userId");
             }
         }
-    }
-
-    #[test]
-    fn timestamps_follow_the_seeds() {
-        assert_eq!(
-            timestamp_micros(1_736_332_200_000),
-            "2025-01-08T10:30:00.000000Z"
-        );
-        assert_eq!(
-            timestamp_micros(1_736_332_200_123),
-            "2025-01-08T10:30:00.123000Z"
-        );
-        assert_eq!(timestamp_seconds(1_705_345_200_999), "2024-01-15T19:00:00Z");
-        assert_eq!(
-            serde_json::to_value((
-                Micros(1_736_332_200_000),
-                Seconds::from_epoch_seconds(1_705_345_200)
-            ))
-            .unwrap(),
-            json!(["2025-01-08T10:30:00.000000Z", "2024-01-15T19:00:00Z"])
-        );
     }
 }

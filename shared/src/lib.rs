@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod deadline;
 #[cfg(feature = "demo")]
@@ -13,6 +14,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod mint;
+pub mod model;
 pub mod service;
 pub mod store;
 #[cfg(feature = "test-support")]

@@ -9,9 +9,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use time::{Date, OffsetDateTime};
 
-use crate::error::FieldErrors;
-use crate::http::Seconds;
-use crate::validate::{both, integer_field, present, required, string_field, Parsed};
+use crate::clock::{EpochSeconds, SecondsText};
+use crate::validate::{both, integer_field, present, required, string_field, FieldErrors, Parsed};
 
 /// The most credits a record may hold, and the largest refill.
 pub const MAX_CREDITS: u64 = 1_000_000_000;
@@ -246,7 +245,7 @@ impl Refusal {
 pub struct Window {
     pub limit: u64,
     pub remaining: u64,
-    pub reset: Seconds,
+    pub reset: SecondsText,
 }
 
 /// Remaining credits as reported.
@@ -403,7 +402,7 @@ pub fn usage(standings: &[Standing], charged: u64, now_ms: u64) -> Usage {
         .map(|w| Window {
             limit: w.limit,
             remaining: w.limit.saturating_sub(w.used + charged),
-            reset: Seconds::from_epoch_seconds(w.end),
+            reset: SecondsText::from(EpochSeconds(w.end)),
         })
         .min_by_key(|w| (w.remaining, w.reset.0));
     let refusal = standings

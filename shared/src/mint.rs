@@ -4,7 +4,7 @@ use crate::audit::Change;
 use crate::auth::Principal;
 use crate::domain::{Abilities, TokenName};
 use crate::error::ApiError;
-use crate::store::{NewToken, Owner, RollOutcome, Store, StoreError, TokenRecord};
+use crate::store::{NewToken, Owner, Refusal, RollOutcome, Store, StoreError, TokenRecord};
 use crate::token::{self, PublicTokenId, TokenKind, TokenSecret};
 
 /// What to mint.
@@ -151,11 +151,11 @@ where
                 };
                 return Ok((minted, stored));
             }
-            Err(StoreError::TokenIdTaken) => continue,
+            Err(StoreError::Refused(Refusal::TokenIdTaken)) => continue,
             Err(other) => return Err(other),
         }
     }
-    Err(StoreError::TokenIdTaken)
+    Err(Refusal::TokenIdTaken.into())
 }
 
 /// A never-expiring token of `kind` for `owner`, as plaintext: the operator's and

@@ -13,8 +13,6 @@ use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
 use aws_smithy_http_client::{Builder, ConnectorBuilder};
 
-use crate::config::ConfigError;
-
 /// The root CAs of Amazon Trust Services, in PEM.
 pub const AMAZON_TRUST_SERVICES_PEM: &[u8] = include_bytes!("../certs/amazon-trust-services.pem");
 
@@ -32,12 +30,12 @@ impl TrustRoots {
     /// The variable that chooses the roots.
     pub const VARIABLE: &'static str = "TLS_TRUST_ROOTS";
 
-    /// Reads the setting's value; unset is the default.
-    pub fn parse(value: Option<&str>) -> Result<TrustRoots, ConfigError> {
+    /// Reads the setting's value; unset is the default. `Err`: the value, which names no roots.
+    pub fn parse(value: Option<&str>) -> Result<TrustRoots, String> {
         match value.map(str::trim) {
             None | Some("") | Some("amazon") => Ok(TrustRoots::AmazonTrustServices),
             Some("system") => Ok(TrustRoots::System),
-            Some(other) => Err(ConfigError::BadTrustRoots(other.to_string())),
+            Some(other) => Err(other.to_string()),
         }
     }
 
@@ -92,7 +90,7 @@ mod tests {
         for bad in ["System", "all", "none", "/etc/ssl/certs"] {
             assert!(matches!(
                 TrustRoots::parse(Some(bad)),
-                Err(ConfigError::BadTrustRoots(value)) if value == bad
+                Err(value) if value == bad
             ));
         }
     }

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::domain::{Abilities, AbilitiesProblem, NameProblem, TokenName};
-use crate::error::FieldErrors;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 /// The field's value, or `None` when it is missing, `null` or a blank string.
 pub fn present<'a>(body: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
@@ -215,6 +215,76 @@ fn parse_date(text: &str) -> Option<i64> {
     );
     date.ok()
         .map(|date| date.midnight().assume_utc().unix_timestamp())
+}
+
+/// Laravel-style field errors: field -> messages, in the order they were found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldErrors(Vec<(String, Vec<String>)>);
+
+impl FieldErrors {
+    pub fn new() -> FieldErrors {
+        FieldErrors::default()
+    }
+
+    /// A single error on a single field.
+    pub fn single(field: &str, message: impl Into<String>) -> FieldErrors {
+        let mut errors = FieldErrors::new();
+        errors.add(field, message);
+        errors
+    }
+
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        let message = message.into();
+        match self.0.iter_mut().find(|(f, _)| f == field) {
+            Some((_, messages)) => messages.push(message),
+            None => self.0.push((field.to_string(), vec![message])),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Err` when any error was added.
+    pub fn into_result(self) -> Result<(), FieldErrors> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+
+    /// The first message, with Laravel's `(and N more error(s))` suffix.
+    pub fn summary(&self) -> String {
+        let mut messages = self.0.iter().flat_map(|(_, m)| m);
+        let first = messages.next().cloned().unwrap_or_default();
+        match messages.count() {
+            0 => first,
+            1 => format!("{first} (and 1 more error)"),
+            more => format!("{first} (and {more} more errors)"),
+        }
+    }
+
+    /// Both sets of errors, `self`'s fields first.
+    pub fn merge(mut self, other: FieldErrors) -> FieldErrors {
+        for (field, messages) in other.0 {
+            for message in messages {
+                self.add(&field, message);
+            }
+        }
+        self
+    }
+}
+
+/// `{"field": ["message", ...], ...}`, fields in the order they were found.
+impl Serialize for FieldErrors {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (field, messages) in &self.0 {
+            map.serialize_entry(field, messages)?;
+        }
+        map.end()
+    }
 }
 
 #[cfg(test)]

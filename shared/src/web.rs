@@ -29,7 +29,7 @@ use crate::domain::UserId;
 use crate::error::{ApiError, FieldErrors};
 use crate::http::{bearer_token, body_fields, header, routed_request, BodyFormat, MAX_BODY_BYTES};
 use crate::service::{init_tracing, Service};
-use crate::store::{now_ms, StoreError};
+use crate::store::{now_ms, Fault};
 use crate::token::PublicTokenId;
 use crate::{deadline, http};
 
@@ -171,14 +171,15 @@ impl<S> From<FieldErrors> for Failure<S> {
     }
 }
 
-impl<S> From<StoreError> for Failure<S> {
-    fn from(error: StoreError) -> Failure<S> {
-        Failure::new(error.into())
+impl<S> From<Fault> for Failure<S> {
+    fn from(fault: Fault) -> Failure<S> {
+        Failure::new(fault.into())
     }
 }
 
 impl<S: Style> IntoResponse for Failure<S> {
     fn into_response(self) -> Response {
+        self.0.log_fault();
         let mut response = Json(self.0.status(), S::body(&self.0)).into_response();
         match &self.0 {
             ApiError::MethodNotAllowed { allow, .. } => {
@@ -269,7 +270,11 @@ pub struct Caller<S, R = AnyToken> {
 impl<S, R> Caller<S, R> {
     /// A change made by this caller: what the store's writes take for their audit events.
     pub fn change(&self) -> Change {
-        Change::by(&self.principal, self.source.clone())
+        Change::by(
+            self.principal.user_id,
+            self.principal.token(),
+            self.source.clone(),
+        )
     }
 }
 
@@ -624,7 +629,7 @@ mod tests {
             answer::<Laravel>(ApiError::NotAdministrator).2,
             json!({"message": "You are not an administrator."})
         );
-        let (status, _, coded) = answer::<Coded>(ApiError::Unavailable);
+        let (status, _, coded) = answer::<Coded>(ApiError::unavailable("test"));
         assert_eq!(status, 503);
         assert_eq!(coded["error"], "SERVICE_UNAVAILABLE");
         assert_eq!(

@@ -11,7 +11,8 @@ use shared::auth::{verify, VerificationCode};
 use shared::deadline;
 use shared::domain::{Abilities, Role, TokenName, UserStatus};
 use shared::mint::{mint, MintRequest};
-use shared::store::{now_ms, DynamoStore, Owner, PermanentGeneration, Store, StoreError, User};
+use shared::store::traits::*;
+use shared::store::{now_ms, DynamoStore, Owner, PermanentGeneration, Refusal, StoreError, User};
 use shared::test_support::faults::{Fault, FaultInjector, Operation};
 use shared::test_support::{
     add_user, new_user, service, service_intercepted, service_with, tenant, token_for, ttl_sweep,
@@ -102,7 +103,7 @@ async fn ttl_deleting_expired_tokens_never_strands_their_slots() {
     assert!(ttl_sweep(&store, now_ms()).await >= 4);
     assert!(matches!(
         mint(&store, owner, key_request(None), 5, now_ms()).await,
-        Err(StoreError::TokenLimitReached { max: 5 })
+        Err(StoreError::Refused(Refusal::TokenLimitReached { max: 5 }))
     ));
 }
 
@@ -390,7 +391,10 @@ async fn a_table_that_never_answers_fails_before_the_deadline() {
         let started = Instant::now();
         let deadline = started + budget;
         let verified = deadline::within(Some(deadline), verify(&slow, &token, now_ms())).await;
-        assert!(matches!(verified, Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            verified,
+            Err(shared::store::Fault::Unavailable(_))
+        ));
         let minted = deadline::within(
             Some(deadline),
             mint(
@@ -402,7 +406,10 @@ async fn a_table_that_never_answers_fails_before_the_deadline() {
             ),
         )
         .await;
-        assert!(matches!(minted, Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            minted,
+            Err(StoreError::Fault(shared::store::Fault::Unavailable(_)))
+        ));
         // Both gave up with time left to answer (the SDK alone would wait 4 s per call).
         assert!(Instant::now() < deadline, "{budget:?}");
     }

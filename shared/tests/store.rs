@@ -8,7 +8,8 @@ use shared::auth::authenticate;
 use shared::domain::{Abilities, CustomerId, Email, Role, TokenName, UserId, UserStatus};
 use shared::error::ApiError;
 use shared::mint::{mint, MintRequest};
-use shared::store::{now_ms, DynamoStore, PermanentGeneration, Store, StoreError, TokenState};
+use shared::store::traits::*;
+use shared::store::{now_ms, DynamoStore, PermanentGeneration, Refusal, StoreError, TokenState};
 use shared::test_support::{add_user, new_user, random_hex, service, tenant, token_for};
 use shared::token::{self, TokenFamily, TokenKind};
 
@@ -66,7 +67,7 @@ async fn emails_are_unique_per_platform_case_insensitively() {
         store
             .create_user(again.clone(), &shared::audit::Change::operator(), now_ms())
             .await,
-        Err(StoreError::EmailTaken)
+        Err(StoreError::Refused(Refusal::EmailTaken))
     ));
 
     again.platform_id = other.id;
@@ -105,7 +106,7 @@ async fn customer_ids_and_imported_ids_are_unique() {
         store
             .create_user(second, &shared::audit::Change::operator(), now_ms())
             .await,
-        Err(StoreError::CustomerIdTaken)
+        Err(StoreError::Refused(Refusal::CustomerIdTaken))
     ));
 
     let mut imported = new_user(&acme, Role::User);
@@ -114,7 +115,7 @@ async fn customer_ids_and_imported_ids_are_unique() {
         store
             .create_user(imported, &shared::audit::Change::operator(), now_ms())
             .await,
-        Err(StoreError::UserIdTaken)
+        Err(StoreError::Refused(Refusal::UserIdTaken))
     ));
 
     // The counter starts at 1, which the import holds: allocation skips it.
@@ -134,7 +135,7 @@ async fn customer_ids_and_imported_ids_are_unique() {
                 now_ms()
             )
             .await,
-        Err(StoreError::PlatformNotFound)
+        Err(StoreError::Refused(Refusal::PlatformNotFound))
     ));
 }
 
@@ -264,7 +265,7 @@ async fn malformed_tokens_are_refused_without_a_database_call() {
     // Control: a well-formed token does reach the (broken) database.
     assert!(matches!(
         authenticate(&broken, Some(&t.user_token), now_ms()).await,
-        Err(ApiError::Unavailable)
+        Err(ApiError::Unavailable(_))
     ));
     // And the flipped token is refused by the working store too.
     assert!(matches!(
@@ -316,7 +317,7 @@ async fn blocking_a_user_stops_its_tokens_and_new_ones() {
             now_ms()
         )
         .await,
-        Err(StoreError::UserBlocked)
+        Err(StoreError::Refused(Refusal::UserBlocked))
     ));
     store
         .set_user_status(
@@ -337,7 +338,7 @@ async fn blocking_a_user_stops_its_tokens_and_new_ones() {
                 &shared::audit::Change::operator()
             )
             .await,
-        Err(StoreError::UserNotFound)
+        Err(StoreError::Refused(Refusal::UserNotFound))
     ));
 }
 
@@ -372,7 +373,7 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
     for task in tasks {
         match task.await.unwrap() {
             Ok(_) => created += 1,
-            Err(StoreError::TokenLimitReached { max }) => assert_eq!(max, cap),
+            Err(StoreError::Refused(Refusal::TokenLimitReached { max })) => assert_eq!(max, cap),
             Err(other) => panic!("{other}"),
         }
     }
@@ -446,7 +447,7 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
             later
         )
         .await,
-        Err(StoreError::TokenLimitReached { .. })
+        Err(StoreError::Refused(Refusal::TokenLimitReached { .. }))
     ));
 }
 
@@ -607,7 +608,7 @@ async fn a_record_id_is_never_overwritten() {
                 now_ms()
             )
             .await,
-        Err(StoreError::TokenIdTaken)
+        Err(StoreError::Refused(Refusal::TokenIdTaken))
     ));
     let stored = store
         .get_token(t.user.id, TokenFamily::ApiKeys, issued.parsed.token_id)

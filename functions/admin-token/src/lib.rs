@@ -12,7 +12,7 @@ use shared::domain::{Abilities, Email, TokenName, UserId};
 use shared::error::{ApiError, FieldErrors};
 use shared::mint::MintRequest;
 use shared::service::Service;
-use shared::store::{Owner, StoreError, User};
+use shared::store::{Owner, Refusal, User};
 use shared::token::TokenKind;
 use shared::validate::{both, name_field, present, Parsed};
 use shared::web::{self, Admin, Failure, Fields, Json, Routes, WhiteLabel};
@@ -176,18 +176,20 @@ async fn create_token(
     let minted = service
         .mint(Owner::from(&user), mint_request, caller.now)
         .await
-        .map_err(|e| match e {
-            StoreError::UserNotFound => ApiError::NotFound(USER_NOT_FOUND),
-            StoreError::UserBlocked => {
+        .map_err(|e| {
+            ApiError::from_store(e, |refusal| match refusal {
+            Refusal::UserNotFound => Some(ApiError::NotFound(USER_NOT_FOUND)),
+            Refusal::UserBlocked => Some({
                 ApiError::Validation(FieldErrors::single(field, "The selected user is blocked."))
-            }
-            StoreError::TokenLimitReached { max } => ApiError::Validation(FieldErrors::single(
+            }),
+            Refusal::TokenLimitReached { max } => Some(ApiError::Validation(FieldErrors::single(
                 field,
                 format!(
                     "The user already holds {max} API tokens, the most allowed. Delete one before creating another."
                 ),
-            )),
-            other => other.into(),
+            ))),
+            _ => None,
+            })
         })?;
     let created = TokenCreated {
         message: "Token created successfully.",

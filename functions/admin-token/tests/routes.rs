@@ -8,7 +8,8 @@ use shared::auth::authenticate;
 use shared::demo;
 use shared::domain::{Abilities, Role, UserStatus};
 use shared::service::Service;
-use shared::store::{now_ms, Store};
+use shared::store::now_ms;
+use shared::store::traits::*;
 use shared::test_support::{
     add_user, bearer, new_user, request, sample_event, service, service_with, tenant, token_for,
     Tenant,

@@ -14,14 +14,14 @@ use axum::Router;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use shared::clock::{EpochMs, EpochSeconds, MicrosText, SecondsText};
 use shared::domain::{Abilities, TokenName};
 use shared::error::{ApiError, FieldErrors};
-use shared::http::{Micros, Seconds};
 use shared::limits::Limits;
 use shared::mint::{MintRequest, Minted, Roll};
 use shared::service::Service;
 use shared::store::{
-    live_token, set_token_limits, Metered, Revocation, StoreError, TokenAddress, TokenChange,
+    live_token, set_token_limits, Metered, Refusal, Revocation, TokenAddress, TokenChange,
     TokenRecord, TokenState,
 };
 use shared::token::{PublicTokenId, TokenFamily, TokenKind};
@@ -202,7 +202,7 @@ impl Family for ApiKeys {
             api_key: CreatedApiKey::from(successor),
             previous: Previous {
                 id: previous.public_id().to_string(),
-                expires_at: Micros::from_epoch_seconds(previous_expires_at),
+                expires_at: MicrosText::from(EpochSeconds(previous_expires_at)),
             },
         };
         Json(StatusCode::CREATED, rolled).into_response()
@@ -258,7 +258,7 @@ impl Family for PersonalTokens {
             data: CreatedPersonalToken::from(successor),
             previous: Previous {
                 id: previous.public_id().to_string(),
-                expires_at: Seconds::from_epoch_seconds(previous_expires_at),
+                expires_at: SecondsText::from(EpochSeconds(previous_expires_at)),
             },
         };
         Json(StatusCode::CREATED, rolled).into_response()
@@ -275,9 +275,9 @@ pub fn router(service: Service) -> Router {
 struct ApiKeyView<'a> {
     id: String,
     name: &'a str,
-    created_at: Micros,
-    last_used_at: Option<Micros>,
-    expires_at: Option<Micros>,
+    created_at: MicrosText,
+    last_used_at: Option<MicrosText>,
+    expires_at: Option<MicrosText>,
     enabled: bool,
 }
 
@@ -286,9 +286,9 @@ impl<'a> From<&'a TokenRecord> for ApiKeyView<'a> {
         ApiKeyView {
             id: key.public_id().to_string(),
             name: &key.name,
-            created_at: Micros(key.created_at_ms),
-            last_used_at: key.last_used_at_ms.map(Micros),
-            expires_at: key.expires_at.map(Micros::from_epoch_seconds),
+            created_at: MicrosText(EpochMs(key.created_at_ms)),
+            last_used_at: key.last_used_at_ms.map(|at| MicrosText(EpochMs(at))),
+            expires_at: key.expires_at.map(|at| MicrosText::from(EpochSeconds(at))),
             enabled: key.enabled,
         }
     }
@@ -300,9 +300,9 @@ struct PersonalTokenView<'a> {
     id: String,
     name: &'a str,
     abilities: &'a Abilities,
-    created_at: Seconds,
-    last_used_at: Option<Seconds>,
-    expires_at: Option<Seconds>,
+    created_at: SecondsText,
+    last_used_at: Option<SecondsText>,
+    expires_at: Option<SecondsText>,
     enabled: bool,
 }
 
@@ -312,9 +312,11 @@ impl<'a> From<&'a TokenRecord> for PersonalTokenView<'a> {
             id: token.public_id().to_string(),
             name: &token.name,
             abilities: &token.abilities,
-            created_at: Seconds(token.created_at_ms),
-            last_used_at: token.last_used_at_ms.map(Seconds),
-            expires_at: token.expires_at.map(Seconds::from_epoch_seconds),
+            created_at: SecondsText(EpochMs(token.created_at_ms)),
+            last_used_at: token.last_used_at_ms.map(|at| SecondsText(EpochMs(at))),
+            expires_at: token
+                .expires_at
+                .map(|at| SecondsText::from(EpochSeconds(at))),
             enabled: token.enabled,
         }
     }
@@ -326,8 +328,8 @@ struct CreatedApiKey<'a> {
     id: String,
     name: &'a str,
     token: &'a str,
-    created_at: Micros,
-    expires_at: Option<Micros>,
+    created_at: MicrosText,
+    expires_at: Option<MicrosText>,
 }
 
 impl<'a> From<&'a Minted> for CreatedApiKey<'a> {
@@ -336,8 +338,11 @@ impl<'a> From<&'a Minted> for CreatedApiKey<'a> {
             id: minted.record.public_id().to_string(),
             name: &minted.record.name,
             token: minted.secret.expose(),
-            created_at: Micros(minted.record.created_at_ms),
-            expires_at: minted.record.expires_at.map(Micros::from_epoch_seconds),
+            created_at: MicrosText(EpochMs(minted.record.created_at_ms)),
+            expires_at: minted
+                .record
+                .expires_at
+                .map(|at| MicrosText::from(EpochSeconds(at))),
         }
     }
 }
@@ -349,8 +354,8 @@ struct CreatedPersonalToken<'a> {
     name: &'a str,
     abilities: &'a Abilities,
     token: &'a str,
-    created_at: Seconds,
-    expires_at: Option<Seconds>,
+    created_at: SecondsText,
+    expires_at: Option<SecondsText>,
 }
 
 impl<'a> From<&'a Minted> for CreatedPersonalToken<'a> {
@@ -360,8 +365,11 @@ impl<'a> From<&'a Minted> for CreatedPersonalToken<'a> {
             name: &minted.record.name,
             abilities: &minted.record.abilities,
             token: minted.secret.expose(),
-            created_at: Seconds(minted.record.created_at_ms),
-            expires_at: minted.record.expires_at.map(Seconds::from_epoch_seconds),
+            created_at: SecondsText(EpochMs(minted.record.created_at_ms)),
+            expires_at: minted
+                .record
+                .expires_at
+                .map(|at| SecondsText::from(EpochSeconds(at))),
         }
     }
 }
@@ -388,13 +396,13 @@ struct Previous<T> {
 struct KeyRolled<'a> {
     message: &'static str,
     api_key: CreatedApiKey<'a>,
-    previous: Previous<Micros>,
+    previous: Previous<MicrosText>,
 }
 
 #[derive(Serialize)]
 struct TokenRolled<'a> {
     data: CreatedPersonalToken<'a>,
-    previous: Previous<Seconds>,
+    previous: Previous<SecondsText>,
 }
 
 #[derive(Serialize)]
@@ -492,15 +500,17 @@ async fn create(
     service
         .mint(caller.owner(), request, caller.now)
         .await
-        .map_err(|e| match e {
-            StoreError::UserNotFound | StoreError::UserBlocked => ApiError::Unauthenticated,
-            StoreError::TokenLimitReached { max } => ApiError::Validation(FieldErrors::single(
+        .map_err(|e| {
+            ApiError::from_store(e, |refusal| match refusal {
+            Refusal::UserNotFound | Refusal::UserBlocked => Some(ApiError::Unauthenticated),
+            Refusal::TokenLimitReached { max } => Some(ApiError::Validation(FieldErrors::single(
                 "name",
                 format!(
                     "You already hold {max} API keys and tokens, the most allowed. Delete one you no longer use before creating another."
                 ),
-            )),
-            other => other.into(),
+            ))),
+            _ => None,
+            })
         })
 }
 
@@ -545,7 +555,7 @@ async fn update<F: Family>(
             return Ok(F::updated(&updated));
         }
     }
-    Err(ApiError::Unavailable.into())
+    Err(ApiError::unavailable("a token update kept losing races to other updates").into())
 }
 
 /// Rolls one of the caller's own live tokens: a successor with the same name, abilities and
@@ -588,9 +598,11 @@ async fn roll<F: Family>(
         caller.now,
     )
     .await
-    .map_err(|e| match e {
-        StoreError::UserNotFound | StoreError::UserBlocked => ApiError::Unauthenticated,
-        other => other.into(),
+    .map_err(|e| {
+        ApiError::from_store(e, |refusal| match refusal {
+            Refusal::UserNotFound | Refusal::UserBlocked => Some(ApiError::Unauthenticated),
+            _ => None,
+        })
     })?;
     match rolled {
         Roll::Rolled {

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use shared::demo;
 use shared::domain::{Abilities, UserStatus};
 use shared::service::Service;
-use shared::store::{now_ms, Store};
+use shared::store::now_ms;
+use shared::store::traits::*;
 use shared::test_support::{
     bearer, event, request, service, service_with, tenant, token_expiring, token_for,
 };

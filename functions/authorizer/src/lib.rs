@@ -21,10 +21,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use shared::auth::{verify, Principal, Verification, VerificationCode};
+use shared::clock::{EpochMs, EpochSeconds, SecondsText};
 use shared::domain::{Abilities, Role, UserId};
 use shared::error::ApiError;
 use shared::error::FieldErrors;
-use shared::http::{bearer_token, header, path_parameter, query_parameter, Seconds};
+use shared::http::{bearer_token, header, path_parameter, query_parameter};
 use shared::limits::{Remaining, Usage, Window};
 use shared::service::Service;
 use shared::store::{now_ms, TokenRecord};
@@ -231,8 +232,8 @@ struct VerifiedToken<'a> {
     kind: &'static str,
     name: &'a str,
     abilities: &'a Abilities,
-    expires_at: Option<Seconds>,
-    last_used_at: Option<Seconds>,
+    expires_at: Option<SecondsText>,
+    last_used_at: Option<SecondsText>,
     revoked_reason: Option<&'static str>,
 }
 
@@ -245,8 +246,10 @@ impl<'a> VerifiedToken<'a> {
             kind: record.kind.as_str(),
             name: &record.name,
             abilities: &record.abilities,
-            expires_at: record.expires_at.map(Seconds::from_epoch_seconds),
-            last_used_at: record.last_used_at_ms.map(Seconds),
+            expires_at: record
+                .expires_at
+                .map(|at| SecondsText::from(EpochSeconds(at))),
+            last_used_at: record.last_used_at_ms.map(|at| SecondsText(EpochMs(at))),
         }
     }
 }

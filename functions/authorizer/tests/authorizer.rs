@@ -10,7 +10,8 @@ use shared::demo;
 use shared::domain::{Abilities, TokenName, UserId, UserStatus};
 use shared::mint::{mint, MintRequest};
 use shared::service::Service;
-use shared::store::{now_ms, DynamoStore, Leak, Owner, Revocation, Store, LAST_USED_RESOLUTION_MS};
+use shared::store::traits::*;
+use shared::store::{now_ms, DynamoStore, Leak, Owner, Revocation, LAST_USED_RESOLUTION_MS};
 use shared::test_support::{
     event, fill_placeholders, request, service, tenant, token_for, unreachable_service, Tenant,
 };

@@ -14,7 +14,7 @@ use shared::domain::{Abilities, CustomerId, TokenName};
 use shared::error::ApiError;
 use shared::mint::MintRequest;
 use shared::service::Service;
-use shared::store::{Owner, Revocation, StoreError, TokenAddress, TokenRecord};
+use shared::store::{Owner, Refusal, Revocation, TokenAddress, TokenRecord};
 use shared::token::{TokenFamily, TokenKind};
 use shared::web::{self, Admin, Coded, Failure, Fields, Json, Routes, TokenIdParam};
 
@@ -247,16 +247,18 @@ async fn create_token(
     let minted = service
         .mint(Owner::from(&user), mint_request, caller.now)
         .await
-        .map_err(|e| match e {
-            StoreError::UserNotFound | StoreError::UserBlocked => customer_not_found(),
-            StoreError::TokenLimitReached { max } => coded(
+        .map_err(|e| {
+            ApiError::from_store(e, |refusal| match refusal {
+            Refusal::UserNotFound | Refusal::UserBlocked => Some(customer_not_found()),
+            Refusal::TokenLimitReached { max } => Some(coded(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "TOO_MANY_TOKENS",
                 format!(
                     "This customer already holds {max} live API tokens, the most allowed. Revoke one (DELETE /api/v1/global/users/tokens/{{id}}) before generating another."
                 ),
-            ),
-            other => other.into(),
+            )),
+            _ => None,
+            })
         })?;
     let generated = Generated {
         message: "API token generated successfully",

@@ -8,6 +8,7 @@ use shared::auth::authenticate;
 use shared::demo;
 use shared::domain::{CustomerId, Role, UserStatus, Workspace, WorkspaceStatus};
 use shared::service::Service;
+use shared::store::traits::*;
 use shared::store::{now_ms, Store, User};
 use shared::test_support::{
     add_user, new_user, request, sample_event, service, service_with, tenant, token_expiring,

@@ -15,7 +15,7 @@ use shared::domain::UserId;
 use shared::error::ApiError;
 use shared::http::{header, query_parameter};
 use shared::service::Service;
-use shared::store::PermanentGeneration;
+use shared::store::{PermanentGeneration, Refusal};
 use shared::web::{self, Admin, Envelope, Failure, Json, Routes};
 
 /// The routes this function serves.
@@ -135,13 +135,18 @@ async fn answer(
         .await?
         .filter(|user| user.platform_id == caller.platform_id)
         .ok_or(ApiError::NotFound(USER_NOT_FOUND))?;
-    let key = service.config.permanent_key().map_err(|e| {
-        tracing::error!(error = %e, "permanent-token key missing");
-        ApiError::Unavailable
-    })?;
+    let key = service
+        .config
+        .permanent_key()
+        .map_err(|e| ApiError::unavailable(format!("permanent-token key missing: {e}")))?;
     let issued = service
         .permanent_token(key, &user, wanted, &caller.change(), caller.now)
-        .await?;
+        .await
+        .map_err(|e| {
+            ApiError::from_store(e, |refusal| {
+                (*refusal == Refusal::UserNotFound).then_some(ApiError::NotFound(USER_NOT_FOUND))
+            })
+        })?;
     let answer = Success {
         success: true,
         message: "",

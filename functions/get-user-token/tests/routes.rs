@@ -8,7 +8,8 @@ use shared::auth::authenticate;
 use shared::domain::UserStatus;
 use shared::error::ApiError;
 use shared::service::Service;
-use shared::store::{now_ms, Store};
+use shared::store::now_ms;
+use shared::store::traits::*;
 use shared::test_support::{request, sample_event, service, tenant};
 use shared::token::TokenKind;
 

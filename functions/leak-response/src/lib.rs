@@ -113,8 +113,9 @@ async fn report(
     let reported = parse_report(&body)?;
     let now = now_ms();
     let key = service.config.permanent_key().map_err(|error| {
-        tracing::error!(error = %error, "the leak-response function has no permanent-token key");
-        ApiError::Unavailable
+        ApiError::unavailable(format!(
+            "the leak-response function has no permanent-token key: {error}"
+        ))
     })?;
     let parsed: Vec<Option<ParsedToken>> = reported
         .iter()
@@ -184,7 +185,9 @@ async fn report(
         if let Some(user) = found.users.get(user).filter(|u| u.is_active()) {
             service
                 .permanent_token(key, user, PermanentGeneration::Working, &change, now)
-                .await?;
+                .await
+                // Its profile was just read: a refusal here is no answer of the report's.
+                .map_err(|e| ApiError::from_store(e, |_| None))?;
         }
     }
     let true_positives = labels.iter().filter(|l| l.label == "true_positive").count();

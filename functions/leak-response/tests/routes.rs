@@ -10,7 +10,8 @@ use shared::auth::{authenticate, verify, VerificationCode};
 use shared::config::Config;
 use shared::domain::{Abilities, UserStatus};
 use shared::service::Service;
-use shared::store::{now_ms, DynamoStore, Leak, PermanentGeneration, Revocation, Store, User};
+use shared::store::traits::*;
+use shared::store::{now_ms, DynamoStore, Leak, PermanentGeneration, Revocation, User};
 use shared::test_support::faults::CallCounter;
 use shared::test_support::{
     request, service, service_intercepted, tenant, token_expiring, token_for, unreachable_service,

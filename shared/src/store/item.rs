@@ -31,7 +31,7 @@ use std::str::FromStr;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{Leak, Platform, Predecessor, Revocation, StoreError, TokenAddress, TokenRecord, User};
+use super::{Fault, Leak, Platform, Predecessor, Revocation, TokenAddress, TokenRecord, User};
 use crate::audit::Event;
 use crate::domain::{
     Abilities, CustomerId, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
@@ -104,7 +104,7 @@ pub(super) fn meter_attributes(meter: &Meter) -> Vec<(&'static str, AttributeVal
 }
 
 /// The meter an item holds; `None` when it has no limits.
-fn meter_from_item(item: &Item) -> Result<Option<Meter>, StoreError> {
+fn meter_from_item(item: &Item) -> Result<Option<Meter>, Fault> {
     let r = Reader(item);
     let refill = match r.optional_number(REFILL_AMOUNT)? {
         Some(amount) => Some(Refill {
@@ -158,7 +158,7 @@ pub(super) fn event_item(event: &Event, expires_at: u64) -> Item {
 }
 
 /// The event an item holds, as the API shows it.
-pub(super) fn event_from_item(item: &Item) -> Result<serde_json::Value, StoreError> {
+pub(super) fn event_from_item(item: &Item) -> Result<serde_json::Value, Fault> {
     let text = Reader(item).string("event")?;
     serde_json::from_str(&text).map_err(|_| corrupt("event", "a JSON event"))
 }
@@ -294,7 +294,7 @@ pub(super) fn platform_item(platform: &Platform) -> Item {
     item
 }
 
-pub(super) fn platform_from_item(item: &Item) -> Result<Platform, StoreError> {
+pub(super) fn platform_from_item(item: &Item) -> Result<Platform, Fault> {
     let r = Reader(item);
     Ok(Platform {
         id: PlatformId(r.number("id")?),
@@ -344,7 +344,7 @@ pub(super) fn user_item(user: &User) -> Item {
     item
 }
 
-pub(super) fn user_from_item(item: &Item) -> Result<User, StoreError> {
+pub(super) fn user_from_item(item: &Item) -> Result<User, Fault> {
     let r = Reader(item);
     let workspaces = r
         .list("workspaces")?
@@ -359,7 +359,7 @@ pub(super) fn user_from_item(item: &Item) -> Result<User, StoreError> {
                 status: w.parsed("status", WorkspaceStatus::from_name)?,
             })
         })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+        .collect::<Result<Vec<_>, Fault>>()?;
     Ok(User {
         id: UserId(r.number("id")?),
         platform_id: PlatformId(r.number("platform_id")?),
@@ -453,7 +453,7 @@ pub(super) fn token_item_at(key: &Key, token: &TokenRecord) -> Item {
     item
 }
 
-pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, StoreError> {
+pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, Fault> {
     let r = Reader(item);
     let hash: [u8; 32] = match item.get("hash") {
         Some(AttributeValue::B(blob)) => blob
@@ -524,11 +524,11 @@ pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, StoreError> {
     })
 }
 
-fn record_id(text: &str, attribute: &str) -> Result<TokenId, StoreError> {
+fn record_id(text: &str, attribute: &str) -> Result<TokenId, Fault> {
     TokenId::parse(text).ok_or_else(|| corrupt(attribute, "a token id"))
 }
 
-fn public_id(text: &str, attribute: &str) -> Result<PublicTokenId, StoreError> {
+fn public_id(text: &str, attribute: &str) -> Result<PublicTokenId, Fault> {
     PublicTokenId::parse(text).ok_or_else(|| corrupt(attribute, "a token id"))
 }
 
@@ -567,7 +567,7 @@ pub(super) fn is_void(item: &Item) -> bool {
 const VOID: &str = "void";
 
 /// The child a child item points to.
-pub(super) fn child_from_item(item: &Item) -> Result<TokenAddress, StoreError> {
+pub(super) fn child_from_item(item: &Item) -> Result<TokenAddress, Fault> {
     let r = Reader(item);
     let segment = r.string("family")?;
     let family = TokenFamily::ALL
@@ -581,15 +581,15 @@ pub(super) fn child_from_item(item: &Item) -> Result<TokenAddress, StoreError> {
     })
 }
 
-fn corrupt(attribute: &str, expected: &str) -> StoreError {
-    StoreError::Corrupt(format!("attribute {attribute:?} is not {expected}"))
+fn corrupt(attribute: &str, expected: &str) -> Fault {
+    Fault::Corrupt(format!("attribute {attribute:?} is not {expected}"))
 }
 
-/// Typed access to an item's attributes; a missing or mistyped one is [`StoreError::Corrupt`].
+/// Typed access to an item's attributes; a missing or mistyped one is [`Fault::Corrupt`].
 struct Reader<'a>(&'a Item);
 
 impl Reader<'_> {
-    fn optional_string(&self, name: &str) -> Result<Option<String>, StoreError> {
+    fn optional_string(&self, name: &str) -> Result<Option<String>, Fault> {
         match self.0.get(name) {
             None | Some(AttributeValue::Null(_)) => Ok(None),
             Some(AttributeValue::S(text)) => Ok(Some(text.clone())),
@@ -597,16 +597,16 @@ impl Reader<'_> {
         }
     }
 
-    fn string(&self, name: &str) -> Result<String, StoreError> {
+    fn string(&self, name: &str) -> Result<String, Fault> {
         self.optional_string(name)?
             .ok_or_else(|| corrupt(name, "present"))
     }
 
-    fn parsed<T>(&self, name: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    fn parsed<T>(&self, name: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, Fault> {
         parse(&self.string(name)?).ok_or_else(|| corrupt(name, "a known value"))
     }
 
-    fn optional_number<T: FromStr>(&self, name: &str) -> Result<Option<T>, StoreError> {
+    fn optional_number<T: FromStr>(&self, name: &str) -> Result<Option<T>, Fault> {
         match self.0.get(name) {
             None | Some(AttributeValue::Null(_)) => Ok(None),
             Some(AttributeValue::N(text)) => text
@@ -617,12 +617,12 @@ impl Reader<'_> {
         }
     }
 
-    fn number<T: FromStr>(&self, name: &str) -> Result<T, StoreError> {
+    fn number<T: FromStr>(&self, name: &str) -> Result<T, Fault> {
         self.optional_number(name)?
             .ok_or_else(|| corrupt(name, "present"))
     }
 
-    fn list(&self, name: &str) -> Result<&[AttributeValue], StoreError> {
+    fn list(&self, name: &str) -> Result<&[AttributeValue], Fault> {
         match self.0.get(name) {
             Some(AttributeValue::L(items)) => Ok(items),
             _ => Err(corrupt(name, "a list")),
@@ -837,24 +837,18 @@ mod tests {
             Some(Revocation::Deleted)
         );
         item.insert("revoked_reason".into(), s("lost"));
-        assert!(matches!(
-            token_from_item(&item),
-            Err(StoreError::Corrupt(_))
-        ));
+        assert!(matches!(token_from_item(&item), Err(Fault::Corrupt(_))));
     }
 
     #[test]
     fn damaged_items_are_reported_not_panicked_on() {
         let mut item = token_item(&token(TokenKind::ApiKey));
         item.insert("hash".into(), s("not binary"));
-        assert!(matches!(
-            token_from_item(&item),
-            Err(StoreError::Corrupt(_))
-        ));
+        assert!(matches!(token_from_item(&item), Err(Fault::Corrupt(_))));
         let mut item = user_item(&user());
         item.insert("role".into(), s("root"));
-        assert!(matches!(user_from_item(&item), Err(StoreError::Corrupt(_))));
+        assert!(matches!(user_from_item(&item), Err(Fault::Corrupt(_))));
         item.remove("id");
-        assert!(matches!(user_from_item(&item), Err(StoreError::Corrupt(_))));
+        assert!(matches!(user_from_item(&item), Err(Fault::Corrupt(_))));
     }
 }

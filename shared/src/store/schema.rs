@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::item::{AUDIT_INDEX, AUDIT_PLATFORM, PK, SK};
-use super::StoreError;
+use super::Fault;
 
 /// Attribute DynamoDB's TTL deletes expired items by (epoch seconds).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
@@ -24,7 +24,7 @@ pub const KEY_ATTRIBUTES: [(&str, &str); 2] = [(PK, "HASH"), (SK, "RANGE")];
 pub const AUDIT_INDEX_KEYS: (&str, [(&str, &str); 2]) =
     (AUDIT_INDEX, [(AUDIT_PLATFORM, "HASH"), (SK, "RANGE")]);
 
-fn key_schema(keys: &[(&str, &str)]) -> Result<Vec<KeySchemaElement>, StoreError> {
+fn key_schema(keys: &[(&str, &str)]) -> Result<Vec<KeySchemaElement>, Fault> {
     keys.iter()
         .map(|(name, kind)| {
             KeySchemaElement::builder()
@@ -37,7 +37,7 @@ fn key_schema(keys: &[(&str, &str)]) -> Result<Vec<KeySchemaElement>, StoreError
 }
 
 /// Every key attribute of the table and its index: strings.
-fn attribute_definitions() -> Result<Vec<AttributeDefinition>, StoreError> {
+fn attribute_definitions() -> Result<Vec<AttributeDefinition>, Fault> {
     [PK, SK, AUDIT_PLATFORM]
         .iter()
         .map(|name| {
@@ -65,7 +65,7 @@ pub enum TableOutcome {
 
 /// Creates the table (on-demand, `pk`/`sk` strings, TTL on `expires_at`) unless it exists, and
 /// waits until it is active.
-pub async fn create_table(client: &Client, table: &str) -> Result<TableOutcome, StoreError> {
+pub async fn create_table(client: &Client, table: &str) -> Result<TableOutcome, Fault> {
     let (index_name, index_keys) = AUDIT_INDEX_KEYS;
     let index = GlobalSecondaryIndex::builder()
         .index_name(index_name)
@@ -114,7 +114,7 @@ pub async fn create_table(client: &Client, table: &str) -> Result<TableOutcome, 
     Ok(outcome)
 }
 
-async fn wait_until_active(client: &Client, table: &str) -> Result<(), StoreError> {
+async fn wait_until_active(client: &Client, table: &str) -> Result<(), Fault> {
     let active = |d: &DescribeTableOutput| {
         d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active)
     };
@@ -128,7 +128,7 @@ async fn wait_for(
     within: Duration,
     done: impl Fn(&DescribeTableOutput) -> bool,
     what: &str,
-) -> Result<(), StoreError> {
+) -> Result<(), Fault> {
     let step = Duration::from_millis(500);
     for _ in 0..(within.as_millis() / step.as_millis()) {
         let described = client
@@ -142,17 +142,17 @@ async fn wait_for(
         }
         tokio::time::sleep(step).await;
     }
-    Err(StoreError::Unavailable(
+    Err(Fault::Unavailable(
         format!("{what} of {table} did not become active within {within:?}").into(),
     ))
 }
 
-fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Unavailable(Box::new(e))
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Fault {
+    Fault::Unavailable(Box::new(e))
 }
 
 /// Adds the audit index to a table made before it existed, and waits until it is active.
-async fn add_audit_index(client: &Client, table: &str) -> Result<(), StoreError> {
+async fn add_audit_index(client: &Client, table: &str) -> Result<(), Fault> {
     let (index_name, index_keys) = AUDIT_INDEX_KEYS;
     let status = |described: &DescribeTableOutput| {
         described

@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 
 use shared::limits::Limits;
 use shared::service::Service;
-use shared::store::{now_ms, EventScope, Store, TokenAddress};
+use shared::store::traits::*;
+use shared::store::{now_ms, EventScope, TokenAddress};
 use shared::token::{PublicTokenId, TokenFamily};
 
 use crate::{metered_key, World};

@@ -41,7 +41,8 @@ use shared::domain::{Email, Role, UserStatus, Workspace, WorkspaceStatus};
 use shared::limits::Limits;
 use shared::service::Service;
 use shared::store::schema::create_table;
-use shared::store::{now_ms, DynamoStore, Metered, NewUser, Store, User};
+use shared::store::traits::*;
+use shared::store::{now_ms, DynamoStore, Metered, NewUser, User};
 use shared::token::random_hex;
 use shared::trust::TrustRoots;
 

@@ -11,7 +11,8 @@ use serde_json::json;
 
 use shared::audit::Change;
 use shared::limits::Limits;
-use shared::store::{Key, Metered, Store};
+use shared::store::traits::*;
+use shared::store::{Key, Metered};
 use shared::token;
 
 use crate::{authorizations, metered_key, ms, raw, run, Job, Raw, World};

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 
-use shared::store::{token_sort_prefix, Key, Store, LAST_USED_RESOLUTION_MS};
+use shared::store::traits::*;
+use shared::store::{token_sort_prefix, Key, LAST_USED_RESOLUTION_MS};
 use shared::token::{self, TokenFamily};
 
 use crate::{Job, Raw, World};

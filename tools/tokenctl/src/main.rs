@@ -20,7 +20,7 @@ use shared::mint::MintRequest;
 use shared::service::Service;
 use shared::store::schema::{create_table, TableOutcome};
 use shared::store::{live_token, set_token_limits, EventScope, Metered, PermanentGeneration};
-use shared::store::{now_ms, NewUser, Owner, Store, StoreError};
+use shared::store::{now_ms, Fault, NewUser, Owner, Store, StoreError, User};
 use shared::token::{PublicTokenId, TokenFamily, TokenKind};
 
 #[derive(Parser)]
@@ -227,7 +227,7 @@ enum CliError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] Fault),
     #[error("{0}")]
     Setup(String),
 }
@@ -294,36 +294,69 @@ async fn run(command: Command) -> Result<Value, CliError> {
         Command::Store(command) => command,
     };
     let service = service().await?;
-    let store = service.store.as_ref();
     let now = now_ms();
     match command {
-        StoreCommand::Init => {
-            let client = shared::config::dynamodb_client(service.config.trust_roots).await;
-            let outcome = create_table(&client, &service.config.table_name).await?;
-            Ok(json!({
-                "table": service.config.table_name,
-                "created": outcome == TableOutcome::Created,
-            }))
-        }
+        StoreCommand::Init => init(&service).await,
         StoreCommand::Audit {
             user,
             platform,
             limit,
-        } => {
-            let scope = match (user, platform) {
-                (Some(user), _) => EventScope::User(UserId(user)),
-                (None, Some(platform)) => EventScope::Platform(PlatformId(platform)),
-                (None, None) => return Err(CliError::Usage("--user or --platform".into())),
-            };
-            let page = store.list_events(scope, limit, None).await?;
-            Ok(json!({ "data": page.events }))
-        }
+        } => audit(&service, user, platform, limit).await,
         StoreCommand::Platform(PlatformCommand::Create { name }) => {
-            let name = display_name(&name)?;
-            let platform = store.create_platform(&name, now).await?;
-            Ok(json!({"id": platform.id, "name": platform.name}))
+            create_platform(&service, &name, now).await
         }
-        StoreCommand::User(UserCommand::Create(args)) => {
+        StoreCommand::User(command) => user(&service, command, now).await,
+        StoreCommand::Token(TokenCommand::Mint {
+            user,
+            name,
+            abilities,
+            expires_in_days,
+        }) => mint_key(&service, user, &name, abilities, expires_in_days, now).await,
+        StoreCommand::Token(TokenCommand::Revoke { id }) => revoke(&service, &id, now).await,
+        StoreCommand::Limits(command) => limits(&service, command, now).await,
+        StoreCommand::SeedDemo => seed_demo(&service, now).await,
+        StoreCommand::Serve { port } => serve_locally(service, port).await,
+    }
+}
+
+/// `init`: the table, created if missing.
+async fn init(service: &Service) -> Result<Value, CliError> {
+    let client = shared::config::dynamodb_client(service.config.trust_roots).await;
+    let outcome = create_table(&client, &service.config.table_name).await?;
+    Ok(json!({
+        "table": service.config.table_name,
+        "created": outcome == TableOutcome::Created,
+    }))
+}
+
+/// `audit`: one page of a user's or a platform's events.
+async fn audit(
+    service: &Service,
+    user: Option<u64>,
+    platform: Option<u64>,
+    limit: u32,
+) -> Result<Value, CliError> {
+    let scope = match (user, platform) {
+        (Some(user), _) => EventScope::User(UserId(user)),
+        (None, Some(platform)) => EventScope::Platform(PlatformId(platform)),
+        (None, None) => return Err(CliError::Usage("--user or --platform".into())),
+    };
+    let page = service.store.list_events(scope, limit, None).await?;
+    Ok(json!({ "data": page.events }))
+}
+
+/// `platform create`.
+async fn create_platform(service: &Service, name: &str, now: u64) -> Result<Value, CliError> {
+    let name = display_name(name)?;
+    let platform = service.store.create_platform(&name, now).await?;
+    Ok(json!({"id": platform.id, "name": platform.name}))
+}
+
+/// `user create|block|unblock|rotate-permanent`.
+async fn user(service: &Service, command: UserCommand, now: u64) -> Result<Value, CliError> {
+    let store = service.store.as_ref();
+    match command {
+        UserCommand::Create(args) => {
             let user = store
                 .create_user(new_user(args)?, &Change::operator(), now)
                 .await
@@ -337,21 +370,14 @@ async fn run(command: Command) -> Result<Value, CliError> {
                 "status": user.status.as_str(),
             }))
         }
-        StoreCommand::User(UserCommand::Block { id }) => {
-            set_status(store, id, UserStatus::Blocked).await
-        }
-        StoreCommand::User(UserCommand::Unblock { id }) => {
-            set_status(store, id, UserStatus::Active).await
-        }
-        StoreCommand::User(UserCommand::RotatePermanent { id }) => {
+        UserCommand::Block { id } => set_status(store, id, UserStatus::Blocked).await,
+        UserCommand::Unblock { id } => set_status(store, id, UserStatus::Active).await,
+        UserCommand::RotatePermanent { id } => {
             let key = service
                 .config
                 .permanent_key()
                 .map_err(|e| CliError::Setup(e.to_string()))?;
-            let user = store
-                .get_user(UserId(id))
-                .await?
-                .ok_or_else(|| CliError::Usage(format!("no user with id {id}")))?;
+            let user = existing_user(store, id).await?;
             service
                 .permanent_token(
                     key,
@@ -364,112 +390,127 @@ async fn run(command: Command) -> Result<Value, CliError> {
                 .map_err(explain)?;
             Ok(json!({"id": id, "rotated": true}))
         }
-        StoreCommand::Token(TokenCommand::Mint {
-            user,
-            name,
-            abilities,
-            expires_in_days,
-        }) => {
-            let owner = store
-                .get_user(UserId(user))
-                .await?
-                .ok_or_else(|| CliError::Usage(format!("no user with id {user}")))?;
-            let abilities = match abilities {
-                None => Abilities::full(),
-                Some(list) => Abilities::parse(list).map_err(|_| {
-                    CliError::Usage(
-                        "--abilities takes 1 to 50 comma-separated abilities without spaces".into(),
-                    )
-                })?,
-            };
-            let expires_at = match expires_in_days {
-                None => None,
-                Some(days @ 1..=3650) => Some(now / 1000 + days * 86_400),
-                Some(_) => {
-                    return Err(CliError::Usage(
-                        "--expires-in-days must be from 1 to 3650".into(),
-                    ))
-                }
-            };
-            let name = TokenName::parse(&name)
-                .map_err(|_| CliError::Usage("--name must be 1 to 255 characters".into()))?;
-            let request = MintRequest {
-                kind: TokenKind::ApiKey,
-                name,
-                abilities,
-                expires_at,
-                parent_id: None,
-                change: Change::operator(),
-            };
-            let minted = service
-                .mint(Owner::from(&owner), request, now)
-                .await
-                .map_err(explain)?;
-            Ok(json!({
-                "id": minted.record.public_id().to_string(),
-                "token": minted.secret.expose(),
-                "user_id": owner.id,
-                "kind": minted.record.kind.as_str(),
-                "abilities": minted.record.abilities,
-                "expires_at": minted.record.expires_at,
-            }))
-        }
-        StoreCommand::Token(TokenCommand::Revoke { id }) => {
-            let id = token_id(&id)?;
-            for family in TokenFamily::ALL {
-                if store
-                    .revoke_token(id.user_id, family, id.token_id, &Change::operator(), now)
-                    .await?
-                {
-                    return Ok(json!({"id": id.to_string(), "revoked": true}));
-                }
-            }
-            Err(CliError::Usage(format!("no live token with id {id}")))
-        }
-        StoreCommand::Limits(command) => {
-            let (target, flags) = match &command {
-                LimitsCommand::User { id, limits } => (format!("user {id}"), limits),
-                LimitsCommand::Token { id, limits } => (format!("token {id}"), limits),
-            };
-            let limits = flags.limits()?;
-            let missing = || CliError::Usage(format!("no {target}"));
-            let stored = match command {
-                LimitsCommand::User { id, .. } => {
-                    let user = store.get_user(UserId(id)).await?.ok_or_else(missing)?;
-                    store
-                        .set_limits(Metered::User(&user), &limits, &Change::operator(), now)
-                        .await?
-                }
-                LimitsCommand::Token { id, .. } => {
-                    let id = token_id(&id)?;
-                    let record = live_token(store, id, now).await?.ok_or_else(missing)?;
-                    set_token_limits(store, &record, &limits, &Change::operator(), now).await?
-                }
-            };
-            if !stored {
-                return Err(missing());
-            }
-            Ok(json!({ "data": limits }))
-        }
-        StoreCommand::SeedDemo => seed_demo(&service, now).await,
-        StoreCommand::Serve { port } => {
-            if service.config.permanent_key().is_err() {
-                eprintln!(
-                    "warning: PERMANENT_TOKEN_KEY is not set; /ext/get-user-token will answer 503"
-                );
-            }
-            serve::serve(service, port)
-                .await
-                .map_err(|e| CliError::Setup(format!("cannot serve on 127.0.0.1:{port}: {e}")))?;
-            Ok(json!({}))
-        }
     }
 }
 
+/// The user `id`, or a usage error naming it.
+async fn existing_user(store: &dyn Store, id: u64) -> Result<User, CliError> {
+    store
+        .get_user(UserId(id))
+        .await?
+        .ok_or_else(|| CliError::Usage(format!("no user with id {id}")))
+}
+
+/// `token mint`: an API key for a user, shown once.
+async fn mint_key(
+    service: &Service,
+    user: u64,
+    name: &str,
+    abilities: Option<Vec<String>>,
+    expires_in_days: Option<u64>,
+    now: u64,
+) -> Result<Value, CliError> {
+    let owner = existing_user(service.store.as_ref(), user).await?;
+    let abilities = match abilities {
+        None => Abilities::full(),
+        Some(list) => Abilities::parse(list).map_err(|_| {
+            CliError::Usage(
+                "--abilities takes 1 to 50 comma-separated abilities without spaces".into(),
+            )
+        })?,
+    };
+    let expires_at = match expires_in_days {
+        None => None,
+        Some(days @ 1..=3650) => Some(now / 1000 + days * 86_400),
+        Some(_) => {
+            return Err(CliError::Usage(
+                "--expires-in-days must be from 1 to 3650".into(),
+            ))
+        }
+    };
+    let name = TokenName::parse(name)
+        .map_err(|_| CliError::Usage("--name must be 1 to 255 characters".into()))?;
+    let request = MintRequest {
+        kind: TokenKind::ApiKey,
+        name,
+        abilities,
+        expires_at,
+        parent_id: None,
+        change: Change::operator(),
+    };
+    let minted = service
+        .mint(Owner::from(&owner), request, now)
+        .await
+        .map_err(explain)?;
+    Ok(json!({
+        "id": minted.record.public_id().to_string(),
+        "token": minted.secret.expose(),
+        "user_id": owner.id,
+        "kind": minted.record.kind.as_str(),
+        "abilities": minted.record.abilities,
+        "expires_at": minted.record.expires_at,
+    }))
+}
+
+/// `token revoke`: whatever its family.
+async fn revoke(service: &Service, id: &str, now: u64) -> Result<Value, CliError> {
+    let id = token_id(id)?;
+    for family in TokenFamily::ALL {
+        if service
+            .store
+            .revoke_token(id.user_id, family, id.token_id, &Change::operator(), now)
+            .await?
+        {
+            return Ok(json!({"id": id.to_string(), "revoked": true}));
+        }
+    }
+    Err(CliError::Usage(format!("no live token with id {id}")))
+}
+
+/// `limits user|token`.
+async fn limits(service: &Service, command: LimitsCommand, now: u64) -> Result<Value, CliError> {
+    let store = service.store.as_ref();
+    let (target, flags) = match &command {
+        LimitsCommand::User { id, limits } => (format!("user {id}"), limits),
+        LimitsCommand::Token { id, limits } => (format!("token {id}"), limits),
+    };
+    let limits = flags.limits()?;
+    let missing = || CliError::Usage(format!("no {target}"));
+    let stored = match command {
+        LimitsCommand::User { id, .. } => {
+            let user = store.get_user(UserId(id)).await?.ok_or_else(missing)?;
+            store
+                .set_limits(Metered::User(&user), &limits, &Change::operator(), now)
+                .await?
+        }
+        LimitsCommand::Token { id, .. } => {
+            let id = token_id(&id)?;
+            let record = live_token(store, id, now).await?.ok_or_else(missing)?;
+            set_token_limits(store, &record, &limits, &Change::operator(), now).await?
+        }
+    };
+    if !stored {
+        return Err(missing());
+    }
+    Ok(json!({ "data": limits }))
+}
+
+/// `serve`: every route on 127.0.0.1, until stopped.
+async fn serve_locally(service: Service, port: u16) -> Result<Value, CliError> {
+    if service.config.permanent_key().is_err() {
+        eprintln!("warning: PERMANENT_TOKEN_KEY is not set; /ext/get-user-token will answer 503");
+    }
+    serve::serve(service, port)
+        .await
+        .map_err(|e| CliError::Setup(format!("cannot serve on 127.0.0.1:{port}: {e}")))?;
+    Ok(json!({}))
+}
+
+/// A refusal is the operator's to act on; a fault is the table's.
 fn explain(error: StoreError) -> CliError {
-    match error {
-        StoreError::Unavailable(_) | StoreError::Corrupt(_) => CliError::Store(error),
-        other => CliError::Usage(other.to_string()),
+    match error.refusal() {
+        Ok(refusal) => CliError::Usage(refusal.to_string()),
+        Err(fault) => CliError::Store(fault),
     }
 }
 

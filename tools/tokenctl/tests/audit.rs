@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use shared::audit::Change;
 use shared::domain::UserStatus;
 use shared::service::Service;
-use shared::store::Store;
+use shared::store::traits::*;
 use shared::test_support::{event, request, service, tenant, token_for};
 use shared::token::{self, hex, TokenKind};
 
@@ -343,7 +343,9 @@ async fn events_expire_after_the_retention_and_a_failed_change_leaves_none() {
     let capped = shared::mint::mint(&store, owner, request, 1, shared::store::now_ms()).await;
     assert!(matches!(
         capped,
-        Err(shared::store::StoreError::TokenLimitReached { .. })
+        Err(shared::store::StoreError::Refused(
+            shared::store::Refusal::TokenLimitReached { .. }
+        ))
     ));
     let missing = token::TokenId::generate(1);
     assert!(!store

@@ -13,7 +13,8 @@ use shared::domain::{Abilities, TokenName};
 use shared::error::ApiError;
 use shared::mint::MintRequest;
 use shared::service::Service;
-use shared::store::{now_ms, DynamoStore, Key, Metered, NewToken, Owner, Store, StoreError};
+use shared::store::traits::*;
+use shared::store::{now_ms, DynamoStore, Key, Metered, NewToken, Owner, Refusal, StoreError};
 use shared::test_support::faults::{Fault, FaultInjector, Operation};
 use shared::test_support::{
     exchange, request, service, service_intercepted, status_and_json, tenant, Tenant,
@@ -91,7 +92,10 @@ async fn a_charge_whose_answer_is_lost_is_never_sent_again() {
     // The write lands and its answer is lost, as when DynamoDB stalls past the attempt's time.
     faults.plan(Operation::UpdateItem, Fault::CommittedAnswerLost);
     let answer = faulty.admit(Some(&t.user_token), now_ms()).await;
-    assert!(matches!(answer, Err(ApiError::Unavailable)), "{answer:?}");
+    assert!(
+        matches!(answer, Err(ApiError::Unavailable(_))),
+        "{answer:?}"
+    );
     assert_eq!(faults.injected(), 1);
     // One credit: the unit was counted once, answered as not known (never as refused).
     assert_eq!(stored_credits(&store, &t.user_token).await, 9);
@@ -204,7 +208,10 @@ async fn a_creation_whose_outcome_stays_unknown_is_made_void() {
         .await;
     faults.clear();
     assert!(
-        matches!(created, Err(StoreError::Unavailable(_))),
+        matches!(
+            created,
+            Err(StoreError::Fault(shared::store::Fault::Unavailable(_)))
+        ),
         "{created:?}"
     );
     // No token, no slot taken; and the same transaction, should it arrive late, can never
@@ -217,7 +224,10 @@ async fn a_creation_whose_outcome_stays_unknown_is_made_void() {
     let late = store
         .create_token(owner, new, 100, &request.change, now_ms())
         .await;
-    assert!(matches!(late, Err(StoreError::TokenIdTaken)), "{late:?}");
+    assert!(
+        matches!(late, Err(StoreError::Refused(Refusal::TokenIdTaken))),
+        "{late:?}"
+    );
     assert_eq!(slots(&store, &t).await, before);
     let keys = store
         .list_tokens(t.user.id, TokenFamily::ApiKeys, now_ms())

@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use shared::domain::{Abilities, CustomerId, Role, UserId, UserStatus};
 use shared::mint::{mint, MintRequest};
 use shared::service::Service;
-use shared::store::{now_ms, DynamoStore, Owner, Store, User};
+use shared::store::traits::*;
+use shared::store::{now_ms, DynamoStore, Owner, User};
 use shared::test_support::{
     add_user, disabled_token, new_user, request, service, service_with, tenant, token_for, Tenant,
 };

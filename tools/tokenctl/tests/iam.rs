@@ -25,7 +25,8 @@ use serde_yaml::Value;
 
 use shared::domain::{Abilities, CustomerId, Role};
 use shared::service::Service;
-use shared::store::{now_ms, DynamoStore, Store, User};
+use shared::store::traits::*;
+use shared::store::{now_ms, DynamoStore, User};
 use shared::test_support::{
     add_user, bearer, new_user, request, service_with, tenant, token_expiring, token_for, Tenant,
 };

@@ -13,7 +13,8 @@ use shared::domain::{Abilities, Role};
 use shared::error::ApiError;
 use shared::limits::{Limits, Refusal};
 use shared::service::Service;
-use shared::store::{now_ms, DynamoStore, Key, Metered, Store, TokenRecord, User};
+use shared::store::traits::*;
+use shared::store::{now_ms, DynamoStore, Key, Metered, TokenRecord, User};
 use shared::test_support::faults::CallCounter;
 use shared::test_support::{
     add_user, new_user, request, service, service_intercepted, tenant, token_for, Tenant,

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 
 use shared::domain::{Abilities, Role, UserId};
 use shared::service::Service;
-use shared::store::{now_ms, DynamoStore, Store, TokenRecord};
+use shared::store::traits::*;
+use shared::store::{now_ms, DynamoStore, TokenRecord};
 use shared::test_support::{
     add_user, exchange, new_user, request, service, status_and_json, tenant, token_for, Scanner,
     Tenant,

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use shared::demo;
 use shared::service::Service;
-use shared::store::{now_ms, Store};
+use shared::store::now_ms;
+use shared::store::traits::*;
 use shared::test_support::{exchange, request, service, tenant, unreachable_service, Captured};
 use tokenctl::serve::router;
 

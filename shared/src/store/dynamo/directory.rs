@@ -1,0 +1,243 @@
+//! Platforms and users: ids from atomic counters, profiles with their unique email and customer
+//! id items, and status changes.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{ConditionCheck, ReturnValue, TransactWriteItem, Update};
+use serde_json::json;
+
+use crate::audit::{Action, Change, Event, Target};
+use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
+use crate::store::item::{n, platform_from_item, platform_item, s, user_from_item, user_item, Key};
+use crate::store::{Directory, Fault, NewUser, Platform, Refusal, StoreError, User};
+
+use super::core::*;
+use super::events::details;
+use super::DynamoStore;
+
+/// The attribute that marks which call created an item (see `create_platform`).
+pub(super) const CREATION: &str = "creation";
+
+impl DynamoStore {
+    /// The user a uniqueness item (email, customer id) points to.
+    pub(super) async fn follow_pointer(&self, key: Key) -> Result<Option<User>, Fault> {
+        let Some(pointer) = self.get(key).await? else {
+            return Ok(None);
+        };
+        let id = pointer
+            .get("user_id")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Fault::Corrupt("uniqueness item without user_id".into()))?;
+        self.get_user(UserId(id)).await
+    }
+
+    /// Next value of a named counter (atomic `ADD`).
+    pub(super) async fn allocate(&self, counter: &str) -> Result<u64, Fault> {
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Key::counter(counter).to_item()))
+            .update_expression("ADD #value :one")
+            .set_expression_attribute_names(names([("#value", "value")]))
+            .set_expression_attribute_values(values([(":one", n(1))]))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .before_deadline()
+            .await
+            .map_err(unavailable)?;
+        output
+            .attributes()
+            .and_then(|a| a.get("value"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Fault::Corrupt(format!("counter {counter} has no number")))
+    }
+}
+
+#[async_trait]
+impl Directory for DynamoStore {
+    async fn create_platform(&self, name: &str, now_ms: u64) -> Result<Platform, Fault> {
+        // Marks this call's item, so a put that the SDK sent again after it landed (its answer
+        // lost) is recognised instead of taken for an id in use. Ids skipped by a retried `ADD`
+        // leave gaps: ids are unique, not dense.
+        let creation = client_request_token();
+        loop {
+            let platform = Platform {
+                id: PlatformId(self.allocate("platforms").await?),
+                name: name.to_string(),
+                created_at_ms: now_ms,
+            };
+            let mut item = platform_item(&platform);
+            item.insert(CREATION.into(), s(&creation));
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .before_deadline()
+                .await;
+            match put {
+                Ok(_) => return Ok(platform),
+                Err(e) if is_conditional_failure(&e) => {
+                    let existing = self.get(Key::platform(platform.id)).await?;
+                    if existing.is_some_and(|item| item.get(CREATION) == Some(&s(&creation))) {
+                        return Ok(platform);
+                    }
+                    // An id taken outside the counter (a restored backup): take the next one.
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+
+    async fn get_platform(&self, id: PlatformId) -> Result<Option<Platform>, Fault> {
+        self.get(Key::platform(id))
+            .await?
+            .map(|item| platform_from_item(&item))
+            .transpose()
+    }
+
+    async fn create_user(
+        &self,
+        new: NewUser,
+        change: &Change,
+        now_ms: u64,
+    ) -> Result<User, StoreError> {
+        loop {
+            let id = match new.id {
+                Some(id) => id,
+                None => UserId(self.allocate("users").await?),
+            };
+            let user = User {
+                id,
+                platform_id: new.platform_id,
+                name: new.name.clone(),
+                email: new.email.as_str().to_string(),
+                role: new.role,
+                status: new.status,
+                customer_id: new.customer_id.clone(),
+                workspaces: new.workspaces.clone(),
+                permanent_generation: 1,
+                permanent_issued: false,
+                created_at_ms: now_ms,
+                meter: None,
+            };
+            let absent = "attribute_not_exists(pk)";
+            let mut email = Key::email(new.platform_id, &new.email.normalized()).to_item();
+            email.insert("user_id".into(), n(id.0));
+            let platform_exists = ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(Key::platform(new.platform_id).to_item()))
+                .condition_expression("attribute_exists(pk)")
+                .build()
+                .map_err(unavailable)?;
+            let mut items = Transaction::default()
+                .with(
+                    Part::Platform,
+                    TransactWriteItem::builder()
+                        .condition_check(platform_exists)
+                        .build(),
+                )
+                .with(Part::Email, self.put(email, absent)?)
+                .with(Part::User, self.put(user_item(&user), absent)?);
+            if let Some(customer) = &new.customer_id {
+                let mut item = Key::customer(customer).to_item();
+                item.insert("user_id".into(), n(id.0));
+                items = items.with(Part::CustomerId, self.put(item, absent)?);
+            }
+            let details = details([
+                ("email", json!(user.email)),
+                ("role", json!(user.role.as_str())),
+                ("status", json!(user.status.as_str())),
+            ]);
+            let event = Event::new(
+                change,
+                Action::UserCreated,
+                user.platform_id,
+                Target::user(id),
+                details,
+            );
+            items = items.with(Part::Event, self.event_put(&event)?);
+            match self.transact(items).await {
+                Ok(()) => return Ok(user),
+                Err(TransactionFailure::Fault(e) | TransactionFailure::Unknown(e)) => {
+                    return Err(e.into())
+                }
+                Err(TransactionFailure::Conditions(failed)) => {
+                    if self.get_user(id).await?.as_ref() == Some(&user) {
+                        // This very user: an attempt that committed, its answer lost.
+                        return Ok(user);
+                    }
+                    if failed.contains(&Part::Platform) {
+                        return Err(Refusal::PlatformNotFound.into());
+                    } else if failed.contains(&Part::Email) {
+                        return Err(Refusal::EmailTaken.into());
+                    } else if failed.contains(&Part::CustomerId) {
+                        return Err(Refusal::CustomerIdTaken.into());
+                    } else if new.id.is_some() {
+                        return Err(Refusal::UserIdTaken.into());
+                    }
+                    // An allocated id that an imported user already holds: take the next one.
+                }
+            }
+        }
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, Fault> {
+        self.get(Key::user(id))
+            .await?
+            .map(|item| user_from_item(&item))
+            .transpose()
+    }
+
+    async fn find_user_by_email(
+        &self,
+        platform: PlatformId,
+        email: &Email,
+    ) -> Result<Option<User>, Fault> {
+        Ok(self
+            .follow_pointer(Key::email(platform, &email.normalized()))
+            .await?
+            .filter(|u| u.platform_id == platform))
+    }
+
+    async fn find_user_by_customer_id(&self, customer: &CustomerId) -> Result<Option<User>, Fault> {
+        self.follow_pointer(Key::customer(customer)).await
+    }
+
+    async fn set_user_status(
+        &self,
+        id: UserId,
+        status: UserStatus,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        let user = self.get_user(id).await?.ok_or(Refusal::UserNotFound)?;
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Key::user(id).to_item()))
+            .update_expression("SET #status = :status")
+            .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_names(names([("#status", "status")]))
+            .set_expression_attribute_values(values([(":status", s(status.as_str()))]))
+            .build()
+            .map_err(unavailable)?;
+        let action = match status {
+            UserStatus::Blocked => Action::UserBlocked,
+            UserStatus::Active => Action::UserUnblocked,
+        };
+        let event = Event::new(
+            change,
+            action,
+            user.platform_id,
+            Target::user(id),
+            details([("previous_status", json!(user.status.as_str()))]),
+        );
+        match self.update_with_event(Part::User, update, &event).await? {
+            true => Ok(()),
+            false => Err(Refusal::UserNotFound.into()),
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Tokens: creation within the owner's cap (settled when its outcome is unknown), reads of the
+//! live item or its retired copy, updates and `last_used_at`.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, ReturnValue, TransactWriteItem, Update,
+};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use serde_json::json;
+
+use crate::audit::{Action, Change, Event};
+use crate::domain::{UserId, UserStatus};
+use crate::metrics;
+use crate::store::item::{
+    abilities_value, child_from_item, child_item, child_prefix, is_void, n, s, token_from_item,
+    token_item, token_sort_prefix, user_from_item, void_item, Item, Key, ENABLED, SK,
+};
+use crate::store::{
+    Directory, Fault, Found, NewToken, Owner, Refusal, StoreError, TokenAddress, TokenChange,
+    TokenRecord, TokenState, Tokens, User, LAST_USED_RESOLUTION_MS,
+};
+use crate::token::{PublicTokenId, TokenFamily, TokenId};
+
+use super::core::*;
+use super::events::details;
+use super::DynamoStore;
+
+impl DynamoStore {
+    /// Settles a new token's creation (or roll) whose transaction's outcome stayed unknown:
+    /// `true` when its record is stored. Otherwise its key is taken by a void item first, so
+    /// the transaction, should an attempt of it still be on its way, can never commit (its put
+    /// requires the key free): `false` means it never will. The fault when neither could be
+    /// settled (DynamoDB still unreachable).
+    pub(super) async fn settle_new_token(
+        &self,
+        record: &TokenRecord,
+        fault: Fault,
+        now_ms: u64,
+    ) -> Result<bool, Fault> {
+        let key = Key::token(record.user_id, record.kind.family(), record.id);
+        let ours = |item: Option<Item>| -> Result<Option<bool>, Fault> {
+            match item {
+                None => Ok(None),
+                Some(item) if is_void(&item) => Ok(Some(false)),
+                Some(item) => Ok(Some(token_from_item(&item)?.hash.matches(&record.hash))),
+            }
+        };
+        if let Some(stored) = ours(self.get(key.clone()).await.map_err(|_| fault)?)? {
+            return Ok(stored);
+        }
+        let void = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(void_item(&key, now_ms)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .before_deadline()
+            .await;
+        match void {
+            Ok(_) => Ok(false),
+            Err(e) if is_conditional_failure(&e) => {
+                let item = self.get(key).await?;
+                Ok(ours(item)?.unwrap_or(false))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// The user update of a token creation: counts capped families, and in every case holds
+    /// the owner active for the transaction.
+    pub(super) fn owner_guard(
+        &self,
+        owner: UserId,
+        family: TokenFamily,
+        cap: u32,
+    ) -> Result<TransactWriteItem, Fault> {
+        let key = Some(Key::user(owner).to_item());
+        let active = (":active", s(UserStatus::Active.as_str()));
+        if let Some(counter) = family.cap() {
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(key)
+                .update_expression("ADD #counter :one")
+                // Profiles written before a counter existed have none: zero.
+                .condition_expression(
+                    "attribute_exists(pk) AND #status = :active \
+                     AND (attribute_not_exists(#counter) OR #counter < :cap)",
+                )
+                .set_expression_attribute_names(names([
+                    ("#status", "status"),
+                    ("#counter", counter.attribute()),
+                ]))
+                .set_expression_attribute_values(values([(":one", n(1)), active, (":cap", n(cap))]))
+                .build()
+                .map_err(unavailable)?;
+            Ok(TransactWriteItem::builder().update(update).build())
+        } else {
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(key)
+                .condition_expression("attribute_exists(pk) AND #status = :active")
+                .set_expression_attribute_names(names([("#status", "status")]))
+                .set_expression_attribute_values(values([active]))
+                .build()
+                .map_err(unavailable)?;
+            Ok(TransactWriteItem::builder().condition_check(check).build())
+        }
+    }
+
+    /// The retired copy of a token, if it has one.
+    pub(super) async fn get_retired(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        id: TokenId,
+    ) -> Result<Option<TokenRecord>, Fault> {
+        self.batch_get(vec![Key::retired(user, family, id)])
+            .await?
+            .first()
+            .map(token_from_item)
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl Tokens for DynamoStore {
+    async fn get_token(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        id: TokenId,
+    ) -> Result<Option<TokenRecord>, Fault> {
+        self.get(Key::token(user, family, id))
+            .await?
+            .filter(|item| !is_void(item))
+            .map(|item| token_from_item(&item))
+            .transpose()
+    }
+
+    async fn get_token_and_owner(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        id: TokenId,
+    ) -> Result<(Option<TokenRecord>, Option<User>), Fault> {
+        let items = self
+            .batch_get(vec![Key::token(user, family, id), Key::user(user)])
+            .await?;
+        let (mut token, mut owner) = (None, None);
+        for item in &items {
+            match item.get("sk").and_then(|sk| sk.as_s().ok()) {
+                Some(sk) if sk == "PROFILE" => owner = Some(user_from_item(item)?),
+                _ if is_void(item) => {}
+                _ => token = Some(token_from_item(item)?),
+            }
+        }
+        if token.is_none() {
+            // Revoked or released: a second read, only for tokens that no longer work.
+            token = self.get_retired(user, family, id).await?;
+        }
+        Ok((token, owner))
+    }
+
+    async fn create_token(
+        &self,
+        owner: Owner,
+        token: NewToken,
+        cap: u32,
+        change: &Change,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let family = token.parsed.kind.family();
+        let record = token.record(owner);
+        let mut released_once = false;
+        loop {
+            let event = Event::new(
+                change,
+                Action::TokenCreated,
+                record.platform_id,
+                record.target(),
+                details([
+                    ("abilities", json!(record.abilities.as_slice())),
+                    ("expires_at", json!(record.expires_at)),
+                    ("parent_id", json!(record.parent_id.map(|p| p.to_string()))),
+                ]),
+            );
+            let mut items = Transaction::default()
+                .with(Part::Owner, self.owner_guard(owner.id, family, cap)?)
+                .with(
+                    Part::NewToken,
+                    self.put(token_item(&record), "attribute_not_exists(pk)")?,
+                )
+                .with(Part::Event, self.event_put(&event)?);
+            if let Some(child) = child_item(&record) {
+                items = items.with(Part::Child, self.put_any(child)?);
+            }
+            let failed = match self.transact(items).await {
+                Ok(()) => {
+                    metrics::minted(record.kind.as_str(), 1);
+                    return Ok(());
+                }
+                Err(TransactionFailure::Fault(e)) => return Err(e.into()),
+                // Stored, or made void so that it never will be: never a 503 for a key that
+                // exists, nor a key nobody saw that holds a slot.
+                Err(TransactionFailure::Unknown(e)) => {
+                    if self.settle_new_token(&record, e, now_ms).await? {
+                        metrics::minted(record.kind.as_str(), 1);
+                        return Ok(());
+                    }
+                    return Err(Fault::Unavailable(
+                        "a token creation's outcome stayed unknown; it was made void".into(),
+                    )
+                    .into());
+                }
+                Err(TransactionFailure::Conditions(failed)) => failed,
+            };
+            let guard_failed = failed.contains(&Part::Owner);
+            if failed.contains(&Part::NewToken) {
+                // The record id is taken: by this very token when an earlier attempt of ours
+                // committed and its answer was lost (then the slot is already counted).
+                let stored = self
+                    .get_token(owner.id, family, record.id)
+                    .await?
+                    .is_some_and(|stored| stored.hash.matches(&record.hash));
+                if stored {
+                    metrics::minted(record.kind.as_str(), 1);
+                    return Ok(());
+                }
+                if !guard_failed {
+                    return Err(Refusal::TokenIdTaken.into());
+                }
+            }
+            match self.get_user(owner.id).await? {
+                None => return Err(Refusal::UserNotFound.into()),
+                Some(user) if !user.is_active() => return Err(Refusal::UserBlocked.into()),
+                Some(_) if !released_once => {
+                    released_once = true;
+                    let freed = match family.cap() {
+                        Some(counter) => self.release_expired(owner.id, counter, now_ms).await?,
+                        None => 0,
+                    };
+                    if freed == 0 {
+                        return Err(Refusal::TokenLimitReached { max: cap }.into());
+                    }
+                }
+                Some(_) => return Err(Refusal::TokenLimitReached { max: cap }.into()),
+            }
+        }
+    }
+
+    async fn list_tokens(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        now_ms: u64,
+    ) -> Result<Vec<TokenRecord>, Fault> {
+        let items = self
+            .query_tokens(user, &token_sort_prefix(family), None)
+            .await?;
+        let mut live = Vec::with_capacity(items.len());
+        for item in items.iter().filter(|item| !is_void(item)) {
+            let record = token_from_item(item)?;
+            if record.state(now_ms) == TokenState::Live {
+                live.push(record);
+            }
+        }
+        Ok(live)
+    }
+
+    async fn children(&self, parent: PublicTokenId) -> Result<Vec<TokenAddress>, Fault> {
+        self.query_tokens(parent.user_id, &child_prefix(parent.token_id), None)
+            .await?
+            .iter()
+            .map(child_from_item)
+            .collect()
+    }
+
+    async fn find_tokens(&self, tokens: &[TokenAddress], users: &[UserId]) -> Result<Found, Fault> {
+        // BatchGetItem refuses a request that names one key twice.
+        let mut seen = HashSet::new();
+        let keys: Vec<Key> = tokens
+            .iter()
+            .flat_map(|a| {
+                [
+                    Key::token(a.user_id, a.family, a.id),
+                    Key::retired(a.user_id, a.family, a.id),
+                ]
+            })
+            .chain(users.iter().map(|user| Key::user(*user)))
+            .filter(|key| seen.insert(key.clone()))
+            .collect();
+        let mut chunks = Vec::new();
+        let mut keys = keys.into_iter().peekable();
+        while keys.peek().is_some() {
+            chunks.push(keys.by_ref().take(BATCH_GET_KEYS).collect::<Vec<_>>());
+        }
+        let pages: Vec<Vec<Item>> = stream::iter(chunks.into_iter().map(|c| self.batch_get(c)))
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut found = Found::default();
+        for item in pages.iter().flatten().filter(|item| !is_void(item)) {
+            let sk = item.get(SK).and_then(|sk| sk.as_s().ok());
+            if sk.is_some_and(|sk| sk == "PROFILE") {
+                let user = user_from_item(item)?;
+                found.users.insert(user.id, user);
+                continue;
+            }
+            let record = token_from_item(item)?;
+            let address = record.address();
+            if sk.is_some_and(|sk| sk.starts_with("TOKEN#")) {
+                found.tokens.insert(address, record);
+            } else {
+                found.tokens.entry(address).or_insert(record);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn update_token(
+        &self,
+        record: &TokenRecord,
+        fields: &TokenChange,
+        change: &Change,
+        now_ms: u64,
+    ) -> Result<Option<TokenRecord>, Fault> {
+        let mut sets = Vec::new();
+        let mut removes = Vec::new();
+        let mut expression_names = HashMap::new();
+        let mut expression_values = HashMap::from([
+            (":now".to_string(), n(now_ms / 1000)),
+            (":read".to_string(), abilities_value(&record.abilities)),
+        ]);
+        if let Some(name) = &fields.name {
+            sets.push("#name = :name");
+            expression_names.insert("#name".to_string(), "name".to_string());
+            expression_values.insert(":name".into(), s(name.as_str()));
+        }
+        if let Some(abilities) = &fields.abilities {
+            sets.push("abilities = :abilities");
+            expression_values.insert(":abilities".into(), abilities_value(abilities));
+        }
+        match fields.enabled {
+            Some(false) => {
+                sets.push("#enabled = :disabled");
+                expression_values.insert(":disabled".into(), AttributeValue::Bool(false));
+            }
+            Some(true) => removes.push("#enabled"),
+            None => {}
+        }
+        if fields.enabled.is_some() {
+            expression_names.insert("#enabled".to_string(), ENABLED.to_string());
+        }
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(
+                Key::token(record.user_id, record.kind.family(), record.id).to_item(),
+            ))
+            .update_expression(set_and_remove(&sets, &removes))
+            .condition_expression(format!("{LIVE} AND abilities = :read"))
+            .set_expression_attribute_names(
+                (!expression_names.is_empty()).then_some(expression_names),
+            )
+            .set_expression_attribute_values(Some(expression_values))
+            .build()
+            .map_err(unavailable)?;
+        let mut updated = record.clone();
+        if let Some(name) = &fields.name {
+            updated.name = name.as_str().to_string();
+        }
+        if let Some(abilities) = &fields.abilities {
+            updated.abilities = abilities.clone();
+        }
+        if let Some(enabled) = fields.enabled {
+            updated.enabled = enabled;
+        }
+        let event = Event::new(
+            change,
+            Action::TokenUpdated,
+            record.platform_id,
+            record.target(),
+            details([
+                ("name", json!(fields.name.as_ref().map(|n| n.as_str()))),
+                (
+                    "abilities",
+                    json!(fields.abilities.as_ref().map(|a| a.as_slice())),
+                ),
+                ("enabled", json!(fields.enabled)),
+            ]),
+        );
+        let written = self
+            .update_with_event(Part::Updating, update, &event)
+            .await?;
+        Ok(written.then_some(updated))
+    }
+
+    async fn touch_token(
+        &self,
+        user: UserId,
+        family: TokenFamily,
+        id: TokenId,
+        now_ms: u64,
+    ) -> Result<bool, Fault> {
+        let touch = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Key::token(user, family, id).to_item()))
+            .update_expression("SET last_used_at = :now")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(last_used_at) OR last_used_at <= :stale)",
+            )
+            .set_expression_attribute_values(values([
+                (":now", n(now_ms)),
+                (
+                    ":stale",
+                    n(now_ms.saturating_sub(LAST_USED_RESOLUTION_MS)),
+                ),
+            ]))
+            .build()
+            .map_err(unavailable)?;
+        Ok(self
+            .update(touch, ReturnValue::None, Resend::Safe)
+            .await?
+            .is_some())
+    }
+}
