@@ -12,6 +12,7 @@ test:
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
 
 ## sam validate --lint, sam build (arm64, cargo-lambda + zig from PyPI), artifact check.
 sam-build:

@@ -17,7 +17,7 @@ if [ -z "${PERMANENT_TOKEN_KEY:-}" ]; then
   PERMANENT_TOKEN_KEY=$(cat "$key_file")
   export PERMANENT_TOKEN_KEY
 fi
-# Reports signed with the local key pair are accepted, as GitHub's are on AWS (see the README).
+# Reports signed with the local key pair are accepted, as GitHub's are on AWS (see docs/LEAK-RESPONSE.md).
 if [ -z "${SECRET_SCANNING_KEYS:-}" ]; then
   SECRET_SCANNING_KEYS=$(scripts/scanning-key.sh)
   export SECRET_SCANNING_KEYS
@@ -55,7 +55,7 @@ Demo directory:
   blocked user 1003. Their keys are in .tools/demo.env:
 $(sed 's/^/    /' .tools/demo.env)
 
-In another shell:  . .tools/demo.env   then follow the README's walkthrough.
+In another shell:  . .tools/demo.env   then follow docs/WALKTHROUGH.md.
 INFO
 $tokenctl serve --port "$port" &
 server=$!

@@ -7,7 +7,7 @@
 #                                 http://127.0.0.1:${PORT:-3000}, the demo directory in
 #                                 ${TABLE_NAME:-tokens-sam}, its keys in .tools/demo.env
 #   scripts/sam-local.sh invoke   every events/*.json through `sam local invoke` (make test)
-#   scripts/sam-local.sh suites   start-api in the background, then the README walkthrough and the
+#   scripts/sam-local.sh suites   start-api in the background, then the walkthrough (docs/WALKTHROUGH.md) and the
 #                                 HTTP authorization matrix against it (make test)
 #
 # Stops what it started (start-api and its containers, the port forwarder, DynamoDB Local, and a
@@ -141,7 +141,7 @@ Every route through sam local start-api on $base_url (each function the arm64 bo
 sam build, in a Lambda container). The demo keys are in .tools/demo.env:
 $(sed 's/^/    /' .tools/demo.env)
 
-In another shell:  . .tools/demo.env   then follow the README's walkthrough. Ctrl-C stops it all.
+In another shell:  . .tools/demo.env   then follow docs/WALKTHROUGH.md. Ctrl-C stops it all.
 INFO
   tail -n +1 -f "$work/start-api.log" &
   tail_pid=$!
@@ -152,7 +152,7 @@ fi
 export SAM_API_URL=$base_url SAM_API_TABLE=$table
 # The walkthrough first, on the fresh table (it expects the demo platform to be the first).
 for suite in readme hardening; do
-  cargo test --locked -p tokenctl --test "$suite" -- --ignored --test-threads 1 \
+  cargo test --locked -p system-tests --test "$suite" -- --ignored --test-threads 1 \
     || { echo "sam local start-api log:"; tail -80 "$work/start-api.log"; exit 1; }
   stage "the $suite suite through start-api"
 done

@@ -10,9 +10,10 @@ export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-local}
 export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-local}
 export SAM_CLI_TELEMETRY=0
 
-echo "== format and lint"
+echo "== format, lint and docs"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
 
 echo "== tools (SAM CLI, cargo-lambda, zig) and DynamoDB Local"
 scripts/venv.sh

@@ -3,9 +3,8 @@
 use crate::domain::{Abilities, PlatformId, Role, UserId, UserStatus};
 use crate::error::ApiError;
 use crate::limits::{self, Meter, Usage};
-use crate::store::{
-    revocation_name, Fault, Owner, Store, TokenRecord, TokenState, LAST_USED_RESOLUTION_MS,
-};
+use crate::model::OfPlatform;
+use crate::store::{Fault, Owner, Store, TokenRecord, TokenState, LAST_USED_RESOLUTION_MS};
 use crate::token::{self, PublicTokenId, TokenId, TokenKind};
 
 pub use crate::domain::MANAGE_TOKENS;
@@ -50,6 +49,12 @@ impl Principal {
             user_id: self.user_id,
             token_id: self.token_id,
         }
+    }
+
+    /// Whether `record` is of the caller's platform: the one tenancy check. A record of
+    /// another platform is answered exactly as an absent one.
+    pub fn shares_platform(&self, record: &impl OfPlatform) -> bool {
+        record.platform() == self.platform_id
     }
 
     /// Managing tokens (create, list, delete) takes `*` or [`MANAGE_TOKENS`], so a leaked
@@ -252,7 +257,7 @@ async fn check(store: &dyn Store, presented: &str, now_ms: u64) -> Result<Verifi
         .as_ref()
         .is_some_and(|owner| owner.status == UserStatus::Blocked);
     let revoked_reason = match &record.revocation {
-        Some(revocation) => Some(revocation_name(revocation)),
+        Some(revocation) => Some(revocation.name()),
         None if record.rolled_to.is_some() => Some("rolled"),
         None if blocked => Some("blocked"),
         None => None,

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod metrics;
 pub mod mint;
 pub mod model;
+pub mod recording;
 pub mod service;
 pub mod store;
 #[cfg(feature = "test-support")]

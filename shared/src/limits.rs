@@ -2,7 +2,7 @@
 //! user (shared by all its tokens) and on a token, and what one unit of use does to them.
 //!
 //! Everything here is arithmetic on a record's [`Meter`] at an instant; the store turns a
-//! [`Plan`] into one conditional write per metered record (both in one transaction where both
+//! [`Standing`] into one conditional write per metered record (both in one transaction where both
 //! apply), so two units can never spend the same credit or the same slot of a window.
 
 use serde::Serialize;

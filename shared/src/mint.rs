@@ -82,7 +82,7 @@ pub enum Roll {
 }
 
 /// Replaces `owner`'s live token `predecessor` by a successor minted as `request`, in one
-/// transaction (see [`Store::roll_token`]); the predecessor works until `grace_end_s`.
+/// transaction (see [`crate::store::Rolls::roll_token`]); the predecessor works until `grace_end_s`.
 pub async fn roll(
     store: &dyn Store,
     owner: Owner,

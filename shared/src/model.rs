@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::audit::Target;
+use crate::audit::Event;
 use crate::domain::{
     Abilities, CustomerId, Email, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
@@ -138,6 +138,18 @@ pub enum Revocation {
     SelfRevoked,
 }
 
+impl Revocation {
+    /// The name of its reason, as stored and as verify reports it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Revocation::Deleted => "deleted",
+            Revocation::Rolled => "rolled",
+            Revocation::Leaked(_) => "leaked",
+            Revocation::SelfRevoked => "self_revoked",
+        }
+    }
+}
+
 /// Where a leaked token was found, as the report said.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Leak {
@@ -190,7 +202,7 @@ impl From<&ParsedToken> for TokenAddress {
     }
 }
 
-/// What [`Store::find_tokens`] found.
+/// What [`crate::store::Tokens::find_tokens`] found.
 #[derive(Clone, Debug, Default)]
 pub struct Found {
     /// Each found token's record: the live one, or else its retired copy.
@@ -284,16 +296,6 @@ pub enum TokenState {
 }
 
 impl TokenRecord {
-    /// The record as an audit event's target.
-    pub fn target(&self) -> Target {
-        Target {
-            user_id: self.user_id,
-            token_id: Some(self.public_id()),
-            kind: Some(self.kind),
-            name: Some(self.name.clone()),
-        }
-    }
-
     /// The id responses and `tokenctl` show.
     pub fn public_id(&self) -> PublicTokenId {
         PublicTokenId {
@@ -407,4 +409,68 @@ pub enum PermanentGeneration {
     Working,
     /// The next one (a rotation).
     Next,
+}
+
+/// A record that belongs to one platform (tenant).
+pub trait OfPlatform {
+    fn platform(&self) -> PlatformId;
+}
+
+impl OfPlatform for User {
+    fn platform(&self) -> PlatformId {
+        self.platform_id
+    }
+}
+
+impl OfPlatform for TokenRecord {
+    fn platform(&self) -> PlatformId {
+        self.platform_id
+    }
+}
+
+/// What a change wrote, as the store tells it to the change's [`Audit`]: the records as they
+/// were read and as they were stored.
+#[derive(Clone, Copy, Debug)]
+pub enum Written<'a> {
+    UserCreated(&'a User),
+    /// `before`: the user as it was; `status`: what it is now.
+    UserStatusSet {
+        before: &'a User,
+        status: UserStatus,
+    },
+    TokenCreated(&'a TokenRecord),
+    /// The predecessor (as it was before the roll) works until `until` (epoch seconds).
+    TokenRolled {
+        predecessor: &'a TokenRecord,
+        successor: &'a TokenRecord,
+        until: u64,
+    },
+    /// `record`: the token as it was; `fields`: what changed.
+    TokenUpdated {
+        record: &'a TokenRecord,
+        fields: &'a TokenChange,
+    },
+    /// New limits on `target` (its limits before, as read).
+    LimitsSet {
+        target: Metered<'a>,
+        limits: &'a Limits,
+    },
+    TokenRevoked {
+        record: &'a TokenRecord,
+        why: &'a Revocation,
+    },
+    /// A permanent token of `generation`; `rotated`: it replaced an issued one.
+    PermanentIssued {
+        record: &'a TokenRecord,
+        generation: u32,
+        rotated: bool,
+    },
+}
+
+/// The audit event of each change, decided by whoever decides the change (a handler, the
+/// service, `tokenctl`): the store tells it what it wrote and writes the event it answers in
+/// the change's own transaction, adding nothing. [`crate::recording`] gives the standard
+/// events of a [`crate::audit::Change`].
+pub trait Audit: Sync {
+    fn event(&self, written: &Written<'_>) -> Event;
 }

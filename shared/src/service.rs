@@ -51,7 +51,7 @@ impl Service {
 
     /// The user's permanent key of the generation `wanted`, derived from `key`: the one that
     /// works (the same on every call until it is revoked, rotated or the server key changes),
-    /// or the next one, the previous revoked at once (see [`Store::issue_permanent_token`]).
+    /// or the next one, the previous revoked at once (see [`crate::store::PermanentKeys::issue_permanent_token`]).
     pub async fn permanent_token(
         &self,
         key: &PermanentKey,

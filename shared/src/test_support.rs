@@ -591,7 +591,7 @@ impl Default for Scanner {
 }
 
 /// Faults that DynamoDB produces and DynamoDB Local does not, injected into a client's next
-/// calls by an SDK interceptor ([`FaultInjector`]).
+/// calls by an SDK interceptor ([`faults::FaultInjector`]).
 pub mod faults {
     use std::collections::VecDeque;
     use std::sync::atomic::{AtomicUsize, Ordering};

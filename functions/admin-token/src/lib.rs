@@ -161,7 +161,7 @@ async fn create_token(
     };
     // Users of other platforms are answered exactly as users that do not exist.
     let user: User = found
-        .filter(|user| user.platform_id == caller.platform_id)
+        .filter(|user| caller.shares_platform(user))
         .ok_or(ApiError::NotFound(USER_NOT_FOUND))?;
 
     // Never expires, unless the admin's own token does: then no later than it.

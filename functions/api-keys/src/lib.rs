@@ -75,7 +75,7 @@ async fn user_limits(
         Some(id) => service.store.get_user(id).await?,
         None => None,
     }
-    .filter(|user| user.platform_id == caller.platform_id)
+    .filter(|user| caller.shares_platform(user))
     .ok_or_else(not_found)?;
     let limits = limits?;
     let stored = service
@@ -100,7 +100,7 @@ async fn token_limits(
         Some(id) => live_token(service.store.as_ref(), id, caller.now).await?,
         None => None,
     }
-    .filter(|record| record.platform_id == caller.platform_id)
+    .filter(|record| caller.shares_platform(record))
     .ok_or_else(not_found)?;
     let limits = limits?;
     let stored = set_token_limits(

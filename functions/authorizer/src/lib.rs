@@ -162,7 +162,7 @@ fn policy_resource(method_arn: &str, resource: Option<&str>) -> String {
 }
 
 /// The authorizer: Allow for the calling method on the calling route only (path parameters
-/// wildcarded, see [`policy_resource`]), with the caller in the context, once a metered token
+/// wildcarded, see `policy_resource`), with the caller in the context, once a metered token
 /// is charged its unit; "Unauthorized" for any token that does not authenticate; Deny, with
 /// `code` (and `retry_after` seconds when waiting helps) in the context, for a metered token
 /// over a limit.
@@ -291,7 +291,7 @@ async fn verify_route(
         verification
             .record
             .as_ref()
-            .is_some_and(|record| record.platform_id == caller.platform_id)
+            .is_some_and(|record| caller.shares_platform(record))
     };
     let mut charged = None;
     if consume == Some(true)
@@ -311,7 +311,7 @@ async fn verify_route(
     let visible = verification
         .record
         .as_ref()
-        .filter(|record| record.platform_id == caller.platform_id);
+        .filter(|record| caller.shares_platform(*record));
     let code = match visible {
         None => "NOT_FOUND",
         Some(_) => verification.code.as_str(),
@@ -373,7 +373,7 @@ async fn audit_events(
                 .store
                 .get_user(UserId(id))
                 .await?
-                .filter(|user| user.platform_id == caller.platform_id)
+                .filter(|user| caller.shares_platform(user))
                 .ok_or(ApiError::NotFound("User not found."))?;
             EventScope::User(user.id)
         }

@@ -58,7 +58,7 @@ async fn revoke_token(
     };
     let id = id.ok_or_else(not_found)?;
     // Another platform's token is answered as an unknown one.
-    let ours = |token: &TokenRecord| token.platform_id == caller.platform_id;
+    let ours = |token: &TokenRecord| caller.shares_platform(token);
     if !service
         .store
         .revoke_token_if(
@@ -218,7 +218,7 @@ async fn create_token(
     let user = store
         .find_user_by_customer_id(&input.customer_id)
         .await?
-        .filter(|user| user.platform_id == caller.platform_id && user.is_active())
+        .filter(|user| caller.shares_platform(user) && user.is_active())
         .ok_or_else(customer_not_found)?;
     if !user.has_active_workspace() {
         return Err(coded(

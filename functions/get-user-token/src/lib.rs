@@ -133,7 +133,7 @@ async fn answer(
         .store
         .get_user(user_id)
         .await?
-        .filter(|user| user.platform_id == caller.platform_id)
+        .filter(|user| caller.shares_platform(user))
         .ok_or(ApiError::NotFound(USER_NOT_FOUND))?;
     let key = service
         .config

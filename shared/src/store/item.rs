@@ -169,16 +169,6 @@ const LEAK_URL: &str = "leak_url";
 const LEAK_SOURCE: &str = "leak_source";
 const LEAK_PARENT: &str = "leak_parent";
 
-/// The stored name of a revocation's reason (as verify reports it).
-pub fn revocation_name(revocation: &Revocation) -> &'static str {
-    match revocation {
-        Revocation::Deleted => "deleted",
-        Revocation::Rolled => "rolled",
-        Revocation::Leaked(_) => "leaked",
-        Revocation::SelfRevoked => "self_revoked",
-    }
-}
-
 /// The primary key of one item (public so `make bench` can issue the raw operations a route
 /// makes against the very same items).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -418,7 +408,7 @@ pub(super) fn token_item_at(key: &Key, token: &TokenRecord) -> Item {
         item.insert("revoked_at".into(), n(at));
     }
     if let Some(revocation) = &token.revocation {
-        item.insert(REVOKED_REASON.into(), s(revocation_name(revocation)));
+        item.insert(REVOKED_REASON.into(), s(revocation.name()));
         if let Revocation::Leaked(leak) = revocation {
             for (name, value) in [(LEAK_URL, &leak.url), (LEAK_SOURCE, &leak.source)] {
                 if let Some(value) = value {

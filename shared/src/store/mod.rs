@@ -16,11 +16,11 @@ pub use crate::model::{
     TokenRecord, TokenState, User, LAST_USED_RESOLUTION_MS,
 };
 pub use dynamo::{Direct, DynamoStore};
-pub use item::{revocation_name, token_sort_prefix, Key};
+pub use item::{token_sort_prefix, Key};
 
-use crate::audit::Change;
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
 use crate::limits::{Limits, Meter, Usage};
+use crate::model::Audit;
 use crate::token::{PublicTokenId, TokenFamily, TokenId};
 
 /// What the store declined to do because of what is stored: nothing was written. A handler
@@ -123,7 +123,7 @@ pub trait Directory: Send + Sync {
     async fn create_user(
         &self,
         user: NewUser,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<User, StoreError>;
 
@@ -143,7 +143,7 @@ pub trait Directory: Send + Sync {
         &self,
         id: UserId,
         status: UserStatus,
-        change: &Change,
+        audit: &dyn Audit,
     ) -> Result<(), StoreError>;
 }
 
@@ -174,7 +174,7 @@ pub trait Tokens: Send + Sync {
         owner: Owner,
         token: NewToken,
         cap: u32,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<(), StoreError>;
 
@@ -202,7 +202,7 @@ pub trait Tokens: Send + Sync {
         &self,
         record: &TokenRecord,
         fields: &TokenChange,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<Option<TokenRecord>, Fault>;
 
@@ -232,7 +232,7 @@ pub trait Rolls: Send + Sync {
         predecessor: &TokenRecord,
         successor: NewToken,
         grace_end_s: u64,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<RollOutcome, StoreError>;
 }
@@ -247,7 +247,7 @@ pub trait Revocations: Send + Sync {
         user: UserId,
         family: TokenFamily,
         id: TokenId,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<bool, Fault> {
         let address = TokenAddress {
@@ -255,7 +255,7 @@ pub trait Revocations: Send + Sync {
             family,
             id,
         };
-        self.revoke_token_if(address, &Revocation::Deleted, change, now_ms, &|_| true)
+        self.revoke_token_if(address, &Revocation::Deleted, audit, now_ms, &|_| true)
             .await
     }
 
@@ -269,7 +269,7 @@ pub trait Revocations: Send + Sync {
         &self,
         address: TokenAddress,
         why: &Revocation,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
         allowed: &(dyn for<'r> Fn(&'r TokenRecord) -> bool + Sync),
     ) -> Result<bool, Fault>;
@@ -280,7 +280,7 @@ pub trait Revocations: Send + Sync {
     async fn revoke_tokens(
         &self,
         records: &[(TokenRecord, Revocation)],
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<usize, Fault>;
 }
@@ -296,7 +296,7 @@ pub trait Meters: Send + Sync {
         &self,
         target: Metered<'_>,
         limits: &Limits,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<bool, Fault>;
 
@@ -345,7 +345,7 @@ pub trait PermanentKeys: Send + Sync {
         owner: &User,
         derive: &(dyn Fn(u32) -> NewToken + Sync),
         wanted: PermanentGeneration,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<u32, StoreError>;
 }
@@ -432,7 +432,7 @@ pub async fn set_token_limits(
     store: &dyn Store,
     record: &TokenRecord,
     limits: &Limits,
-    change: &Change,
+    audit: &dyn Audit,
     now_ms: u64,
 ) -> Result<bool, Fault> {
     let mut record = record.clone();
@@ -448,7 +448,7 @@ pub async fn set_token_limits(
             return Ok(false);
         };
         if store
-            .set_limits(Metered::Token(&holder), limits, change, now_ms)
+            .set_limits(Metered::Token(&holder), limits, audit, now_ms)
             .await?
         {
             return Ok(true);

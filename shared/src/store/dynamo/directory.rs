@@ -3,16 +3,14 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{ConditionCheck, ReturnValue, TransactWriteItem, Update};
-use serde_json::json;
 
-use crate::audit::{Action, Change, Event, Target};
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
 use crate::store::item::{n, platform_from_item, platform_item, s, user_from_item, user_item, Key};
 use crate::store::{Directory, Fault, NewUser, Platform, Refusal, StoreError, User};
 
 use super::core::*;
-use super::events::details;
 use super::DynamoStore;
+use crate::model::{Audit, Written};
 
 /// The attribute that marks which call created an item (see `create_platform`).
 pub(super) const CREATION: &str = "creation";
@@ -103,7 +101,7 @@ impl Directory for DynamoStore {
     async fn create_user(
         &self,
         new: NewUser,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<User, StoreError> {
         loop {
@@ -148,18 +146,7 @@ impl Directory for DynamoStore {
                 item.insert("user_id".into(), n(id.0));
                 items = items.with(Part::CustomerId, self.put(item, absent)?);
             }
-            let details = details([
-                ("email", json!(user.email)),
-                ("role", json!(user.role.as_str())),
-                ("status", json!(user.status.as_str())),
-            ]);
-            let event = Event::new(
-                change,
-                Action::UserCreated,
-                user.platform_id,
-                Target::user(id),
-                details,
-            );
+            let event = audit.event(&Written::UserCreated(&user));
             items = items.with(Part::Event, self.event_put(&event)?);
             match self.transact(items).await {
                 Ok(()) => return Ok(user),
@@ -212,7 +199,7 @@ impl Directory for DynamoStore {
         &self,
         id: UserId,
         status: UserStatus,
-        change: &Change,
+        audit: &dyn Audit,
     ) -> Result<(), StoreError> {
         let user = self.get_user(id).await?.ok_or(Refusal::UserNotFound)?;
         let update = Update::builder()
@@ -224,17 +211,10 @@ impl Directory for DynamoStore {
             .set_expression_attribute_values(values([(":status", s(status.as_str()))]))
             .build()
             .map_err(unavailable)?;
-        let action = match status {
-            UserStatus::Blocked => Action::UserBlocked,
-            UserStatus::Active => Action::UserUnblocked,
-        };
-        let event = Event::new(
-            change,
-            action,
-            user.platform_id,
-            Target::user(id),
-            details([("previous_status", json!(user.status.as_str()))]),
-        );
+        let event = audit.event(&Written::UserStatusSet {
+            before: &user,
+            status,
+        });
         match self.update_with_event(Part::User, update, &event).await? {
             true => Ok(()),
             false => Err(Refusal::UserNotFound.into()),

@@ -14,17 +14,6 @@ use crate::store::{AuditLog, EventCursor, EventPage, EventScope, Fault};
 use super::core::*;
 use super::DynamoStore;
 
-/// An event's details from (name, value) pairs, nulls left out.
-pub(super) fn details<const N: usize>(
-    pairs: [(&str, serde_json::Value); N],
-) -> serde_json::Map<String, serde_json::Value> {
-    pairs
-        .into_iter()
-        .filter(|(_, value)| !value.is_null())
-        .map(|(name, value)| (name.to_string(), value))
-        .collect()
-}
-
 impl DynamoStore {
     /// The put of `event` in a change's transaction (a new item: its id is unique).
     pub(super) fn event_put(&self, event: &Event) -> Result<TransactWriteItem, Fault> {

@@ -5,16 +5,14 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
-use serde_json::json;
 
-use crate::audit::{Action, Change, Event, Target};
 use crate::limits::{usage, Limits, Meter, Standing, Usage};
 use crate::store::item::{meter_attributes, n, Key, CREDITS, METER_ATTRIBUTES, WINDOW_USED};
 use crate::store::{Fault, Metered, Meters, TokenRecord, TokenState, Tokens};
 
 use super::core::*;
-use super::events::details;
 use super::DynamoStore;
+use crate::model::{Audit, Written};
 
 /// How often a unit of use is charged again after its write lost a race (a refill or a new rate
 /// window written by another unit, limits changed meanwhile): each time from a fresh read.
@@ -99,25 +97,18 @@ impl Meters for DynamoStore {
         &self,
         target: Metered<'_>,
         limits: &Limits,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<bool, Fault> {
         let mut expression_values = HashMap::new();
-        let (key, condition, platform, event_target) = match target {
-            Metered::User(user) => (
-                Key::user(user.id),
-                "attribute_exists(pk)",
-                user.platform_id,
-                Target::user(user.id),
-            ),
+        let (key, condition) = match target {
+            Metered::User(user) => (Key::user(user.id), "attribute_exists(pk)"),
             Metered::Token(token) => {
                 expression_values.insert(":now".to_string(), n(now_ms / 1000));
                 (
                     Key::token(token.user_id, token.kind.family(), token.id),
                     // A rolled token's units go to its successor's meter.
                     LIVE_AND_NOT_ROLLED,
-                    token.platform_id,
-                    token.target(),
                 )
             }
         };
@@ -146,16 +137,7 @@ impl Meters for DynamoStore {
             )
             .build()
             .map_err(unavailable)?;
-        let event = Event::new(
-            change,
-            Action::LimitsUpdated,
-            platform,
-            event_target,
-            details([
-                ("limits", json!(limits)),
-                ("previous", json!(target.limits())),
-            ]),
-        );
+        let event = audit.event(&Written::LimitsSet { target, limits });
         self.update_with_event(Part::Updating, update, &event).await
     }
 

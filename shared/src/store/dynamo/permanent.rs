@@ -2,11 +2,9 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
-use serde_json::json;
 
-use crate::audit::{Action, Change, Event};
 use crate::metrics;
-use crate::store::item::{n, revocation_name, token_item, Key};
+use crate::store::item::{n, token_item, Key};
 use crate::store::{
     Directory, Fault, NewToken, Owner, PermanentGeneration, PermanentKeys, Refusal, Revocation,
     StoreError, TokenAddress, TokenRecord, TokenState, Tokens, User,
@@ -14,9 +12,9 @@ use crate::store::{
 use crate::token::{TokenFamily, TokenKind};
 
 use super::core::*;
-use super::events::details;
 use super::retire::Retirement;
 use super::DynamoStore;
+use crate::model::{Audit, Written};
 
 impl DynamoStore {
     /// Whether `record` is live and holds the hash of `new`, the key the current server key
@@ -39,7 +37,7 @@ impl PermanentKeys for DynamoStore {
         owner: &User,
         derive: &(dyn Fn(u32) -> NewToken + Sync),
         wanted: PermanentGeneration,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<u32, StoreError> {
         let family = TokenFamily::Permanent;
@@ -103,18 +101,11 @@ impl PermanentKeys for DynamoStore {
                     Part::NewToken,
                     self.put(token_item(&record), "attribute_not_exists(pk)")?,
                 );
-            let action = if owner.permanent_issued {
-                Action::PermanentTokenRotated
-            } else {
-                Action::PermanentTokenIssued
-            };
-            let event = Event::new(
-                change,
-                action,
-                record.platform_id,
-                record.target(),
-                details([("generation", json!(next))]),
-            );
+            let event = audit.event(&Written::PermanentIssued {
+                record: &record,
+                generation: next,
+                rotated: owner.permanent_issued,
+            });
             items = items.with(Part::Event, self.event_put(&event)?);
             let retiring = stored.filter(|r| r.state(now_ms) == TokenState::Live);
             if let Some(old) = &retiring {
@@ -130,7 +121,7 @@ impl PermanentKeys for DynamoStore {
                 Ok(()) => {
                     metrics::minted(TokenKind::Permanent.as_str(), 1);
                     if retiring.is_some() {
-                        metrics::revoked(revocation_name(&Revocation::Rolled), 1);
+                        metrics::revoked(Revocation::Rolled.name(), 1);
                     }
                     return Ok(next);
                 }

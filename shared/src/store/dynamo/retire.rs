@@ -6,22 +6,18 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Delete, TransactWriteItem, Update};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
-use serde_json::json;
 
-use crate::audit::{Action, Change, Event};
 use crate::domain::UserId;
 use crate::metrics;
-use crate::store::item::{
-    n, revocation_name, s, token_from_item, token_item_at, token_sort_prefix, Key, ROLLED_TO,
-};
+use crate::store::item::{n, s, token_from_item, token_item_at, token_sort_prefix, Key, ROLLED_TO};
 use crate::store::schema::TTL_ATTRIBUTE;
 use crate::store::{Fault, Revocation, Revocations, TokenAddress, TokenRecord, TokenState, Tokens};
 use crate::token::CapCounter;
 
 use super::core::*;
-use super::events::details;
 use super::meters::meter_as_read;
 use super::DynamoStore;
+use crate::model::{Audit, Written};
 
 /// Tokens one transaction retires: three items each (the live item, its copy, its audit event)
 /// and the owner's counter update, within DynamoDB's 100 items a transaction.
@@ -33,30 +29,6 @@ pub(super) enum Retirement {
     Revoked(Revocation),
     /// Expired, and its cap slot given back.
     Released,
-}
-
-/// The event of `record`'s revocation for `why`.
-pub(super) fn revocation_event(change: &Change, record: &TokenRecord, why: &Revocation) -> Event {
-    let (url, source, parent) = match why {
-        Revocation::Leaked(leak) => (
-            json!(leak.url),
-            json!(leak.source),
-            json!(leak.parent.map(|p| p.to_string())),
-        ),
-        _ => (json!(null), json!(null), json!(null)),
-    };
-    Event::new(
-        change,
-        Action::TokenRevoked,
-        record.platform_id,
-        record.target(),
-        details([
-            ("reason", json!(revocation_name(why))),
-            ("url", url),
-            ("source", source),
-            ("leak_parent", parent),
-        ]),
-    )
 }
 
 impl DynamoStore {
@@ -230,12 +202,12 @@ impl DynamoStore {
     pub(super) async fn revoke_owner(
         &self,
         records: Vec<(TokenRecord, Revocation)>,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<usize, Fault> {
         let mut revoked = 0;
         for chunk in records.chunks(RETIRED_PER_TRANSACTION) {
-            revoked += self.revoke_together(chunk, change, now_ms).await?;
+            revoked += self.revoke_together(chunk, audit, now_ms).await?;
         }
         Ok(revoked)
     }
@@ -245,7 +217,7 @@ impl DynamoStore {
     pub(super) async fn revoke_together(
         &self,
         records: &[(TokenRecord, Revocation)],
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<usize, Fault> {
         let retirements: Vec<Retirement> = records
@@ -261,13 +233,13 @@ impl DynamoStore {
         for (record, why) in records {
             items = items.with(
                 Part::Event,
-                self.event_put(&revocation_event(change, record, why))?,
+                self.event_put(&audit.event(&Written::TokenRevoked { record, why }))?,
             );
         }
         match self.transact(items).await {
             Ok(()) => {
                 for (_, why) in records {
-                    metrics::revoked(revocation_name(why), 1);
+                    metrics::revoked(why.name(), 1);
                 }
                 return Ok(records.len());
             }
@@ -279,7 +251,7 @@ impl DynamoStore {
             let hash = record.hash;
             let same_token = move |r: &TokenRecord| r.hash.matches(&hash);
             if self
-                .revoke_token_if(record.address(), why, change, now_ms, &same_token)
+                .revoke_token_if(record.address(), why, audit, now_ms, &same_token)
                 .await?
             {
                 revoked += 1;
@@ -295,7 +267,7 @@ impl Revocations for DynamoStore {
         &self,
         address: TokenAddress,
         why: &Revocation,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
         allowed: &(dyn for<'r> Fn(&'r TokenRecord) -> bool + Sync),
     ) -> Result<bool, Fault> {
@@ -341,7 +313,10 @@ impl Revocations for DynamoStore {
             for retired in &retiring {
                 items = items.with(
                     Part::Event,
-                    self.event_put(&revocation_event(change, retired, why))?,
+                    self.event_put(&audit.event(&Written::TokenRevoked {
+                        record: retired,
+                        why,
+                    }))?,
                 );
             }
             let revoked = match self.transact(items).await {
@@ -364,7 +339,7 @@ impl Revocations for DynamoStore {
                 }
             };
             if revoked {
-                metrics::revoked(revocation_name(why), retiring.len() as u64);
+                metrics::revoked(why.name(), retiring.len() as u64);
             }
             return Ok(revoked);
         }
@@ -376,7 +351,7 @@ impl Revocations for DynamoStore {
     async fn revoke_tokens(
         &self,
         records: &[(TokenRecord, Revocation)],
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<usize, Fault> {
         // One owner's tokens one transaction after another (they share its profile's counter);
@@ -393,7 +368,7 @@ impl Revocations for DynamoStore {
         }
         let revocations: Vec<_> = owners
             .into_iter()
-            .map(|group| self.revoke_owner(group, change, now_ms))
+            .map(|group| self.revoke_owner(group, audit, now_ms))
             .collect();
         stream::iter(revocations)
             .buffer_unordered(IN_FLIGHT)

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
-use serde_json::json;
 
-use crate::audit::{Action, Change, Event};
 use crate::domain::{UserId, UserStatus};
 use crate::metrics;
 use crate::store::item::{
@@ -20,9 +18,9 @@ use crate::store::{
 use crate::token::{CapCounter, TokenFamily};
 
 use super::core::*;
-use super::events::details;
 use super::meters::meter_as_read;
 use super::DynamoStore;
+use crate::model::{Audit, Written};
 
 /// [`meter_as_read`] of a token's meter, and its name, abilities and `enabled` as read: what a
 /// roll hands on (an update racing the roll sends it back for a fresh read, so a narrowing of
@@ -83,7 +81,7 @@ impl Rolls for DynamoStore {
         predecessor: &TokenRecord,
         successor: NewToken,
         grace_end_s: u64,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<RollOutcome, StoreError> {
         let family = predecessor.kind.family();
@@ -163,16 +161,11 @@ impl Rolls for DynamoStore {
                 )
                 .with(
                     Part::Event,
-                    self.event_put(&Event::new(
-                        change,
-                        Action::TokenRolled,
-                        predecessor.platform_id,
-                        predecessor.target(),
-                        details([
-                            ("successor_id", json!(record.public_id().to_string())),
-                            ("previous_expires_at", json!(until)),
-                        ]),
-                    ))?,
+                    self.event_put(&audit.event(&Written::TokenRolled {
+                        predecessor: &predecessor,
+                        successor: &record,
+                        until,
+                    }))?,
                 );
             if let Some(child) = child_item(&record) {
                 items = items.with(Part::Child, self.put_any(child)?);

@@ -8,9 +8,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, ReturnValue, TransactWriteItem, Update,
 };
 use futures_util::stream::{self, StreamExt, TryStreamExt};
-use serde_json::json;
 
-use crate::audit::{Action, Change, Event};
 use crate::domain::{UserId, UserStatus};
 use crate::metrics;
 use crate::store::item::{
@@ -24,8 +22,8 @@ use crate::store::{
 use crate::token::{PublicTokenId, TokenFamily, TokenId};
 
 use super::core::*;
-use super::events::details;
 use super::DynamoStore;
+use crate::model::{Audit, Written};
 
 impl DynamoStore {
     /// Settles a new token's creation (or roll) whose transaction's outcome stayed unknown:
@@ -169,24 +167,14 @@ impl Tokens for DynamoStore {
         owner: Owner,
         token: NewToken,
         cap: u32,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let family = token.parsed.kind.family();
         let record = token.record(owner);
         let mut released_once = false;
         loop {
-            let event = Event::new(
-                change,
-                Action::TokenCreated,
-                record.platform_id,
-                record.target(),
-                details([
-                    ("abilities", json!(record.abilities.as_slice())),
-                    ("expires_at", json!(record.expires_at)),
-                    ("parent_id", json!(record.parent_id.map(|p| p.to_string()))),
-                ]),
-            );
+            let event = audit.event(&Written::TokenCreated(&record));
             let mut items = Transaction::default()
                 .with(Part::Owner, self.owner_guard(owner.id, family, cap)?)
                 .with(
@@ -324,7 +312,7 @@ impl Tokens for DynamoStore {
         &self,
         record: &TokenRecord,
         fields: &TokenChange,
-        change: &Change,
+        audit: &dyn Audit,
         now_ms: u64,
     ) -> Result<Option<TokenRecord>, Fault> {
         let mut sets = Vec::new();
@@ -377,20 +365,7 @@ impl Tokens for DynamoStore {
         if let Some(enabled) = fields.enabled {
             updated.enabled = enabled;
         }
-        let event = Event::new(
-            change,
-            Action::TokenUpdated,
-            record.platform_id,
-            record.target(),
-            details([
-                ("name", json!(fields.name.as_ref().map(|n| n.as_str()))),
-                (
-                    "abilities",
-                    json!(fields.abilities.as_ref().map(|a| a.as_slice())),
-                ),
-                ("enabled", json!(fields.enabled)),
-            ]),
-        );
+        let event = audit.event(&Written::TokenUpdated { record, fields });
         let written = self
             .update_with_event(Part::Updating, update, &event)
             .await?;

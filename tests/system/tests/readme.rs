@@ -1,5 +1,5 @@
-//! The README's walkthrough, run verbatim against `tokenctl serve` on a fresh table: every
-//! response must be the one the README shows (tokens, ids, timestamps and expiry aside). The
+//! The walkthrough (`docs/WALKTHROUGH.md`, begun in the README), run verbatim against
+//! `tokenctl serve` on a fresh table: every response must be the one it shows (tokens, ids, timestamps and expiry aside). The
 //! same walkthrough runs against `sam local start-api` (`scripts/sam-local.sh suites`, in
 //! `make test`): the `#[ignore]`d `..._through_sam_local` test, with `SAM_API_URL` and
 //! `SAM_API_TABLE` set.
@@ -14,9 +14,13 @@ use shared::test_support::{command_on, random_hex, LocalServer};
 
 const KEY: &str = "readme-test-key-0123456789abcdef0123456789";
 
-/// The fenced blocks of the README's `## Walkthrough` section: (language, text).
+/// The fenced blocks of the full walkthrough: (language, text).
 fn walkthrough_blocks() -> Vec<(String, String)> {
-    let readme = include_str!("../../../README.md");
+    section_blocks(include_str!("../../../docs/WALKTHROUGH.md"))
+}
+
+/// The fenced blocks of `text`'s `## Walkthrough` section: (language, text).
+fn section_blocks(readme: &str) -> Vec<(String, String)> {
     let start = readme
         .find("\n## Walkthrough")
         .expect("a Walkthrough section");
@@ -72,7 +76,7 @@ fn normalize(text: &str) -> String {
 }
 
 fn tokenctl(table: &str) -> Command {
-    command_on(env!("CARGO_BIN_EXE_tokenctl"), table, KEY)
+    command_on(&system_tests::tokenctl().to_string_lossy(), table, KEY)
 }
 
 #[test]
@@ -182,4 +186,19 @@ fn walk_through(base_url: &str, demo: &Value, scanning_key: &str) {
     );
     let actual: Vec<String> = stdout.lines().map(normalize).collect();
     assert_eq!(actual, expected);
+}
+
+#[test]
+fn the_readme_walkthrough_is_the_start_of_the_full_one() {
+    let short = section_blocks(include_str!("../../../README.md"));
+    let full = walkthrough_blocks();
+    assert!(
+        short.len() >= 2,
+        "the README shows a request and its answer"
+    );
+    assert_eq!(
+        short,
+        full[..short.len()],
+        "README.md's walkthrough left the full one's path"
+    );
 }
