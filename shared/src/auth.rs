@@ -1,5 +1,6 @@
 //! Authentication: one strongly consistent GetItem per presented token.
 
+use crate::clock::EpochMs;
 use crate::domain::{Abilities, PlatformId, Role, UserId, UserStatus};
 use crate::error::ApiError;
 use crate::limits::{self, Meter, Usage};
@@ -38,9 +39,9 @@ impl Principal {
     }
 
     /// Whether `last_used_at` is due an update: unset, or older than the resolution.
-    pub fn last_use_is_stale(&self, now_ms: u64) -> bool {
+    pub fn last_use_is_stale(&self, now: EpochMs) -> bool {
         self.last_used_at_ms
-            .is_none_or(|at| at.saturating_add(LAST_USED_RESOLUTION_MS) <= now_ms)
+            .is_none_or(|at| at.saturating_add(LAST_USED_RESOLUTION_MS) <= now.0)
     }
 
     /// The calling token's public id, kept on the tokens it mints.
@@ -167,24 +168,22 @@ impl Verification {
         self.token_meter().is_some() || self.owner_meter.is_some()
     }
 
-    /// Where the token's limits and its owner's stand at `now_ms`, without charging.
-    pub fn usage(&self, now_ms: u64) -> Usage {
+    /// Where the token's limits and its owner's stand at `now`, without charging.
+    pub fn usage(&self, now: EpochMs) -> Usage {
         let standings: Vec<_> = [self.token_meter(), self.owner_meter]
             .into_iter()
             .flatten()
-            .map(|meter| meter.standing(now_ms))
+            .map(|meter| meter.standing(now))
             .collect();
-        limits::usage(&standings, 0, now_ms)
+        limits::usage(&standings, 0, now)
     }
 
     /// One unit of use of a valid token: charged to its limits and its owner's (none for an
     /// unmetered token, with no write). `None`: the token stopped being usable meanwhile.
-    pub async fn charge(&self, store: &dyn Store, now_ms: u64) -> Result<Option<Usage>, Fault> {
+    pub async fn charge(&self, store: &dyn Store, now: EpochMs) -> Result<Option<Usage>, Fault> {
         match &self.meter_holder {
             Some(holder) if self.is_metered() => {
-                store
-                    .charge(holder, self.owner_meter.as_ref(), now_ms)
-                    .await
+                store.charge(holder, self.owner_meter.as_ref(), now).await
             }
             _ => Ok(Some(Usage::default())),
         }
@@ -198,15 +197,15 @@ impl Verification {
 pub async fn verify(
     store: &dyn Store,
     presented: &str,
-    now_ms: u64,
+    now: EpochMs,
 ) -> Result<Verification, Fault> {
-    let verification = check(store, presented, now_ms).await?;
+    let verification = check(store, presented, now).await?;
     crate::metrics::verified(verification.code.as_str());
     Ok(verification)
 }
 
 /// [`verify`] without the metric.
-async fn check(store: &dyn Store, presented: &str, now_ms: u64) -> Result<Verification, Fault> {
+async fn check(store: &dyn Store, presented: &str, now: EpochMs) -> Result<Verification, Fault> {
     let not_found = Verification {
         code: VerificationCode::NotFound,
         record: None,
@@ -231,7 +230,7 @@ async fn check(store: &dyn Store, presented: &str, now_ms: u64) -> Result<Verifi
         .as_ref()
         .filter(|owner| owner.status == UserStatus::Active)
         .map(|owner| owner.role);
-    let mut code = match (record.state(now_ms), owner_role) {
+    let mut code = match (record.state(now), owner_role) {
         (TokenState::Revoked, _) => VerificationCode::Revoked,
         (TokenState::Expired, _) => VerificationCode::Expired,
         (TokenState::Live, None) => VerificationCode::Disabled,
@@ -246,7 +245,7 @@ async fn check(store: &dyn Store, presented: &str, now_ms: u64) -> Result<Verifi
             .get_token(successor.user_id, successor.family, successor.id)
             .await?;
         code = match &successor {
-            Some(s) if s.state(now_ms) != TokenState::Live => VerificationCode::Revoked,
+            Some(s) if s.state(now) != TokenState::Live => VerificationCode::Revoked,
             Some(s) if !s.enabled => VerificationCode::Disabled,
             Some(_) => VerificationCode::Valid,
             None => VerificationCode::Revoked,
@@ -277,9 +276,9 @@ async fn check(store: &dyn Store, presented: &str, now_ms: u64) -> Result<Verifi
 pub async fn authenticate(
     store: &dyn Store,
     presented: Option<&str>,
-    now_ms: u64,
+    now: EpochMs,
 ) -> Result<Principal, ApiError> {
-    authenticated(store, presented, now_ms)
+    authenticated(store, presented, now)
         .await
         .map(|(principal, _)| principal)
 }
@@ -288,9 +287,9 @@ pub async fn authenticate(
 pub async fn authenticated(
     store: &dyn Store,
     presented: Option<&str>,
-    now_ms: u64,
+    now: EpochMs,
 ) -> Result<(Principal, Verification), ApiError> {
-    let verification = verify(store, presented.ok_or(ApiError::Unauthenticated)?, now_ms).await?;
+    let verification = verify(store, presented.ok_or(ApiError::Unauthenticated)?, now).await?;
     Ok((principal(&verification)?, verification))
 }
 

@@ -47,15 +47,21 @@ impl EpochSeconds {
     }
 }
 
+impl std::fmt::Display for EpochMs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl std::fmt::Display for EpochSeconds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
     }
 }
 
-/// Milliseconds since the Unix epoch, from the system clock.
-pub fn now_ms() -> u64 {
-    EpochMs::now().0
+/// The system clock's now ([`EpochMs::now`]).
+pub fn now_ms() -> EpochMs {
+    EpochMs::now()
 }
 
 /// `2025-01-08T10:30:00.000000Z`, the api-keys seed's timestamps.

@@ -3,6 +3,7 @@
 //! 048372910564, one active workspace) and a blocked user (1003).
 
 use crate::audit::Change;
+use crate::clock::EpochMs;
 use crate::domain::{
     Abilities, CustomerId, Email, Role, TokenName, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
@@ -26,11 +27,11 @@ pub struct Demo {
 
 /// Creates the demo directory unless its admin exists (so it is safe on a persistent table),
 /// then mints fresh keys.
-pub async fn seed(store: &dyn Store, cap: u32, now_ms: u64) -> Result<Demo, StoreError> {
+pub async fn seed(store: &dyn Store, cap: u32, now: EpochMs) -> Result<Demo, StoreError> {
     let admin = match store.get_user(ADMIN_ID).await? {
         Some(admin) => admin,
         None => {
-            let platform = store.create_platform("Demo Platform", now_ms).await?;
+            let platform = store.create_platform("Demo Platform", now).await?;
             let users = [
                 (
                     ADMIN_ID,
@@ -70,7 +71,7 @@ pub async fn seed(store: &dyn Store, cap: u32, now_ms: u64) -> Result<Demo, Stor
                         status: WorkspaceStatus::Active,
                     }],
                 };
-                created.push(store.create_user(user, &Change::operator(), now_ms).await?);
+                created.push(store.create_user(user, &Change::operator(), now).await?);
             }
             created.swap_remove(0)
         }

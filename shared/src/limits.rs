@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use time::{Date, OffsetDateTime};
 
+use crate::clock::EpochMs;
 use crate::clock::{EpochSeconds, SecondsText};
 use crate::validate::{both, integer_field, present, required, string_field, FieldErrors, Parsed};
 
@@ -300,10 +301,10 @@ impl RateWindow {
 }
 
 impl Meter {
-    /// The meter of a record whose limits were just set at `now_ms`: full credits for this
+    /// The meter of a record whose limits were just set at `now`: full credits for this
     /// refill period, a new rate window.
-    pub fn set(limits: Limits, now_ms: u64) -> Meter {
-        let now_s = now_ms / 1000;
+    pub fn set(limits: Limits, now: EpochMs) -> Meter {
+        let now_s = now.seconds().0;
         Meter {
             limits,
             refilled_for: limits
@@ -315,9 +316,9 @@ impl Meter {
         }
     }
 
-    /// Where this meter stands at `now_ms`.
-    pub fn standing(&self, now_ms: u64) -> Standing {
-        let now_s = now_ms / 1000;
+    /// Where this meter stands at `now`.
+    pub fn standing(&self, now: EpochMs) -> Standing {
+        let now_s = now.seconds().0;
         let mut refill_for = None;
         let mut refill_in = None;
         let credits = self.limits.credits.map(|credits| match credits.refill {
@@ -387,9 +388,9 @@ impl Standing {
 }
 
 /// The usage of a token whose meters stand as `standings` (token and owner), after `charged`
-/// units (0 or 1) at `now_ms`.
-pub fn usage(standings: &[Standing], charged: u64, now_ms: u64) -> Usage {
-    let now_s = now_ms / 1000;
+/// units (0 or 1) at `now`.
+pub fn usage(standings: &[Standing], charged: u64, now: EpochMs) -> Usage {
+    let now_s = now.seconds().0;
     let credits = standings
         .iter()
         .filter_map(|s| s.credits)
@@ -509,11 +510,11 @@ mod tests {
                 window_seconds: 60,
             }),
         };
-        let meter = Meter::set(limits, NOW_S * 1000);
-        let now = meter.standing(NOW_S * 1000 + 500);
+        let meter = Meter::set(limits, EpochMs(NOW_S * 1000));
+        let now = meter.standing(EpochMs(NOW_S * 1000 + 500));
         assert_eq!(now.credits, Some(0));
         assert_eq!(now.refusal(), Some(Refusal::UsageExceeded));
-        let tomorrow = meter.standing((NOW_S + DAY) * 1000);
+        let tomorrow = meter.standing(EpochMs((NOW_S + DAY) * 1000));
         assert_eq!(tomorrow.credits, Some(7));
         assert_eq!(tomorrow.refill_for, Some(NOW_S - 15 * 3600 + DAY));
         let window = |start, used, new| RateWindow {
@@ -524,7 +525,7 @@ mod tests {
             new,
         };
         assert_eq!(tomorrow.window, Some(window(NOW_S + DAY, 0, true)));
-        let usage = usage(&[now], 0, NOW_S * 1000);
+        let usage = usage(&[now], 0, EpochMs(NOW_S * 1000));
         assert_eq!(usage.retry_after, Some(9 * 3600));
     }
 
@@ -552,9 +553,9 @@ mod tests {
             used,
             new,
         };
-        let behind = meter.standing((window - 1) * 1000);
+        let behind = meter.standing(EpochMs((window - 1) * 1000));
         assert_eq!(behind.window, Some(rate(window, 2, false)));
-        let next = meter.standing((window + 60) * 1000);
+        let next = meter.standing(EpochMs((window + 60) * 1000));
         assert_eq!(next.window, Some(rate(window + 60, 0, true)));
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::audit::Change;
 use crate::auth::Principal;
+use crate::clock::{EpochMs, EpochSeconds};
 use crate::domain::{Abilities, TokenName};
 use crate::error::ApiError;
 use crate::store::{NewToken, Owner, Refusal, RollOutcome, Store, StoreError, TokenRecord};
@@ -56,10 +57,10 @@ pub async fn mint(
     owner: Owner,
     request: MintRequest,
     cap: u32,
-    now_ms: u64,
+    now: EpochMs,
 ) -> Result<Minted, StoreError> {
-    let (minted, ()) = issue(owner, &request, now_ms, |new| {
-        store.create_token(owner, new, cap, &request.change, now_ms)
+    let (minted, ()) = issue(owner, &request, now, |new| {
+        store.create_token(owner, new, cap, &request.change, now)
     })
     .await?;
     Ok(minted)
@@ -82,24 +83,17 @@ pub enum Roll {
 }
 
 /// Replaces `owner`'s live token `predecessor` by a successor minted as `request`, in one
-/// transaction (see [`crate::store::Rolls::roll_token`]); the predecessor works until `grace_end_s`.
+/// transaction (see [`crate::store::Rolls::roll_token`]); the predecessor works until `grace_end`.
 pub async fn roll(
     store: &dyn Store,
     owner: Owner,
     predecessor: &TokenRecord,
     request: MintRequest,
-    grace_end_s: u64,
-    now_ms: u64,
+    grace_end: EpochSeconds,
+    now: EpochMs,
 ) -> Result<Roll, StoreError> {
-    let (minted, outcome) = issue(owner, &request, now_ms, |new| {
-        store.roll_token(
-            owner,
-            predecessor,
-            new,
-            grace_end_s,
-            &request.change,
-            now_ms,
-        )
+    let (minted, outcome) = issue(owner, &request, now, |new| {
+        store.roll_token(owner, predecessor, new, grace_end, &request.change, now)
     })
     .await?;
     Ok(match outcome {
@@ -125,7 +119,7 @@ pub async fn roll(
 async fn issue<T, F, Fut>(
     owner: Owner,
     request: &MintRequest,
-    now_ms: u64,
+    now: EpochMs,
     mut store_it: F,
 ) -> Result<(Minted, T), StoreError>
 where
@@ -133,12 +127,12 @@ where
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
     for _ in 0..3 {
-        let issued = token::generate(request.kind, owner.id, now_ms);
+        let issued = token::generate(request.kind, owner.id, now);
         let new = NewToken {
             parsed: issued.parsed,
             name: request.name.as_str().to_string(),
             abilities: request.abilities.clone(),
-            created_at_ms: now_ms,
+            created_at_ms: now.0,
             expires_at: request.expires_at,
             parent_id: request.parent_id,
         };
@@ -176,6 +170,6 @@ pub async fn mint_plaintext(
         parent_id: None,
         change: Change::operator(),
     };
-    let minted = mint(store, owner, request, cap, crate::store::now_ms()).await?;
+    let minted = mint(store, owner, request, cap, crate::clock::now_ms()).await?;
     Ok(minted.secret.expose().to_string())
 }

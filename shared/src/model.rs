@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::audit::Event;
+use crate::clock::EpochMs;
 use crate::domain::{
     Abilities, CustomerId, Email, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
@@ -304,10 +305,10 @@ impl TokenRecord {
         }
     }
 
-    /// Whether its predecessor still works at `now_ms` (then it cannot be rolled).
-    pub fn predecessor_works(&self, now_ms: u64) -> bool {
+    /// Whether its predecessor still works at `now` (then it cannot be rolled).
+    pub fn predecessor_works(&self, now: EpochMs) -> bool {
         self.predecessor
-            .is_some_and(|p| p.until.saturating_mul(1000) > now_ms)
+            .is_some_and(|p| p.until.saturating_mul(1000) > now.0)
     }
 
     /// Where the successor of a rolled token lives.
@@ -330,12 +331,12 @@ impl TokenRecord {
 
     /// A token is live until revoked and until its `expires_at` second has begun. DynamoDB
     /// deletes items only eventually, so every read asks this.
-    pub fn state(&self, now_ms: u64) -> TokenState {
+    pub fn state(&self, now: EpochMs) -> TokenState {
         if self.revoked_at_ms.is_some() {
             TokenState::Revoked
         } else if self
             .expires_at
-            .is_some_and(|at| at.saturating_mul(1000) <= now_ms)
+            .is_some_and(|at| at.saturating_mul(1000) <= now.0)
         {
             TokenState::Expired
         } else {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::audit::Change;
 use crate::auth::{authenticate, authenticated, Principal};
+use crate::clock::EpochMs;
 use crate::config::{dynamodb_client, Config};
 use crate::domain::Abilities;
 use crate::error::ApiError;
@@ -43,10 +44,10 @@ impl Service {
         &self,
         owner: Owner,
         request: MintRequest,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<Minted, StoreError> {
         let cap = self.config.cap(request.kind.family());
-        mint(self.store.as_ref(), owner, request, cap, now_ms).await
+        mint(self.store.as_ref(), owner, request, cap, now).await
     }
 
     /// The user's permanent key of the generation `wanted`, derived from `key`: the one that
@@ -58,12 +59,12 @@ impl Service {
         user: &User,
         wanted: PermanentGeneration,
         change: &Change,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<IssuedToken, StoreError> {
-        let derive = |generation| permanent_record(key, user, generation, now_ms);
+        let derive = |generation| permanent_record(key, user, generation, now);
         let generation = self
             .store
-            .issue_permanent_token(user, &derive, wanted, change, now_ms)
+            .issue_permanent_token(user, &derive, wanted, change, now)
             .await?;
         Ok(key.derive(user.id, generation))
     }
@@ -77,10 +78,10 @@ impl Service {
     pub async fn authenticate(
         &self,
         presented: Option<&str>,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<Principal, ApiError> {
-        let principal = authenticate(self.store.as_ref(), presented, now_ms).await?;
-        self.record_use(&principal, now_ms).await;
+        let principal = authenticate(self.store.as_ref(), presented, now).await?;
+        self.record_use(&principal, now).await;
         Ok(principal)
     }
 
@@ -91,12 +92,11 @@ impl Service {
     pub async fn admit(
         &self,
         presented: Option<&str>,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<(Principal, Usage), ApiError> {
-        let (principal, verification) =
-            authenticated(self.store.as_ref(), presented, now_ms).await?;
+        let (principal, verification) = authenticated(self.store.as_ref(), presented, now).await?;
         let usage = verification
-            .charge(self.store.as_ref(), now_ms)
+            .charge(self.store.as_ref(), now)
             .await?
             .ok_or(ApiError::Unauthenticated)?;
         if let Some(refusal) = usage.refusal {
@@ -105,19 +105,19 @@ impl Service {
                 retry_after: usage.retry_after,
             });
         }
-        self.record_use(&principal, now_ms).await;
+        self.record_use(&principal, now).await;
         Ok((principal, usage))
     }
 
     /// Records a token's use when its `last_used_at` is stale (see [`Service::authenticate`]).
-    async fn record_use(&self, principal: &Principal, now_ms: u64) {
-        if principal.last_use_is_stale(now_ms) {
+    async fn record_use(&self, principal: &Principal, now: EpochMs) {
+        if principal.last_use_is_stale(now) {
             let (user, family, id) = (
                 principal.user_id,
                 principal.kind.family(),
                 principal.token_id,
             );
-            if let Err(error) = self.store.touch_token(user, family, id, now_ms).await {
+            if let Err(error) = self.store.touch_token(user, family, id, now).await {
                 tracing::warn!(error = %error, "could not record a token's last use");
             }
         }
@@ -125,12 +125,12 @@ impl Service {
 }
 
 /// The record of `user`'s permanent token of `generation`.
-fn permanent_record(key: &PermanentKey, user: &User, generation: u32, now_ms: u64) -> NewToken {
+fn permanent_record(key: &PermanentKey, user: &User, generation: u32, now: EpochMs) -> NewToken {
     NewToken {
         parsed: key.derive(user.id, generation).parsed,
         name: "permanent".into(),
         abilities: Abilities::full(),
-        created_at_ms: now_ms,
+        created_at_ms: now.0,
         expires_at: None,
         parent_id: None,
     }

@@ -20,6 +20,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::clock::EpochMs;
 use crate::domain::UserId;
 
 const PREFIX: &str = "tkn";
@@ -160,10 +161,10 @@ pub struct TokenId([u8; TokenId::LEN]);
 impl TokenId {
     const LEN: usize = 10;
 
-    /// A new id for a token created at `now_ms`.
-    pub fn generate(now_ms: u64) -> TokenId {
+    /// A new id for a token created at `now`.
+    pub fn generate(now: EpochMs) -> TokenId {
         let mut bytes = [0u8; TokenId::LEN];
-        bytes[..6].copy_from_slice(&now_ms.to_be_bytes()[2..]);
+        bytes[..6].copy_from_slice(&now.0.to_be_bytes()[2..]);
         fill_random(&mut bytes[6..]);
         TokenId(bytes)
     }
@@ -295,11 +296,11 @@ pub struct IssuedToken {
 #[error("malformed token")]
 pub struct MalformedToken;
 
-/// Mints a random token of `kind` for `user_id`, created at `now_ms`.
-pub fn generate(kind: TokenKind, user_id: UserId, now_ms: u64) -> IssuedToken {
+/// Mints a random token of `kind` for `user_id`, created at `now`.
+pub fn generate(kind: TokenKind, user_id: UserId, now: EpochMs) -> IssuedToken {
     let mut secret = [0u8; SECRET_BYTES];
     fill_random(&mut secret);
-    assemble(kind, user_id, TokenId::generate(now_ms), &secret)
+    assemble(kind, user_id, TokenId::generate(now), &secret)
 }
 
 /// The server key permanent tokens are derived from (`PERMANENT_TOKEN_KEY`).
@@ -486,7 +487,7 @@ mod tests {
     proptest! {
         #[test]
         fn generated_tokens_round_trip(kind in any_kind(), user in any::<u64>(), ms in 0u64..(1 << 48)) {
-            let issued = generate(kind, UserId(user), ms);
+            let issued = generate(kind, UserId(user), EpochMs(ms));
             let text = issued.secret.expose();
             prop_assert_eq!(text.len(), TOKEN_LEN);
             prop_assert!(text.starts_with("tkn"));
@@ -502,7 +503,7 @@ mod tests {
             position in 0usize..TOKEN_LEN,
             replacement in prop::char::range('!', '~'),
         ) {
-            let issued = generate(kind, UserId(user), 1_700_000_000_000);
+            let issued = generate(kind, UserId(user), EpochMs(1_700_000_000_000));
             let text = issued.secret.expose();
             let original = text.as_bytes()[position] as char;
             prop_assume!(replacement != original);
@@ -537,20 +538,20 @@ mod tests {
         // Secrets: 192 random bits, unique even when minted in the same millisecond.
         let mut seen = HashSet::new();
         for _ in 0..20_000 {
-            let issued = generate(TokenKind::ApiKey, UserId(7), 1_700_000_000_000);
+            let issued = generate(TokenKind::ApiKey, UserId(7), EpochMs(1_700_000_000_000));
             assert!(seen.insert(issued.secret.expose().to_string()));
         }
         // Record ids: unique across milliseconds by construction; within one millisecond 32
         // random bits make a clash rare, and the store refuses one (the mint is retried).
         let mut ids = HashSet::new();
         for ms in 0..20_000 {
-            assert!(ids.insert(TokenId::generate(1_700_000_000_000 + ms)));
+            assert!(ids.insert(TokenId::generate(EpochMs(1_700_000_000_000 + ms))));
         }
     }
 
     #[test]
     fn every_checksum_flip_is_rejected_without_state() {
-        let issued = generate(TokenKind::Customer, UserId(42), 1);
+        let issued = generate(TokenKind::Customer, UserId(42), EpochMs(1));
         let text = issued.secret.expose();
         let last = text.len() - 1;
         for c in ALPHABET.iter().map(|&b| b as char) {
@@ -567,7 +568,7 @@ mod tests {
         for text in ["", "tkna_", "2|abc123xyz789", "Bearer tkna_x", "tknz_aaa"] {
             assert_eq!(parse(text), Err(MalformedToken), "{text}");
         }
-        let issued = generate(TokenKind::ApiKey, UserId(1), 1);
+        let issued = generate(TokenKind::ApiKey, UserId(1), EpochMs(1));
         let text = issued.secret.expose();
         assert_eq!(parse(&text[..TOKEN_LEN - 1]), Err(MalformedToken));
         assert_eq!(parse(&format!("{text}0")), Err(MalformedToken));
@@ -590,14 +591,14 @@ mod tests {
             TokenId::permanent(u32::MAX).permanent_generation(),
             Some(u32::MAX)
         );
-        assert_eq!(TokenId::generate(1).permanent_generation(), None);
+        assert_eq!(TokenId::generate(EpochMs(1)).permanent_generation(), None);
         assert!(PermanentKey::new(&[1u8; 31]).is_none());
     }
 
     #[test]
     fn token_ids_sort_by_creation_time_and_parse_back() {
-        let older = TokenId::generate(1_000);
-        let newer = TokenId::generate(1_001);
+        let older = TokenId::generate(EpochMs(1_000));
+        let newer = TokenId::generate(EpochMs(1_001));
         assert!(older.to_string() < newer.to_string());
         assert_eq!(TokenId::parse(&older.to_string()), Some(older));
         assert_eq!(TokenId::parse("zz"), None);
@@ -609,7 +610,7 @@ mod tests {
     fn public_ids_name_owner_and_record() {
         let id = PublicTokenId {
             user_id: UserId(42),
-            token_id: TokenId::generate(5),
+            token_id: TokenId::generate(EpochMs(5)),
         };
         let text = id.to_string();
         assert!(text.starts_with("42-"));
@@ -629,7 +630,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
-        let issued = generate(TokenKind::ApiKey, UserId(1), 1);
+        let issued = generate(TokenKind::ApiKey, UserId(1), EpochMs(1));
         let shown = format!("{issued:?}");
         assert!(!shown.contains(issued.secret.expose()));
         assert!(!shown.contains(&issued.secret.expose()[5..20]));

@@ -25,11 +25,12 @@ use tower::ServiceExt;
 
 use crate::audit::{Change, Source};
 use crate::auth::Principal;
+use crate::clock::{now_ms, EpochMs};
 use crate::domain::UserId;
 use crate::error::{ApiError, FieldErrors};
 use crate::http::{bearer_token, body_fields, header, routed_request, BodyFormat, MAX_BODY_BYTES};
 use crate::service::{init_tracing, Service};
-use crate::store::{now_ms, Fault};
+use crate::store::Fault;
 use crate::token::PublicTokenId;
 use crate::{deadline, http};
 
@@ -257,11 +258,11 @@ impl Requirement for ManagingToken {
 }
 
 /// The authenticated caller of a request, as its token allows for `R`, and the time the request
-/// is served at (milliseconds). Errors answer in style `S`. The token's last use is recorded
+/// is served at. Errors answer in style `S`. The token's last use is recorded
 /// when stale (see [`Service::authenticate`]).
 pub struct Caller<S, R = AnyToken> {
     pub principal: Principal,
-    pub now: u64,
+    pub now: EpochMs,
     /// Where the request came from (API Gateway's request context), for audit events.
     pub source: Option<Source>,
     marker: PhantomData<(S, R)>,

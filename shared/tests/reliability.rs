@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use shared::auth::{verify, VerificationCode};
+use shared::clock::EpochMs;
 use shared::deadline;
 use shared::domain::{Abilities, Role, TokenName, UserStatus};
 use shared::mint::{mint, MintRequest};
@@ -83,7 +84,7 @@ async fn ttl_deleting_expired_tokens_never_strands_their_slots() {
         .await
         .unwrap();
     for _ in 0..4 {
-        let expired = key_request(Some(now / 1000 - 60));
+        let expired = key_request(Some(now.0 / 1000 - 60));
         mint(&store, owner, expired, 5, now).await.unwrap();
     }
     assert_eq!(live_tokens(&store, &user).await, 5);
@@ -154,7 +155,7 @@ async fn revoked_and_released_tokens_leave_the_range_listings_read() {
     let owner = Owner::from(&user);
     let now = now_ms();
     for _ in 0..2 {
-        let expired = key_request(Some(now / 1000 - 60));
+        let expired = key_request(Some(now.0 / 1000 - 60));
         mint(&capped, owner, expired.clone(), 2, now).await.unwrap();
     }
     mint(&capped, owner, key_request(None), 2, now_ms())
@@ -346,7 +347,7 @@ async fn a_permanent_token_issue_whose_answer_was_lost_hands_out_a_working_key()
             parsed: issued.parsed,
             name: "permanent".into(),
             abilities: Abilities::full(),
-            created_at_ms: now_ms(),
+            created_at_ms: now_ms().0,
             expires_at: None,
             parent_id: None,
         }
@@ -428,7 +429,7 @@ async fn the_same_create_or_revocation_sent_again_is_recognised() {
         parsed: issued.parsed.clone(),
         name: "once".into(),
         abilities: Abilities::full(),
-        created_at_ms: now_ms(),
+        created_at_ms: now_ms().0,
         expires_at: None,
         parent_id: None,
     };
@@ -465,7 +466,7 @@ async fn the_same_create_or_revocation_sent_again_is_recognised() {
             TokenFamily::ApiKeys,
             issued.parsed.token_id,
             &shared::audit::Change::operator(),
-            at + 1
+            EpochMs(at.0 + 1)
         )
         .await
         .unwrap());

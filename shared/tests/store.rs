@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use shared::auth::authenticate;
+use shared::clock::EpochMs;
 use shared::domain::{Abilities, CustomerId, Email, Role, TokenName, UserId, UserStatus};
 use shared::error::ApiError;
 use shared::mint::{mint, MintRequest};
@@ -147,7 +148,7 @@ async fn expired_tokens_are_rejected_and_unlisted_while_the_item_remains() {
     let expired = mint(
         &store,
         owner(&t.user),
-        request(TokenKind::ApiKey, Some(now / 1000 - 1)),
+        request(TokenKind::ApiKey, Some(now.0 / 1000 - 1)),
         100,
         now,
     )
@@ -156,7 +157,7 @@ async fn expired_tokens_are_rejected_and_unlisted_while_the_item_remains() {
     let live = mint(
         &store,
         owner(&t.user),
-        request(TokenKind::ApiKey, Some(now / 1000 + 3600)),
+        request(TokenKind::ApiKey, Some(now.0 / 1000 + 3600)),
         100,
         now,
     )
@@ -418,7 +419,7 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
         .await
         .unwrap());
     // Fill it with a token that expires at once; its slot comes back when the cap is hit.
-    let soon = now_ms() / 1000 + 1;
+    let soon = now_ms().seconds().0 + 1;
     mint(
         store.as_ref(),
         owner(&t.user),
@@ -434,7 +435,7 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
         owner(&t.user),
         request(TokenKind::ApiKey, None),
         cap,
-        later,
+        EpochMs(later),
     )
     .await
     .unwrap();
@@ -444,7 +445,7 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
             owner(&t.user),
             request(TokenKind::ApiKey, None),
             cap,
-            later
+            EpochMs(later)
         )
         .await,
         Err(StoreError::Refused(Refusal::TokenLimitReached { .. }))
@@ -462,7 +463,7 @@ async fn listings_are_newest_first_and_per_family() {
             owner(&t.admin),
             request(TokenKind::WhiteLabel, None),
             100,
-            now_ms() + offset,
+            EpochMs(now_ms().0 + offset),
         )
         .await
         .unwrap();
@@ -501,7 +502,7 @@ fn permanent(key: &token::PermanentKey, user: UserId, generation: u32) -> shared
         parsed: key.derive(user, generation).parsed,
         name: "permanent".into(),
         abilities: Abilities::full(),
-        created_at_ms: now_ms(),
+        created_at_ms: now_ms().0,
         expires_at: None,
         parent_id: None,
     }
@@ -574,7 +575,7 @@ async fn a_record_id_is_never_overwritten() {
         parsed: issued.parsed.clone(),
         name: "first".into(),
         abilities: Abilities::full(),
-        created_at_ms: now_ms(),
+        created_at_ms: now_ms().0,
         expires_at: None,
         parent_id: None,
     };

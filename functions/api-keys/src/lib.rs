@@ -441,7 +441,7 @@ async fn create_key(
         integer_field(&body, "expires_in_days", 1, MAX_LIFETIME_DAYS),
     )
     .map_err(ApiError::from)?;
-    let expires_at = days.map(|days| caller.now / 1000 + days * 86_400);
+    let expires_at = days.map(|days| caller.now.seconds().0 + days * 86_400);
     let minted = create(&service, &caller, TokenKind::ApiKey, name, None, expires_at).await?;
     let created = KeyCreated {
         message: "API key created successfully.",
@@ -462,7 +462,7 @@ async fn create_token(
             future_date_field(
                 &body,
                 "expires_at",
-                caller.now / 1000,
+                caller.now.seconds().0,
                 MAX_LIFETIME_DAYS * 86_400,
             ),
         ),
@@ -588,7 +588,7 @@ async fn roll<F: Family>(
         record.abilities.clone(),
         record.expires_at,
     )?;
-    let grace_end = caller.now / 1000 + grace;
+    let grace_end = caller.now.seconds().plus(grace);
     let rolled = shared::mint::roll(
         service.store.as_ref(),
         caller.owner(),

@@ -6,6 +6,7 @@ use lambda_http::http::Method;
 use lambda_http::Request;
 use serde_json::{json, Value};
 
+use shared::clock::EpochMs;
 use shared::demo;
 use shared::domain::{Abilities, UserStatus};
 use shared::service::Service;
@@ -681,7 +682,7 @@ async fn only_tokens_that_may_manage_tokens_manage_them_and_only_weaker_ones() {
 async fn a_token_never_outlives_the_token_that_minted_it() {
     let (service, store) = service().await;
     let t = tenant(&store).await;
-    let parent_expiry = now_ms() / 1000 + 86_400;
+    let parent_expiry = now_ms().seconds().0 + 86_400;
     let parent = token_expiring(&store, &t.user, TokenKind::ApiKey, parent_expiry).await;
     let parent_token = parent.secret.expose().to_string();
     for (path, field) in [(KEYS, "api_key"), (TOKENS, "data")] {
@@ -1135,12 +1136,12 @@ async fn keys_and_tokens_may_expire_from_creation() {
         shared::http::timestamp_micros(expiry * 1000)
     );
     assert!(
-        shared::auth::authenticate(&store, Some(&key), (expiry - 1) * 1000)
+        shared::auth::authenticate(&store, Some(&key), EpochMs((expiry - 1) * 1000))
             .await
             .is_ok()
     );
     assert!(
-        shared::auth::authenticate(&store, Some(&key), expiry * 1000)
+        shared::auth::authenticate(&store, Some(&key), EpochMs(expiry * 1000))
             .await
             .is_err()
     );
@@ -1161,7 +1162,7 @@ async fn keys_and_tokens_may_expire_from_creation() {
             "{days}"
         );
     }
-    let at = now_ms() / 1000 + 7 * 86_400;
+    let at = now_ms().seconds().0 + 7 * 86_400;
     let iso = shared::http::timestamp_seconds(at * 1000);
     let body =
         json!({"name": "release", "abilities": ["calls:read"], "expires_at": iso}).to_string();
@@ -1200,7 +1201,7 @@ async fn keys_and_tokens_may_expire_from_creation() {
         &store,
         &t.user,
         TokenKind::ApiKey,
-        now_ms() / 1000 + 86_400 + 60,
+        now_ms().seconds().0 + 86_400 + 60,
     )
     .await;
     let parent = parent.secret.expose().to_string();
@@ -1238,7 +1239,7 @@ fn rolled_id(body: &Value, field: &str) -> (String, String) {
 async fn a_roll_keeps_the_old_token_for_its_grace_period_only() {
     let (service, store) = service().await;
     let t = tenant(&store).await;
-    let body = json!({"name": "CI", "abilities": ["calls:read"], "expires_at": shared::http::timestamp_seconds((now_ms() / 1000 + 30 * 86_400) * 1000)});
+    let body = json!({"name": "CI", "abilities": ["calls:read"], "expires_at": shared::http::timestamp_seconds((now_ms().seconds().0 + 30 * 86_400) * 1000)});
     let (status, created) = send(
         &service,
         Method::POST,
@@ -1250,7 +1251,7 @@ async fn a_roll_keeps_the_old_token_for_its_grace_period_only() {
     assert_eq!(status, 201, "{created}");
     let (old_id, old_token) = rolled_id(&created, "data");
     let path = format!("{TOKENS}/{old_id}/roll");
-    let before = now_ms() / 1000;
+    let before = now_ms().seconds().0;
     let (status, rolled) = send(
         &service,
         Method::POST,
@@ -1289,7 +1290,7 @@ async fn a_roll_keeps_the_old_token_for_its_grace_period_only() {
         .unwrap();
     let grace_end = stored.expires_at.unwrap();
     assert!(
-        (before + 120..=now_ms() / 1000 + 120).contains(&grace_end),
+        (before + 120..=now_ms().seconds().0 + 120).contains(&grace_end),
         "{grace_end}"
     );
     assert_eq!(
@@ -1304,18 +1305,18 @@ async fn a_roll_keeps_the_old_token_for_its_grace_period_only() {
             "calls:read manages no tokens"
         );
         assert!(
-            shared::auth::authenticate(&store, Some(token), (grace_end - 1) * 1000)
+            shared::auth::authenticate(&store, Some(token), EpochMs((grace_end - 1) * 1000))
                 .await
                 .is_ok()
         );
     }
     assert!(
-        shared::auth::authenticate(&store, Some(&old_token), grace_end * 1000)
+        shared::auth::authenticate(&store, Some(&old_token), EpochMs(grace_end * 1000))
             .await
             .is_err()
     );
     assert!(
-        shared::auth::authenticate(&store, Some(&new_token), grace_end * 1000)
+        shared::auth::authenticate(&store, Some(&new_token), EpochMs(grace_end * 1000))
             .await
             .is_ok()
     );

@@ -6,6 +6,7 @@ use lambda_http::http::Method;
 use serde_json::{json, Value};
 
 use authorizer::{authorize, handle_event, router, AuthorizerError};
+use shared::clock::{EpochMs, EpochSeconds};
 use shared::demo;
 use shared::domain::{Abilities, TokenName, UserId, UserStatus};
 use shared::mint::{mint, MintRequest};
@@ -51,7 +52,7 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
         change: shared::audit::Change::operator(),
     };
     let owner = Owner::from(&t.admin);
-    let expired = mint(store, owner, request(Some(now / 1000 - 1)), u32::MAX, now)
+    let expired = mint(store, owner, request(Some(now.0 / 1000 - 1)), u32::MAX, now)
         .await
         .unwrap();
     let revoked = mint(store, owner, request(None), u32::MAX, now)
@@ -250,16 +251,22 @@ async fn last_use_is_recorded_at_most_once_per_five_minutes() {
         1
     );
     assert!(!store
-        .touch_token(user, family, id, now + 60_000)
+        .touch_token(user, family, id, EpochMs(now.0 + 60_000))
         .await
         .unwrap());
-    assert_eq!(last_used(&store, &t.user_token).await, Some(now));
-    let later = now + LAST_USED_RESOLUTION_MS;
-    assert!(store.touch_token(user, family, id, later).await.unwrap());
+    assert_eq!(
+        last_used(&store, &t.user_token).await,
+        Some(now).map(|at| at.0)
+    );
+    let later = now.0 + LAST_USED_RESOLUTION_MS;
+    assert!(store
+        .touch_token(user, family, id, EpochMs(later))
+        .await
+        .unwrap());
     assert_eq!(last_used(&store, &t.user_token).await, Some(later));
     // Tokens that no longer exist are not recreated by a touch.
     assert!(!store
-        .touch_token(user, family, token::TokenId::generate(1), now)
+        .touch_token(user, family, token::TokenId::generate(EpochMs(1)), now)
         .await
         .unwrap());
 }
@@ -603,10 +610,17 @@ async fn a_rolled_token_is_allowed_for_its_grace_period_only() {
     };
     let now = now_ms();
     let old = mint(&store, owner, request(), u32::MAX, now).await.unwrap();
-    let grace_end = now / 1000 + 2;
-    let rolled = shared::mint::roll(&store, owner, &old.record, request(), grace_end, now)
-        .await
-        .unwrap();
+    let grace_end = now.0 / 1000 + 2;
+    let rolled = shared::mint::roll(
+        &store,
+        owner,
+        &old.record,
+        request(),
+        EpochSeconds(grace_end),
+        now,
+    )
+    .await
+    .unwrap();
     let shared::mint::Roll::Rolled { minted, .. } = rolled else {
         panic!("{rolled:?}");
     };
@@ -629,7 +643,7 @@ async fn a_rolled_token_is_allowed_for_its_grace_period_only() {
     let (_, verified) = verify_as(&service, &admin, &new_token).await;
     assert_eq!(verified["token"]["revoked_reason"], json!(null));
     // Past the end of the grace period (to the second).
-    let wait = (grace_end * 1000).saturating_sub(now_ms()) + 50;
+    let wait = (grace_end * 1000).saturating_sub(now_ms().0) + 50;
     tokio::time::sleep(Duration::from_millis(wait)).await;
     let refused = authorize(&service, &authorizer_event(bearer(&old_token))).await;
     assert!(matches!(refused, Err(AuthorizerError::Unauthorized)));

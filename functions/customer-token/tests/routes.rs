@@ -69,7 +69,7 @@ async fn mints_a_new_expiring_token_on_every_call() {
     let t = tenant(&store).await;
     let user = customer(&store, &t, UserStatus::Active, active()).await;
     let cid = user.customer_id.clone().unwrap();
-    let before = now_ms() / 1000;
+    let before = now_ms().seconds().0;
     let (status, body) = post(
         &service,
         &t.admin_token,
@@ -90,7 +90,7 @@ async fn mints_a_new_expiring_token_on_every_call() {
             "id": format!("{}-{}", user.id, token::parse(&key).unwrap().token_id),
         })
     );
-    assert!((before + 30 * 86_400..=now_ms() / 1000 + 30 * 86_400).contains(&expires));
+    assert!((before + 30 * 86_400..=now_ms().seconds().0 + 30 * 86_400).contains(&expires));
     // `expires` is exactly the stored TTL attribute, and the token works as the customer.
     let parsed = token::parse(&key).unwrap();
     let record = store
@@ -365,7 +365,7 @@ async fn customer_tokens_never_outlive_the_admin_token_that_minted_them() {
     let t = tenant(&store).await;
     let user = customer(&store, &t, UserStatus::Active, active()).await;
     // A minute of slack: the route reads the clock again, maybe in the next second.
-    let admin_expiry = now_ms() / 1000 + 86_400 + 60;
+    let admin_expiry = now_ms().seconds().0 + 86_400 + 60;
     let admin = token_expiring(&store, &t.admin, TokenKind::ApiKey, admin_expiry).await;
     let admin_token = admin.secret.expose().to_string();
     let cid = user.customer_id.clone().unwrap();

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use shared::auth::{authenticate, verify, VerificationCode};
+use shared::clock::EpochMs;
 use shared::config::Config;
 use shared::domain::{Abilities, UserStatus};
 use shared::service::Service;
@@ -118,7 +119,7 @@ async fn a_report_labels_every_entry_in_order_and_revokes_the_live_ones() {
         )
         .await
         .unwrap();
-    let expired = token_expiring(&store, &t.user, TokenKind::ApiKey, now / 1000 - 60).await;
+    let expired = token_expiring(&store, &t.user, TokenKind::ApiKey, now.0 / 1000 - 60).await;
     let expired = expired.secret.expose().to_string();
     let disabled = shared::test_support::disabled_token(&store, &t.user).await;
     // A token of this service's shape for a user that exists, never issued.
@@ -465,7 +466,7 @@ async fn a_thousand_token_report_is_read_in_batches_and_revoked_per_owner() {
     }
     let forged: Vec<String> = (0..850)
         .map(|i| {
-            generate(TokenKind::ApiKey, t.user.id, now_ms() + i)
+            generate(TokenKind::ApiKey, t.user.id, EpochMs(now_ms().0 + i))
                 .secret
                 .expose()
                 .to_string()

@@ -18,6 +18,7 @@ pub use crate::model::{
 pub use dynamo::{Direct, DynamoStore};
 pub use item::{token_sort_prefix, Key};
 
+use crate::clock::{EpochMs, EpochSeconds};
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
 use crate::limits::{Limits, Meter, Usage};
 use crate::model::Audit;
@@ -115,7 +116,7 @@ impl<T: Directory + Tokens + Rolls + Revocations + Meters + AuditLog + Permanent
 /// The platforms and users: tenants, profiles, their unique emails and customer ids.
 #[async_trait]
 pub trait Directory: Send + Sync {
-    async fn create_platform(&self, name: &str, now_ms: u64) -> Result<Platform, Fault>;
+    async fn create_platform(&self, name: &str, now: EpochMs) -> Result<Platform, Fault>;
 
     async fn get_platform(&self, id: PlatformId) -> Result<Option<Platform>, Fault>;
 
@@ -124,7 +125,7 @@ pub trait Directory: Send + Sync {
         &self,
         user: NewUser,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<User, StoreError>;
 
     async fn get_user(&self, id: UserId) -> Result<Option<User>, Fault>;
@@ -175,7 +176,7 @@ pub trait Tokens: Send + Sync {
         token: NewToken,
         cap: u32,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<(), StoreError>;
 
     /// The live tokens of one family, newest first (one strongly consistent Query).
@@ -183,7 +184,7 @@ pub trait Tokens: Send + Sync {
         &self,
         user: UserId,
         family: TokenFamily,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<Vec<TokenRecord>, Fault>;
 
     /// The tokens minted with `parent` (a successor it rolled to is found by `rolled_to`),
@@ -203,10 +204,10 @@ pub trait Tokens: Send + Sync {
         record: &TokenRecord,
         fields: &TokenChange,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<Option<TokenRecord>, Fault>;
 
-    /// Records that a token authenticated at `now_ms`, unless its `last_used_at` is already
+    /// Records that a token authenticated at `now`, unless its `last_used_at` is already
     /// within [`LAST_USED_RESOLUTION_MS`] of it (a conditional update: concurrent requests write
     /// once). Returns whether it wrote.
     async fn touch_token(
@@ -214,7 +215,7 @@ pub trait Tokens: Send + Sync {
         user: UserId,
         family: TokenFamily,
         id: TokenId,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<bool, Fault>;
 }
 
@@ -223,7 +224,7 @@ pub trait Tokens: Send + Sync {
 pub trait Rolls: Send + Sync {
     /// Replaces `owner`'s live token `predecessor` by `successor` in one transaction: the successor is
     /// stored (taking over the predecessor's cap slot, so a roll never fails on the cap), and the
-    /// predecessor is marked rolled and works until `grace_end_s` (or its own earlier expiry).
+    /// predecessor is marked rolled and works until `grace_end` (or its own earlier expiry).
     /// A token is rolled at most once, also when rolls race. `Err(TokenIdTaken)`: draw another
     /// successor id.
     async fn roll_token(
@@ -231,9 +232,9 @@ pub trait Rolls: Send + Sync {
         owner: Owner,
         predecessor: &TokenRecord,
         successor: NewToken,
-        grace_end_s: u64,
+        grace_end: EpochSeconds,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<RollOutcome, StoreError>;
 }
 
@@ -248,14 +249,14 @@ pub trait Revocations: Send + Sync {
         family: TokenFamily,
         id: TokenId,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<bool, Fault> {
         let address = TokenAddress {
             user_id: user,
             family,
             id,
         };
-        self.revoke_token_if(address, &Revocation::Deleted, audit, now_ms, &|_| true)
+        self.revoke_token_if(address, &Revocation::Deleted, audit, now, &|_| true)
             .await
     }
 
@@ -270,7 +271,7 @@ pub trait Revocations: Send + Sync {
         address: TokenAddress,
         why: &Revocation,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
         allowed: &(dyn for<'r> Fn(&'r TokenRecord) -> bool + Sync),
     ) -> Result<bool, Fault>;
 
@@ -281,7 +282,7 @@ pub trait Revocations: Send + Sync {
         &self,
         records: &[(TokenRecord, Revocation)],
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<usize, Fault>;
 }
 
@@ -297,7 +298,7 @@ pub trait Meters: Send + Sync {
         target: Metered<'_>,
         limits: &Limits,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<bool, Fault>;
 
     /// Charges one unit of use of the token whose meter `holder` holds (as read: the token
@@ -315,7 +316,7 @@ pub trait Meters: Send + Sync {
         &self,
         holder: &TokenRecord,
         owner: Option<&Meter>,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<Option<Usage>, Fault>;
 }
 
@@ -346,7 +347,7 @@ pub trait PermanentKeys: Send + Sync {
         derive: &(dyn Fn(u32) -> NewToken + Sync),
         wanted: PermanentGeneration,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<u32, StoreError>;
 }
 
@@ -355,7 +356,7 @@ pub trait PermanentKeys: Send + Sync {
 pub async fn live_token(
     store: &dyn Store,
     id: PublicTokenId,
-    now_ms: u64,
+    now: EpochMs,
 ) -> Result<Option<TokenRecord>, Fault> {
     let addresses = TokenFamily::ALL.map(|family| TokenAddress {
         user_id: id.user_id,
@@ -366,7 +367,7 @@ pub async fn live_token(
     Ok(found
         .tokens
         .into_values()
-        .find(|record| record.state(now_ms) == TokenState::Live))
+        .find(|record| record.state(now) == TokenState::Live))
 }
 
 /// Every token that descends from `roots` (rolled from one, or minted with one, transitively),
@@ -424,6 +425,22 @@ async fn children_of(
     Ok(children.into_iter().map(|child| (child, root)).collect())
 }
 
+/// The record that holds `record`'s lineage meter: `record` itself, or the live successor of a
+/// rolled one (one GetItem, only then). `None`: the lineage ended (the successor is gone).
+pub async fn meter_holder<S: Tokens + ?Sized>(
+    store: &S,
+    record: &TokenRecord,
+    now: EpochMs,
+) -> Result<Option<TokenRecord>, Fault> {
+    match record.successor() {
+        None => Ok(Some(record.clone())),
+        Some(successor) => Ok(store
+            .get_token(successor.user_id, successor.family, successor.id)
+            .await?
+            .filter(|s| s.state(now) == TokenState::Live)),
+    }
+}
+
 /// Sets the usage limits of the live token `record` (as read) on its key lineage's meter: its
 /// own, or its successor's while it is a rolled token in its grace period. A roll that lands
 /// meanwhile is read again, so the limits never stay on a predecessor that no longer charges
@@ -433,27 +450,20 @@ pub async fn set_token_limits(
     record: &TokenRecord,
     limits: &Limits,
     audit: &dyn Audit,
-    now_ms: u64,
+    now: EpochMs,
 ) -> Result<bool, Fault> {
     let mut record = record.clone();
     for _ in 0..3 {
-        let holder = match record.successor() {
-            None => Some(record.clone()),
-            Some(successor) => store
-                .get_token(successor.user_id, successor.family, successor.id)
-                .await?
-                .filter(|s| s.state(now_ms) == TokenState::Live),
-        };
-        let Some(holder) = holder else {
+        let Some(holder) = meter_holder(store, &record, now).await? else {
             return Ok(false);
         };
         if store
-            .set_limits(Metered::Token(&holder), limits, audit, now_ms)
+            .set_limits(Metered::Token(&holder), limits, audit, now)
             .await?
         {
             return Ok(true);
         }
-        match live_token(store, record.public_id(), now_ms).await? {
+        match live_token(store, record.public_id(), now).await? {
             Some(current) => record = current,
             None => return Ok(false),
         }

@@ -13,8 +13,7 @@ use aws_sdk_dynamodb::Client;
 use super::item::{AUDIT_INDEX, AUDIT_PLATFORM, PK, SK};
 use super::Fault;
 
-/// Attribute DynamoDB's TTL deletes expired items by (epoch seconds).
-pub const TTL_ATTRIBUTE: &str = "expires_at";
+pub use super::item::TTL_ATTRIBUTE;
 
 /// Hash and range key attribute names, both strings.
 pub const KEY_ATTRIBUTES: [(&str, &str); 2] = [(PK, "HASH"), (SK, "RANGE")];

@@ -6,6 +6,7 @@ use lambda_http::Request;
 use serde_json::{json, Value};
 
 use shared::audit::Change;
+use shared::clock::EpochMs;
 use shared::domain::UserStatus;
 use shared::service::Service;
 use shared::store::traits::*;
@@ -323,7 +324,7 @@ async fn events_expire_after_the_retention_and_a_failed_change_leaves_none() {
     let (_, store) = service().await;
     let store = store.with_audit_retention(30);
     let t = tenant(&store).await;
-    let now_s = shared::store::now_ms() / 1000;
+    let now_s = shared::store::now_ms().seconds().0;
     let events = stored_events(&store).await;
     for item in &events {
         let ttl: u64 = item["expires_at"].as_n().unwrap().parse().unwrap();
@@ -347,7 +348,7 @@ async fn events_expire_after_the_retention_and_a_failed_change_leaves_none() {
             shared::store::Refusal::TokenLimitReached { .. }
         ))
     ));
-    let missing = token::TokenId::generate(1);
+    let missing = token::TokenId::generate(EpochMs(1));
     assert!(!store
         .revoke_token(
             t.user.id,

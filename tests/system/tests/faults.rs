@@ -195,7 +195,7 @@ async fn a_creation_whose_outcome_stays_unknown_is_made_void() {
         parsed: issued.parsed,
         name: "unknown".into(),
         abilities: Abilities::full(),
-        created_at_ms: now_ms(),
+        created_at_ms: now_ms().0,
         expires_at: None,
         parent_id: None,
     };

@@ -259,7 +259,7 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
     let expired = mint(
         &store,
         Owner::from(&a.admin),
-        request(Some(now / 1000 - 60)),
+        request(Some(now.0 / 1000 - 60)),
         u32::MAX,
         now,
     )

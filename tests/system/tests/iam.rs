@@ -295,7 +295,7 @@ async fn user_at_cap(store: &DynamoStore, t: &Tenant, customer_id: &str) -> User
     user.customer_id = CustomerId::parse(customer_id);
     let user = add_user(store, user).await;
     for kind in [TokenKind::ApiKey, TokenKind::Customer] {
-        token_expiring(store, &user, kind, now_ms() / 1000 - 60).await;
+        token_expiring(store, &user, kind, now_ms().seconds().0 - 60).await;
         for _ in 1..CAP {
             token_for(store, &user, kind, Abilities::full()).await;
         }

@@ -9,6 +9,7 @@ use lambda_http::Request;
 use serde_json::{json, Value};
 
 use shared::audit::Change;
+use shared::clock::EpochMs;
 use shared::domain::{Abilities, Role};
 use shared::error::ApiError;
 use shared::limits::{Limits, Refusal};
@@ -84,7 +85,7 @@ async fn set_token_limits(store: &DynamoStore, secret: &str, body: Value, now: u
     let record = record_of(store, secret).await;
     let target = Metered::Token(&record);
     assert!(store
-        .set_limits(target, &limits(body), &Change::operator(), now)
+        .set_limits(target, &limits(body), &Change::operator(), EpochMs(now))
         .await
         .unwrap());
 }
@@ -96,7 +97,7 @@ async fn set_user_limits(store: &DynamoStore, user: &User, body: Value, now: u64
             Metered::User(&user),
             &limits(body),
             &Change::operator(),
-            now
+            EpochMs(now)
         )
         .await
         .unwrap());
@@ -152,7 +153,7 @@ async fn parallel_admissions(service: &Service, secret: &str, units: usize, now:
     let tasks: Vec<_> = (0..units)
         .map(|_| {
             let (service, secret) = (service.clone(), secret.to_string());
-            tokio::spawn(async move { service.admit(Some(&secret), now).await })
+            tokio::spawn(async move { service.admit(Some(&secret), EpochMs(now)).await })
         })
         .collect();
     let mut admitted = 0;
@@ -257,11 +258,11 @@ async fn forty_parallel_units_against_twenty_credits_pass_exactly_twenty() {
         &store,
         &t.user_token,
         json!({"credits": {"remaining": 20}}),
-        now,
+        now.0,
     )
     .await;
     assert_eq!(
-        parallel_admissions(&service, &t.user_token, 40, now).await,
+        parallel_admissions(&service, &t.user_token, 40, now.0).await,
         20
     );
     assert_eq!(
@@ -271,9 +272,21 @@ async fn forty_parallel_units_against_twenty_credits_pass_exactly_twenty() {
 
     // The user and the token: a two-item transaction a unit, the user's credits the tighter.
     let second = token_for(&store, &t.admin, TokenKind::ApiKey, Abilities::full()).await;
-    set_token_limits(&store, &second, json!({"credits": {"remaining": 100}}), now).await;
-    set_user_limits(&store, &t.admin, json!({"credits": {"remaining": 20}}), now).await;
-    assert_eq!(parallel_admissions(&service, &second, 40, now).await, 20);
+    set_token_limits(
+        &store,
+        &second,
+        json!({"credits": {"remaining": 100}}),
+        now.0,
+    )
+    .await;
+    set_user_limits(
+        &store,
+        &t.admin,
+        json!({"credits": {"remaining": 20}}),
+        now.0,
+    )
+    .await;
+    assert_eq!(parallel_admissions(&service, &second, 40, now.0).await, 20);
     assert_eq!(
         number(&item(&store, token_key(&second)).await, "credits"),
         80
@@ -288,7 +301,7 @@ async fn forty_parallel_units_against_twenty_credits_pass_exactly_twenty() {
 async fn a_rate_window_refuses_past_its_limit_and_opens_at_the_next_window() {
     let (service, store) = service().await;
     let t = tenant(&store).await;
-    let window_start = now_ms() / 60_000 * 60_000;
+    let window_start = now_ms().0 / 60_000 * 60_000;
     set_token_limits(
         &store,
         &t.user_token,
@@ -302,7 +315,10 @@ async fn a_rate_window_refuses_past_its_limit_and_opens_at_the_next_window() {
         parallel_admissions(&service, &t.user_token, 12, at).await,
         5
     );
-    match service.admit(Some(&t.user_token), at + 1_000).await {
+    match service
+        .admit(Some(&t.user_token), EpochMs(at + 1_000))
+        .await
+    {
         Err(ApiError::TooManyRequests {
             refusal: Refusal::RateLimited,
             retry_after: Some(49),
@@ -325,7 +341,7 @@ async fn a_rate_window_refuses_past_its_limit_and_opens_at_the_next_window() {
         &store,
         &t.user_token,
         json!({"rate_limit": {"limit": 1, "window_seconds": 86400}}),
-        hour,
+        hour.0,
     )
     .await;
     let first = authorize(&service, &t.user_token).await.unwrap();
@@ -381,7 +397,7 @@ async fn user_limits_are_shared_by_every_key_including_one_minted_later() {
 async fn the_tighter_of_user_and_token_is_reported_and_a_refused_unit_charges_nothing() {
     let (service, store) = service().await;
     let t = tenant(&store).await;
-    let now = now_ms() / 3_600_000 * 3_600_000 + 1_000;
+    let now = now_ms().0 / 3_600_000 * 3_600_000 + 1_000;
     set_user_limits(
         &store,
         &t.user,
@@ -396,14 +412,20 @@ async fn the_tighter_of_user_and_token_is_reported_and_a_refused_unit_charges_no
         now,
     )
     .await;
-    let (_, usage) = service.admit(Some(&t.user_token), now).await.unwrap();
+    let (_, usage) = service
+        .admit(Some(&t.user_token), EpochMs(now))
+        .await
+        .unwrap();
     assert_eq!(usage.credits.unwrap().remaining, 2);
     assert_eq!(usage.ratelimit.unwrap().limit, 2);
     assert_eq!(usage.ratelimit.unwrap().remaining, 1);
-    service.admit(Some(&t.user_token), now).await.unwrap();
+    service
+        .admit(Some(&t.user_token), EpochMs(now))
+        .await
+        .unwrap();
     // The token's window is full: refused, and neither record charged.
     assert!(matches!(
-        service.admit(Some(&t.user_token), now).await,
+        service.admit(Some(&t.user_token), EpochMs(now)).await,
         Err(ApiError::TooManyRequests {
             refusal: Refusal::RateLimited,
             retry_after: Some(3599),
@@ -421,7 +443,7 @@ async fn the_tighter_of_user_and_token_is_reported_and_a_refused_unit_charges_no
 async fn credits_refill_lazily_at_each_utc_day_or_calendar_month() {
     let (service, store) = service().await;
     let t = tenant(&store).await;
-    let day_start = now_ms() / DAY_MS * DAY_MS;
+    let day_start = now_ms().0 / DAY_MS * DAY_MS;
     set_token_limits(
         &store,
         &t.user_token,
@@ -434,7 +456,7 @@ async fn credits_refill_lazily_at_each_utc_day_or_calendar_month() {
         parallel_admissions(&service, &t.user_token, 4, today).await,
         1
     );
-    match service.admit(Some(&t.user_token), today).await {
+    match service.admit(Some(&t.user_token), EpochMs(today)).await {
         Err(ApiError::TooManyRequests {
             refusal: Refusal::UsageExceeded,
             retry_after: Some(wait),
@@ -463,11 +485,11 @@ async fn credits_refill_lazily_at_each_utc_day_or_calendar_month() {
     )
     .await;
     assert!(service
-        .admit(Some(&t.admin_token), november_end)
+        .admit(Some(&t.admin_token), EpochMs(november_end))
         .await
         .is_err());
     let (_, usage) = service
-        .admit(Some(&t.admin_token), november_end + 1_000)
+        .admit(Some(&t.admin_token), EpochMs(november_end + 1_000))
         .await
         .unwrap();
     assert_eq!(usage.credits.unwrap().remaining, 1);
@@ -481,7 +503,7 @@ async fn verify_consumes_only_when_asked() {
         &store,
         &t.user_token,
         json!({"credits": {"remaining": 2}}),
-        now_ms(),
+        now_ms().0,
     )
     .await;
     let report = verify(&service, &t.admin_token, &t.user_token, false).await;
@@ -553,7 +575,7 @@ async fn unmetered_tokens_keep_one_read_and_report_no_limits() {
 
     // Metered: the read and one conditional UpdateItem; both metered: one transaction.
     let credits = json!({"credits": {"remaining": 5}});
-    set_token_limits(&store, &t.user_token, credits.clone(), now_ms()).await;
+    set_token_limits(&store, &t.user_token, credits.clone(), now_ms().0).await;
     let calls = calls_of(&counter, authorize(&counted, &t.user_token)).await;
     assert_eq!(
         calls,
@@ -563,7 +585,7 @@ async fn unmetered_tokens_keep_one_read_and_report_no_limits() {
         ]
         .into()
     );
-    set_user_limits(&store, &t.user, credits, now_ms()).await;
+    set_user_limits(&store, &t.user, credits, now_ms().0).await;
     let calls = calls_of(&counter, authorize(&counted, &t.user_token)).await;
     assert_eq!(
         calls,
@@ -791,7 +813,13 @@ async fn a_limits_change_is_audited_and_a_roll_moves_the_credits() {
     // draw on that one meter.
     let owner = add_user(&store, new_user(&t.platform, Role::User)).await;
     let key = token_for(&store, &owner, TokenKind::ApiKey, Abilities::full()).await;
-    set_token_limits(&store, &key, json!({"credits": {"remaining": 4}}), now_ms()).await;
+    set_token_limits(
+        &store,
+        &key,
+        json!({"credits": {"remaining": 4}}),
+        now_ms().0,
+    )
+    .await;
     service.admit(Some(&key), now_ms()).await.unwrap();
     let bearer = format!("Bearer {key}");
     let (status, rolled) = call(
@@ -850,10 +878,16 @@ async fn a_charge_lost_to_a_conflict_or_a_lost_answer_counts_once() {
         &store,
         &t.user_token,
         json!({"credits": {"remaining": 10}}),
-        now,
+        now.0,
     )
     .await;
-    set_user_limits(&store, &t.user, json!({"credits": {"remaining": 10}}), now).await;
+    set_user_limits(
+        &store,
+        &t.user,
+        json!({"credits": {"remaining": 10}}),
+        now.0,
+    )
+    .await;
     for fault in [
         Fault::Cancelled("TransactionConflict"),
         Fault::Cancelled("TransactionConflict"),
@@ -885,7 +919,13 @@ async fn a_charge_refused_by_a_transaction_holding_the_profile_is_tried_again() 
     let (faulty, _) = service_intercepted(&service, &store, faults.clone());
     let t = tenant(&store).await;
     let now = now_ms();
-    set_user_limits(&store, &t.user, json!({"credits": {"remaining": 10}}), now).await;
+    set_user_limits(
+        &store,
+        &t.user,
+        json!({"credits": {"remaining": 10}}),
+        now.0,
+    )
+    .await;
     // Its last use recorded first, so the unit's UpdateItem is the only one.
     service
         .authenticate(Some(&t.user_token), now)

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use lambda_http::http::Method;
 use serde_json::{json, Value};
 
+use shared::clock::{EpochMs, EpochSeconds};
 use shared::domain::{Abilities, Role, UserId};
 use shared::service::Service;
 use shared::store::traits::*;
@@ -264,11 +265,11 @@ async fn a_roll_with_grace_never_multiplies_a_rate_limit_nor_refills() {
     }
     assert_eq!(allowed, 3);
     // The next day: one refill for the lineage, never one of the predecessor's own.
-    let tomorrow = now_ms() + 86_400_000;
+    let tomorrow = now_ms().0 + 86_400_000;
     let mut allowed = 0;
     for unit in 0..8 {
         let key = if unit % 2 == 0 { &old } else { &new };
-        if service.admit(Some(key), tomorrow).await.is_ok() {
+        if service.admit(Some(key), EpochMs(tomorrow)).await.is_ok() {
             allowed += 1;
         }
     }
@@ -837,10 +838,17 @@ async fn a_roll_racing_an_update_hands_on_what_the_update_left() {
         change,
     };
     let owner = shared::store::Owner::from(&t.user);
-    let grace = now_ms() / 1000 + 600;
-    let rolled = shared::mint::roll(&store, owner, &stale, request, grace, now_ms())
-        .await
-        .unwrap();
+    let grace = now_ms().seconds().0 + 600;
+    let rolled = shared::mint::roll(
+        &store,
+        owner,
+        &stale,
+        request,
+        EpochSeconds(grace),
+        now_ms(),
+    )
+    .await
+    .unwrap();
     let shared::mint::Roll::Rolled { minted, .. } = rolled else {
         panic!("{rolled:?}");
     };

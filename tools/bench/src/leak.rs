@@ -19,6 +19,7 @@ use p256::pkcs8::{EncodePublicKey, LineEnding};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+use shared::clock::EpochMs;
 use shared::store::{now_ms, Key};
 use shared::token::{self, generate, TokenKind};
 
@@ -56,7 +57,7 @@ async fn fresh_tokens(w: &World) -> (Vec<String>, Vec<String>) {
     let stranger = w.users[2].0.id;
     let not_ours = (0..NOT_OURS)
         .map(|i| {
-            generate(TokenKind::ApiKey, stranger, now_ms() + i as u64)
+            generate(TokenKind::ApiKey, stranger, EpochMs(now_ms().0 + i as u64))
                 .secret
                 .expose()
                 .to_string()

@@ -10,6 +10,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use serde_json::json;
 
 use shared::audit::Change;
+use shared::clock::EpochMs;
 use shared::limits::Limits;
 use shared::store::traits::*;
 use shared::store::{Key, Metered};
@@ -84,7 +85,7 @@ fn raw_metered(w: &Arc<World>, keys: &Arc<Vec<String>>, both: bool) -> Raw {
 }
 
 /// Sets `limits` on `target` as the operator.
-async fn limit(w: &World, target: Metered<'_>, now: u64) {
+async fn limit(w: &World, target: Metered<'_>, now: EpochMs) {
     let set = w
         .store
         .set_limits(target, &generous(), &Change::operator(), now)

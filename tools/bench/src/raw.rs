@@ -6,6 +6,7 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 
+use shared::clock::EpochMs;
 use shared::store::traits::*;
 use shared::store::{token_sort_prefix, Key, LAST_USED_RESOLUTION_MS};
 use shared::token::{self, TokenFamily};
@@ -98,7 +99,7 @@ pub(crate) fn event_put(table: &str, user_pk: &str, i: usize) -> TransactWriteIt
         "sk".to_string(),
         s(format!(
             "AUDIT#{:016x}{i:08x}",
-            shared::store::now_ms() * 1000
+            shared::store::now_ms().0 * 1000
         )),
     );
     item.insert("audit_platform".to_string(), s("1"));
@@ -184,9 +185,14 @@ pub fn touch(w: Arc<World>) -> Raw {
     raw!(w, i, {
         let key = &w.users[i % w.users.len()].1;
         let parsed = token::parse(key).expect("a bench token");
-        let later = shared::store::now_ms() + (i as u64 + 1) * LAST_USED_RESOLUTION_MS;
+        let later = shared::store::now_ms().0 + (i as u64 + 1) * LAST_USED_RESOLUTION_MS;
         w.store
-            .touch_token(parsed.user_id, parsed.kind.family(), parsed.token_id, later)
+            .touch_token(
+                parsed.user_id,
+                parsed.kind.family(),
+                parsed.token_id,
+                EpochMs(later),
+            )
             .await
             .expect("UpdateItem")
     })

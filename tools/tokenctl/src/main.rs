@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use shared::audit::Change;
+use shared::clock::{now_ms, EpochMs};
 use shared::demo;
 use shared::domain::{
     Abilities, CustomerId, Email, PlatformId, Role, TokenName, UserId, UserStatus, Workspace,
@@ -20,7 +21,7 @@ use shared::mint::MintRequest;
 use shared::service::Service;
 use shared::store::schema::{create_table, TableOutcome};
 use shared::store::{live_token, set_token_limits, EventScope, Metered, PermanentGeneration};
-use shared::store::{now_ms, Fault, NewUser, Owner, Store, StoreError, User};
+use shared::store::{Fault, NewUser, Owner, Store, StoreError, User};
 use shared::token::{PublicTokenId, TokenFamily, TokenKind};
 
 #[derive(Parser)]
@@ -346,14 +347,14 @@ async fn audit(
 }
 
 /// `platform create`.
-async fn create_platform(service: &Service, name: &str, now: u64) -> Result<Value, CliError> {
+async fn create_platform(service: &Service, name: &str, now: EpochMs) -> Result<Value, CliError> {
     let name = display_name(name)?;
     let platform = service.store.create_platform(&name, now).await?;
     Ok(json!({"id": platform.id, "name": platform.name}))
 }
 
 /// `user create|block|unblock|rotate-permanent`.
-async fn user(service: &Service, command: UserCommand, now: u64) -> Result<Value, CliError> {
+async fn user(service: &Service, command: UserCommand, now: EpochMs) -> Result<Value, CliError> {
     let store = service.store.as_ref();
     match command {
         UserCommand::Create(args) => {
@@ -408,7 +409,7 @@ async fn mint_key(
     name: &str,
     abilities: Option<Vec<String>>,
     expires_in_days: Option<u64>,
-    now: u64,
+    now: EpochMs,
 ) -> Result<Value, CliError> {
     let owner = existing_user(service.store.as_ref(), user).await?;
     let abilities = match abilities {
@@ -421,7 +422,7 @@ async fn mint_key(
     };
     let expires_at = match expires_in_days {
         None => None,
-        Some(days @ 1..=3650) => Some(now / 1000 + days * 86_400),
+        Some(days @ 1..=3650) => Some(now.seconds().plus(days * 86_400).0),
         Some(_) => {
             return Err(CliError::Usage(
                 "--expires-in-days must be from 1 to 3650".into(),
@@ -453,7 +454,7 @@ async fn mint_key(
 }
 
 /// `token revoke`: whatever its family.
-async fn revoke(service: &Service, id: &str, now: u64) -> Result<Value, CliError> {
+async fn revoke(service: &Service, id: &str, now: EpochMs) -> Result<Value, CliError> {
     let id = token_id(id)?;
     for family in TokenFamily::ALL {
         if service
@@ -468,7 +469,11 @@ async fn revoke(service: &Service, id: &str, now: u64) -> Result<Value, CliError
 }
 
 /// `limits user|token`.
-async fn limits(service: &Service, command: LimitsCommand, now: u64) -> Result<Value, CliError> {
+async fn limits(
+    service: &Service,
+    command: LimitsCommand,
+    now: EpochMs,
+) -> Result<Value, CliError> {
     let store = service.store.as_ref();
     let (target, flags) = match &command {
         LimitsCommand::User { id, limits } => (format!("user {id}"), limits),
@@ -572,7 +577,7 @@ async fn set_status(store: &dyn Store, id: u64, status: UserStatus) -> Result<Va
     Ok(json!({"id": id, "status": status.as_str()}))
 }
 
-async fn seed_demo(service: &Service, now: u64) -> Result<Value, CliError> {
+async fn seed_demo(service: &Service, now: EpochMs) -> Result<Value, CliError> {
     let cap = service.config.max_tokens_per_user;
     let demo = demo::seed(service.store.as_ref(), cap, now)
         .await

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{ConditionCheck, ReturnValue, TransactWriteItem, Update};
 
+use crate::clock::EpochMs;
 use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
 use crate::store::item::{n, platform_from_item, platform_item, s, user_from_item, user_item, Key};
 use crate::store::{Directory, Fault, NewUser, Platform, Refusal, StoreError, User};
@@ -55,7 +56,7 @@ impl DynamoStore {
 
 #[async_trait]
 impl Directory for DynamoStore {
-    async fn create_platform(&self, name: &str, now_ms: u64) -> Result<Platform, Fault> {
+    async fn create_platform(&self, name: &str, now: EpochMs) -> Result<Platform, Fault> {
         // Marks this call's item, so a put that the SDK sent again after it landed (its answer
         // lost) is recognised instead of taken for an id in use. Ids skipped by a retried `ADD`
         // leave gaps: ids are unique, not dense.
@@ -64,7 +65,7 @@ impl Directory for DynamoStore {
             let platform = Platform {
                 id: PlatformId(self.allocate("platforms").await?),
                 name: name.to_string(),
-                created_at_ms: now_ms,
+                created_at_ms: now.0,
             };
             let mut item = platform_item(&platform);
             item.insert(CREATION.into(), s(&creation));
@@ -102,7 +103,7 @@ impl Directory for DynamoStore {
         &self,
         new: NewUser,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<User, StoreError> {
         loop {
             let id = match new.id {
@@ -120,7 +121,7 @@ impl Directory for DynamoStore {
                 workspaces: new.workspaces.clone(),
                 permanent_generation: 1,
                 permanent_issued: false,
-                created_at_ms: now_ms,
+                created_at_ms: now.0,
                 meter: None,
             };
             let absent = "attribute_not_exists(pk)";

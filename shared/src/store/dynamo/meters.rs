@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
 
+use crate::clock::EpochMs;
 use crate::limits::{usage, Limits, Meter, Standing, Usage};
 use crate::store::item::{meter_attributes, n, Key, CREDITS, METER_ATTRIBUTES, WINDOW_USED};
 use crate::store::{Fault, Metered, Meters, TokenRecord, TokenState, Tokens};
@@ -13,6 +14,7 @@ use crate::store::{Fault, Metered, Meters, TokenRecord, TokenState, Tokens};
 use super::core::*;
 use super::DynamoStore;
 use crate::model::{Audit, Written};
+use crate::store::meter_holder;
 
 /// How often a unit of use is charged again after its write lost a race (a refill or a new rate
 /// window written by another unit, limits changed meanwhile): each time from a fresh read.
@@ -98,13 +100,13 @@ impl Meters for DynamoStore {
         target: Metered<'_>,
         limits: &Limits,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<bool, Fault> {
         let mut expression_values = HashMap::new();
         let (key, condition) = match target {
             Metered::User(user) => (Key::user(user.id), "attribute_exists(pk)"),
             Metered::Token(token) => {
-                expression_values.insert(":now".to_string(), n(now_ms / 1000));
+                expression_values.insert(":now".to_string(), n(now.seconds().0));
                 (
                     Key::token(token.user_id, token.kind.family(), token.id),
                     // A rolled token's units go to its successor's meter.
@@ -112,7 +114,7 @@ impl Meters for DynamoStore {
                 )
             }
         };
-        let set = meter_attributes(&Meter::set(*limits, now_ms));
+        let set = meter_attributes(&Meter::set(*limits, now));
         let mut expression_names = HashMap::new();
         let mut sets = Vec::new();
         let mut removes = Vec::new();
@@ -145,7 +147,7 @@ impl Meters for DynamoStore {
         &self,
         holder: &TokenRecord,
         owner: Option<&Meter>,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<Option<Usage>, Fault> {
         let (mut holder, mut owner_meter) = (holder.clone(), owner.copied());
         for _ in 0..CHARGE_ATTEMPTS {
@@ -161,10 +163,10 @@ impl Meters for DynamoStore {
             .collect();
             let standings: Vec<Standing> = metered
                 .iter()
-                .map(|(_, meter)| meter.standing(now_ms))
+                .map(|(_, meter)| meter.standing(now))
                 .collect();
             if metered.is_empty() || standings.iter().any(|s| s.refusal().is_some()) {
-                return Ok(Some(usage(&standings, 0, now_ms)));
+                return Ok(Some(usage(&standings, 0, now)));
             }
             let mut updates = metered
                 .iter()
@@ -200,7 +202,7 @@ impl Meters for DynamoStore {
                 }
             };
             if let Some(standings) = charged {
-                return Ok(Some(usage(&standings, 1, now_ms)));
+                return Ok(Some(usage(&standings, 1, now)));
             }
             // Lost a race: read both again and decide anew. A holder rolled meanwhile handed
             // its meter to its successor, which is charged from now on.
@@ -210,20 +212,13 @@ impl Meters for DynamoStore {
             let (Some(current), Some(user)) = (current, user) else {
                 return Ok(None);
             };
-            if current.state(now_ms) != TokenState::Live {
+            if current.state(now) != TokenState::Live {
                 return Ok(None);
             }
             owner_meter = user.meter;
-            holder = match current.successor() {
-                None => current,
-                Some(successor) => match self
-                    .get_token(successor.user_id, successor.family, successor.id)
-                    .await?
-                    .filter(|s| s.state(now_ms) == TokenState::Live)
-                {
-                    Some(successor) => successor,
-                    None => return Ok(None),
-                },
+            holder = match meter_holder(self, &current, now).await? {
+                Some(holder) => holder,
+                None => return Ok(None),
             };
         }
         Err(unavailable(std::io::Error::other(

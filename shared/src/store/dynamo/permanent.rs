@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 
+use crate::clock::EpochMs;
 use crate::metrics;
 use crate::store::item::{n, token_item, Key};
 use crate::store::{
@@ -22,11 +23,9 @@ impl DynamoStore {
     pub(super) fn permanent_works(
         record: Option<&TokenRecord>,
         new: &NewToken,
-        now_ms: u64,
+        now: EpochMs,
     ) -> bool {
-        record.is_some_and(|r| {
-            r.hash.matches(&new.parsed.hash) && r.state(now_ms) == TokenState::Live
-        })
+        record.is_some_and(|r| r.hash.matches(&new.parsed.hash) && r.state(now) == TokenState::Live)
     }
 }
 
@@ -38,7 +37,7 @@ impl PermanentKeys for DynamoStore {
         derive: &(dyn Fn(u32) -> NewToken + Sync),
         wanted: PermanentGeneration,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<u32, StoreError> {
         let family = TokenFamily::Permanent;
         let mut owner = owner.clone();
@@ -65,7 +64,7 @@ impl PermanentKeys for DynamoStore {
                 None
             };
             let must_move = rotating_from == Some(generation) && owner.permanent_issued;
-            if !must_move && Self::permanent_works(stored.as_ref(), &current, now_ms) {
+            if !must_move && Self::permanent_works(stored.as_ref(), &current, now) {
                 return Ok(generation);
             }
             // First use: write this generation. Otherwise its record was revoked, is gone, or
@@ -107,14 +106,14 @@ impl PermanentKeys for DynamoStore {
                 rotated: owner.permanent_issued,
             });
             items = items.with(Part::Event, self.event_put(&event)?);
-            let retiring = stored.filter(|r| r.state(now_ms) == TokenState::Live);
+            let retiring = stored.filter(|r| r.state(now) == TokenState::Live);
             if let Some(old) = &retiring {
                 // Live but made with another server key: whoever holds the old key loses it.
                 // Only while its meter is still the one the new record takes over.
                 items = items.and(self.retire_all(
                     &[(old, &Retirement::Revoked(Revocation::Rolled))],
                     true,
-                    now_ms,
+                    now,
                 )?);
             }
             match self.transact(items).await {

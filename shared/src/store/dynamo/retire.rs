@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{Delete, TransactWriteItem, Update};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
+use crate::clock::EpochMs;
 use crate::domain::UserId;
 use crate::metrics;
 use crate::store::item::{n, s, token_from_item, token_item_at, token_sort_prefix, Key, ROLLED_TO};
@@ -39,9 +40,9 @@ impl DynamoStore {
         &self,
         user: UserId,
         counter: CapCounter,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<u32, Fault> {
-        let now_s = now_ms / 1000;
+        let now_s = now.seconds().0;
         // Revoked tokens have left the range already; what is left expired still holds a slot.
         let expired_and_held = "valid_until <= :now";
         let mut released = 0;
@@ -55,7 +56,7 @@ impl DynamoStore {
                 .await?;
             for item in expired {
                 let record = token_from_item(&item)?;
-                let items = self.retire(&record, &Retirement::Released, now_ms)?;
+                let items = self.retire(&record, &Retirement::Released, now)?;
                 match self.transact(items).await {
                     Ok(()) => released += 1,
                     // Another request released it first.
@@ -102,9 +103,9 @@ impl DynamoStore {
         &self,
         record: &TokenRecord,
         why: &Retirement,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<Transaction, Fault> {
-        self.retire_all(&[(record, why)], false, now_ms)
+        self.retire_all(&[(record, why)], false, now)
     }
 
     /// The writes of one transaction that take each token out of its family's range: the live
@@ -117,9 +118,9 @@ impl DynamoStore {
         &self,
         retiring: &[(&TokenRecord, &Retirement)],
         pin_meter: bool,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<Transaction, Fault> {
-        let now_s = now_ms / 1000;
+        let now_s = now.seconds().0;
         let mut items = Transaction::default();
         let mut slots: Vec<(UserId, Vec<(CapCounter, usize)>)> = Vec::new();
         for (record, why) in retiring {
@@ -127,7 +128,7 @@ impl DynamoStore {
             let mut retired = (*record).clone();
             let (condition, ttl) = match why {
                 Retirement::Revoked(revocation) => {
-                    retired.revoked_at_ms = Some(now_ms);
+                    retired.revoked_at_ms = Some(now.0);
                     retired.revocation = Some(revocation.clone());
                     (LIVE, now_s)
                 }
@@ -169,7 +170,7 @@ impl DynamoStore {
             let mut tombstone = token_item_at(&Key::retired(user, family, id), &retired);
             tombstone.insert(TTL_ATTRIBUTE.into(), n(ttl));
             if matches!(why, Retirement::Released) {
-                tombstone.insert("released_at".into(), n(now_ms));
+                tombstone.insert("released_at".into(), n(now));
             }
             items = items
                 .with(
@@ -203,11 +204,11 @@ impl DynamoStore {
         &self,
         records: Vec<(TokenRecord, Revocation)>,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<usize, Fault> {
         let mut revoked = 0;
         for chunk in records.chunks(RETIRED_PER_TRANSACTION) {
-            revoked += self.revoke_together(chunk, audit, now_ms).await?;
+            revoked += self.revoke_together(chunk, audit, now).await?;
         }
         Ok(revoked)
     }
@@ -218,7 +219,7 @@ impl DynamoStore {
         &self,
         records: &[(TokenRecord, Revocation)],
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<usize, Fault> {
         let retirements: Vec<Retirement> = records
             .iter()
@@ -229,7 +230,7 @@ impl DynamoStore {
             .zip(&retirements)
             .map(|((record, _), why)| (record, why))
             .collect();
-        let mut items = self.retire_all(&retiring, false, now_ms)?;
+        let mut items = self.retire_all(&retiring, false, now)?;
         for (record, why) in records {
             items = items.with(
                 Part::Event,
@@ -251,7 +252,7 @@ impl DynamoStore {
             let hash = record.hash;
             let same_token = move |r: &TokenRecord| r.hash.matches(&hash);
             if self
-                .revoke_token_if(record.address(), why, audit, now_ms, &same_token)
+                .revoke_token_if(record.address(), why, audit, now, &same_token)
                 .await?
             {
                 revoked += 1;
@@ -268,7 +269,7 @@ impl Revocations for DynamoStore {
         address: TokenAddress,
         why: &Revocation,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
         allowed: &(dyn for<'r> Fn(&'r TokenRecord) -> bool + Sync),
     ) -> Result<bool, Fault> {
         let TokenAddress {
@@ -278,14 +279,14 @@ impl Revocations for DynamoStore {
         } = address;
         let revoked_by_this_call = || async {
             Ok::<_, Fault>(self.get_retired(user, family, id).await?.is_some_and(|r| {
-                r.revoked_at_ms == Some(now_ms) && r.revocation.as_ref() == Some(why) && allowed(&r)
+                r.revoked_at_ms == Some(now.0) && r.revocation.as_ref() == Some(why) && allowed(&r)
             }))
         };
         for _ in 0..TRANSACTION_ATTEMPTS {
             let live = self
                 .get_token(user, family, id)
                 .await?
-                .filter(|record| record.state(now_ms) == TokenState::Live && allowed(record));
+                .filter(|record| record.state(now) == TokenState::Live && allowed(record));
             let Some(record) = live else {
                 // Gone already: by this very call when an attempt committed and its answer was
                 // lost.
@@ -294,22 +295,20 @@ impl Revocations for DynamoStore {
             // A predecessor still in its grace period goes with its successor: it works only
             // through it (its meter), and a deleted key must not live on in its old secret.
             let mut retiring = vec![record.clone()];
-            if let Some(predecessor) = record
-                .predecessor
-                .filter(|_| record.predecessor_works(now_ms))
+            if let Some(predecessor) = record.predecessor.filter(|_| record.predecessor_works(now))
             {
                 retiring.extend(
                     self.get_token(user, family, predecessor.id)
                         .await?
                         .filter(|p| {
-                            p.state(now_ms) == TokenState::Live && p.rolled_to == Some(record.id)
+                            p.state(now) == TokenState::Live && p.rolled_to == Some(record.id)
                         }),
                 );
             }
             let retirement = Retirement::Revoked(why.clone());
             let pairs: Vec<(&TokenRecord, &Retirement)> =
                 retiring.iter().map(|r| (r, &retirement)).collect();
-            let mut items = self.retire_all(&pairs, false, now_ms)?;
+            let mut items = self.retire_all(&pairs, false, now)?;
             for retired in &retiring {
                 items = items.with(
                     Part::Event,
@@ -352,7 +351,7 @@ impl Revocations for DynamoStore {
         &self,
         records: &[(TokenRecord, Revocation)],
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<usize, Fault> {
         // One owner's tokens one transaction after another (they share its profile's counter);
         // owners in parallel.
@@ -368,7 +367,7 @@ impl Revocations for DynamoStore {
         }
         let revocations: Vec<_> = owners
             .into_iter()
-            .map(|group| self.revoke_owner(group, audit, now_ms))
+            .map(|group| self.revoke_owner(group, audit, now))
             .collect();
         stream::iter(revocations)
             .buffer_unordered(IN_FLIGHT)

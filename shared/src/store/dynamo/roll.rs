@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 
+use crate::clock::{EpochMs, EpochSeconds};
 use crate::domain::{UserId, UserStatus};
 use crate::metrics;
 use crate::store::item::{
@@ -80,12 +81,12 @@ impl Rolls for DynamoStore {
         owner: Owner,
         predecessor: &TokenRecord,
         successor: NewToken,
-        grace_end_s: u64,
+        grace_end: EpochSeconds,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<RollOutcome, StoreError> {
         let family = predecessor.kind.family();
-        let now_s = now_ms / 1000;
+        let now_s = now.seconds().0;
         let mut predecessor = predecessor.clone();
         for _ in 0..TRANSACTION_ATTEMPTS {
             if predecessor.rolled_to.is_some() {
@@ -96,19 +97,19 @@ impl Rolls for DynamoStore {
             // this read finds dead stays dead until the roll commits.
             if let Some(previous) = predecessor
                 .predecessor
-                .filter(|_| predecessor.predecessor_works(now_ms))
+                .filter(|_| predecessor.predecessor_works(now))
             {
                 let working = self
                     .get_token(predecessor.user_id, family, previous.id)
                     .await?
-                    .is_some_and(|p| p.state(now_ms) == TokenState::Live);
+                    .is_some_and(|p| p.state(now) == TokenState::Live);
                 if working {
                     return Ok(RollOutcome::PredecessorWorks);
                 }
             }
             let until = predecessor
                 .expires_at
-                .map_or(grace_end_s, |own| own.min(grace_end_s));
+                .map_or(grace_end.0, |own| own.min(grace_end.0));
             // One meter for the lineage: the successor takes the predecessor's limits and their
             // use as read (the condition below pins them), the predecessor keeps none and is
             // charged through its successor while it works. A disabled key's successor is
@@ -181,7 +182,7 @@ impl Rolls for DynamoStore {
                 }
                 Err(TransactionFailure::Fault(e)) => return Err(e.into()),
                 Err(TransactionFailure::Unknown(e)) => {
-                    if self.settle_new_token(&record, e, now_ms).await? {
+                    if self.settle_new_token(&record, e, now).await? {
                         metrics::minted(record.kind.as_str(), 1);
                         return Ok(rolled);
                     }
@@ -202,14 +203,14 @@ impl Rolls for DynamoStore {
                     return Ok(rolled);
                 }
                 Some(current)
-                    if failed == [Part::NewToken] && current.state(now_ms) == TokenState::Live =>
+                    if failed == [Part::NewToken] && current.state(now) == TokenState::Live =>
                 {
                     return Err(Refusal::TokenIdTaken.into())
                 }
                 _ if failed.contains(&Part::Owner) => return Err(Refusal::UserBlocked.into()),
                 // Rolled, or changed (a charge, a limits change, an update) since it was read:
                 // decided again from what is stored now.
-                Some(current) if current.state(now_ms) == TokenState::Live => predecessor = current,
+                Some(current) if current.state(now) == TokenState::Live => predecessor = current,
                 Some(current) if current.rolled_to.is_some() => {
                     return Ok(RollOutcome::AlreadyRolled)
                 }

@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::{
 };
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
+use crate::clock::EpochMs;
 use crate::domain::{UserId, UserStatus};
 use crate::metrics;
 use crate::store::item::{
@@ -35,7 +36,7 @@ impl DynamoStore {
         &self,
         record: &TokenRecord,
         fault: Fault,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<bool, Fault> {
         let key = Key::token(record.user_id, record.kind.family(), record.id);
         let ours = |item: Option<Item>| -> Result<Option<bool>, Fault> {
@@ -52,7 +53,7 @@ impl DynamoStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(void_item(&key, now_ms)))
+            .set_item(Some(void_item(&key, now)))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .before_deadline()
@@ -168,7 +169,7 @@ impl Tokens for DynamoStore {
         token: NewToken,
         cap: u32,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<(), StoreError> {
         let family = token.parsed.kind.family();
         let record = token.record(owner);
@@ -194,7 +195,7 @@ impl Tokens for DynamoStore {
                 // Stored, or made void so that it never will be: never a 503 for a key that
                 // exists, nor a key nobody saw that holds a slot.
                 Err(TransactionFailure::Unknown(e)) => {
-                    if self.settle_new_token(&record, e, now_ms).await? {
+                    if self.settle_new_token(&record, e, now).await? {
                         metrics::minted(record.kind.as_str(), 1);
                         return Ok(());
                     }
@@ -227,7 +228,7 @@ impl Tokens for DynamoStore {
                 Some(_) if !released_once => {
                     released_once = true;
                     let freed = match family.cap() {
-                        Some(counter) => self.release_expired(owner.id, counter, now_ms).await?,
+                        Some(counter) => self.release_expired(owner.id, counter, now).await?,
                         None => 0,
                     };
                     if freed == 0 {
@@ -243,7 +244,7 @@ impl Tokens for DynamoStore {
         &self,
         user: UserId,
         family: TokenFamily,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<Vec<TokenRecord>, Fault> {
         let items = self
             .query_tokens(user, &token_sort_prefix(family), None)
@@ -251,7 +252,7 @@ impl Tokens for DynamoStore {
         let mut live = Vec::with_capacity(items.len());
         for item in items.iter().filter(|item| !is_void(item)) {
             let record = token_from_item(item)?;
-            if record.state(now_ms) == TokenState::Live {
+            if record.state(now) == TokenState::Live {
                 live.push(record);
             }
         }
@@ -313,13 +314,13 @@ impl Tokens for DynamoStore {
         record: &TokenRecord,
         fields: &TokenChange,
         audit: &dyn Audit,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<Option<TokenRecord>, Fault> {
         let mut sets = Vec::new();
         let mut removes = Vec::new();
         let mut expression_names = HashMap::new();
         let mut expression_values = HashMap::from([
-            (":now".to_string(), n(now_ms / 1000)),
+            (":now".to_string(), n(now.seconds().0)),
             (":read".to_string(), abilities_value(&record.abilities)),
         ]);
         if let Some(name) = &fields.name {
@@ -377,7 +378,7 @@ impl Tokens for DynamoStore {
         user: UserId,
         family: TokenFamily,
         id: TokenId,
-        now_ms: u64,
+        now: EpochMs,
     ) -> Result<bool, Fault> {
         let touch = Update::builder()
             .table_name(&self.table)
@@ -387,10 +388,10 @@ impl Tokens for DynamoStore {
                 "attribute_exists(pk) AND (attribute_not_exists(last_used_at) OR last_used_at <= :stale)",
             )
             .set_expression_attribute_values(values([
-                (":now", n(now_ms)),
+                (":now", n(now)),
                 (
                     ":stale",
-                    n(now_ms.saturating_sub(LAST_USED_RESOLUTION_MS)),
+                    n(now.minus_ms(LAST_USED_RESOLUTION_MS)),
                 ),
             ]))
             .build()
