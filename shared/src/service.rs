@@ -10,7 +10,9 @@ use crate::domain::Abilities;
 use crate::error::ApiError;
 use crate::limits::Usage;
 use crate::mint::{mint, MintRequest, Minted};
-use crate::store::{DynamoStore, NewToken, Owner, PermanentGeneration, Store, StoreError, User};
+use crate::store::{
+    DynamoStore, NewToken, Owner, PermanentGeneration, Refusal, Store, StoreError, User,
+};
 use crate::token::{IssuedToken, PermanentKey};
 
 /// The store and configuration every handler takes.
@@ -48,6 +50,20 @@ impl Service {
     ) -> Result<Minted, StoreError> {
         let cap = self.config.cap(request.kind.family());
         mint(self.store.as_ref(), owner, request, cap, now).await
+    }
+
+    /// [`Self::mint`] for a route: each refusal answered as `refused` says (`None`: one the
+    /// route never expects), a fault as a 503.
+    pub async fn mint_answering(
+        &self,
+        owner: Owner,
+        request: MintRequest,
+        now: EpochMs,
+        refused: impl FnOnce(&Refusal) -> Option<ApiError>,
+    ) -> Result<Minted, ApiError> {
+        self.mint(owner, request, now)
+            .await
+            .map_err(|e| ApiError::from_store(e, refused))
     }
 
     /// The user's permanent key of the generation `wanted`, derived from `key`: the one that

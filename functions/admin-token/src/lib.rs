@@ -174,23 +174,18 @@ async fn create_token(
         None,
     )?;
     let minted = service
-        .mint(Owner::from(&user), mint_request, caller.now)
-        .await
-        .map_err(|e| {
-            ApiError::from_store(e, |refusal| match refusal {
-            Refusal::UserNotFound => Some(ApiError::NotFound(USER_NOT_FOUND)),
-            Refusal::UserBlocked => Some({
-                ApiError::Validation(FieldErrors::single(field, "The selected user is blocked."))
-            }),
-            Refusal::TokenLimitReached { max } => Some(ApiError::Validation(FieldErrors::single(
-                field,
-                format!(
+        .mint_answering(Owner::from(&user), mint_request, caller.now, |refusal| {
+            let message = match refusal {
+                Refusal::UserNotFound => return Some(ApiError::NotFound(USER_NOT_FOUND)),
+                Refusal::UserBlocked => "The selected user is blocked.".to_string(),
+                Refusal::TokenLimitReached { max } => format!(
                     "The user already holds {max} API tokens, the most allowed. Delete one before creating another."
                 ),
-            ))),
-            _ => None,
-            })
-        })?;
+                _ => return None,
+            };
+            Some(ApiError::Validation(FieldErrors::single(field, message)))
+        })
+        .await?;
     let created = TokenCreated {
         message: "Token created successfully.",
         user: UserView::from(&user),

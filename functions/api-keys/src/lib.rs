@@ -498,10 +498,7 @@ async fn create(
     caller.require_abilities(&abilities)?;
     let request = MintRequest::by(caller, caller.change(), kind, name, abilities, expires_at)?;
     service
-        .mint(caller.owner(), request, caller.now)
-        .await
-        .map_err(|e| {
-            ApiError::from_store(e, |refusal| match refusal {
+        .mint_answering(caller.owner(), request, caller.now, |refusal| match refusal {
             Refusal::UserNotFound | Refusal::UserBlocked => Some(ApiError::Unauthenticated),
             Refusal::TokenLimitReached { max } => Some(ApiError::Validation(FieldErrors::single(
                 "name",
@@ -510,8 +507,8 @@ async fn create(
                 ),
             ))),
             _ => None,
-            })
         })
+        .await
 }
 
 /// The caller's live tokens of the family that it may manage (all of them for a `*` token).

@@ -245,10 +245,7 @@ async fn create_token(
         expires,
     )?;
     let minted = service
-        .mint(Owner::from(&user), mint_request, caller.now)
-        .await
-        .map_err(|e| {
-            ApiError::from_store(e, |refusal| match refusal {
+        .mint_answering(Owner::from(&user), mint_request, caller.now, |refusal| match refusal {
             Refusal::UserNotFound | Refusal::UserBlocked => Some(customer_not_found()),
             Refusal::TokenLimitReached { max } => Some(coded(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -258,8 +255,8 @@ async fn create_token(
                 ),
             )),
             _ => None,
-            })
-        })?;
+        })
+        .await?;
     let generated = Generated {
         message: "API token generated successfully",
         customerid: input.customer_id.as_str(),
