@@ -197,7 +197,11 @@ pub async fn authorize(service: &Service, event: &Value) -> Result<Value, Author
                 Ok(policy("limited", "Deny", &resource, context)),
             )
         }
-        Err(_) => ("failed", Err(AuthorizerError::Unavailable)),
+        Err(error) => {
+            // The authorizer's answer is made here: its fault is logged here, once.
+            error.log_fault();
+            ("failed", Err(AuthorizerError::Unavailable))
+        }
     };
     shared::metrics::authorized(outcome);
     answer

@@ -281,3 +281,42 @@ async fn mints_verifications_and_revocations_emit_embedded_metric_lines() {
     );
     assert_eq!(counts.len(), 9, "nothing else: {counts:?}");
 }
+
+/// A 503's cause is logged once, where the answer is made: by the routes' error response and by
+/// the authorizer's outcome, never by the conversion that carries it there.
+#[tokio::test]
+async fn a_fault_is_logged_once_where_the_answer_is_made() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::ERROR)
+        .with_writer(captured.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (_, store) = service().await;
+    let t = tenant(&store).await;
+    let broken = unreachable_service().await;
+    let failures = |captured: &Captured| captured.text().matches("store failure").count();
+
+    let bearer = format!("Bearer {}", t.user_token);
+    let (status, _, _) = exchange(
+        router(&broken),
+        request(
+            Method::GET,
+            "/api/user/api-keys",
+            &[("authorization", &bearer)],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(failures(&captured), 1, "{}", captured.text());
+
+    let event = serde_json::json!({
+        "type": "REQUEST",
+        "methodArn": "arn:aws:execute-api:us-east-1:123456789012:api/prod/GET/api/user/me",
+        "resource": "/api/user/me",
+        "headers": {"Authorization": bearer},
+    });
+    assert!(authorizer::authorize(&broken, &event).await.is_err());
+    assert_eq!(failures(&captured), 2, "{}", captured.text());
+}
