@@ -45,6 +45,11 @@ impl EpochSeconds {
     pub fn plus(self, seconds: u64) -> EpochSeconds {
         EpochSeconds(self.0.saturating_add(seconds))
     }
+
+    /// `days` later (an expiry given in days).
+    pub fn plus_days(self, days: u64) -> EpochSeconds {
+        self.plus(days.saturating_mul(86_400))
+    }
 }
 
 impl std::fmt::Display for EpochMs {
@@ -159,5 +164,7 @@ mod tests {
         assert_eq!(EpochSeconds(2).ms(), EpochMs(2_000));
         assert_eq!(EpochSeconds(u64::MAX).ms(), EpochMs(u64::MAX));
         assert_eq!(EpochMs(5).minus_ms(10), EpochMs(0));
+        assert_eq!(EpochSeconds(10).plus_days(2), EpochSeconds(10 + 2 * 86_400));
+        assert_eq!(EpochSeconds(1).plus_days(u64::MAX), EpochSeconds(u64::MAX));
     }
 }

@@ -441,7 +441,7 @@ async fn create_key(
         integer_field(&body, "expires_in_days", 1, MAX_LIFETIME_DAYS),
     )
     .map_err(ApiError::from)?;
-    let expires_at = days.map(|days| caller.now.seconds().0 + days * 86_400);
+    let expires_at = days.map(|days| caller.now.seconds().plus_days(days).0);
     let minted = create(&service, &caller, TokenKind::ApiKey, name, None, expires_at).await?;
     let created = KeyCreated {
         message: "API key created successfully.",

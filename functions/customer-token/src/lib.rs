@@ -231,7 +231,7 @@ async fn create_token(
 
     let expires = input
         .expiration_days
-        .map(|days| caller.now.seconds().0 + days * 86_400);
+        .map(|days| caller.now.seconds().plus_days(days).0);
     let name = input
         .name
         .clone()

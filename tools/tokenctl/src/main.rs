@@ -422,7 +422,7 @@ async fn mint_key(
     };
     let expires_at = match expires_in_days {
         None => None,
-        Some(days @ 1..=3650) => Some(now.seconds().plus(days * 86_400).0),
+        Some(days @ 1..=3650) => Some(now.seconds().plus_days(days).0),
         Some(_) => {
             return Err(CliError::Usage(
                 "--expires-in-days must be from 1 to 3650".into(),
