@@ -162,7 +162,7 @@ impl ApiError {
         match error {
             StoreError::Fault(fault) => fault.into(),
             StoreError::Refused(refusal) => {
-                answer(&refusal).unwrap_or_else(|| Fault::unexpected(refusal).into())
+                answer(&refusal).unwrap_or_else(|| Fault::Unexpected(refusal).into())
             }
         }
     }

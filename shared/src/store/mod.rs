@@ -54,14 +54,9 @@ pub enum Fault {
     Corrupt(String),
     #[error("DynamoDB is unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-impl Fault {
-    /// A refusal its caller has no answer for (one the operation never gives there): a fault
-    /// of the service, said as such.
-    pub fn unexpected(refusal: Refusal) -> Fault {
-        Fault::Corrupt(format!("the store refused unexpectedly: {refusal}"))
-    }
+    /// A refusal its caller has no answer for (one the operation never gives there).
+    #[error("the store refused where no refusal was expected: {0}")]
+    Unexpected(Refusal),
 }
 
 /// The failure of an operation that may be refused: a [`Refusal`] or a [`Fault`]. It has no
