@@ -6,7 +6,6 @@ use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
 use serde_json::{Map, Value};
 
-pub use crate::clock::{timestamp_micros, timestamp_seconds, MicrosText, SecondsText};
 use crate::deadline;
 use crate::error::ApiError;
 

@@ -713,7 +713,7 @@ async fn a_token_never_outlives_the_token_that_minted_it() {
     let (_, listed) = send(&service, Method::GET, TOKENS, &parent_token, "").await;
     assert_eq!(
         listed["data"][0]["expires_at"],
-        shared::http::timestamp_seconds(parent_expiry * 1000)
+        shared::clock::timestamp_seconds(parent_expiry * 1000)
     );
 }
 
@@ -1133,7 +1133,7 @@ async fn keys_and_tokens_may_expire_from_creation() {
     assert_eq!(expiry, stored.created_at_ms / 1000 + 30 * 86_400);
     assert_eq!(
         created["api_key"]["expires_at"],
-        shared::http::timestamp_micros(expiry * 1000)
+        shared::clock::timestamp_micros(expiry * 1000)
     );
     assert!(
         shared::auth::authenticate(&store, Some(&key), EpochMs((expiry - 1) * 1000))
@@ -1163,7 +1163,7 @@ async fn keys_and_tokens_may_expire_from_creation() {
         );
     }
     let at = now_ms().seconds().0 + 7 * 86_400;
-    let iso = shared::http::timestamp_seconds(at * 1000);
+    let iso = shared::clock::timestamp_seconds(at * 1000);
     let body =
         json!({"name": "release", "abilities": ["calls:read"], "expires_at": iso}).to_string();
     let (status, created) = send(&service, Method::POST, TOKENS, &t.user_token, &body).await;
@@ -1239,7 +1239,7 @@ fn rolled_id(body: &Value, field: &str) -> (String, String) {
 async fn a_roll_keeps_the_old_token_for_its_grace_period_only() {
     let (service, store) = service().await;
     let t = tenant(&store).await;
-    let body = json!({"name": "CI", "abilities": ["calls:read"], "expires_at": shared::http::timestamp_seconds((now_ms().seconds().0 + 30 * 86_400) * 1000)});
+    let body = json!({"name": "CI", "abilities": ["calls:read"], "expires_at": shared::clock::timestamp_seconds((now_ms().seconds().0 + 30 * 86_400) * 1000)});
     let (status, created) = send(
         &service,
         Method::POST,
@@ -1295,7 +1295,7 @@ async fn a_roll_keeps_the_old_token_for_its_grace_period_only() {
     );
     assert_eq!(
         rolled["previous"]["expires_at"],
-        json!(shared::http::timestamp_seconds(grace_end * 1000))
+        json!(shared::clock::timestamp_seconds(grace_end * 1000))
     );
     // Both work during the grace period, and both are listed; the old one stops at its end.
     for token in [&old_token, &new_token] {
