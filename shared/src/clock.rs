@@ -58,12 +58,6 @@ impl std::fmt::Display for EpochMs {
     }
 }
 
-impl std::fmt::Display for EpochSeconds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
 /// The system clock's now ([`EpochMs::now`]).
 pub fn now_ms() -> EpochMs {
     EpochMs::now()
