@@ -191,7 +191,7 @@ pub trait Tokens: Send + Sync {
     /// once. Absent ones are left out.
     async fn find_tokens(&self, tokens: &[TokenAddress], users: &[UserId]) -> Result<Found, Fault>;
 
-    /// Applies `change` to `record`'s live token, only while it is live and its abilities are
+    /// Applies `fields` to `record`'s live token, only while it is live and its abilities are
     /// still those of `record` (so updates that race never widen them). The updated record, or
     /// `None` when the token is gone, no longer live, or was changed meanwhile.
     async fn update_token(
