@@ -128,6 +128,27 @@ STEPS = [
      and b["data"][0]["action"] == "limits.updated"
      and all(keys("id", "at", "platform_id", "action", "actor", "target", "source", "details")(e)
              for e in b["data"]), None),
+    # The integration API, with the admin's `*` token: a service key made, listed and revoked;
+    # a user created, found by external id, read, changed; a key minted for 1002, listed,
+    # revoked.
+    ("service-keys-post", 201,
+     lambda b: keys("id", "name", "permissions", "token", "created_at", "expires_at")(b["data"])
+     and b["data"]["token"].startswith("tkns_"), "SERVICE_KEY_ID"),
+    ("service-keys-get", 200,
+     lambda b: len(b["data"]) == 1 and "token" not in b["data"][0], None),
+    ("service-keys-delete", 200,
+     lambda b: b == {"message": "Service key revoked successfully."}, None),
+    ("users-post", 201,
+     lambda b: b["data"]["external_id"] == "crm-2001" and b["data"]["meta"] == {"plan": "team"}, None),
+    ("users-get", 200, lambda b: b["data"]["id"] == 1002, None),
+    ("user-get", 200, lambda b: b["data"]["external_id"] == "crm-1002", None),
+    ("user-patch", 200, lambda b: b["data"]["meta"] == {"plan": "enterprise"}, None),
+    ("user-tokens-post", 201,
+     lambda b: b["data"]["kind"] == "api_key" and b["data"]["meta"] == {"env": "prod"}, "USER_TOKEN_ID"),
+    ("user-tokens-get", 200,
+     lambda b: len(b["data"]) >= 2 and all("token" not in t for t in b["data"]), None),
+    ("user-tokens-delete", 200,
+     lambda b: b == {"message": "Token revoked successfully."}, None),
     # Last, as they revoke the demo keys: the user's key reported leaked, the admin's revoked by
     # its holder.
     ("secret-scanning-verify-post", 200,

@@ -20,6 +20,8 @@ pub enum ActorKind {
     SecretScanning,
     /// Whoever holds a token, revoking it.
     TokenHolder,
+    /// A platform's service key, through a route.
+    ServiceKey,
 }
 
 crate::domain::named!(ActorKind {
@@ -27,6 +29,7 @@ crate::domain::named!(ActorKind {
     Operator => "operator",
     SecretScanning => "secret_scanning",
     TokenHolder => "token_holder",
+    ServiceKey => "service_key",
 });
 
 /// Who makes a change.
@@ -79,6 +82,11 @@ impl Change {
         Change::of(ActorKind::User, Some(user), Some(token), source)
     }
 
+    /// A change made by a platform's service key `token`.
+    pub fn service_key(token: PublicTokenId, source: Option<Source>) -> Change {
+        Change::of(ActorKind::ServiceKey, None, Some(token), source)
+    }
+
     /// A change made on a secret-scanning report's word.
     pub fn secret_scanning(source: Option<Source>) -> Change {
         Change::of(ActorKind::SecretScanning, None, None, source)
@@ -102,6 +110,7 @@ pub enum Action {
     UserCreated,
     UserBlocked,
     UserUnblocked,
+    UserUpdated,
     LimitsUpdated,
 }
 
@@ -115,6 +124,7 @@ crate::domain::named!(Action {
     UserCreated => "user.created",
     UserBlocked => "user.blocked",
     UserUnblocked => "user.unblocked",
+    UserUpdated => "user.updated",
     LimitsUpdated => "limits.updated",
 });
 

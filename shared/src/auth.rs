@@ -1,10 +1,10 @@
 //! Authentication: one strongly consistent GetItem per presented token.
 
 use crate::clock::EpochMs;
-use crate::domain::{Abilities, PlatformId, Role, UserId, UserStatus};
+use crate::domain::{Abilities, Permission, PlatformId, Role, UserId, UserStatus};
 use crate::error::ApiError;
 use crate::limits::{self, Meter, Usage};
-use crate::model::OfPlatform;
+use crate::model::{Identity, OfPlatform};
 use crate::store::{Fault, Owner, Store, TokenRecord, TokenState, LAST_USED_RESOLUTION_MS};
 use crate::token::{self, PublicTokenId, TokenId, TokenKind};
 
@@ -26,6 +26,8 @@ pub struct Principal {
     /// Whether the token has usage limits of its own (its key lineage's): it may then mint no
     /// token, since a new token would escape them.
     pub metered: bool,
+    /// Who the owner is in the platform's own system.
+    pub identity: Identity,
 }
 
 impl Principal {
@@ -96,6 +98,40 @@ impl Principal {
         }
     }
 
+    /// Whether the caller is one of its platform's service keys (not a user).
+    pub fn is_service_key(&self) -> bool {
+        self.kind == TokenKind::ServiceKey
+    }
+
+    /// Whether the caller may use a platform-admin route that takes `permission`: a service key
+    /// holding it (or `*`), or an admin's full-access token.
+    pub fn holds(&self, permission: Permission) -> bool {
+        if self.is_service_key() {
+            permission.granted_by(&self.abilities)
+        } else {
+            self.role == Role::Admin && self.abilities.is_full()
+        }
+    }
+
+    /// [`Self::holds`], or the 403.
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.holds(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::NotAdministrator)
+        }
+    }
+
+    /// A route that acts for the calling user (its own tokens, its profile) takes a user's
+    /// token, never a service key.
+    pub fn require_user(&self) -> Result<(), ApiError> {
+        if self.is_service_key() {
+            Err(ApiError::ServiceKeyNotAUser)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Minting tokens for other users takes an admin's full-access token.
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.role == Role::Admin && self.abilities.is_full() {
@@ -152,6 +188,8 @@ pub struct Verification {
     pub revoked_reason: Option<&'static str>,
     /// The owner's usage limits and their use (shared by its tokens); `None`: unmetered.
     pub owner_meter: Option<Meter>,
+    /// Who the owner is in the platform's own system (empty when the owner is gone).
+    pub owner_identity: Identity,
     /// The record whose meter the token's units are charged to: the token's own, or, for a
     /// rolled token in its grace period, its successor's (one meter a key lineage).
     pub meter_holder: Option<TokenRecord>,
@@ -212,6 +250,7 @@ async fn check(store: &dyn Store, presented: &str, now: EpochMs) -> Result<Verif
         owner_role: None,
         revoked_reason: None,
         owner_meter: None,
+        owner_identity: Identity::default(),
         meter_holder: None,
     };
     let Ok(parsed) = token::parse(presented) else {
@@ -265,6 +304,7 @@ async fn check(store: &dyn Store, presented: &str, now: EpochMs) -> Result<Verif
         code,
         owner_role,
         revoked_reason,
+        owner_identity: owner.as_ref().map(Identity::from).unwrap_or_default(),
         owner_meter: owner.and_then(|owner| owner.meter),
         meter_holder,
         record: Some(record),
@@ -310,6 +350,7 @@ fn principal(verification: &Verification) -> Result<Principal, ApiError> {
             expires_at: record.expires_at,
             last_used_at_ms: record.last_used_at_ms,
             metered: verification.token_meter().is_some(),
+            identity: verification.owner_identity.clone(),
         }),
         _ => Err(ApiError::Unauthenticated),
     }

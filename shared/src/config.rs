@@ -144,8 +144,21 @@ pub async fn dynamodb_client_at(
     roots: TrustRoots,
     endpoint: Option<&str>,
 ) -> aws_sdk_dynamodb::Client {
+    dynamodb_client_for(roots, endpoint, None).await
+}
+
+/// [`dynamodb_client`] with an explicit endpoint and region where given (an operator's flags),
+/// else the environment's.
+pub async fn dynamodb_client_for(
+    roots: TrustRoots,
+    endpoint: Option<&str>,
+    region: Option<&str>,
+) -> aws_sdk_dynamodb::Client {
     let mut loader =
         aws_config::defaults(BehaviorVersion::latest()).http_client(roots.http_client());
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_string()));
+    }
     // Lambda gives a function its role's credentials in the environment. Reading them there is
     // what the default chain would do first; building the rest of that chain (profile files, web
     // identity with an STS client of its own, ECS, instance metadata) was a third of the init's

@@ -5,7 +5,8 @@
 use crate::audit::Change;
 use crate::clock::EpochMs;
 use crate::domain::{
-    Abilities, CustomerId, Email, Role, TokenName, UserId, UserStatus, Workspace, WorkspaceStatus,
+    Abilities, CustomerId, Email, ExternalId, Meta, Role, TokenName, UserId, UserStatus, Workspace,
+    WorkspaceStatus,
 };
 use crate::mint::mint_plaintext;
 use crate::store::{NewUser, Owner, Refusal, Store, StoreError, User};
@@ -14,6 +15,8 @@ use crate::token::TokenKind;
 pub const ADMIN_ID: UserId = UserId(1001);
 pub const USER_ID: UserId = UserId(1002);
 pub const BLOCKED_ID: UserId = UserId(1003);
+/// John Doe's id in the demo platform's own system.
+pub const EXTERNAL_ID: &str = "crm-1002";
 pub const CUSTOMER_ID: &str = "048372910564";
 
 /// The demo users and a fresh full-access API key for the admin and the user.
@@ -70,6 +73,12 @@ pub async fn seed(store: &dyn Store, cap: u32, now: EpochMs) -> Result<Demo, Sto
                         name: "Main".into(),
                         status: WorkspaceStatus::Active,
                     }],
+                    // John Doe as the platform's own system knows him.
+                    external_id: (id == USER_ID)
+                        .then(|| ExternalId::parse(EXTERNAL_ID).expect("demo external id")),
+                    meta: (id == USER_ID).then(|| {
+                        Meta::parse(&serde_json::json!({"plan": "pro"})).expect("demo meta")
+                    }),
                 };
                 created.push(store.create_user(user, &Change::operator(), now).await?);
             }

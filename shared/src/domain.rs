@@ -12,6 +12,22 @@ pub const MANAGE_TOKENS: &str = "tokens:manage";
 #[serde(transparent)]
 pub struct UserId(pub u64);
 
+impl UserId {
+    /// The service account of `platform`: the owner of its service keys, in a range of ids no
+    /// user holds (the top bit set; user ids stay below 2^63), so it can never be addressed as
+    /// a user.
+    pub fn service_account(platform: PlatformId) -> UserId {
+        UserId(SERVICE_ACCOUNT_BIT | platform.0)
+    }
+
+    /// Whether this id is a platform's service account ([`UserId::service_account`]).
+    pub fn is_service_account(self) -> bool {
+        self.0 & SERVICE_ACCOUNT_BIT != 0
+    }
+}
+
+const SERVICE_ACCOUNT_BIT: u64 = 1 << 63;
+
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -41,6 +57,62 @@ impl CustomerId {
     }
 
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The id a platform's own system knows a user by: 1 to 128 characters, no control characters,
+/// unique within the platform.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ExternalId(String);
+
+impl ExternalId {
+    pub const MAX_CHARS: usize = 128;
+
+    /// `text` as given (no trimming: it is the platform's own key), if it is 1 to
+    /// [`Self::MAX_CHARS`] characters without control characters.
+    pub fn parse(text: &str) -> Option<ExternalId> {
+        let chars = text.chars().count();
+        ((1..=Self::MAX_CHARS).contains(&chars) && !text.chars().any(char::is_control))
+            .then(|| ExternalId(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A platform's own data on a user or a token: a JSON object of at most [`Meta::MAX_BYTES`]
+/// bytes serialized. The service stores and returns it and never reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta(serde_json::Map<String, serde_json::Value>);
+
+/// Why a value is no [`Meta`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetaProblem {
+    NotAnObject,
+    TooLarge,
+}
+
+impl Meta {
+    pub const MAX_BYTES: usize = 1024;
+
+    pub fn parse(value: &serde_json::Value) -> Result<Meta, MetaProblem> {
+        let object = value.as_object().ok_or(MetaProblem::NotAnObject)?;
+        let size = serde_json::to_string(object).map_or(usize::MAX, |text| text.len());
+        if size > Self::MAX_BYTES {
+            return Err(MetaProblem::TooLarge);
+        }
+        Ok(Meta(object.clone()))
+    }
+
+    /// The stored form: the object as compact JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::Value::Object(self.0.clone()).to_string()
+    }
+
+    /// The object (for responses).
+    pub fn as_object(&self) -> &serde_json::Map<String, serde_json::Value> {
         &self.0
     }
 }
@@ -194,12 +266,67 @@ impl Abilities {
     }
 }
 
+/// What a platform's service key may do: each permission opens the platform-admin routes of
+/// its name; `*` opens them all and creating service keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Permission {
+    UsersRead,
+    UsersWrite,
+    TokensRead,
+    TokensWrite,
+    LimitsWrite,
+    AuditRead,
+    Verify,
+    All,
+}
+
+named!(Permission {
+    UsersRead => "users:read",
+    UsersWrite => "users:write",
+    TokensRead => "tokens:read",
+    TokensWrite => "tokens:write",
+    LimitsWrite => "limits:write",
+    AuditRead => "audit:read",
+    Verify => "verify",
+    All => "*",
+});
+
+impl Permission {
+    /// Every permission, in the order the documentation lists them.
+    pub const ALL: [Permission; 8] = [
+        Permission::UsersRead,
+        Permission::UsersWrite,
+        Permission::TokensRead,
+        Permission::TokensWrite,
+        Permission::LimitsWrite,
+        Permission::AuditRead,
+        Permission::Verify,
+        Permission::All,
+    ];
+
+    /// A service key's permissions: 1 to 8 names of [`Permission::ALL`], kept as the key's
+    /// abilities (`*` alone when it is among them). `Err`: the first name that is none.
+    pub fn parse_list(items: Vec<String>) -> Result<Abilities, Option<String>> {
+        if let Some(unknown) = items.iter().find(|i| Permission::from_name(i).is_none()) {
+            return Err(Some(unknown.clone()));
+        }
+        Abilities::parse(items).map_err(|_| None)
+    }
+
+    /// Whether a service key with `abilities` holds this permission.
+    pub fn granted_by(self, abilities: &Abilities) -> bool {
+        abilities.is_full() || abilities.0.iter().any(|a| a == self.as_str())
+    }
+}
+
 /// A user's role inside its platform.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
     User,
+    /// A platform's service account: holds its service keys, is never a user of the directory.
+    Service,
 }
 
 /// Whether a user may authenticate.
@@ -248,12 +375,43 @@ macro_rules! named {
 }
 pub(crate) use named;
 
-named!(Role { Admin => "admin", User => "user" });
+named!(Role { Admin => "admin", User => "user", Service => "service" });
 named!(UserStatus { Active => "active", Blocked => "blocked" });
 named!(WorkspaceStatus { Active => "active", Inactive => "inactive" });
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn external_ids_are_one_to_128_characters_without_controls() {
+        assert!(ExternalId::parse("cus_42").is_some());
+        assert!(ExternalId::parse(&"é".repeat(128)).is_some());
+        assert!(ExternalId::parse(&"x".repeat(129)).is_none());
+        assert!(ExternalId::parse("").is_none());
+        assert!(ExternalId::parse("a\nb").is_none());
+        assert_eq!(ExternalId::parse(" a ").unwrap().as_str(), " a ");
+    }
+
+    #[test]
+    fn meta_is_an_object_of_at_most_a_kib() {
+        let small = serde_json::json!({"plan": "pro", "seats": 3});
+        assert_eq!(
+            Meta::parse(&small).unwrap().to_json(),
+            r#"{"plan":"pro","seats":3}"#
+        );
+        let at_limit = serde_json::json!({ "k": "x".repeat(1024 - 8) });
+        assert_eq!(serde_json::to_string(&at_limit).unwrap().len(), 1024);
+        assert!(Meta::parse(&at_limit).is_ok());
+        let over = serde_json::json!({ "k": "x".repeat(1024 - 7) });
+        assert_eq!(Meta::parse(&over), Err(MetaProblem::TooLarge));
+        for bad in [
+            serde_json::json!([1]),
+            serde_json::json!("x"),
+            serde_json::json!(null),
+        ] {
+            assert_eq!(Meta::parse(&bad), Err(MetaProblem::NotAnObject));
+        }
+    }
     use super::*;
 
     fn abilities(items: &[&str]) -> Abilities {

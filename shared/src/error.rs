@@ -13,6 +13,11 @@ pub enum ApiError {
     Unauthenticated,
     #[error("You are not an administrator.")]
     NotAdministrator,
+    /// A service key on a route that acts for the calling user.
+    #[error(
+        "A service key acts for its platform, not as a user: this route takes a user's token."
+    )]
+    ServiceKeyNotAUser,
     #[error("This token cannot grant abilities it does not have itself.")]
     AbilitiesExceeded,
     #[error("This token cannot manage tokens: that takes the ability tokens:manage or *.")]
@@ -87,6 +92,7 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated | ApiError::InvalidSignature => StatusCode::UNAUTHORIZED,
             ApiError::NotAdministrator
+            | ApiError::ServiceKeyNotAUser
             | ApiError::AbilitiesExceeded
             | ApiError::AbilitiesWidened
             | ApiError::LimitsNotYours
@@ -112,6 +118,7 @@ impl ApiError {
             ApiError::Unauthenticated => "UNAUTHENTICATED",
             ApiError::InvalidSignature => "INVALID_SIGNATURE",
             ApiError::NotAdministrator
+            | ApiError::ServiceKeyNotAUser
             | ApiError::AbilitiesExceeded
             | ApiError::AbilitiesWidened
             | ApiError::LimitsNotYours

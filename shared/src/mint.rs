@@ -3,7 +3,7 @@
 use crate::audit::Change;
 use crate::auth::Principal;
 use crate::clock::{EpochMs, EpochSeconds};
-use crate::domain::{Abilities, TokenName};
+use crate::domain::{Abilities, Meta, TokenName};
 use crate::error::ApiError;
 use crate::store::{NewToken, Owner, Refusal, RollOutcome, Store, StoreError, TokenRecord};
 use crate::token::{self, PublicTokenId, TokenKind, TokenSecret};
@@ -18,6 +18,8 @@ pub struct MintRequest {
     pub expires_at: Option<u64>,
     /// The token that asked for it; `None` for the operator.
     pub parent_id: Option<PublicTokenId>,
+    /// The platform's own data on the token.
+    pub meta: Option<Meta>,
     /// Who asks, and from where: the creation's audit event.
     pub change: Change,
 }
@@ -39,6 +41,7 @@ impl MintRequest {
             abilities,
             expires_at: caller.child_expiry(expires_at)?,
             parent_id: Some(caller.token()),
+            meta: None,
             change,
         })
     }
@@ -135,6 +138,7 @@ where
             created_at_ms: now.0,
             expires_at: request.expires_at,
             parent_id: request.parent_id,
+            meta: request.meta.clone(),
         };
         let record = new.record(owner);
         match store_it(new).await {
@@ -168,6 +172,7 @@ pub async fn mint_plaintext(
         abilities,
         expires_at: None,
         parent_id: None,
+        meta: None,
         change: Change::operator(),
     };
     let minted = mint(store, owner, request, cap, crate::clock::now_ms()).await?;

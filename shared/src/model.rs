@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use crate::audit::Event;
 use crate::clock::EpochMs;
 use crate::domain::{
-    Abilities, CustomerId, Email, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
+    Abilities, CustomerId, Email, ExternalId, Meta, PlatformId, Role, UserId, UserStatus,
+    Workspace, WorkspaceStatus,
 };
 use crate::limits::{Limits, Meter};
 use crate::token::{ParsedToken, PublicTokenId, TokenFamily, TokenHash, TokenId, TokenKind};
@@ -29,6 +30,10 @@ pub struct User {
     pub role: Role,
     pub status: UserStatus,
     pub customer_id: Option<CustomerId>,
+    /// The platform's own id of the user (unique within the platform).
+    pub external_id: Option<ExternalId>,
+    /// The platform's own data on the user.
+    pub meta: Option<Meta>,
     pub workspaces: Vec<Workspace>,
     /// Generation of the permanent token; bumping it would retire the old one.
     pub permanent_generation: u32,
@@ -48,6 +53,23 @@ impl User {
         self.workspaces
             .iter()
             .any(|w| w.status == WorkspaceStatus::Active)
+    }
+}
+
+/// Who a user is in the platform's own system: what verify answers and the authorizer hands
+/// the protected API, so it knows whose key it is without a call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub external_id: Option<ExternalId>,
+    pub meta: Option<Meta>,
+}
+
+impl From<&User> for Identity {
+    fn from(user: &User) -> Identity {
+        Identity {
+            external_id: user.external_id.clone(),
+            meta: user.meta.clone(),
+        }
     }
 }
 
@@ -80,6 +102,8 @@ pub struct NewUser {
     pub role: Role,
     pub status: UserStatus,
     pub customer_id: Option<CustomerId>,
+    pub external_id: Option<ExternalId>,
+    pub meta: Option<Meta>,
     pub workspaces: Vec<Workspace>,
 }
 
@@ -115,6 +139,8 @@ pub struct TokenRecord {
     /// The token's own usage limits and their use (a rolled token's key lineage's, from the
     /// roll on); `None`: unmetered.
     pub meter: Option<Meter>,
+    /// The platform's own data on the token (set at creation, changed by an update).
+    pub meta: Option<Meta>,
 }
 
 /// The token a successor replaced, and when that one stops working (epoch seconds): until
@@ -137,6 +163,8 @@ pub enum Revocation {
     Leaked(Leak),
     /// Revoked by whoever held it (`POST /api/v1/tokens/revoke`).
     SelfRevoked,
+    /// Revoked by the platform (`DELETE /api/v1/users/{id}/tokens/{token_id}`).
+    AdminRevoked,
 }
 
 impl Revocation {
@@ -147,6 +175,7 @@ impl Revocation {
             Revocation::Rolled => "rolled",
             Revocation::Leaked(_) => "leaked",
             Revocation::SelfRevoked => "self_revoked",
+            Revocation::AdminRevoked => "admin_revoked",
         }
     }
 }
@@ -209,6 +238,28 @@ pub struct Found {
     /// Each found token's record: the live one, or else its retired copy.
     pub tokens: HashMap<TokenAddress, TokenRecord>,
     pub users: HashMap<UserId, User>,
+}
+
+/// What a directory update changes in a user; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserChange {
+    pub name: Option<String>,
+    /// `Some(None)` removes the user's meta.
+    pub meta: Option<Option<Meta>>,
+}
+
+impl UserChange {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.meta.is_none()
+    }
+}
+
+/// One page of a platform's users, by id.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UserPage {
+    pub users: Vec<User>,
+    /// The last user id of this page, where the next starts; `None` on the last page.
+    pub next: Option<UserId>,
 }
 
 /// Whose audit events a listing reads.
@@ -286,6 +337,8 @@ pub struct TokenChange {
     pub name: Option<crate::domain::TokenName>,
     pub abilities: Option<Abilities>,
     pub enabled: Option<bool>,
+    /// The platform's own data on the token; `Some(None)` removes it.
+    pub meta: Option<Option<Meta>>,
 }
 
 /// Whether a stored token may be used now, before its owner's status is considered.
@@ -297,6 +350,12 @@ pub enum TokenState {
 }
 
 impl TokenRecord {
+    /// Whether this token can have minted others: one that may manage tokens (`*` or
+    /// `tokens:manage`), or a service key (which mints for the platform's users).
+    pub fn may_have_children(&self) -> bool {
+        self.abilities.manage_tokens() || self.kind == TokenKind::ServiceKey
+    }
+
     /// The id responses and `tokenctl` show.
     pub fn public_id(&self) -> PublicTokenId {
         PublicTokenId {
@@ -354,6 +413,7 @@ pub struct NewToken {
     pub created_at_ms: u64,
     pub expires_at: Option<u64>,
     pub parent_id: Option<PublicTokenId>,
+    pub meta: Option<Meta>,
 }
 
 impl NewToken {
@@ -377,6 +437,7 @@ impl NewToken {
             rolled_to: None,
             predecessor: None,
             meter: None,
+            meta: self.meta.clone(),
         }
     }
 }
@@ -445,6 +506,11 @@ pub enum Written<'a> {
         predecessor: &'a TokenRecord,
         successor: &'a TokenRecord,
         until: u64,
+    },
+    /// `before`: the user as it was; `after`: as it is now.
+    UserUpdated {
+        before: &'a User,
+        after: &'a User,
     },
     /// `record`: the token as it was; `fields`: what changed.
     TokenUpdated {

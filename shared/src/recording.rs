@@ -32,6 +32,22 @@ impl Audit for Change {
                 Target::user(before.id),
                 details([("previous_status", json!(before.status.as_str()))]),
             ),
+            Written::UserUpdated { before, after } => {
+                let mut changed = Vec::new();
+                if before.name != after.name {
+                    changed.push(("previous_name", json!(before.name)));
+                }
+                if before.meta != after.meta {
+                    changed.push(("meta_changed", json!(true)));
+                }
+                Event::new(
+                    self,
+                    Action::UserUpdated,
+                    after.platform_id,
+                    Target::user(after.id),
+                    details(changed),
+                )
+            }
             Written::TokenCreated(record) => Event::new(
                 self,
                 Action::TokenCreated,
@@ -69,6 +85,7 @@ impl Audit for Change {
                         json!(fields.abilities.as_ref().map(|a| a.as_slice())),
                     ),
                     ("enabled", json!(fields.enabled)),
+                    ("meta_changed", json!(fields.meta.is_some().then_some(true))),
                 ]),
             ),
             Written::LimitsSet {
@@ -142,7 +159,7 @@ fn target(record: &TokenRecord) -> Target {
 }
 
 /// An event's details from (name, value) pairs, nulls left out.
-fn details<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
+fn details(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Map<String, Value> {
     pairs
         .into_iter()
         .filter(|(_, value)| !value.is_null())

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use crate::audit::Change;
 use crate::auth::{authenticate, authenticated, Principal};
 use crate::clock::EpochMs;
-use crate::config::{dynamodb_client, Config};
-use crate::domain::Abilities;
+use crate::config::{dynamodb_client_for, Config};
+use crate::domain::{Abilities, PlatformId};
 use crate::error::ApiError;
 use crate::limits::Usage;
 use crate::mint::{mint, MintRequest, Minted};
@@ -26,9 +26,18 @@ impl Service {
     /// Reads the configuration and builds the DynamoDB client; a missing setting is an error
     /// here, at cold start, and never later in a request.
     pub async fn from_env() -> Result<Service, lambda_http::Error> {
-        let config = Config::from_env()?;
+        Service::with_target(Config::from_env()?, None, None).await
+    }
+
+    /// The service over `config`'s table, reaching DynamoDB at `endpoint` in `region` where
+    /// given (else as the environment says).
+    pub async fn with_target(
+        config: Config,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<Service, lambda_http::Error> {
         let store = DynamoStore::new(
-            dynamodb_client(config.trust_roots).await,
+            dynamodb_client_for(config.trust_roots, endpoint, region).await,
             config.table_name.clone(),
         )
         .with_audit_retention(config.audit_retention_days);
@@ -50,6 +59,18 @@ impl Service {
     ) -> Result<Minted, StoreError> {
         let cap = self.config.cap(request.kind.family());
         mint(self.store.as_ref(), owner, request, cap, now).await
+    }
+
+    /// Mints a service key of `platform`, owned by its service account (written on first use;
+    /// `PlatformNotFound` when there is no such platform).
+    pub async fn mint_service_key(
+        &self,
+        platform: PlatformId,
+        request: MintRequest,
+        now: EpochMs,
+    ) -> Result<Minted, StoreError> {
+        let account = self.store.service_account(platform, now).await?;
+        self.mint(Owner::from(&account), request, now).await
     }
 
     /// [`Self::mint`] for a route: each refusal answered as `refused` says (`None`: one the
@@ -111,6 +132,10 @@ impl Service {
         now: EpochMs,
     ) -> Result<(Principal, Usage), ApiError> {
         let (principal, verification) = authenticated(self.store.as_ref(), presented, now).await?;
+        // A service key is the platform's credential for this service, never for its API.
+        if principal.is_service_key() {
+            return Err(ApiError::Unauthenticated);
+        }
         let usage = verification
             .charge(self.store.as_ref(), now)
             .await?
@@ -149,6 +174,7 @@ fn permanent_record(key: &PermanentKey, user: &User, generation: u32, now: Epoch
         created_at_ms: now.0,
         expires_at: None,
         parent_id: None,
+        meta: None,
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! * `tkn` is the product prefix secret scanners look for, the fourth letter is the kind
 //!   (`a` API key, `p` personal access token, `w` white-label token, `c` customer token,
-//!   `u` permanent user token), then `_`;
+//!   `u` permanent user token, `s` service key), then `_`;
 //! * 57 base62 characters encode 42 bytes, read as one big-endian number: the secret (24 bytes,
 //!   192 bits from the OS CSPRNG), the owner's user id (8 bytes) and the token record id
 //!   (10 bytes: 48 bits of milliseconds since the epoch then 32 random bits);
@@ -41,6 +41,8 @@ pub enum TokenKind {
     WhiteLabel,
     Customer,
     Permanent,
+    /// A platform's machine credential, held by its backend (not by a user).
+    ServiceKey,
 }
 
 /// The listings tokens are grouped in; each is one DynamoDB Query on the owner's partition.
@@ -52,6 +54,9 @@ pub enum TokenFamily {
     Personal,
     Customer,
     Permanent,
+    /// A platform's service keys (kept under its service account, see
+    /// [`crate::domain::UserId::service_account`]).
+    Service,
 }
 
 // The name stored in the `kind` attribute.
@@ -61,16 +66,18 @@ crate::domain::named!(TokenKind {
     WhiteLabel => "white_label",
     Customer => "customer",
     Permanent => "permanent",
+    ServiceKey => "service_key",
 });
 
 impl TokenKind {
     /// Every kind, for exhaustive tests and parsing.
-    pub const ALL: [TokenKind; 5] = [
+    pub const ALL: [TokenKind; 6] = [
         TokenKind::ApiKey,
         TokenKind::Personal,
         TokenKind::WhiteLabel,
         TokenKind::Customer,
         TokenKind::Permanent,
+        TokenKind::ServiceKey,
     ];
 
     fn letter(self) -> u8 {
@@ -80,6 +87,7 @@ impl TokenKind {
             TokenKind::WhiteLabel => b'w',
             TokenKind::Customer => b'c',
             TokenKind::Permanent => b'u',
+            TokenKind::ServiceKey => b's',
         }
     }
 
@@ -94,6 +102,7 @@ impl TokenKind {
             TokenKind::Personal => TokenFamily::Personal,
             TokenKind::Customer => TokenFamily::Customer,
             TokenKind::Permanent => TokenFamily::Permanent,
+            TokenKind::ServiceKey => TokenFamily::Service,
         }
     }
 }
@@ -106,22 +115,26 @@ impl TokenFamily {
             TokenFamily::Personal => "p",
             TokenFamily::Customer => "c",
             TokenFamily::Permanent => "u",
+            TokenFamily::Service => "s",
         }
     }
 
     /// Every family, in a fixed order.
-    pub const ALL: [TokenFamily; 4] = [
+    pub const ALL: [TokenFamily; 5] = [
         TokenFamily::ApiKeys,
         TokenFamily::Personal,
         TokenFamily::Customer,
         TokenFamily::Permanent,
+        TokenFamily::Service,
     ];
 
     /// The per-user cap the family counts against; permanent tokens (one a user) count against
     /// none.
     pub fn cap(self) -> Option<CapCounter> {
         match self {
-            TokenFamily::ApiKeys | TokenFamily::Personal => Some(CapCounter::Tokens),
+            TokenFamily::ApiKeys | TokenFamily::Personal | TokenFamily::Service => {
+                Some(CapCounter::Tokens)
+            }
             TokenFamily::Customer => Some(CapCounter::CustomerTokens),
             TokenFamily::Permanent => None,
         }
@@ -131,7 +144,8 @@ impl TokenFamily {
 /// A per-user count of live tokens, kept on the user's profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CapCounter {
-    /// API keys and personal tokens (`MAX_TOKENS_PER_USER`).
+    /// API keys and personal tokens (`MAX_TOKENS_PER_USER`); a platform's service keys, on its
+    /// service account.
     Tokens,
     /// Customer tokens (`MAX_CUSTOMER_TOKENS_PER_USER`).
     CustomerTokens,

@@ -5,7 +5,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::domain::{Abilities, AbilitiesProblem, NameProblem, TokenName};
+use crate::domain::{
+    Abilities, AbilitiesProblem, CustomerId, Email, ExternalId, Meta, MetaProblem, NameProblem,
+    Permission, TokenName,
+};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 /// The field's value, or `None` when it is missing, `null` or a blank string.
@@ -117,6 +120,91 @@ pub fn abilities_field(body: &Map<String, Value>, field: &str) -> Parsed<Option<
                 "Each of the {field} must be 1 to {} characters from A-Z a-z 0-9 : . _ - *.",
                 Abilities::MAX_LEN
             ),
+        };
+        FieldErrors::single(field, message)
+    })
+}
+
+/// A string field made into a value by `parse` (`None`: not one, said as `must`); `None` when
+/// absent.
+fn parsed_string<T>(
+    body: &Map<String, Value>,
+    field: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+    must: &str,
+) -> Parsed<Option<T>> {
+    let Some(text) = string_field(body, field)? else {
+        return Ok(None);
+    };
+    parse(&text)
+        .map(Some)
+        .ok_or_else(|| FieldErrors::single(field, format!("The {} field {must}.", label(field))))
+}
+
+/// An email address; `None` when absent.
+pub fn email_field(body: &Map<String, Value>, field: &str) -> Parsed<Option<Email>> {
+    parsed_string(body, field, Email::parse, "must be a valid email address")
+}
+
+/// A 12-digit customer id; `None` when absent.
+pub fn customer_id_field(body: &Map<String, Value>, field: &str) -> Parsed<Option<CustomerId>> {
+    parsed_string(body, field, CustomerId::parse, "must be exactly 12 digits")
+}
+
+/// The platform's own id of a user (1 to 128 characters, no control characters, kept as sent
+/// but for surrounding blanks); `None` when absent.
+pub fn external_id_field(body: &Map<String, Value>, field: &str) -> Parsed<Option<ExternalId>> {
+    let must = format!(
+        "must be 1 to {} characters without control characters",
+        ExternalId::MAX_CHARS
+    );
+    parsed_string(body, field, ExternalId::parse, &must)
+}
+
+/// A platform's own data: a JSON object of at most 1 KiB serialized. `None` when absent,
+/// `Some(None)` when `null` (a request to remove it).
+pub fn meta_field(body: &Map<String, Value>, field: &str) -> Parsed<Option<Option<Meta>>> {
+    match body.get(field) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(value) => Meta::parse(value)
+            .map(|meta| Some(Some(meta)))
+            .map_err(|problem| {
+                let message = match problem {
+                    MetaProblem::NotAnObject => format!("The {field} field must be a JSON object."),
+                    MetaProblem::TooLarge => format!(
+                        "The {field} field must not be larger than {} bytes as JSON.",
+                        Meta::MAX_BYTES
+                    ),
+                };
+                FieldErrors::single(field, message)
+            }),
+    }
+}
+
+/// A service key's permissions: a list of [`Permission`] names; `None` when absent.
+pub fn permissions_field(body: &Map<String, Value>, field: &str) -> Parsed<Option<Abilities>> {
+    let Some(Value::Array(items)) = body.get(field) else {
+        return match body.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => Err(FieldErrors::single(
+                field,
+                format!("The {field} field must be an array."),
+            )),
+        };
+    };
+    let names: Option<Vec<String>> = items
+        .iter()
+        .map(|item| item.as_str().map(str::to_string))
+        .collect();
+    let known = Permission::ALL.map(Permission::as_str).join(", ");
+    let names = names.ok_or_else(|| {
+        FieldErrors::single(field, format!("Each of the {field} must be a string."))
+    })?;
+    Permission::parse_list(names).map(Some).map_err(|unknown| {
+        let message = match unknown {
+            Some(name) => format!("The permission {name:?} is none of: {known}."),
+            None => format!("The {field} field must have 1 to 8 of: {known}."),
         };
         FieldErrors::single(field, message)
     })

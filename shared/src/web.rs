@@ -26,7 +26,7 @@ use tower::ServiceExt;
 use crate::audit::{Change, Source};
 use crate::auth::Principal;
 use crate::clock::{now_ms, EpochMs};
-use crate::domain::UserId;
+use crate::domain::{Permission, UserId};
 use crate::error::{ApiError, FieldErrors};
 use crate::http::{bearer_token, body_fields, header, routed_request, BodyFormat, MAX_BODY_BYTES};
 use crate::service::{init_tracing, Service};
@@ -230,8 +230,49 @@ pub trait Requirement: Send + Sync + 'static {
     fn check(principal: &Principal) -> Result<(), ApiError>;
 }
 
-/// Any token that authenticates.
+/// Any user's token that authenticates (a service key is refused: 403).
 pub enum AnyToken {}
+
+/// Any token that authenticates, a service key too: the route decides (verify).
+pub enum AnyCredential {}
+
+/// A platform-admin route that takes the permission `P`: a service key holding it, or an
+/// admin's full token.
+pub struct Permitted<P>(PhantomData<P>);
+
+/// The permission a platform-admin route takes (see [`Permitted`]).
+pub trait Needs: Send + Sync + 'static {
+    const PERMISSION: Permission;
+}
+
+/// One marker type per [`Permission`], for [`Permitted`].
+pub mod permission {
+    use super::{Needs, Permission};
+
+    macro_rules! needs {
+        ($($name:ident),+) => {
+            $(
+                #[doc = concat!("[`Permission::", stringify!($name), "`].")]
+                pub enum $name {}
+
+                impl Needs for $name {
+                    const PERMISSION: Permission = Permission::$name;
+                }
+            )+
+        };
+    }
+
+    needs!(
+        UsersRead,
+        UsersWrite,
+        TokensRead,
+        TokensWrite,
+        LimitsWrite,
+        AuditRead,
+        Verify,
+        All
+    );
+}
 
 /// An administrator's full token.
 pub enum AdminToken {}
@@ -240,8 +281,20 @@ pub enum AdminToken {}
 pub enum ManagingToken {}
 
 impl Requirement for AnyToken {
+    fn check(principal: &Principal) -> Result<(), ApiError> {
+        principal.require_user()
+    }
+}
+
+impl Requirement for AnyCredential {
     fn check(_: &Principal) -> Result<(), ApiError> {
         Ok(())
+    }
+}
+
+impl<P: Needs> Requirement for Permitted<P> {
+    fn check(principal: &Principal) -> Result<(), ApiError> {
+        principal.require(P::PERMISSION)
     }
 }
 
@@ -253,6 +306,7 @@ impl Requirement for AdminToken {
 
 impl Requirement for ManagingToken {
     fn check(principal: &Principal) -> Result<(), ApiError> {
+        principal.require_user()?;
         principal.require_token_management()
     }
 }
@@ -271,16 +325,21 @@ pub struct Caller<S, R = AnyToken> {
 impl<S, R> Caller<S, R> {
     /// A change made by this caller: what the store's writes take for their audit events.
     pub fn change(&self) -> Change {
-        Change::by(
-            self.principal.user_id,
-            self.principal.token(),
-            self.source.clone(),
-        )
+        let (token, source) = (self.principal.token(), self.source.clone());
+        if self.principal.is_service_key() {
+            Change::service_key(token, source)
+        } else {
+            Change::by(self.principal.user_id, token, source)
+        }
     }
 }
 
 /// The caller of an admin route.
 pub type Admin<S> = Caller<S, AdminToken>;
+
+/// The caller of a platform-admin route that takes the permission `P` (a marker of
+/// [`permission`]).
+pub type Platform<S, P> = Caller<S, Permitted<P>>;
 
 /// The caller of a route that manages the caller's own tokens.
 pub type Manager<S> = Caller<S, ManagingToken>;
@@ -383,26 +442,29 @@ impl<S: Style, const LIMIT: usize> FromRequest<State> for RawBody<S, LIMIT> {
     }
 }
 
-/// The text of a route's one path parameter.
-async fn path_id<St: Send + Sync>(parts: &mut Parts, state: &St) -> Option<String> {
+/// The text of a route's first path parameter, or of its last.
+async fn path_id<St: Send + Sync>(parts: &mut Parts, state: &St, last: bool) -> Option<String> {
     let params = RawPathParams::from_request_parts(parts, state).await.ok()?;
-    params.iter().next().map(|(_, value)| value.to_string())
+    let mut params = params.iter();
+    let param = if last { params.last() } else { params.next() };
+    param.map(|(_, value)| value.to_string())
 }
 
-/// The token id of a route's one path parameter; `None` when it names no token (any text,
-/// including percent-escapes that decode to no UTF-8), which the route answers as its 404.
+/// The token id of a route's last path parameter (its only one, or the `{token_id}` of
+/// `/users/{id}/tokens/{token_id}`); `None` when it names no token (any text, including
+/// percent-escapes that decode to no UTF-8), which the route answers as its 404.
 pub struct TokenIdParam(pub Option<PublicTokenId>);
 
 impl<St: Send + Sync> FromRequestParts<St> for TokenIdParam {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Infallible> {
-        let id = path_id(parts, state).await;
+        let id = path_id(parts, state, true).await;
         Ok(TokenIdParam(id.as_deref().and_then(PublicTokenId::parse)))
     }
 }
 
-/// The user id of a route's one path parameter (digits); `None` when it names no user, which
+/// The user id of a route's first path parameter (digits); `None` when it names no user, which
 /// the route answers as its 404.
 pub struct UserIdParam(pub Option<UserId>);
 
@@ -410,7 +472,7 @@ impl<St: Send + Sync> FromRequestParts<St> for UserIdParam {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Infallible> {
-        let id = path_id(parts, state).await.filter(|id| {
+        let id = path_id(parts, state, false).await.filter(|id| {
             !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())
         });
         Ok(UserIdParam(id.and_then(|id| id.parse().ok()).map(UserId)))

@@ -40,6 +40,7 @@ fn key_request(expires_at: Option<u64>) -> MintRequest {
         expires_at,
         parent_id: None,
         change: shared::audit::Change::operator(),
+        meta: None,
     }
 }
 
@@ -350,6 +351,7 @@ async fn a_permanent_token_issue_whose_answer_was_lost_hands_out_a_working_key()
             created_at_ms: now_ms().0,
             expires_at: None,
             parent_id: None,
+            meta: None,
         }
     };
     plan_for_every_attempt(
@@ -432,6 +434,7 @@ async fn the_same_create_or_revocation_sent_again_is_recognised() {
         created_at_ms: now_ms().0,
         expires_at: None,
         parent_id: None,
+        meta: None,
     };
     for _ in 0..2 {
         store

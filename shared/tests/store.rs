@@ -26,6 +26,7 @@ fn request(kind: TokenKind, expires_at: Option<u64>) -> MintRequest {
         expires_at,
         parent_id: None,
         change: shared::audit::Change::operator(),
+        meta: None,
     }
 }
 
@@ -505,6 +506,7 @@ fn permanent(key: &token::PermanentKey, user: UserId, generation: u32) -> shared
         created_at_ms: now_ms().0,
         expires_at: None,
         parent_id: None,
+        meta: None,
     }
 }
 
@@ -578,6 +580,7 @@ async fn a_record_id_is_never_overwritten() {
         created_at_ms: now_ms().0,
         expires_at: None,
         parent_id: None,
+        meta: None,
     };
     store
         .create_token(

@@ -26,11 +26,12 @@ use shared::store::{
 };
 use shared::token::{PublicTokenId, TokenFamily, TokenKind};
 use shared::validate::{
-    abilities_field, boolean_field, both, future_date_field, integer_field, name_field, required,
-    Parsed,
+    abilities_field, boolean_field, both, future_date_field, integer_field, meta_field, name_field,
+    required, Parsed,
 };
 use shared::web::{
-    self, Admin, Failure, Fields, Json, Laravel, Manager, Routes, TokenIdParam, UserIdParam,
+    self, permission, Failure, Fields, Json, Laravel, Manager, Platform, Routes, TokenIdParam,
+    UserIdParam,
 };
 
 type Caller = Manager<Laravel>;
@@ -65,7 +66,7 @@ struct LimitsSet {
 /// users shares. Another platform's user is answered as an unknown one.
 async fn user_limits(
     State(service): State<web::State>,
-    caller: Admin<Laravel>,
+    caller: Platform<Laravel, permission::LimitsWrite>,
     UserIdParam(id): UserIdParam,
     body: Fields<Laravel>,
 ) -> Answer {
@@ -90,7 +91,7 @@ async fn user_limits(
 /// one.
 async fn token_limits(
     State(service): State<web::State>,
-    caller: Admin<Laravel>,
+    caller: Platform<Laravel, permission::LimitsWrite>,
     TokenIdParam(id): TokenIdParam,
     body: Fields<Laravel>,
 ) -> Answer {
@@ -172,10 +173,13 @@ impl Family for ApiKeys {
         Json(StatusCode::OK, list).into_response()
     }
 
-    /// `name`, `enabled`.
+    /// `name`, `enabled`, `meta`.
     fn change(body: &Map<String, Value>) -> Parsed<TokenChange> {
-        let (name, enabled) = both(name_field(body, "name"), boolean_field(body, "enabled"))?;
-        if name.is_none() && enabled.is_none() {
+        let (name, (enabled, meta)) = both(
+            name_field(body, "name"),
+            both(boolean_field(body, "enabled"), meta_field(body, "meta")),
+        )?;
+        if name.is_none() && enabled.is_none() && meta.is_none() {
             return Err(FieldErrors::single(
                 "name",
                 "The name field is required when enabled is not present.",
@@ -185,6 +189,7 @@ impl Family for ApiKeys {
             name,
             abilities: None,
             enabled,
+            meta,
         })
     }
 
@@ -224,16 +229,16 @@ impl Family for PersonalTokens {
         Json(StatusCode::OK, list).into_response()
     }
 
-    /// `name`, `abilities`, `enabled`.
+    /// `name`, `abilities`, `enabled`, `meta`.
     fn change(body: &Map<String, Value>) -> Parsed<TokenChange> {
-        let (name, (abilities, enabled)) = both(
-            name_field(body, "name"),
+        let ((name, meta), (abilities, enabled)) = both(
+            both(name_field(body, "name"), meta_field(body, "meta")),
             both(
                 abilities_field(body, "abilities"),
                 boolean_field(body, "enabled"),
             ),
         )?;
-        if name.is_none() && abilities.is_none() && enabled.is_none() {
+        if name.is_none() && abilities.is_none() && enabled.is_none() && meta.is_none() {
             return Err(FieldErrors::single(
                 "name",
                 "The name field is required when none of abilities / enabled are present.",
@@ -243,6 +248,7 @@ impl Family for PersonalTokens {
             name,
             abilities,
             enabled,
+            meta,
         })
     }
 

@@ -18,11 +18,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use lambda_http::request::RequestContext;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use shared::auth::{verify, Principal, Verification, VerificationCode};
 use shared::clock::{EpochMs, EpochSeconds, SecondsText};
-use shared::domain::{Abilities, Role, UserId};
+use shared::domain::{Abilities, ExternalId, Meta, Permission, UserId};
 use shared::error::ApiError;
 use shared::error::FieldErrors;
 use shared::http::{bearer_token, header, path_parameter, query_parameter};
@@ -31,7 +31,9 @@ use shared::service::Service;
 use shared::store::{now_ms, TokenRecord};
 use shared::store::{EventCursor, EventScope};
 use shared::validate::{boolean_field, both, integer_field, required, string_field};
-use shared::web::{self, Admin, Caller, Failure, Fields, Json, Laravel, Routes};
+use shared::web::{
+    self, permission, AnyCredential, Caller, Failure, Fields, Json, Laravel, Platform, Routes,
+};
 
 type Answer = Result<Response, Failure<Laravel>>;
 
@@ -225,6 +227,14 @@ fn caller_context(caller: &Principal, usage: &Usage) -> Value {
     if let Some(window) = usage.ratelimit {
         context["ratelimit_remaining"] = json!(window.remaining);
     }
+    // The owner's id and data in the platform's own system (API Gateway's context holds
+    // strings and numbers only: the data as a JSON string).
+    if let Some(external) = &caller.identity.external_id {
+        context["externalId"] = json!(external.as_str());
+    }
+    if let Some(meta) = &caller.identity.meta {
+        context["meta"] = json!(meta.to_json());
+    }
     context
 }
 
@@ -239,12 +249,23 @@ struct VerifiedToken<'a> {
     expires_at: Option<SecondsText>,
     last_used_at: Option<SecondsText>,
     revoked_reason: Option<&'static str>,
+    /// The platform's own data on the token.
+    meta: Option<&'a Map<String, Value>>,
+}
+
+/// The token's owner as verify describes it: who it is in the platform's own system.
+#[derive(Serialize)]
+struct VerifiedUser<'a> {
+    id: UserId,
+    external_id: Option<&'a str>,
+    meta: Option<&'a Map<String, Value>>,
 }
 
 impl<'a> VerifiedToken<'a> {
     fn new(record: &'a TokenRecord, revoked_reason: Option<&'static str>) -> Self {
         VerifiedToken {
             revoked_reason,
+            meta: record.meta.as_ref().map(Meta::as_object),
             id: record.public_id().to_string(),
             user_id: record.user_id,
             kind: record.kind.as_str(),
@@ -263,19 +284,20 @@ struct Verified<'a> {
     valid: bool,
     code: &'static str,
     token: Option<VerifiedToken<'a>>,
+    user: Option<VerifiedUser<'a>>,
     /// The tighter of the token's and its owner's limits; `null` for an unmetered token.
     credits: Option<Remaining>,
     ratelimit: Option<Window>,
 }
 
 /// `POST /api/v1/tokens/verify {"token": ..., "consume"?: bool}`: for an admin of the token's
-/// platform, or for the token itself. Another platform's token answers exactly like an unknown
+/// platform or one of its service keys with `verify`, or for the token itself. Another platform's token answers exactly like an unknown
 /// one. With `consume: true` a valid metered token is charged one unit (as the authorizer
 /// charges it); without, its limits are only reported. Over a limit: `valid: false` and
 /// `USAGE_EXCEEDED` or `RATE_LIMITED`.
 async fn verify_route(
     State(service): State<web::State>,
-    caller: Caller<Laravel>,
+    caller: Caller<Laravel, AnyCredential>,
     body: Fields<Laravel>,
 ) -> Answer {
     let (token, consume) = both(
@@ -287,8 +309,7 @@ async fn verify_route(
         .record
         .as_ref()
         .is_some_and(|r| r.user_id == caller.user_id && r.id == caller.token_id);
-    let is_admin = caller.role == Role::Admin && caller.abilities.is_full();
-    if !is_itself && !is_admin {
+    if !is_itself && !caller.holds(Permission::Verify) {
         return Err(ApiError::NotAdministrator.into());
     }
     let visible_in = |verification: &Verification| {
@@ -329,10 +350,16 @@ async fn verify_route(
         Some(refusal) if code == "VALID" => refusal.code(),
         _ => code,
     };
+    let identity = &verification.owner_identity;
     let verified = Verified {
         valid: code == "VALID",
         code,
         token: visible.map(|record| VerifiedToken::new(record, verification.revoked_reason)),
+        user: visible.map(|record| VerifiedUser {
+            id: record.user_id,
+            external_id: identity.external_id.as_ref().map(ExternalId::as_str),
+            meta: identity.meta.as_ref().map(Meta::as_object),
+        }),
         credits: usage.credits,
         ratelimit: usage.ratelimit,
     };
@@ -349,12 +376,13 @@ struct EventsPage {
     next_cursor: Option<String>,
 }
 
-/// `GET /api/v1/audit-events?user_id=&limit=&cursor=`: a platform admin reads its platform's
+/// `GET /api/v1/audit-events?user_id=&limit=&cursor=`: a platform admin (or a service key with
+/// `audit:read`) reads its platform's
 /// audit events (or one user's), newest first, one Query a page. Another platform's user is
 /// answered as an unknown one.
 async fn audit_events(
     State(service): State<web::State>,
-    caller: Admin<Laravel>,
+    caller: Platform<Laravel, permission::AuditRead>,
     uri: axum::http::Uri,
 ) -> Answer {
     let query: serde_json::Map<String, Value> = ["user_id", "limit", "cursor"]

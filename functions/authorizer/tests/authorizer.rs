@@ -50,6 +50,7 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
         expires_at,
         parent_id: None,
         change: shared::audit::Change::operator(),
+        meta: None,
     };
     let owner = Owner::from(&t.admin);
     let expired = mint(store, owner, request(Some(now.0 / 1000 - 1)), u32::MAX, now)
@@ -331,7 +332,9 @@ async fn verify_answers_every_code() {
                 "expires_at": null,
                 "last_used_at": null,
                 "revoked_reason": null,
+                "meta": null,
             },
+            "user": {"id": t.user.id.0, "external_id": null, "meta": null},
             "credits": null,
             "ratelimit": null,
         })
@@ -351,7 +354,7 @@ async fn verify_answers_every_code() {
     }
     let not_found = (
         200,
-        json!({"valid": false, "code": "NOT_FOUND", "token": null, "credits": null, "ratelimit": null}),
+        json!({"valid": false, "code": "NOT_FOUND", "token": null, "user": null, "credits": null, "ratelimit": null}),
     );
     for token in [&s.unknown, &s.bad_checksum, &"garbage".to_string()] {
         assert_eq!(verify_as(&service, &t.admin_token, token).await, not_found);
@@ -607,6 +610,7 @@ async fn a_rolled_token_is_allowed_for_its_grace_period_only() {
         expires_at: None,
         parent_id: None,
         change: shared::audit::Change::operator(),
+        meta: None,
     };
     let now = now_ms();
     let old = mint(&store, owner, request(), u32::MAX, now).await.unwrap();

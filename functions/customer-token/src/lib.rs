@@ -16,9 +16,9 @@ use shared::mint::MintRequest;
 use shared::service::Service;
 use shared::store::{Owner, Refusal, Revocation, TokenAddress, TokenRecord};
 use shared::token::{TokenFamily, TokenKind};
-use shared::web::{self, Admin, Coded, Failure, Fields, Json, Routes, TokenIdParam};
+use shared::web::{self, permission, Coded, Failure, Fields, Json, Platform, Routes, TokenIdParam};
 
-type Caller = Admin<Coded>;
+type Caller = Platform<Coded, permission::TokensWrite>;
 type Answer = Result<Response, Failure<Coded>>;
 
 /// The routes this function serves.

@@ -13,13 +13,13 @@ pub use crate::clock::now_ms;
 pub use crate::model::{
     EventCursor, EventPage, EventScope, Found, Leak, Metered, NewToken, NewUser, Owner,
     PermanentGeneration, Platform, Predecessor, Revocation, RollOutcome, TokenAddress, TokenChange,
-    TokenRecord, TokenState, User, LAST_USED_RESOLUTION_MS,
+    TokenRecord, TokenState, User, UserChange, UserPage, LAST_USED_RESOLUTION_MS,
 };
 pub use dynamo::{Direct, DynamoStore};
 pub use item::{token_sort_prefix, Key};
 
 use crate::clock::{EpochMs, EpochSeconds};
-use crate::domain::{CustomerId, Email, PlatformId, UserId, UserStatus};
+use crate::domain::{CustomerId, Email, ExternalId, PlatformId, UserId, UserStatus};
 use crate::limits::{Limits, Meter, Usage};
 use crate::model::Audit;
 use crate::token::{PublicTokenId, TokenFamily, TokenId};
@@ -40,6 +40,8 @@ pub enum Refusal {
     EmailTaken,
     #[error("customer id is already used")]
     CustomerIdTaken,
+    #[error("external id is already used in this platform")]
+    ExternalIdTaken,
     #[error("a token with this record id already exists")]
     TokenIdTaken,
     #[error("the user already holds the maximum of {max} tokens")]
@@ -115,6 +117,9 @@ pub trait Directory: Send + Sync {
 
     async fn get_platform(&self, id: PlatformId) -> Result<Option<Platform>, Fault>;
 
+    /// Every platform, by id (one Query of the platforms' registry items, every page).
+    async fn list_platforms(&self) -> Result<Vec<Platform>, Fault>;
+
     /// Adds a user; email (per platform, case-insensitively), customer id and id stay unique.
     async fn create_user(
         &self,
@@ -123,12 +128,44 @@ pub trait Directory: Send + Sync {
         now: EpochMs,
     ) -> Result<User, StoreError>;
 
+    /// A user of the directory; a platform's service account is none (`None`).
     async fn get_user(&self, id: UserId) -> Result<Option<User>, Fault>;
+
+    /// Up to `limit` of the platform's users by id, after the user `after`: one strongly
+    /// consistent Query of the platform's member items, then one BatchGetItem of their profiles.
+    async fn list_users(
+        &self,
+        platform: PlatformId,
+        limit: u32,
+        after: Option<UserId>,
+    ) -> Result<UserPage, Fault>;
+
+    /// Renames a user or changes its meta, with its `user.updated` event. `None`: no such user.
+    async fn update_user(
+        &self,
+        id: UserId,
+        change: &UserChange,
+        audit: &dyn Audit,
+    ) -> Result<Option<User>, Fault>;
+
+    /// The platform's service account, the owner of its service keys
+    /// ([`crate::domain::UserId::service_account`]): written on first use, active, in no
+    /// listing or lookup of users.
+    async fn service_account(&self, platform: PlatformId, now: EpochMs)
+        -> Result<User, StoreError>;
 
     async fn find_user_by_email(
         &self,
         platform: PlatformId,
         email: &Email,
+    ) -> Result<Option<User>, Fault>;
+
+    /// The user with the platform's own id `external` on `platform` (a pointer item, then the
+    /// profile: two GetItems).
+    async fn find_user_by_external_id(
+        &self,
+        platform: PlatformId,
+        external: &ExternalId,
     ) -> Result<Option<User>, Fault>;
 
     async fn find_user_by_customer_id(&self, customer: &CustomerId) -> Result<Option<User>, Fault>;
@@ -173,6 +210,10 @@ pub trait Tokens: Send + Sync {
         audit: &dyn Audit,
         now: EpochMs,
     ) -> Result<(), StoreError>;
+
+    /// Every live token of a user, all families, newest first within each family (one
+    /// strongly consistent Query).
+    async fn list_all_tokens(&self, user: UserId, now: EpochMs) -> Result<Vec<TokenRecord>, Fault>;
 
     /// The live tokens of one family, newest first (one strongly consistent Query).
     async fn list_tokens(
@@ -367,8 +408,8 @@ pub async fn live_token(
 
 /// Every token that descends from `roots` (rolled from one, or minted with one, transitively),
 /// live or not, each with the root it descends from; the roots left out. One BatchGetItem a
-/// generation, and one Query of child items for each token that could mint (`*` or
-/// `tokens:manage`: no other token can have children).
+/// generation, and one Query of child items for each token that could mint
+/// ([`TokenRecord::may_have_children`]).
 pub async fn descendants(
     store: &dyn Store,
     roots: &[TokenRecord],
@@ -387,7 +428,7 @@ pub async fn descendants(
             .collect();
         let parents: Vec<(PublicTokenId, PublicTokenId)> = generation
             .iter()
-            .filter(|(record, _)| record.abilities.manage_tokens())
+            .filter(|(record, _)| record.may_have_children())
             .map(|(record, root)| (record.public_id(), *root))
             .collect();
         let queries = parents

@@ -101,6 +101,8 @@ pub fn new_user(platform: &Platform, role: Role) -> NewUser {
             name: "Main".into(),
             status: WorkspaceStatus::Active,
         }],
+        external_id: None,
+        meta: None,
     }
 }
 
@@ -167,6 +169,7 @@ pub async fn token_expiring(
         expires_at: Some(expires_at),
         parent_id: None,
         change: crate::audit::Change::operator(),
+        meta: None,
     };
     crate::mint::mint(store, Owner::from(owner), request, u32::MAX, now_ms())
         .await

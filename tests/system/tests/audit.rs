@@ -340,6 +340,7 @@ async fn events_expire_after_the_retention_and_a_failed_change_leaves_none() {
         expires_at: None,
         parent_id: None,
         change: Change::operator(),
+        meta: None,
     };
     let capped = shared::mint::mint(&store, owner, request, 1, shared::store::now_ms()).await;
     assert!(matches!(

@@ -189,6 +189,7 @@ async fn a_creation_whose_outcome_stays_unknown_is_made_void() {
         expires_at: None,
         parent_id: None,
         change: Change::operator(),
+        meta: None,
     };
     let issued = token::generate(request.kind, owner.id, now_ms());
     let new = NewToken {
@@ -198,6 +199,7 @@ async fn a_creation_whose_outcome_stays_unknown_is_made_void() {
         created_at_ms: now_ms().0,
         expires_at: None,
         parent_id: None,
+        meta: None,
     };
     let before = slots(&store, &t).await;
     for _ in 0..40 {

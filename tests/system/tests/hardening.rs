@@ -15,7 +15,7 @@ use lambda_http::http::Method;
 use lambda_http::Request;
 use serde_json::{json, Value};
 
-use shared::domain::{Abilities, CustomerId, Role, UserId, UserStatus};
+use shared::domain::{Abilities, CustomerId, Permission, Role, UserId, UserStatus};
 use shared::mint::{mint, MintRequest};
 use shared::service::Service;
 use shared::store::traits::*;
@@ -214,6 +214,34 @@ struct World {
     limited_admin: String,
     unknown: String,
     bad_checksum: String,
+    /// A's service keys, one per permission (in [`Permission::ALL`]'s order).
+    service_keys: Vec<(Permission, String)>,
+    /// B's `*` service key.
+    other_service_key: String,
+    /// A's `*` service key, revoked.
+    revoked_service_key: String,
+}
+
+/// A service key of `platform` with `permission`, minted as `tokenctl service-key create` does.
+async fn service_key(
+    store: &DynamoStore,
+    platform: &shared::store::Platform,
+    permission: Permission,
+) -> shared::mint::Minted {
+    let now = now_ms();
+    let account = store.service_account(platform.id, now).await.unwrap();
+    let request = MintRequest {
+        kind: TokenKind::ServiceKey,
+        name: shared::domain::TokenName::parse("backend").unwrap(),
+        abilities: Permission::parse_list(vec![permission.as_str().into()]).unwrap(),
+        expires_at: None,
+        parent_id: None,
+        change: shared::audit::Change::operator(),
+        meta: None,
+    };
+    mint(store, Owner::from(&account), request, u32::MAX, now)
+        .await
+        .unwrap()
 }
 
 async fn world() -> World {
@@ -255,6 +283,7 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
         expires_at,
         parent_id: None,
         change: shared::audit::Change::operator(),
+        meta: None,
     };
     let expired = mint(
         &store,
@@ -315,6 +344,27 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
         .secret
         .expose()
         .to_string();
+    let mut service_keys = Vec::new();
+    for permission in Permission::ALL {
+        let key = service_key(&store, &a.platform, permission).await;
+        service_keys.push((permission, key.secret.expose().to_string()));
+    }
+    let other_service_key = service_key(&store, &b.platform, Permission::All)
+        .await
+        .secret
+        .expose()
+        .to_string();
+    let revoked_key = service_key(&store, &a.platform, Permission::All).await;
+    assert!(store
+        .revoke_token(
+            revoked_key.record.user_id,
+            TokenFamily::Service,
+            revoked_key.record.id,
+            &shared::audit::Change::operator(),
+            now
+        )
+        .await
+        .unwrap());
     let mut bad_checksum = a.admin_token.clone();
     let last = bad_checksum.pop().unwrap();
     bad_checksum.push(if last == '0' { '1' } else { '0' });
@@ -332,6 +382,9 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
         limited_admin,
         unknown,
         bad_checksum,
+        service_keys,
+        other_service_key,
+        revoked_service_key: revoked_key.secret.expose().to_string(),
     }
 }
 
@@ -362,6 +415,16 @@ enum Route {
     AuditEvents,
     UserLimits,
     TokenLimits,
+    CreateServiceKey,
+    ListServiceKeys,
+    RevokeServiceKey,
+    CreateUser,
+    FindUsers,
+    GetUser,
+    UpdateUser,
+    ListUserTokens,
+    MintUserToken,
+    RevokeUserToken,
 }
 
 /// Who calls, in the matrix.
@@ -371,10 +434,14 @@ enum Caller {
     User,
     LimitedAdmin,
     OtherPlatformAdmin,
+    /// A's service key with this one permission.
+    ServiceKey(Permission),
+    /// B's `*` service key.
+    OtherPlatformServiceKey,
 }
 
 impl Route {
-    const ALL: [Route; 22] = [
+    const ALL: [Route; 32] = [
         Route::WhiteLabelToken,
         Route::CustomerToken,
         Route::RevokeCustomerToken,
@@ -397,7 +464,46 @@ impl Route {
         Route::AuditEvents,
         Route::UserLimits,
         Route::TokenLimits,
+        Route::CreateServiceKey,
+        Route::ListServiceKeys,
+        Route::RevokeServiceKey,
+        Route::CreateUser,
+        Route::FindUsers,
+        Route::GetUser,
+        Route::UpdateUser,
+        Route::ListUserTokens,
+        Route::MintUserToken,
+        Route::RevokeUserToken,
     ];
+
+    /// The permission a service key needs for this route; `None`: no service key may use it.
+    fn permission(self) -> Option<Permission> {
+        Some(match self {
+            Route::CustomerToken
+            | Route::RevokeCustomerToken
+            | Route::MintUserToken
+            | Route::RevokeUserToken => Permission::TokensWrite,
+            Route::AuditEvents => Permission::AuditRead,
+            Route::UserLimits | Route::TokenLimits => Permission::LimitsWrite,
+            Route::VerifyToken => Permission::Verify,
+            Route::CreateUser | Route::UpdateUser => Permission::UsersWrite,
+            Route::FindUsers | Route::GetUser => Permission::UsersRead,
+            Route::ListUserTokens => Permission::TokensRead,
+            Route::CreateServiceKey | Route::ListServiceKeys | Route::RevokeServiceKey => {
+                Permission::All
+            }
+            _ => return None,
+        })
+    }
+
+    /// A platform route that acts on the caller's own platform as a whole: another platform's
+    /// admin succeeds on its own.
+    fn platform_wide(self) -> bool {
+        matches!(
+            self,
+            Route::CreateServiceKey | Route::ListServiceKeys | Route::CreateUser
+        )
+    }
 
     fn style(self) -> Style {
         match self {
@@ -419,7 +525,7 @@ impl Route {
                 | Route::AuditEvents
                 | Route::UserLimits
                 | Route::TokenLimits
-        )
+        ) || (self.permission().is_some() && !matches!(self, Route::VerifyToken))
     }
 
     /// The status a refused token gets: 401, but on the routes that take no token.
@@ -434,6 +540,19 @@ impl Route {
     fn expected(self, caller: Caller) -> u16 {
         match (self, caller) {
             (Route::SecretScanningReport | Route::RevokeOwnToken, _) => self.refused(),
+            // A service key never passes the authorizer, nor acts as a user.
+            (Route::Me, Caller::ServiceKey(_) | Caller::OtherPlatformServiceKey) => 401,
+            (_, Caller::ServiceKey(permission)) => match self.permission() {
+                Some(needed) if permission == needed || permission == Permission::All => {
+                    self.success()
+                }
+                _ => 403,
+            },
+            (_, Caller::OtherPlatformServiceKey) => match self.permission() {
+                Some(_) => self.expected(Caller::OtherPlatformAdmin),
+                None => 403,
+            },
+            (_, Caller::OtherPlatformAdmin) if self.platform_wide() => self.success(),
             (_, Caller::Admin) => self.success(),
             (Route::VerifyToken, Caller::User) => 200, // the token verifies itself
             (Route::VerifyToken, Caller::LimitedAdmin) => 403,
@@ -467,7 +586,10 @@ impl Route {
             Route::CreateApiKey
             | Route::CreateApiToken
             | Route::RollApiKey
-            | Route::RollApiToken => 201,
+            | Route::RollApiToken
+            | Route::CreateServiceKey
+            | Route::CreateUser
+            | Route::MintUserToken => 201,
             Route::RevokeOwnToken => 202,
             _ => 200,
         }
@@ -568,6 +690,61 @@ impl Route {
                     json!({"credits": null, "rate_limit": null}).to_string(),
                 )
             }
+            Route::CreateServiceKey => (
+                Method::POST,
+                "/api/v1/service-keys".into(),
+                r#"{"name":"m","permissions":["verify"]}"#.into(),
+            ),
+            Route::ListServiceKeys => (Method::GET, "/api/v1/service-keys".into(), String::new()),
+            Route::RevokeServiceKey => {
+                let key = service_key(&w.store, &w.a.platform, Permission::Verify).await;
+                (
+                    Method::DELETE,
+                    format!("/api/v1/service-keys/{}", key.record.public_id()),
+                    String::new(),
+                )
+            }
+            Route::CreateUser => (
+                Method::POST,
+                "/api/v1/users".into(),
+                json!({"email": format!("{}@example.com", shared::test_support::random_hex(8)), "name": "m"})
+                    .to_string(),
+            ),
+            Route::FindUsers => (
+                Method::GET,
+                format!("/api/v1/users?email={}", w.a.user.email.replace('@', "%40")),
+                String::new(),
+            ),
+            Route::GetUser => (
+                Method::GET,
+                format!("/api/v1/users/{}", w.a.user.id),
+                String::new(),
+            ),
+            Route::UpdateUser => (
+                Method::PATCH,
+                format!("/api/v1/users/{}", w.a.user.id),
+                r#"{"meta":{"k":1}}"#.into(),
+            ),
+            Route::ListUserTokens => (
+                Method::GET,
+                format!("/api/v1/users/{}/tokens", w.a.user.id),
+                String::new(),
+            ),
+            Route::MintUserToken => (
+                Method::POST,
+                format!("/api/v1/users/{}/tokens", w.customer.id),
+                r#"{"name":"m"}"#.into(),
+            ),
+            Route::RevokeUserToken => {
+                let text =
+                    token_for(&w.store, &w.a.admin, TokenKind::ApiKey, Abilities::full()).await;
+                let parsed = token::parse(&text).unwrap();
+                (
+                    Method::DELETE,
+                    format!("/api/v1/users/{}/tokens/{}-{}", w.a.admin.id, w.a.admin.id, parsed.token_id),
+                    String::new(),
+                )
+            }
             Route::SecretScanningReport => (
                 Method::POST,
                 "/api/v1/secret-scanning/verify".into(),
@@ -639,7 +816,7 @@ async fn every_credential_against_every_route_through_sam_local() {
 /// Every route against every credential: a token in each state that must be refused, and each
 /// kind of caller; the status each must get, in its route's shape.
 async fn credential_matrix(w: &World) {
-    let rejected: [(&str, Option<&str>); 9] = [
+    let rejected: [(&str, Option<&str>); 10] = [
         ("no token", None),
         ("garbage", Some("garbage")),
         ("well-formed unknown", Some(&w.unknown)),
@@ -649,6 +826,7 @@ async fn credential_matrix(w: &World) {
         ("leaked", Some(&w.leaked)),
         ("blocked owner", Some(&w.blocked)),
         ("disabled", Some(&w.disabled)),
+        ("revoked service key", Some(&w.revoked_service_key)),
     ];
     // The matrix covers exactly the routes the functions' routers declare.
     let mut covered = std::collections::BTreeSet::new();
@@ -686,12 +864,18 @@ async fn credential_matrix(w: &World) {
             }
             cases += 1;
         }
-        let callers = [
+        let mut callers = vec![
             (Caller::Admin, &w.a.admin_token),
             (Caller::User, &w.a.user_token),
             (Caller::LimitedAdmin, &w.limited_admin),
             (Caller::OtherPlatformAdmin, &w.b.admin_token),
+            (Caller::OtherPlatformServiceKey, &w.other_service_key),
         ];
+        callers.extend(
+            w.service_keys
+                .iter()
+                .map(|(permission, key)| (Caller::ServiceKey(*permission), key)),
+        );
         for (caller, token) in callers {
             let (status, body, _) = w.target.send(route.request(w, Some(token)).await).await;
             let case = format!("{route:?} as {caller:?}");
@@ -700,7 +884,7 @@ async fn credential_matrix(w: &World) {
             cases += 1;
         }
     }
-    assert_eq!(cases, Route::ALL.len() * 13);
+    assert_eq!(cases, Route::ALL.len() * (10 + 5 + Permission::ALL.len()));
 }
 
 #[tokio::test]

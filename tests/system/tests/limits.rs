@@ -513,7 +513,7 @@ async fn verify_consumes_only_when_asked() {
     let other = tenant(&store).await;
     assert_eq!(
         verify(&service, &other.admin_token, &t.user_token, true).await,
-        json!({"valid": false, "code": "NOT_FOUND", "token": null, "credits": null, "ratelimit": null})
+        json!({"valid": false, "code": "NOT_FOUND", "token": null, "user": null, "credits": null, "ratelimit": null})
     );
     assert_eq!(
         number(&item(&store, token_key(&t.user_token)).await, "credits"),

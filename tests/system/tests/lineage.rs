@@ -824,6 +824,7 @@ async fn a_roll_racing_an_update_hands_on_what_the_update_left() {
         name: Some(shared::domain::TokenName::parse("narrow").unwrap()),
         abilities: Some(Abilities::parse(vec!["calls:read".into()]).unwrap()),
         enabled: None,
+        meta: None,
     };
     let change = shared::audit::Change::operator();
     let updated = store.update_token(&stale, &narrow, &change, now_ms()).await;
@@ -836,6 +837,7 @@ async fn a_roll_racing_an_update_hands_on_what_the_update_left() {
         expires_at: stale.expires_at,
         parent_id: None,
         change,
+        meta: None,
     };
     let owner = shared::store::Owner::from(&t.user);
     let grace = now_ms().seconds().0 + 600;

@@ -43,7 +43,7 @@ fn section_blocks(readme: &str) -> Vec<(String, String)> {
 /// Replaces what differs from run to run.
 fn normalize(text: &str) -> String {
     let rules = [
-        (r"tkn([apwcu])_[0-9A-Za-z…]+", "tkn${1}_TOKEN"),
+        (r"tkn([apwcus])_[0-9A-Za-z…]+", "tkn${1}_TOKEN"),
         (r"\b\d+-[0-9a-f]{20}\b", "ID"),
         (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", "TIME"),
         (r#""expires":\d+"#, r#""expires":N"#),

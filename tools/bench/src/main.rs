@@ -37,13 +37,16 @@ use tower::ServiceExt;
 
 use shared::config::{dynamodb_client, Config};
 use shared::demo;
-use shared::domain::{Email, Role, UserStatus, Workspace, WorkspaceStatus};
+use shared::domain::{
+    Email, ExternalId, Permission, Role, TokenName, UserStatus, Workspace, WorkspaceStatus,
+};
 use shared::limits::Limits;
+use shared::mint::MintRequest;
 use shared::service::Service;
 use shared::store::schema::create_table;
 use shared::store::traits::*;
 use shared::store::{now_ms, DynamoStore, Metered, NewUser, User};
-use shared::token::random_hex;
+use shared::token::{random_hex, TokenKind};
 use shared::trust::TrustRoots;
 
 /// Counts every DynamoDB operation the client starts.
@@ -133,6 +136,8 @@ pub struct World {
     pub demo: demo::Demo,
     /// Users with an API key each, so creates at concurrency 64 do not all queue on one user.
     pub users: Vec<(User, String)>,
+    /// A service key of the demo platform with `users:read`.
+    pub service_key: String,
 }
 
 async fn world() -> World {
@@ -182,6 +187,8 @@ async fn world() -> World {
                         name: "Main".into(),
                         status: WorkspaceStatus::Active,
                     }],
+                    external_id: ExternalId::parse(&format!("bench-{i}")),
+                    meta: None,
                 },
                 &shared::audit::Change::operator(),
                 now_ms(),
@@ -191,12 +198,29 @@ async fn world() -> World {
         let key = mint_key(&store, &user).await;
         users.push((user, key));
     }
+    let request = MintRequest {
+        kind: TokenKind::ServiceKey,
+        name: TokenName::parse("bench").expect("name"),
+        abilities: Permission::parse_list(vec!["users:read".into()]).expect("permission"),
+        expires_at: None,
+        parent_id: None,
+        change: shared::audit::Change::operator(),
+        meta: None,
+    };
+    let service_key = service
+        .mint_service_key(demo.admin.platform_id, request, now_ms())
+        .await
+        .expect("service key")
+        .secret
+        .expose()
+        .to_string();
     World {
         service,
         store,
         counter,
         demo,
         users,
+        service_key,
     }
 }
 
@@ -233,6 +257,8 @@ enum By {
     AdminTokenHeader,
     /// The demo user, whose keys the delete scenario revokes.
     DemoUser,
+    /// The demo platform's service key (`users:read`).
+    ServiceKey,
 }
 
 type Raw = Arc<dyn Fn(usize) -> Job + Send + Sync>;
@@ -247,7 +273,7 @@ const TOKEN_BODY: &str = r#"{"name":"bench","abilities":["calls:read"]}"#;
 const CUSTOMER_BODY: &str = r#"{"customer_id":"048372910564","expiration_days":30}"#;
 
 #[rustfmt::skip]
-const SCENARIOS: [Scenario; 10] = [
+const SCENARIOS: [Scenario; 12] = [
     ("GET /api/user/api-keys", By::User, "", 200, raw::list),
     ("POST /api/user/api-keys", By::User, r#"{"name":"bench"}"#, 201, raw::create),
     ("DELETE /api/user/api-keys/{id}", By::DemoUser, "", 200, raw::revoke),
@@ -258,6 +284,8 @@ const SCENARIOS: [Scenario; 10] = [
     ("POST /api/v1/global/users/gettokenbycustomerid", By::AdminTokenHeader, CUSTOMER_BODY, 200, raw::customer),
     ("GET /ext/get-user-token?userId={user}", By::Admin, "", 200, raw::permanent),
     ("POST /api/v1/tokens/verify", By::Admin, r#"{"token":"{key}"}"#, 200, raw::verify_route),
+    ("GET /api/v1/users?external_id=bench-{index}", By::Admin, "", 200, raw::lookup),
+    ("GET /api/v1/users/{user}", By::ServiceKey, "", 200, raw::get_user),
 ];
 
 /// Request `i` of `scenario` through the functions' routers (as `tokenctl serve` merges them).
@@ -276,12 +304,14 @@ fn handler(
             text.replace("{id}", &ids[i % ids.len()])
                 .replace("{user}", &user.id.to_string())
                 .replace("{key}", key)
+                .replace("{index}", &(i % w.users.len()).to_string())
         };
         let (header, token) = match by {
             By::User => ("authorization", format!("Bearer {key}")),
             By::Admin => ("authorization", format!("Bearer {}", w.demo.admin_key)),
             By::AdminTokenHeader => ("token", w.demo.admin_key.clone()),
             By::DemoUser => ("authorization", format!("Bearer {}", w.demo.user_key)),
+            By::ServiceKey => ("authorization", format!("Bearer {}", w.service_key)),
         };
         let request = axum::http::Request::builder()
             .method(method)
@@ -349,7 +379,10 @@ fn rows(w: &Arc<World>, router: &Router, ids: &Arc<Vec<String>>) -> Vec<Row> {
     };
     std::iter::once(authorizer)
         .chain(SCENARIOS.iter().map(|scenario| Row {
-            name: label(scenario.0),
+            name: match scenario.1 {
+                By::ServiceKey => format!("{} (service key)", label(scenario.0)),
+                _ => label(scenario.0),
+            },
             handler: handler(scenario, w, router, ids),
             raw: (scenario.4)(w.clone()),
             success: scenario.3,

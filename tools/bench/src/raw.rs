@@ -316,3 +316,28 @@ pub fn verify_route(w: Arc<World>) -> Raw {
         get(client, table, token_key(key)).await
     })
 }
+
+/// A directory lookup by external id: the caller's token and owner (one BatchGetItem), the
+/// external id's pointer and the user's profile (two GetItems).
+pub fn lookup(w: Arc<World>) -> Raw {
+    raw!(w, i, {
+        let index = i % w.users.len();
+        let user = &w.users[index].0;
+        let (client, table) = (w.store.direct().client, w.store.direct().table);
+        authenticate(client, table, &w.demo.admin_key).await;
+        let external = shared::domain::ExternalId::parse(&format!("bench-{index}")).expect("id");
+        get(client, table, Key::external(user.platform_id, &external)).await;
+        get(client, table, Key::user(user.id)).await
+    })
+}
+
+/// One user read with a service key: the key and its service account (one BatchGetItem), then
+/// the user's profile (one GetItem), as with a user's token.
+pub fn get_user(w: Arc<World>) -> Raw {
+    raw!(w, i, {
+        let user = &w.users[i % w.users.len()].0;
+        let (client, table) = (w.store.direct().client, w.store.direct().table);
+        authenticate(client, table, &w.service_key).await;
+        get(client, table, Key::user(user.id)).await
+    })
+}

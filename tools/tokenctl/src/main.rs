@@ -8,20 +8,24 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
+use shared::config::Config;
 
 use shared::audit::Change;
 use shared::clock::{now_ms, EpochMs};
 use shared::demo;
 use shared::domain::{
-    Abilities, CustomerId, Email, PlatformId, Role, TokenName, UserId, UserStatus, Workspace,
-    WorkspaceStatus,
+    Abilities, CustomerId, Email, ExternalId, Meta, MetaProblem, Permission, PlatformId, Role,
+    TokenName, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
 use shared::limits::Limits;
 use shared::mint::MintRequest;
 use shared::service::Service;
 use shared::store::schema::{create_table, TableOutcome};
 use shared::store::{live_token, set_token_limits, EventScope, Metered, PermanentGeneration};
-use shared::store::{Fault, NewUser, Owner, Store, StoreError, User};
+use shared::store::{
+    Fault, NewUser, Owner, Revocation, Store, StoreError, TokenAddress, TokenRecord, TokenState,
+    User,
+};
 use shared::token::{PublicTokenId, TokenFamily, TokenKind};
 
 #[derive(Parser)]
@@ -31,9 +35,23 @@ use shared::token::{PublicTokenId, TokenFamily, TokenKind};
     about = "Operate the token service's table and directory"
 )]
 struct Cli {
-    /// Print one JSON object instead of text.
+    /// Print one JSON object instead of text; every error, usage errors too, is then one JSON
+    /// object `{"error": ...}` on stderr. Exit codes: 0 done, 1 failed, 2 usage.
     #[arg(long, global = true)]
     json: bool,
+    /// The DynamoDB table.
+    #[arg(long, global = true, env = "TABLE_NAME")]
+    table: Option<String>,
+    /// The AWS region.
+    #[arg(long, global = true, env = "AWS_REGION")]
+    region: Option<String>,
+    /// The DynamoDB endpoint (DynamoDB Local, say); AWS's own when unset.
+    #[arg(
+        long = "endpoint-url",
+        global = true,
+        env = "AWS_ENDPOINT_URL_DYNAMODB"
+    )]
+    endpoint_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,14 +78,19 @@ enum StoreCommand {
     /// Tokens: bootstrap keys and revocation.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// A platform's service keys: machine credentials of its backend, with permissions.
+    #[command(subcommand, name = "service-key")]
+    ServiceKey(ServiceKeyCommand),
     /// Audit events, newest first: one user's (`--user`) or a whole platform's (`--platform`).
     Audit {
+        /// One user's events.
         #[arg(
             long,
             conflicts_with = "platform",
             required_unless_present = "platform"
         )]
         user: Option<u64>,
+        /// A whole platform's events.
         #[arg(long)]
         platform: Option<u64>,
         /// 1 to 100.
@@ -82,6 +105,7 @@ enum StoreCommand {
     SeedDemo,
     /// Serve every route on 127.0.0.1.
     Serve {
+        /// The port on 127.0.0.1.
         #[arg(long, default_value_t = 3000)]
         port: u16,
     },
@@ -89,49 +113,141 @@ enum StoreCommand {
 
 #[derive(Subcommand)]
 enum PlatformCommand {
+    /// A new platform; prints its id.
     Create {
+        /// 1 to 255 characters.
         #[arg(long)]
         name: String,
+    },
+    /// One platform.
+    Show {
+        /// The platform's id.
+        id: u64,
+    },
+    /// Every platform, by id.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ServiceKeyCommand {
+    /// A new service key of a platform; prints it, its secret shown this once.
+    Create {
+        /// The platform's id.
+        #[arg(long)]
+        platform: u64,
+        /// 1 to 255 characters.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated, of: users:read, users:write, tokens:read, tokens:write,
+        /// limits:write, audit:read, verify, * (all, and creating service keys).
+        #[arg(long, value_delimiter = ',', required = true)]
+        permissions: Vec<String>,
+        /// 1 to 3650; never expires when omitted.
+        #[arg(long = "expires-in-days")]
+        expires_in_days: Option<u64>,
+    },
+    /// A platform's live service keys, newest first (never a secret or its hash).
+    List {
+        /// The platform's id.
+        #[arg(long)]
+        platform: u64,
+    },
+    /// Revoke a service key at once.
+    Revoke {
+        /// USER-HEX, as `service-key create` and `list` print it.
+        id: String,
     },
 }
 
 #[derive(Subcommand)]
 enum UserCommand {
+    /// A new user of a platform; prints it.
     Create(CreateUser),
-    Block {
+    /// One user.
+    Show {
+        /// The user's id.
         id: u64,
     },
+    /// A page of a platform's users, by id (`next_cursor` continues it).
+    List {
+        /// The platform's id.
+        #[arg(long)]
+        platform: u64,
+        /// 1 to 100.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+        /// Where the page starts: the `next_cursor` of the previous one.
+        #[arg(long)]
+        cursor: Option<u64>,
+    },
+    /// The user of a platform with this email or external id.
+    Find {
+        /// The platform's id.
+        #[arg(long)]
+        platform: u64,
+        /// The user's email (case-insensitively).
+        #[arg(
+            long,
+            required_unless_present = "external_id",
+            conflicts_with = "external_id"
+        )]
+        email: Option<String>,
+        /// The user's id in the platform's own system.
+        #[arg(long = "external-id")]
+        external_id: Option<String>,
+    },
+    /// Block a user: every token of theirs stops working at once.
+    Block {
+        /// The user's id.
+        id: u64,
+    },
+    /// Unblock a user: their live tokens work again.
     Unblock {
+        /// The user's id.
         id: u64,
     },
     /// Move the user's permanent token on: the previous key stops working at once, and
     /// `GET /ext/get-user-token` answers the new one (not printed here). Needs
     /// `PERMANENT_TOKEN_KEY`.
     RotatePermanent {
+        /// The user's id.
         id: u64,
     },
 }
 
 #[derive(Args)]
 struct CreateUser {
+    /// The platform's id.
     #[arg(long)]
     platform: u64,
+    /// Unique in the platform, case-insensitively.
     #[arg(long)]
     email: String,
+    /// 1 to 255 characters.
     #[arg(long)]
     name: String,
     /// Import the id the user already has in the platform's own system.
     #[arg(long)]
     id: Option<u64>,
+    /// A platform admin (may mint for other users, set limits, read the platform's audit).
     #[arg(long)]
     admin: bool,
     /// 12 digits, unique.
     #[arg(long = "customer-id")]
     customer_id: Option<String>,
+    /// The id your own system knows the user by: 1 to 128 characters, unique in the platform.
+    #[arg(long = "external-id")]
+    external_id: Option<String>,
+    /// Your own data on the user: a JSON object of at most 1 KiB.
+    #[arg(long)]
+    meta: Option<String>,
+    /// An active workspace of the user (repeatable).
     #[arg(long = "workspace")]
     workspaces: Vec<String>,
+    /// An inactive workspace of the user (repeatable).
     #[arg(long = "inactive-workspace")]
     inactive_workspaces: Vec<String>,
+    /// Create the user blocked.
     #[arg(long)]
     blocked: bool,
 }
@@ -140,30 +256,49 @@ struct CreateUser {
 enum TokenCommand {
     /// An API key for a user (an admin's first key, say).
     Mint {
+        /// The owner's user id.
         #[arg(long)]
         user: u64,
+        /// 1 to 255 characters.
         #[arg(long)]
         name: String,
         /// Comma-separated; full access when omitted.
         #[arg(long, value_delimiter = ',')]
         abilities: Option<Vec<String>>,
+        /// 1 to 3650; never expires when omitted.
         #[arg(long = "expires-in-days")]
         expires_in_days: Option<u64>,
     },
+    /// A user's live tokens, every kind, newest first (never a secret or its hash).
+    List {
+        /// The owner's user id.
+        #[arg(long)]
+        user: u64,
+    },
+    /// One token, live or not (never its secret or hash).
+    Show {
+        /// USER-HEX, as `token mint` prints it.
+        id: String,
+    },
     /// Revoke a token by the id `token mint` and the listings show.
-    Revoke { id: String },
+    Revoke {
+        /// USER-HEX, as `token mint` prints it.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum LimitsCommand {
     /// A user's limits, shared by all its tokens.
     User {
+        /// The user's id.
         id: u64,
         #[command(flatten)]
         limits: LimitFlags,
     },
     /// One live token's own limits (the id `token mint` and the listings show).
     Token {
+        /// USER-HEX, as `token mint` prints it.
         id: String,
         #[command(flatten)]
         limits: LimitFlags,
@@ -233,13 +368,31 @@ enum CliError {
     Setup(String),
 }
 
+impl CliError {
+    /// 2 for a command line to correct, 1 for a failure.
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Usage(_) => ExitCode::from(2),
+            CliError::Store(_) | CliError::Setup(_) => ExitCode::FAILURE,
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return parse_failure(error),
+    };
     if matches!(cli.command, Command::Store(StoreCommand::Serve { .. })) {
         shared::service::init_tracing();
     }
-    match run(cli.command).await {
+    let target = Target {
+        table: cli.table,
+        region: cli.region,
+        endpoint_url: cli.endpoint_url,
+    };
+    match run(cli.command, target).await {
         Ok(output) => {
             if cli.json {
                 println!("{output}");
@@ -250,13 +403,34 @@ async fn main() -> ExitCode {
         }
         Err(e) => {
             if cli.json {
-                println!("{}", json!({ "error": e.to_string() }));
+                eprintln!("{}", json!({ "error": e.to_string() }));
             } else {
                 eprintln!("tokenctl: {e}");
             }
-            ExitCode::FAILURE
+            e.exit_code()
         }
     }
+}
+
+/// What a command line clap refused answers: help and the version as clap prints them; a usage
+/// error as one JSON object on stderr under `--json` (clap's text otherwise), exit code 2.
+fn parse_failure(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) || !std::env::args().any(|arg| arg == "--json")
+    {
+        let _ = error.print();
+        return ExitCode::from(error.exit_code() as u8);
+    }
+    let text = error.render().to_string();
+    let message = text.lines().next().unwrap_or_default();
+    eprintln!(
+        "{}",
+        json!({ "error": message.trim_start_matches("error: ") })
+    );
+    ExitCode::from(2)
 }
 
 fn print_text(output: &Value) {
@@ -270,10 +444,26 @@ fn print_text(output: &Value) {
     }
 }
 
-async fn service() -> Result<Service, CliError> {
-    Service::from_env()
-        .await
-        .map_err(|e| CliError::Setup(e.to_string()))
+/// Where the table is: the flags, each falling back to its variable (clap reads those).
+struct Target {
+    table: Option<String>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+}
+
+async fn service(target: &Target) -> Result<Service, CliError> {
+    let config = Config::from_lookup(|name| match name {
+        "TABLE_NAME" => target.table.clone(),
+        _ => std::env::var(name).ok(),
+    })
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    Service::with_target(
+        config,
+        target.endpoint_url.as_deref(),
+        target.region.as_deref(),
+    )
+    .await
+    .map_err(|e| CliError::Setup(e.to_string()))
 }
 
 /// Every function's routes, from their routers.
@@ -289,12 +479,12 @@ fn routes() -> Value {
     json!({ "routes": routes })
 }
 
-async fn run(command: Command) -> Result<Value, CliError> {
+async fn run(command: Command, target: Target) -> Result<Value, CliError> {
     let command = match command {
         Command::Routes => return Ok(routes()),
         Command::Store(command) => command,
     };
-    let service = service().await?;
+    let service = service(&target).await?;
     let now = now_ms();
     match command {
         StoreCommand::Init => init(&service).await,
@@ -306,6 +496,9 @@ async fn run(command: Command) -> Result<Value, CliError> {
         StoreCommand::Platform(PlatformCommand::Create { name }) => {
             create_platform(&service, &name, now).await
         }
+        StoreCommand::Platform(PlatformCommand::Show { id }) => show_platform(&service, id).await,
+        StoreCommand::Platform(PlatformCommand::List) => list_platforms(&service).await,
+        StoreCommand::ServiceKey(command) => service_key(&service, command, now).await,
         StoreCommand::User(command) => user(&service, command, now).await,
         StoreCommand::Token(TokenCommand::Mint {
             user,
@@ -314,6 +507,8 @@ async fn run(command: Command) -> Result<Value, CliError> {
             expires_in_days,
         }) => mint_key(&service, user, &name, abilities, expires_in_days, now).await,
         StoreCommand::Token(TokenCommand::Revoke { id }) => revoke(&service, &id, now).await,
+        StoreCommand::Token(TokenCommand::List { user }) => list_tokens(&service, user, now).await,
+        StoreCommand::Token(TokenCommand::Show { id }) => show_token(&service, &id, now).await,
         StoreCommand::Limits(command) => limits(&service, command, now).await,
         StoreCommand::SeedDemo => seed_demo(&service, now).await,
         StoreCommand::Serve { port } => serve_locally(service, port).await,
@@ -362,14 +557,46 @@ async fn user(service: &Service, command: UserCommand, now: EpochMs) -> Result<V
                 .create_user(new_user(args)?, &Change::operator(), now)
                 .await
                 .map_err(explain)?;
+            Ok(user_view(&user))
+        }
+        UserCommand::Show { id } => Ok(user_view(&existing_user(store, id).await?)),
+        UserCommand::List {
+            platform,
+            limit,
+            cursor,
+        } => {
+            let page = store
+                .list_users(PlatformId(platform), limit, cursor.map(UserId))
+                .await?;
             Ok(json!({
-                "id": user.id,
-                "customer_id": user.customer_id.as_ref().map(CustomerId::as_str),
-                "platform_id": user.platform_id,
-                "email": user.email,
-                "role": user.role.as_str(),
-                "status": user.status.as_str(),
+                "data": page.users.iter().map(user_view).collect::<Vec<_>>(),
+                "next_cursor": page.next,
             }))
+        }
+        UserCommand::Find {
+            platform,
+            email,
+            external_id,
+        } => {
+            let platform = PlatformId(platform);
+            let found = match (email, external_id) {
+                (Some(email), _) => {
+                    let email = Email::parse(&email).ok_or_else(|| {
+                        CliError::Usage(format!("{email:?} is not an email address"))
+                    })?;
+                    store.find_user_by_email(platform, &email).await?
+                }
+                (None, Some(external)) => {
+                    let external = ExternalId::parse(&external).ok_or_else(|| {
+                        CliError::Usage("--external-id must be 1 to 128 characters".into())
+                    })?;
+                    store.find_user_by_external_id(platform, &external).await?
+                }
+                (None, None) => return Err(CliError::Usage("--email or --external-id".into())),
+            };
+            found
+                .map(|user| user_view(&user))
+                .ok_or_else(|| CliError::Usage(format!("no such user on platform {platform}")))
         }
         UserCommand::Block { id } => set_status(store, id, UserStatus::Blocked).await,
         UserCommand::Unblock { id } => set_status(store, id, UserStatus::Active).await,
@@ -392,6 +619,156 @@ async fn user(service: &Service, command: UserCommand, now: EpochMs) -> Result<V
             Ok(json!({"id": id, "rotated": true}))
         }
     }
+}
+
+/// A user as the commands print it.
+fn user_view(user: &User) -> Value {
+    json!({
+        "id": user.id,
+        "customer_id": user.customer_id.as_ref().map(CustomerId::as_str),
+        "external_id": user.external_id.as_ref().map(ExternalId::as_str),
+        "meta": user.meta.as_ref().map(Meta::as_object),
+        "platform_id": user.platform_id,
+        "email": user.email,
+        "name": user.name,
+        "role": user.role.as_str(),
+        "status": user.status.as_str(),
+    })
+}
+
+/// A token as the commands print it: never its secret or hash.
+fn token_view(record: &TokenRecord, now: EpochMs) -> Value {
+    json!({
+        "id": record.public_id().to_string(),
+        "user_id": record.user_id,
+        "kind": record.kind.as_str(),
+        "name": record.name,
+        "abilities": record.abilities,
+        "created_at": record.created_at_ms,
+        "expires_at": record.expires_at,
+        "last_used_at": record.last_used_at_ms,
+        "enabled": record.enabled,
+        "state": match record.state(now) {
+            TokenState::Live => "live",
+            TokenState::Expired => "expired",
+            TokenState::Revoked => "revoked",
+        },
+        "revoked_reason": record.revocation.as_ref().map(Revocation::name),
+        "meta": record.meta.as_ref().map(Meta::as_object),
+        "limits": record.meter.map(|meter| meter.limits),
+    })
+}
+
+/// `platform show`.
+async fn show_platform(service: &Service, id: u64) -> Result<Value, CliError> {
+    let platform = service
+        .store
+        .get_platform(PlatformId(id))
+        .await?
+        .ok_or_else(|| CliError::Usage(format!("no platform with id {id}")))?;
+    Ok(json!({"id": platform.id, "name": platform.name, "created_at": platform.created_at_ms}))
+}
+
+/// `platform list`.
+async fn list_platforms(service: &Service) -> Result<Value, CliError> {
+    let platforms = service.store.list_platforms().await?;
+    let shown: Vec<Value> = platforms
+        .iter()
+        .map(|p| json!({"id": p.id, "name": p.name, "created_at": p.created_at_ms}))
+        .collect();
+    Ok(json!({ "data": shown }))
+}
+
+/// `service-key create|list|revoke`.
+async fn service_key(
+    service: &Service,
+    command: ServiceKeyCommand,
+    now: EpochMs,
+) -> Result<Value, CliError> {
+    match command {
+        ServiceKeyCommand::Create {
+            platform,
+            name,
+            permissions,
+            expires_in_days,
+        } => {
+            let permissions = Permission::parse_list(permissions).map_err(|_| {
+                CliError::Usage(format!(
+                    "--permissions takes 1 to 8 of: {}",
+                    Permission::ALL.map(Permission::as_str).join(", ")
+                ))
+            })?;
+            let request = operator_request(
+                TokenKind::ServiceKey,
+                &name,
+                permissions,
+                expiry(expires_in_days, now)?,
+            )?;
+            let minted = service
+                .mint_service_key(PlatformId(platform), request, now)
+                .await
+                .map_err(explain)?;
+            Ok(json!({
+                "id": minted.record.public_id().to_string(),
+                "token": minted.secret.expose(),
+                "platform_id": platform,
+                "name": minted.record.name,
+                "permissions": minted.record.abilities,
+                "expires_at": minted.record.expires_at,
+            }))
+        }
+        ServiceKeyCommand::List { platform } => {
+            let account = UserId::service_account(PlatformId(platform));
+            let keys = service
+                .store
+                .list_tokens(account, TokenFamily::Service, now)
+                .await?;
+            Ok(json!({"data": keys.iter().map(|k| token_view(k, now)).collect::<Vec<_>>()}))
+        }
+        ServiceKeyCommand::Revoke { id } => {
+            let id = token_id(&id)?;
+            let revoked = id.user_id.is_service_account()
+                && service
+                    .store
+                    .revoke_token(
+                        id.user_id,
+                        TokenFamily::Service,
+                        id.token_id,
+                        &Change::operator(),
+                        now,
+                    )
+                    .await?;
+            if !revoked {
+                return Err(CliError::Usage(format!("no live service key with id {id}")));
+            }
+            Ok(json!({"id": id.to_string(), "revoked": true}))
+        }
+    }
+}
+
+/// `token list`: every family's live tokens of the user (one Query).
+async fn list_tokens(service: &Service, user: u64, now: EpochMs) -> Result<Value, CliError> {
+    let owner = existing_user(service.store.as_ref(), user).await?;
+    let mut tokens = service.store.list_all_tokens(owner.id, now).await?;
+    tokens.sort_by_key(|t| std::cmp::Reverse(t.id));
+    Ok(json!({"data": tokens.iter().map(|t| token_view(t, now)).collect::<Vec<_>>()}))
+}
+
+/// `token show`: the live token, or else its retired copy.
+async fn show_token(service: &Service, id: &str, now: EpochMs) -> Result<Value, CliError> {
+    let id = token_id(id)?;
+    let addresses = TokenFamily::ALL.map(|family| TokenAddress {
+        user_id: id.user_id,
+        family,
+        id: id.token_id,
+    });
+    let found = service.store.find_tokens(&addresses, &[]).await?;
+    let record = found
+        .tokens
+        .values()
+        .next()
+        .ok_or_else(|| CliError::Usage(format!("no token with id {id}")))?;
+    Ok(token_view(record, now))
 }
 
 /// The user `id`, or a usage error naming it.
@@ -420,25 +797,12 @@ async fn mint_key(
             )
         })?,
     };
-    let expires_at = match expires_in_days {
-        None => None,
-        Some(days @ 1..=3650) => Some(now.seconds().plus_days(days).0),
-        Some(_) => {
-            return Err(CliError::Usage(
-                "--expires-in-days must be from 1 to 3650".into(),
-            ))
-        }
-    };
-    let name = TokenName::parse(name)
-        .map_err(|_| CliError::Usage("--name must be 1 to 255 characters".into()))?;
-    let request = MintRequest {
-        kind: TokenKind::ApiKey,
+    let request = operator_request(
+        TokenKind::ApiKey,
         name,
         abilities,
-        expires_at,
-        parent_id: None,
-        change: Change::operator(),
-    };
+        expiry(expires_in_days, now)?,
+    )?;
     let minted = service
         .mint(Owner::from(&owner), request, now)
         .await
@@ -451,6 +815,37 @@ async fn mint_key(
         "abilities": minted.record.abilities,
         "expires_at": minted.record.expires_at,
     }))
+}
+
+/// What the operator mints: no parent, audited as the operator.
+fn operator_request(
+    kind: TokenKind,
+    name: &str,
+    abilities: Abilities,
+    expires_at: Option<u64>,
+) -> Result<MintRequest, CliError> {
+    let name = TokenName::parse(name)
+        .map_err(|_| CliError::Usage("--name must be 1 to 255 characters".into()))?;
+    Ok(MintRequest {
+        kind,
+        name,
+        abilities,
+        expires_at,
+        parent_id: None,
+        change: Change::operator(),
+        meta: None,
+    })
+}
+
+/// `--expires-in-days`: 1 to 3650 days from now; `None` never expires.
+fn expiry(days: Option<u64>, now: EpochMs) -> Result<Option<u64>, CliError> {
+    match days {
+        None => Ok(None),
+        Some(days @ 1..=3650) => Ok(Some(now.seconds().plus_days(days).0)),
+        Some(_) => Err(CliError::Usage(
+            "--expires-in-days must be from 1 to 3650".into(),
+        )),
+    }
 }
 
 /// `token revoke`: whatever its family.
@@ -519,6 +914,18 @@ fn explain(error: StoreError) -> CliError {
     }
 }
 
+/// `--meta`: a JSON object of at most 1 KiB.
+fn meta_flag(text: &str) -> Result<Meta, CliError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|_| CliError::Usage("--meta must be a JSON object".into()))?;
+    Meta::parse(&value).map_err(|problem| {
+        CliError::Usage(match problem {
+            MetaProblem::NotAnObject => "--meta must be a JSON object".into(),
+            MetaProblem::TooLarge => format!("--meta must be at most {} bytes", Meta::MAX_BYTES),
+        })
+    })
+}
+
 /// A platform's or user's name: 1 to 255 characters after trimming.
 fn display_name(name: &str) -> Result<String, CliError> {
     let name = name.trim();
@@ -538,6 +945,17 @@ fn new_user(args: CreateUser) -> Result<NewUser, CliError> {
                 .ok_or_else(|| CliError::Usage("--customer-id must be exactly 12 digits".into()))
         })
         .transpose()?;
+    let external_id = args
+        .external_id
+        .map(|x| {
+            ExternalId::parse(&x).ok_or_else(|| {
+                CliError::Usage(
+                    "--external-id must be 1 to 128 characters without control characters".into(),
+                )
+            })
+        })
+        .transpose()?;
+    let meta = args.meta.as_deref().map(meta_flag).transpose()?;
     let name = display_name(&args.name)?;
     if args.id == Some(0) {
         return Err(CliError::Usage("--id must be a positive integer".into()));
@@ -566,6 +984,8 @@ fn new_user(args: CreateUser) -> Result<NewUser, CliError> {
         },
         customer_id,
         workspaces,
+        external_id,
+        meta,
     })
 }
 

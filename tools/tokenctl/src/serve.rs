@@ -32,13 +32,14 @@ macro_rules! function {
 }
 
 /// The functions of template.yaml.
-pub const FUNCTIONS: [Function; 6] = [
+pub const FUNCTIONS: [Function; 7] = [
     function!("admin-token", admin_token),
     function!("customer-token", customer_token),
     function!("api-keys", api_keys),
     function!("get-user-token", get_user_token),
     function!("leak-response", leak_response),
     function!("authorizer", authorizer),
+    function!("directory", directory),
 ];
 
 /// Every function's routes as one router; a path none serves is a Laravel-shaped 404, as API

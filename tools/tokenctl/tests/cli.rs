@@ -93,7 +93,8 @@ fn the_operator_path_from_an_empty_table_to_a_revoked_key() {
     assert_eq!(customer["id"], 4242);
     assert_eq!(customer["customer_id"], "048372910564");
 
-    // Refusals are one JSON object with an error, and a failing exit code.
+    // Refusals are one JSON object with an error on stderr, nothing on stdout, and exit code 2
+    // (the command line is the operator's to correct).
     let duplicate = tokenctl(
         &table,
         &[
@@ -108,8 +109,9 @@ fn the_operator_path_from_an_empty_table_to_a_revoked_key() {
             "--json",
         ],
     );
-    assert!(!duplicate.status.success());
-    let error: Value = serde_json::from_slice(&duplicate.stdout).unwrap();
+    assert_eq!(duplicate.status.code(), Some(2));
+    assert!(duplicate.stdout.is_empty());
+    let error: Value = serde_json::from_slice(&duplicate.stderr).unwrap();
     assert!(
         error["error"].as_str().unwrap().contains("email"),
         "{error}"
@@ -130,7 +132,56 @@ fn the_operator_path_from_an_empty_table_to_a_revoked_key() {
             "--json",
         ],
     );
-    assert!(!bad.status.success());
+    assert_eq!(bad.status.code(), Some(2));
+    // A duplicate external id in the platform too; a bad one is refused before any write.
+    let external = |email: &str, external: &str| {
+        tokenctl(
+            &table,
+            &[
+                "user",
+                "create",
+                "--platform",
+                &pid,
+                "--email",
+                email,
+                "--name",
+                "E",
+                "--external-id",
+                external,
+                "--meta",
+                r#"{"plan":"pro"}"#,
+                "--json",
+            ],
+        )
+    };
+    let first = external("e1@acme.test", "crm-1");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let first: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(
+        (&first["external_id"], &first["meta"]),
+        (&json!("crm-1"), &json!({"plan": "pro"}))
+    );
+    let again = external("e2@acme.test", "crm-1");
+    assert_eq!(again.status.code(), Some(2));
+    let error: Value = serde_json::from_slice(&again.stderr).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("external id"),
+        "{error}"
+    );
+    let too_long = external("e3@acme.test", &"x".repeat(129));
+    assert_eq!(too_long.status.code(), Some(2));
+    // A usage error clap finds is one JSON object on stderr too.
+    let clap_error = tokenctl(&table, &["user", "create", "--platform", "x", "--json"]);
+    assert_eq!(clap_error.status.code(), Some(2));
+    let error: Value = serde_json::from_slice(&clap_error.stderr).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("--platform"),
+        "{error}"
+    );
 
     let admin_id = admin["id"].as_u64().unwrap().to_string();
     let minted = ok(
@@ -347,16 +398,16 @@ fn text_output_and_usage_errors() {
         &table,
         &["token", "mint", "--user", "999999", "--name", "x", "--json"],
     );
-    assert!(!missing.status.success());
-    let error: Value = serde_json::from_slice(&missing.stdout).unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let error: Value = serde_json::from_slice(&missing.stderr).unwrap();
     assert_eq!(error["error"], "no user with id 999999");
     let no_table = Command::new(env!("CARGO_BIN_EXE_tokenctl"))
         .args(["init", "--json"])
         .env_remove("TABLE_NAME")
         .output()
         .unwrap();
-    assert!(!no_table.status.success());
-    assert!(String::from_utf8_lossy(&no_table.stdout).contains("TABLE_NAME"));
+    assert_eq!(no_table.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_table.stderr).contains("TABLE_NAME"));
 }
 
 #[test]
@@ -483,8 +534,8 @@ fn usage_limits_are_set_replaced_and_cleared_by_the_operator() {
         let mut args = args;
         args.push("--json");
         let output = tokenctl(&table, &args);
-        assert!(!output.status.success(), "{args:?} succeeded");
-        let error: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let error: Value = serde_json::from_slice(&output.stderr).unwrap();
         assert!(
             error["error"].as_str().unwrap().contains(expected),
             "{args:?}: {error}"
@@ -497,4 +548,240 @@ fn usage_limits_are_set_replaced_and_cleared_by_the_operator() {
         events["data"][0]["details"]["limits"]["credits"],
         Value::Null
     );
+}
+
+#[test]
+fn the_operator_can_answer_what_a_user_holds() {
+    let table = table();
+    let platform = ok(
+        &table,
+        &["--json", "platform", "create", "--name", "Show Co"],
+    );
+    let pid = platform["id"].as_u64().unwrap().to_string();
+    let shown = ok(&table, &["--json", "platform", "show", &pid]);
+    assert_eq!(shown["name"], "Show Co");
+    let user = ok(
+        &table,
+        &[
+            "--json",
+            "user",
+            "create",
+            "--platform",
+            &pid,
+            "--email",
+            "Ann@Show.test",
+            "--name",
+            "Ann",
+            "--external-id",
+            "crm-ann",
+            "--meta",
+            r#"{"tier":"gold"}"#,
+        ],
+    );
+    let uid = user["id"].as_u64().unwrap().to_string();
+    assert_eq!(ok(&table, &["--json", "user", "show", &uid]), user);
+    for find in [["--email", "ann@show.test"], ["--external-id", "crm-ann"]] {
+        let found = ok(
+            &table,
+            &[
+                "--json",
+                "user",
+                "find",
+                "--platform",
+                &pid,
+                find[0],
+                find[1],
+            ],
+        );
+        assert_eq!(found["id"], user["id"], "{find:?}");
+    }
+    let missing = tokenctl(
+        &table,
+        &[
+            "--json",
+            "user",
+            "find",
+            "--platform",
+            &pid,
+            "--external-id",
+            "crm-bob",
+        ],
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    // Two keys, one revoked: the listing shows the live one, `show` either; no secret or hash.
+    let first = ok(
+        &table,
+        &["--json", "token", "mint", "--user", &uid, "--name", "one"],
+    );
+    let second = ok(
+        &table,
+        &["--json", "token", "mint", "--user", &uid, "--name", "two"],
+    );
+    let first_id = first["id"].as_str().unwrap();
+    ok(&table, &["--json", "token", "revoke", first_id]);
+    let listed = ok(&table, &["--json", "token", "list", "--user", &uid]);
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second["id"].as_str().unwrap()]);
+    let shown = ok(&table, &["--json", "token", "show", first_id]);
+    assert_eq!(
+        (&shown["state"], &shown["revoked_reason"], &shown["name"]),
+        (&json!("revoked"), &json!("deleted"), &json!("one"))
+    );
+    let text = listed.to_string() + &shown.to_string();
+    for secret in [&first["token"], &second["token"]] {
+        assert!(!text.contains(secret.as_str().unwrap()));
+    }
+    assert!(!text.contains("hash"), "{text}");
+}
+
+#[test]
+fn platforms_users_and_service_keys_are_listed_and_a_service_key_works_over_http() {
+    let table = table();
+    let mut platform_ids = Vec::new();
+    for name in ["One", "Two"] {
+        let made = ok(&table, &["--json", "platform", "create", "--name", name]);
+        platform_ids.push(made["id"].as_u64().unwrap());
+    }
+    let listed = ok(&table, &["--json", "platform", "list"]);
+    let ids: Vec<u64> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, platform_ids);
+    let pid = platform_ids[0].to_string();
+    // Three users, listed two a page, every one once.
+    let mut made = Vec::new();
+    for i in 0..3 {
+        let email = format!("u{i}@one.test");
+        let user = ok(
+            &table,
+            &[
+                "--json",
+                "user",
+                "create",
+                "--platform",
+                &pid,
+                "--email",
+                &email,
+                "--name",
+                "U",
+            ],
+        );
+        made.push(user["id"].as_u64().unwrap());
+    }
+    let first = ok(
+        &table,
+        &["--json", "user", "list", "--platform", &pid, "--limit", "2"],
+    );
+    assert_eq!(first["data"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_u64().unwrap().to_string();
+    let second = ok(
+        &table,
+        &[
+            "--json",
+            "user",
+            "list",
+            "--platform",
+            &pid,
+            "--limit",
+            "2",
+            "--cursor",
+            &cursor,
+        ],
+    );
+    let mut seen: Vec<u64> = first["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["data"].as_array().unwrap())
+        .map(|u| u["id"].as_u64().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, made);
+    assert_eq!(second["next_cursor"], Value::Null);
+    // A service key: bad permissions are a usage error (exit 2, one JSON object on stderr).
+    let bad = tokenctl(
+        &table,
+        &[
+            "--json",
+            "service-key",
+            "create",
+            "--platform",
+            &pid,
+            "--name",
+            "b",
+            "--permissions",
+            "root",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    let error: Value = serde_json::from_slice(&bad.stderr).expect("a JSON error");
+    assert!(
+        error["error"].as_str().unwrap().contains("users:read"),
+        "{error}"
+    );
+    let key = ok(
+        &table,
+        &[
+            "--json",
+            "service-key",
+            "create",
+            "--platform",
+            &pid,
+            "--name",
+            "crm",
+            "--permissions",
+            "users:read,verify",
+        ],
+    );
+    assert_eq!(key["permissions"], json!(["users:read", "verify"]));
+    let token = key["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("tkns_"));
+    let listed = ok(
+        &table,
+        &["--json", "service-key", "list", "--platform", &pid],
+    );
+    assert_eq!(listed["data"][0]["id"], key["id"]);
+    assert!(!listed.to_string().contains(&token));
+    let (_server, port) = serve(&table);
+    let auth = format!("Bearer {token}");
+    let path = format!("/api/v1/users/{}", made[0]);
+    let (status, body) = http(port, "GET", &path, &[("Authorization", &auth)], "");
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = http(
+        port,
+        "POST",
+        "/api/v1/users",
+        &[("Authorization", &auth)],
+        r#"{"email":"x@one.test","name":"X"}"#,
+    );
+    assert_eq!(status, 403);
+    ok(
+        &table,
+        &[
+            "--json",
+            "service-key",
+            "revoke",
+            key["id"].as_str().unwrap(),
+        ],
+    );
+    let (status, _) = http(port, "GET", &path, &[("Authorization", &auth)], "");
+    assert_eq!(status, 401);
+    let again = tokenctl(
+        &table,
+        &[
+            "--json",
+            "service-key",
+            "revoke",
+            key["id"].as_str().unwrap(),
+        ],
+    );
+    assert_eq!(again.status.code(), Some(2));
 }

@@ -138,6 +138,10 @@ pub(super) enum Part {
     User,
     /// The new user's customer id is free.
     CustomerId,
+    /// The new user's external id is free on its platform.
+    ExternalId,
+    /// The new user's place in its platform's listing.
+    Member,
     /// A token's owner is active (and under its cap, for a capped family).
     Owner,
     /// A new token record's id is free.
@@ -232,8 +236,8 @@ pub(super) fn set_and_remove(sets: &[impl AsRef<str>], removes: &[impl AsRef<str
 }
 
 /// Attribute values of one expression, built with `value(":name", v)`.
-pub(super) fn values<const N: usize>(
-    pairs: [(&str, AttributeValue); N],
+pub(super) fn values<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, AttributeValue)>,
 ) -> Option<HashMap<String, AttributeValue>> {
     Some(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }

@@ -10,7 +10,7 @@ use crate::clock::{EpochMs, EpochSeconds};
 use crate::domain::{UserId, UserStatus};
 use crate::metrics;
 use crate::store::item::{
-    abilities_value, child_item, n, s, token_item, Key, ENABLED, METER_ATTRIBUTES,
+    abilities_value, child_item, n, s, token_item, Key, ENABLED, META, METER_ATTRIBUTES,
 };
 use crate::store::{
     Fault, NewToken, Owner, Predecessor, Refusal, RollOutcome, Rolls, StoreError, TokenRecord,
@@ -23,7 +23,7 @@ use super::meters::meter_as_read;
 use super::DynamoStore;
 use crate::model::{Audit, Written};
 
-/// [`meter_as_read`] of a token's meter, and its name, abilities and `enabled` as read: what a
+/// [`meter_as_read`] of a token's meter, and its name, abilities, `enabled` and meta as read: what a
 /// roll hands on (an update racing the roll sends it back for a fresh read, so a narrowing of
 /// abilities is never undone by a successor made from the wider ones).
 pub(super) fn record_as_read(
@@ -43,7 +43,15 @@ pub(super) fn record_as_read(
         expression_values.insert(":disabled".into(), AttributeValue::Bool(false));
         "#enabled = :disabled"
     };
-    format!("{meter} AND {enabled}")
+    expression_names.insert("#meta".into(), META.into());
+    let meta = match &record.meta {
+        Some(meta) => {
+            expression_values.insert(":meta".into(), s(meta.to_json()));
+            "#meta = :meta"
+        }
+        None => "attribute_not_exists(#meta)",
+    };
+    format!("{meter} AND {enabled} AND {meta}")
 }
 
 impl DynamoStore {
@@ -120,6 +128,7 @@ impl Rolls for DynamoStore {
             record.expires_at = predecessor.expires_at;
             record.meter = predecessor.meter;
             record.enabled = predecessor.enabled;
+            record.meta = predecessor.meta.clone();
             record.predecessor = (until > now_s).then_some(Predecessor {
                 id: predecessor.id,
                 until,

@@ -14,7 +14,8 @@ use crate::domain::{UserId, UserStatus};
 use crate::metrics;
 use crate::store::item::{
     abilities_value, child_from_item, child_item, child_prefix, is_void, n, s, token_from_item,
-    token_item, token_sort_prefix, user_from_item, void_item, Item, Key, ENABLED, SK,
+    token_item, token_sort_prefix, user_from_item, void_item, Item, Key, ENABLED, META, SK,
+    TOKEN_PREFIX,
 };
 use crate::store::{
     Directory, Fault, Found, NewToken, Owner, Refusal, StoreError, TokenAddress, TokenChange,
@@ -27,6 +28,25 @@ use super::DynamoStore;
 use crate::model::{Audit, Written};
 
 impl DynamoStore {
+    /// The user's live tokens whose sort keys begin with `prefix` (one strongly consistent
+    /// Query).
+    async fn live_tokens(
+        &self,
+        user: UserId,
+        prefix: &str,
+        now: EpochMs,
+    ) -> Result<Vec<TokenRecord>, Fault> {
+        let items = self.query_tokens(user, prefix, None).await?;
+        let mut live = Vec::with_capacity(items.len());
+        for item in items.iter().filter(|item| !is_void(item)) {
+            let record = token_from_item(item)?;
+            if record.state(now) == TokenState::Live {
+                live.push(record);
+            }
+        }
+        Ok(live)
+    }
+
     /// Settles a new token's creation (or roll) whose transaction's outcome stayed unknown:
     /// `true` when its record is stored. Otherwise its key is taken by a void item first, so
     /// the transaction, should an attempt of it still be on its way, can never commit (its put
@@ -240,23 +260,18 @@ impl Tokens for DynamoStore {
         }
     }
 
+    async fn list_all_tokens(&self, user: UserId, now: EpochMs) -> Result<Vec<TokenRecord>, Fault> {
+        self.live_tokens(user, TOKEN_PREFIX, now).await
+    }
+
     async fn list_tokens(
         &self,
         user: UserId,
         family: TokenFamily,
         now: EpochMs,
     ) -> Result<Vec<TokenRecord>, Fault> {
-        let items = self
-            .query_tokens(user, &token_sort_prefix(family), None)
-            .await?;
-        let mut live = Vec::with_capacity(items.len());
-        for item in items.iter().filter(|item| !is_void(item)) {
-            let record = token_from_item(item)?;
-            if record.state(now) == TokenState::Live {
-                live.push(record);
-            }
-        }
-        Ok(live)
+        self.live_tokens(user, &token_sort_prefix(family), now)
+            .await
     }
 
     async fn children(&self, parent: PublicTokenId) -> Result<Vec<TokenAddress>, Fault> {
@@ -343,6 +358,17 @@ impl Tokens for DynamoStore {
         if fields.enabled.is_some() {
             expression_names.insert("#enabled".to_string(), ENABLED.to_string());
         }
+        match &fields.meta {
+            Some(Some(meta)) => {
+                sets.push("#meta = :meta");
+                expression_values.insert(":meta".into(), s(meta.to_json()));
+            }
+            Some(None) => removes.push("#meta"),
+            None => {}
+        }
+        if fields.meta.is_some() {
+            expression_names.insert("#meta".to_string(), META.to_string());
+        }
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(
@@ -365,6 +391,9 @@ impl Tokens for DynamoStore {
         }
         if let Some(enabled) = fields.enabled {
             updated.enabled = enabled;
+        }
+        if let Some(meta) = &fields.meta {
+            updated.meta = meta.clone();
         }
         let event = audit.event(&Written::TokenUpdated { record, fields });
         let written = self

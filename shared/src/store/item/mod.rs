@@ -7,6 +7,9 @@
 //! | user       | `USER#<id>`                 | `PROFILE`               |
 //! | email      | `EMAIL#<platform>#<lower>`  | `EMAIL`                 |
 //! | customer   | `CUSTOMER#<12 digits>`      | `CUSTOMER`              |
+//! | external id| `EXTERNAL#<platform>#<id>`  | `EXTERNAL`              |
+//! | member     | `MEMBERS#<platform>`        | `USER#<20-digit id>`    |
+//! | registry   | `PLATFORMS`                 | `PLATFORM#<20-digit id>`|
 //! | token      | `USER#<owner id>`           | `TOKEN#<family>#<id>`   |
 //! | retired    | `USER#<owner id>`           | `GONE#<family>#<id>`    |
 //! | child      | `USER#<parent's owner>`     | `CHILD#<parent id>#<child's public id>#<family>` |
@@ -35,7 +38,8 @@ use super::{Fault, Leak, Platform, Predecessor, Revocation, TokenAddress, TokenR
 use crate::audit::Event;
 use crate::clock::EpochMs;
 use crate::domain::{
-    Abilities, CustomerId, PlatformId, Role, UserId, UserStatus, Workspace, WorkspaceStatus,
+    Abilities, CustomerId, ExternalId, Meta, PlatformId, Role, UserId, UserStatus, Workspace,
+    WorkspaceStatus,
 };
 use crate::limits::{Credits, Interval, Limits, Meter, RateLimit, Refill};
 use crate::token::{CapCounter, PublicTokenId, TokenFamily, TokenHash, TokenId, TokenKind};
@@ -206,6 +210,31 @@ impl Key {
         Key::fixed(format!("CUSTOMER#{}", customer.as_str()), "CUSTOMER")
     }
 
+    /// A user's external id, unique within its platform (the id may hold any character but
+    /// controls; the platform's number ends at the first `#`).
+    pub fn external(platform: PlatformId, external: &ExternalId) -> Key {
+        Key::fixed(
+            format!("EXTERNAL#{platform}#{}", external.as_str()),
+            "EXTERNAL",
+        )
+    }
+
+    /// A platform's place in the registry of platforms (ids zero-padded, so they sort).
+    pub fn registered(platform: PlatformId) -> Key {
+        Key {
+            pk: PLATFORMS.into(),
+            sk: format!("PLATFORM#{:020}", platform.0),
+        }
+    }
+
+    /// A user's place in its platform's directory listing (ids zero-padded, so they sort).
+    pub fn member(platform: PlatformId, user: UserId) -> Key {
+        Key {
+            pk: members_partition(platform),
+            sk: format!("USER#{:020}", user.0),
+        }
+    }
+
     pub fn token(user: UserId, family: TokenFamily, id: TokenId) -> Key {
         Key {
             pk: user_partition(user),
@@ -251,6 +280,13 @@ impl Key {
     }
 }
 
+/// The partition of the platforms' registry items.
+pub(super) const PLATFORMS: &str = "PLATFORMS";
+
+pub(super) fn members_partition(platform: PlatformId) -> String {
+    format!("MEMBERS#{platform}")
+}
+
 pub(super) fn user_partition(id: UserId) -> String {
     format!("USER#{id}")
 }
@@ -260,9 +296,12 @@ pub(super) fn child_prefix(parent: TokenId) -> String {
     format!("{CHILD_PREFIX}{parent}#")
 }
 
+/// Sort-key prefix of every live token inside the owner's partition.
+pub(super) const TOKEN_PREFIX: &str = "TOKEN#";
+
 /// Sort-key prefix of one family's tokens inside the owner's partition.
 pub fn token_sort_prefix(family: TokenFamily) -> String {
-    format!("TOKEN#{}#", family.key_segment())
+    format!("{TOKEN_PREFIX}{}#", family.key_segment())
 }
 
 pub(super) fn s(value: impl Into<String>) -> AttributeValue {
@@ -281,7 +320,12 @@ fn keyed(key: &Key, kind: &str) -> Item {
 }
 
 pub(super) fn platform_item(platform: &Platform) -> Item {
-    let mut item = keyed(&Key::platform(platform.id), "platform");
+    platform_item_at(&Key::platform(platform.id), platform)
+}
+
+/// A platform's attributes under `key`: its own item, or its registry item.
+pub(super) fn platform_item_at(key: &Key, platform: &Platform) -> Item {
+    let mut item = keyed(key, "platform");
     item.insert("id".into(), n(platform.id.0));
     item.insert("name".into(), s(&platform.name));
     item.insert("created_at".into(), n(platform.created_at_ms));
@@ -308,6 +352,10 @@ pub(super) fn user_item(user: &User) -> Item {
     if let Some(customer) = &user.customer_id {
         item.insert("customer_id".into(), s(customer.as_str()));
     }
+    if let Some(external) = &user.external_id {
+        item.insert(EXTERNAL_ID.into(), s(external.as_str()));
+    }
+    insert_meta(&mut item, user.meta.as_ref());
     let workspaces = user
         .workspaces
         .iter()
@@ -365,6 +413,13 @@ pub(super) fn user_from_item(item: &Item) -> Result<User, Fault> {
             .optional_string("customer_id")?
             .map(|c| CustomerId::parse(&c).ok_or_else(|| corrupt("customer_id", "12 digits")))
             .transpose()?,
+        external_id: r
+            .optional_string(EXTERNAL_ID)?
+            .map(|x| {
+                ExternalId::parse(&x).ok_or_else(|| corrupt(EXTERNAL_ID, "1 to 128 characters"))
+            })
+            .transpose()?,
+        meta: meta_from_item(item)?,
         workspaces,
         permanent_generation: r.number("permanent_generation")?,
         permanent_issued: matches!(
@@ -374,6 +429,29 @@ pub(super) fn user_from_item(item: &Item) -> Result<User, Fault> {
         created_at_ms: r.number("created_at")?,
         meter: meter_from_item(item)?,
     })
+}
+
+/// The platform's id of a user, and the data a platform keeps on a user or a token (an
+/// object, as compact JSON).
+const EXTERNAL_ID: &str = "external_id";
+pub(super) const META: &str = "meta";
+
+fn insert_meta(item: &mut Item, meta: Option<&Meta>) {
+    if let Some(meta) = meta {
+        item.insert(META.into(), s(meta.to_json()));
+    }
+}
+
+fn meta_from_item(item: &Item) -> Result<Option<Meta>, Fault> {
+    Reader(item)
+        .optional_string(META)?
+        .map(|text| {
+            serde_json::from_str(&text)
+                .ok()
+                .and_then(|value| Meta::parse(&value).ok())
+                .ok_or_else(|| corrupt(META, "a JSON object of at most 1 KiB"))
+        })
+        .transpose()
 }
 
 /// Abilities as stored: a list of strings.
@@ -444,6 +522,7 @@ pub(super) fn token_item_at(key: &Key, token: &TokenRecord) -> Item {
                 .map(|(k, v)| (k.into(), v)),
         );
     }
+    insert_meta(&mut item, token.meta.as_ref());
     item
 }
 
@@ -484,6 +563,7 @@ pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, Fault> {
             Some("deleted") => Some(Revocation::Deleted),
             Some("rolled") => Some(Revocation::Rolled),
             Some("self_revoked") => Some(Revocation::SelfRevoked),
+            Some("admin_revoked") => Some(Revocation::AdminRevoked),
             Some("leaked") => Some(Revocation::Leaked(Leak {
                 url: r.optional_string(LEAK_URL)?,
                 source: r.optional_string(LEAK_SOURCE)?,
@@ -515,6 +595,7 @@ pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, Fault> {
             None => None,
         },
         meter: meter_from_item(item)?,
+        meta: meta_from_item(item)?,
     })
 }
 

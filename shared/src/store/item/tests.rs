@@ -43,6 +43,8 @@ fn user() -> User {
             window_start: 1_736_332_200,
             window_used: 3,
         }),
+        external_id: None,
+        meta: None,
     }
 }
 
@@ -81,6 +83,7 @@ fn token(kind: TokenKind) -> TokenRecord {
             },
             ..Meter::default()
         }),
+        meta: None,
     }
 }
 
