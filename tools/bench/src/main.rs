@@ -435,7 +435,7 @@ async fn main() {
 
     println!("Handlers in-process vs the raw DynamoDB operations each route must make (DynamoDB Local, {requests} requests per cell)");
     println!(
-        "{:<34} {:>4} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7}",
+        "{:<40} {:>4} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7}",
         "route",
         "conc",
         "p50 ms",
@@ -466,7 +466,7 @@ async fn main() {
             let (raw, _) = run(requests, concurrency, scenario.raw.clone()).await;
             let ratio = handled.p50.as_secs_f64() / raw.p50.as_secs_f64();
             println!(
-                "{:<34} {:>4} {:>9} {:>9} {:>9.0} {:>9} {:>9} {:>9.0} {:>7.2} {:>7.2}{}",
+                "{:<40} {:>4} {:>9} {:>9} {:>9.0} {:>9} {:>9} {:>9.0} {:>7.2} {:>7.2}{}",
                 scenario.name,
                 concurrency,
                 ms(handled.p50),
