@@ -143,6 +143,11 @@ STEPS = [
     ("users-get", 200, lambda b: b["data"]["id"] == 1002, None),
     ("user-get", 200, lambda b: b["data"]["external_id"] == "crm-1002", None),
     ("user-patch", 200, lambda b: b["data"]["meta"] == {"plan": "enterprise"}, None),
+    # Another system's keys for 1002: a Sanctum plaintext by id, an export's hash by external
+    # id, the first again (existing), and an entry with an unknown owner and a bad hash.
+    ("tokens-import-post", 200,
+     lambda b: [e["status"] for e in b["data"]] == ["imported", "imported", "existing", "error"]
+     and b["data"][2]["id"] == b["data"][0]["id"] and "error" in b["data"][3], None),
     ("user-tokens-post", 201,
      lambda b: b["data"]["kind"] == "api_key" and b["data"]["meta"] == {"env": "prod"}, "USER_TOKEN_ID"),
     ("user-tokens-get", 200,

@@ -102,6 +102,7 @@ impl Change {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     TokenCreated,
+    TokenImported,
     TokenRolled,
     TokenUpdated,
     TokenRevoked,
@@ -116,6 +117,7 @@ pub enum Action {
 
 crate::domain::named!(Action {
     TokenCreated => "token.created",
+    TokenImported => "token.imported",
     TokenRolled => "token.rolled",
     TokenUpdated => "token.updated",
     TokenRevoked => "token.revoked",

@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::limits::{self, Meter, Usage};
 use crate::model::{Identity, OfPlatform};
 use crate::store::{Fault, Owner, Store, TokenRecord, TokenState, LAST_USED_RESOLUTION_MS};
-use crate::token::{self, PublicTokenId, TokenId, TokenKind};
+use crate::token::{self, ParsedToken, PublicTokenId, TokenFormat, TokenId, TokenKind};
 
 pub use crate::domain::MANAGE_TOKENS;
 
@@ -234,16 +234,22 @@ impl Verification {
 /// profile, so it holds for every token at once).
 pub async fn verify(
     store: &dyn Store,
+    format: &TokenFormat,
     presented: &str,
     now: EpochMs,
 ) -> Result<Verification, Fault> {
-    let verification = check(store, presented, now).await?;
+    let verification = check(store, format, presented, now).await?;
     crate::metrics::verified(verification.code.as_str());
     Ok(verification)
 }
 
 /// [`verify`] without the metric.
-async fn check(store: &dyn Store, presented: &str, now: EpochMs) -> Result<Verification, Fault> {
+async fn check(
+    store: &dyn Store,
+    format: &TokenFormat,
+    presented: &str,
+    now: EpochMs,
+) -> Result<Verification, Fault> {
     let not_found = Verification {
         code: VerificationCode::NotFound,
         record: None,
@@ -253,7 +259,7 @@ async fn check(store: &dyn Store, presented: &str, now: EpochMs) -> Result<Verif
         owner_identity: Identity::default(),
         meter_holder: None,
     };
-    let Ok(parsed) = token::parse(presented) else {
+    let Some(parsed) = resolve(store, format, presented).await? else {
         return Ok(not_found);
     };
     let (record, owner) = store
@@ -311,14 +317,42 @@ async fn check(store: &dyn Store, presented: &str, now: EpochMs) -> Result<Verif
     })
 }
 
+/// What a presented string names: a token of an accepted prefix, parsed offline (a string of a
+/// native token's shape whose checksum does not hold names nothing, and is never read); any
+/// other string, the imported token the SHA-256 of its secret points to (one GetItem, see
+/// [`token::foreign_hash`]).
+async fn resolve(
+    store: &dyn Store,
+    format: &TokenFormat,
+    presented: &str,
+) -> Result<Option<ParsedToken>, Fault> {
+    if let Ok(parsed) = format.parse(presented) {
+        return Ok(Some(parsed));
+    }
+    let foreign = token::foreign_hash(presented).filter(|_| !format.looks_native(presented));
+    let Some(hash) = foreign else {
+        return Ok(None);
+    };
+    Ok(store
+        .find_imported(&hash)
+        .await?
+        .map(|address| ParsedToken {
+            kind: TokenKind::ApiKey,
+            user_id: address.user_id,
+            token_id: address.id,
+            hash,
+        }))
+}
+
 /// Authenticates a request's token. Every failure is the same 401, so a caller learns nothing
 /// about which check failed.
 pub async fn authenticate(
     store: &dyn Store,
+    format: &TokenFormat,
     presented: Option<&str>,
     now: EpochMs,
 ) -> Result<Principal, ApiError> {
-    authenticated(store, presented, now)
+    authenticated(store, format, presented, now)
         .await
         .map(|(principal, _)| principal)
 }
@@ -326,10 +360,12 @@ pub async fn authenticate(
 /// [`authenticate`], with the verification it made (the records it read).
 pub async fn authenticated(
     store: &dyn Store,
+    format: &TokenFormat,
     presented: Option<&str>,
     now: EpochMs,
 ) -> Result<(Principal, Verification), ApiError> {
-    let verification = verify(store, presented.ok_or(ApiError::Unauthenticated)?, now).await?;
+    let presented = presented.ok_or(ApiError::Unauthenticated)?;
+    let verification = verify(store, format, presented, now).await?;
     Ok((principal(&verification)?, verification))
 }
 

@@ -10,7 +10,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 
-use crate::token::{CapCounter, PermanentKey, TokenFamily};
+use crate::token::{CapCounter, PermanentKey, Prefix, TokenFamily, TokenFormat};
 use crate::trust::TrustRoots;
 
 /// Default for `MAX_TOKENS_PER_USER`.
@@ -40,6 +40,16 @@ pub enum ConfigError {
     BadAuditRetention(String),
     #[error("TLS_TRUST_ROOTS must be `amazon` (the default) or `system`, got {0:?}")]
     BadTrustRoots(String),
+    #[error(
+        "{0} must be 2 to 12 characters, a lowercase letter then lowercase letters or digits \
+         (ACCEPTED_TOKEN_PREFIXES: such prefixes separated by commas), got {1:?}"
+    )]
+    BadTokenPrefix(&'static str, String),
+    #[error(
+        "ACCEPTED_TOKEN_PREFIXES must include TOKEN_PREFIX ({0}), or the tokens minted would not \
+         be accepted"
+    )]
+    PrefixNotAccepted(String),
 }
 
 /// Settings every function shares.
@@ -57,11 +67,15 @@ pub struct Config {
     /// `SECRET_SCANNING_KEYS` as set: the public keys that sign secret-scanning reports (read by
     /// the leak-response function, which parses them at its cold start).
     pub secret_scanning_keys: Option<String>,
+    /// The prefix new tokens carry (`TOKEN_PREFIX`) and those verification accepts
+    /// (`ACCEPTED_TOKEN_PREFIXES`).
+    pub token_format: TokenFormat,
 }
 
 impl Config {
     /// Reads `TABLE_NAME`, `MAX_TOKENS_PER_USER`, `MAX_CUSTOMER_TOKENS_PER_USER`,
-    /// `TLS_TRUST_ROOTS` and (when present) `PERMANENT_TOKEN_KEY` and `SECRET_SCANNING_KEYS`.
+    /// `TLS_TRUST_ROOTS`, `TOKEN_PREFIX`, `ACCEPTED_TOKEN_PREFIXES` and (when present)
+    /// `PERMANENT_TOKEN_KEY` and `SECRET_SCANNING_KEYS`.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|name| std::env::var(name).ok())
     }
@@ -103,7 +117,9 @@ impl Config {
                 Some(PermanentKey::new(key.as_bytes()).ok_or(ConfigError::ShortPermanentKey)?)
             }
         };
+        let token_format = token_format(&lookup)?;
         Ok(Config {
+            token_format,
             table_name,
             max_tokens_per_user,
             max_customer_tokens_per_user,
@@ -129,6 +145,30 @@ impl Config {
             .as_ref()
             .ok_or(ConfigError::MissingPermanentKey)
     }
+}
+
+/// `TOKEN_PREFIX` (default `tkn`) and `ACCEPTED_TOKEN_PREFIXES` (default: the prefix alone), from
+/// any source of variables.
+pub fn token_format(lookup: &impl Fn(&str) -> Option<String>) -> Result<TokenFormat, ConfigError> {
+    let set = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+    let prefix = match set("TOKEN_PREFIX") {
+        None => Prefix::default(),
+        Some(text) => {
+            Prefix::parse(text.trim()).ok_or(ConfigError::BadTokenPrefix("TOKEN_PREFIX", text))?
+        }
+    };
+    let Some(list) = set("ACCEPTED_TOKEN_PREFIXES") else {
+        return Ok(TokenFormat::new(prefix, []));
+    };
+    let accepted = list
+        .split(',')
+        .map(|item| Prefix::parse(item.trim()))
+        .collect::<Option<Vec<Prefix>>>()
+        .ok_or_else(|| ConfigError::BadTokenPrefix("ACCEPTED_TOKEN_PREFIXES", list.clone()))?;
+    if !accepted.contains(&prefix) {
+        return Err(ConfigError::PrefixNotAccepted(prefix.to_string()));
+    }
+    Ok(TokenFormat::new(prefix, accepted))
 }
 
 /// Builds the DynamoDB client once per cold start, trusting `roots`, with deliberate timeouts
@@ -256,5 +296,47 @@ mod tests {
         ])
         .unwrap();
         assert!(c.permanent_key().is_ok());
+    }
+
+    #[test]
+    fn token_prefixes_default_validate_and_must_accept_the_prefix() {
+        let c = config(&[("TABLE_NAME", "t")]).unwrap();
+        assert_eq!(c.token_format, TokenFormat::default());
+        let prefixes = |c: &Config| -> Vec<String> {
+            c.token_format
+                .accepted()
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        };
+        let c = config(&[("TABLE_NAME", "t"), ("TOKEN_PREFIX", "acme")]).unwrap();
+        assert_eq!(prefixes(&c), ["acme"]);
+        let c = config(&[
+            ("TABLE_NAME", "t"),
+            ("TOKEN_PREFIX", "acme"),
+            ("ACCEPTED_TOKEN_PREFIXES", "tkn, acme,tkn"),
+        ])
+        .unwrap();
+        assert_eq!(prefixes(&c), ["acme", "tkn"]);
+        for bad in ["A", "1x", "x", "tkn_", "abcdefghijklm"] {
+            assert!(matches!(
+                config(&[("TABLE_NAME", "t"), ("TOKEN_PREFIX", bad)]),
+                Err(ConfigError::BadTokenPrefix("TOKEN_PREFIX", _))
+            ));
+        }
+        for bad in ["tkn,", "tkn,,acme", "tkn;acme"] {
+            assert!(matches!(
+                config(&[("TABLE_NAME", "t"), ("ACCEPTED_TOKEN_PREFIXES", bad)]),
+                Err(ConfigError::BadTokenPrefix("ACCEPTED_TOKEN_PREFIXES", _))
+            ));
+        }
+        assert!(matches!(
+            config(&[
+                ("TABLE_NAME", "t"),
+                ("TOKEN_PREFIX", "acme"),
+                ("ACCEPTED_TOKEN_PREFIXES", "tkn")
+            ]),
+            Err(ConfigError::PrefixNotAccepted(prefix)) if prefix == "acme"
+        ));
     }
 }

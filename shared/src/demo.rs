@@ -10,7 +10,7 @@ use crate::domain::{
 };
 use crate::mint::mint_plaintext;
 use crate::store::{NewUser, Owner, Refusal, Store, StoreError, User};
-use crate::token::TokenKind;
+use crate::token::{TokenFormat, TokenKind};
 
 pub const ADMIN_ID: UserId = UserId(1001);
 pub const USER_ID: UserId = UserId(1002);
@@ -30,7 +30,12 @@ pub struct Demo {
 
 /// Creates the demo directory unless its admin exists (so it is safe on a persistent table),
 /// then mints fresh keys.
-pub async fn seed(store: &dyn Store, cap: u32, now: EpochMs) -> Result<Demo, StoreError> {
+pub async fn seed(
+    store: &dyn Store,
+    format: &TokenFormat,
+    cap: u32,
+    now: EpochMs,
+) -> Result<Demo, StoreError> {
     let admin = match store.get_user(ADMIN_ID).await? {
         Some(admin) => admin,
         None => {
@@ -89,8 +94,8 @@ pub async fn seed(store: &dyn Store, cap: u32, now: EpochMs) -> Result<Demo, Sto
         .get_user(USER_ID)
         .await?
         .ok_or(Refusal::UserNotFound)?;
-    let admin_key = api_key(store, &admin, cap).await?;
-    let user_key = api_key(store, &user, cap).await?;
+    let admin_key = api_key(store, format, &admin, cap).await?;
+    let user_key = api_key(store, format, &user, cap).await?;
     Ok(Demo {
         admin,
         user,
@@ -100,9 +105,15 @@ pub async fn seed(store: &dyn Store, cap: u32, now: EpochMs) -> Result<Demo, Sto
 }
 
 /// A full-access API key for `owner` (named `demo`), as plaintext.
-pub async fn api_key(store: &dyn Store, owner: &User, cap: u32) -> Result<String, StoreError> {
+pub async fn api_key(
+    store: &dyn Store,
+    format: &TokenFormat,
+    owner: &User,
+    cap: u32,
+) -> Result<String, StoreError> {
     mint_plaintext(
         store,
+        format,
         Owner::from(owner),
         TokenKind::ApiKey,
         TokenName::parse("demo").expect("a valid name"),

@@ -6,7 +6,7 @@ use crate::clock::{EpochMs, EpochSeconds};
 use crate::domain::{Abilities, Meta, TokenName};
 use crate::error::ApiError;
 use crate::store::{NewToken, Owner, Refusal, RollOutcome, Store, StoreError, TokenRecord};
-use crate::token::{self, PublicTokenId, TokenKind, TokenSecret};
+use crate::token::{PublicTokenId, TokenFormat, TokenKind, TokenSecret};
 
 /// What to mint.
 #[derive(Clone, Debug)]
@@ -54,15 +54,17 @@ pub struct Minted {
     pub record: TokenRecord,
 }
 
-/// Generates a token for `owner` and stores its hash, within the per-user cap.
+/// Generates a token of `format`'s prefix for `owner` and stores its hash, within the per-user
+/// cap.
 pub async fn mint(
     store: &dyn Store,
+    format: &TokenFormat,
     owner: Owner,
     request: MintRequest,
     cap: u32,
     now: EpochMs,
 ) -> Result<Minted, StoreError> {
-    let (minted, ()) = issue(owner, &request, now, |new| {
+    let (minted, ()) = issue(format, owner, &request, now, |new| {
         store.create_token(owner, new, cap, &request.change, now)
     })
     .await?;
@@ -87,15 +89,17 @@ pub enum Roll {
 
 /// Replaces `owner`'s live token `predecessor` by a successor minted as `request`, in one
 /// transaction (see [`crate::store::Rolls::roll_token`]); the predecessor works until `grace_end`.
+/// The successor carries `format`'s prefix, whatever the predecessor's.
 pub async fn roll(
     store: &dyn Store,
+    format: &TokenFormat,
     owner: Owner,
     predecessor: &TokenRecord,
     request: MintRequest,
     grace_end: EpochSeconds,
     now: EpochMs,
 ) -> Result<Roll, StoreError> {
-    let (minted, outcome) = issue(owner, &request, now, |new| {
+    let (minted, outcome) = issue(format, owner, &request, now, |new| {
         store.roll_token(owner, predecessor, new, grace_end, &request.change, now)
     })
     .await?;
@@ -120,6 +124,7 @@ pub async fn roll(
 /// record id is taken: an id clashes only with one of the same owner, family and millisecond
 /// sharing 32 random bits.
 async fn issue<T, F, Fut>(
+    format: &TokenFormat,
     owner: Owner,
     request: &MintRequest,
     now: EpochMs,
@@ -130,7 +135,7 @@ where
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
     for _ in 0..3 {
-        let issued = token::generate(request.kind, owner.id, now);
+        let issued = format.generate(request.kind, owner.id, now);
         let new = NewToken {
             parsed: issued.parsed,
             name: request.name.as_str().to_string(),
@@ -139,6 +144,7 @@ where
             expires_at: request.expires_at,
             parent_id: request.parent_id,
             meta: request.meta.clone(),
+            imported: false,
         };
         let record = new.record(owner);
         match store_it(new).await {
@@ -160,6 +166,7 @@ where
 /// the tests' shortcut around a route.
 pub async fn mint_plaintext(
     store: &dyn Store,
+    format: &TokenFormat,
     owner: Owner,
     kind: TokenKind,
     name: TokenName,
@@ -175,6 +182,6 @@ pub async fn mint_plaintext(
         meta: None,
         change: Change::operator(),
     };
-    let minted = mint(store, owner, request, cap, crate::clock::now_ms()).await?;
+    let minted = mint(store, format, owner, request, cap, crate::clock::now_ms()).await?;
     Ok(minted.secret.expose().to_string())
 }

@@ -141,6 +141,9 @@ pub struct TokenRecord {
     pub meter: Option<Meter>,
     /// The platform's own data on the token (set at creation, changed by an update).
     pub meta: Option<Meta>,
+    /// Brought over from another system (`POST /api/v1/tokens/import`): its hash is the SHA-256
+    /// of the secret the holder presents, found through its import pointer.
+    pub imported: bool,
 }
 
 /// The token a successor replaced, and when that one stops working (epoch seconds): until
@@ -414,6 +417,8 @@ pub struct NewToken {
     pub expires_at: Option<u64>,
     pub parent_id: Option<PublicTokenId>,
     pub meta: Option<Meta>,
+    /// Another system's token, stored with its import pointer (see [`TokenRecord::imported`]).
+    pub imported: bool,
 }
 
 impl NewToken {
@@ -438,6 +443,7 @@ impl NewToken {
             predecessor: None,
             meter: None,
             meta: self.meta.clone(),
+            imported: self.imported,
         }
     }
 }
@@ -473,6 +479,16 @@ pub enum PermanentGeneration {
     Next,
 }
 
+/// The permanent token that works after [`crate::store::PermanentKeys::issue_permanent_token`]:
+/// its generation, and which of the candidates `derive` made for it carries the stored hash (the
+/// one of the prefix it was issued under; a new generation is always the first, the minting
+/// prefix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkingPermanent {
+    pub generation: u32,
+    pub candidate: usize,
+}
+
 /// A record that belongs to one platform (tenant).
 pub trait OfPlatform {
     fn platform(&self) -> PlatformId;
@@ -501,6 +517,8 @@ pub enum Written<'a> {
         status: UserStatus,
     },
     TokenCreated(&'a TokenRecord),
+    /// A token of another system, brought over with its secret's hash.
+    TokenImported(&'a TokenRecord),
     /// The predecessor (as it was before the roll) works until `until` (epoch seconds).
     TokenRolled {
         predecessor: &'a TokenRecord,

@@ -48,9 +48,12 @@ impl Audit for Change {
                     details(changed),
                 )
             }
-            Written::TokenCreated(record) => Event::new(
+            Written::TokenCreated(record) | Written::TokenImported(record) => Event::new(
                 self,
-                Action::TokenCreated,
+                match written {
+                    Written::TokenImported(_) => Action::TokenImported,
+                    _ => Action::TokenCreated,
+                },
                 record.platform_id,
                 target(record),
                 details([

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::audit::Change;
-use crate::auth::{authenticate, authenticated, Principal};
+use crate::auth::{authenticate, authenticated, verify, Principal, Verification};
 use crate::clock::EpochMs;
 use crate::config::{dynamodb_client_for, Config};
 use crate::domain::{Abilities, PlatformId};
@@ -11,9 +11,9 @@ use crate::error::ApiError;
 use crate::limits::Usage;
 use crate::mint::{mint, MintRequest, Minted};
 use crate::store::{
-    DynamoStore, NewToken, Owner, PermanentGeneration, Refusal, Store, StoreError, User,
+    DynamoStore, Fault, NewToken, Owner, PermanentGeneration, Refusal, Store, StoreError, User,
 };
-use crate::token::{IssuedToken, PermanentKey};
+use crate::token::{IssuedToken, PermanentKey, Prefix};
 
 /// The store and configuration every handler takes.
 #[derive(Clone)]
@@ -58,7 +58,8 @@ impl Service {
         now: EpochMs,
     ) -> Result<Minted, StoreError> {
         let cap = self.config.cap(request.kind.family());
-        mint(self.store.as_ref(), owner, request, cap, now).await
+        let format = &self.config.token_format;
+        mint(self.store.as_ref(), format, owner, request, cap, now).await
     }
 
     /// Mints a service key of `platform`, owned by its service account (written on first use;
@@ -98,12 +99,29 @@ impl Service {
         change: &Change,
         now: EpochMs,
     ) -> Result<IssuedToken, StoreError> {
-        let derive = |generation| permanent_record(key, user, generation, now);
-        let generation = self
+        let prefixes = self.config.token_format.accepted();
+        let derive = |generation| {
+            prefixes
+                .iter()
+                .map(|prefix| permanent_record(key, prefix, user, generation, now))
+                .collect()
+        };
+        let working = self
             .store
             .issue_permanent_token(user, &derive, wanted, change, now)
             .await?;
-        Ok(key.derive(user.id, generation))
+        Ok(key.derive(&prefixes[working.candidate], user.id, working.generation))
+    }
+
+    /// What a presented token is and whether it works (see [`crate::auth::verify`]).
+    pub async fn verify(&self, presented: &str, now: EpochMs) -> Result<Verification, Fault> {
+        verify(
+            self.store.as_ref(),
+            &self.config.token_format,
+            presented,
+            now,
+        )
+        .await
     }
 
     /// Authenticates a request's token and, when its `last_used_at` is stale (unset or older
@@ -117,7 +135,8 @@ impl Service {
         presented: Option<&str>,
         now: EpochMs,
     ) -> Result<Principal, ApiError> {
-        let principal = authenticate(self.store.as_ref(), presented, now).await?;
+        let format = &self.config.token_format;
+        let principal = authenticate(self.store.as_ref(), format, presented, now).await?;
         self.record_use(&principal, now).await;
         Ok(principal)
     }
@@ -131,7 +150,9 @@ impl Service {
         presented: Option<&str>,
         now: EpochMs,
     ) -> Result<(Principal, Usage), ApiError> {
-        let (principal, verification) = authenticated(self.store.as_ref(), presented, now).await?;
+        let format = &self.config.token_format;
+        let (principal, verification) =
+            authenticated(self.store.as_ref(), format, presented, now).await?;
         // A service key is the platform's credential for this service, never for its API.
         if principal.is_service_key() {
             return Err(ApiError::Unauthenticated);
@@ -165,16 +186,23 @@ impl Service {
     }
 }
 
-/// The record of `user`'s permanent token of `generation`.
-fn permanent_record(key: &PermanentKey, user: &User, generation: u32, now: EpochMs) -> NewToken {
+/// The record of `user`'s permanent token of `generation` under `prefix`.
+fn permanent_record(
+    key: &PermanentKey,
+    prefix: &Prefix,
+    user: &User,
+    generation: u32,
+    now: EpochMs,
+) -> NewToken {
     NewToken {
-        parsed: key.derive(user.id, generation).parsed,
+        parsed: key.derive(prefix, user.id, generation).parsed,
         name: "permanent".into(),
         abilities: Abilities::full(),
         created_at_ms: now.0,
         expires_at: None,
         parent_id: None,
         meta: None,
+        imported: false,
     }
 }
 

@@ -2,9 +2,10 @@
 //!
 //! A token looks like `tkna_<57 base62 characters><6 base62 characters>`:
 //!
-//! * `tkn` is the product prefix secret scanners look for, the fourth letter is the kind
-//!   (`a` API key, `p` personal access token, `w` white-label token, `c` customer token,
-//!   `u` permanent user token, `s` service key), then `_`;
+//! * `tkn` is the deployment's prefix (`TOKEN_PREFIX`, see [`TokenFormat`]), which secret
+//!   scanners look for; the letter after it is the kind (`a` API key, `p` personal access
+//!   token, `w` white-label token, `c` customer token, `u` permanent user token, `s` service
+//!   key), then `_`;
 //! * 57 base62 characters encode 42 bytes, read as one big-endian number: the secret (24 bytes,
 //!   192 bits from the OS CSPRNG), the owner's user id (8 bytes) and the token record id
 //!   (10 bytes: 48 bits of milliseconds since the epoch then 32 random bits);
@@ -23,15 +24,178 @@ use subtle::ConstantTimeEq;
 use crate::clock::EpochMs;
 use crate::domain::UserId;
 
-const PREFIX: &str = "tkn";
 const PAYLOAD_BYTES: usize = 8 + TokenId::LEN + SECRET_BYTES;
 const SECRET_BYTES: usize = 24;
 const PAYLOAD_CHARS: usize = 57;
 const CHECKSUM_CHARS: usize = 6;
-/// Length of every token: prefix, kind letter, `_`, payload and checksum.
-pub const TOKEN_LEN: usize = PREFIX.len() + 2 + PAYLOAD_CHARS + CHECKSUM_CHARS;
+/// What follows the prefix: the kind letter, `_`, the payload and the checksum.
+const AFTER_PREFIX: usize = 2 + PAYLOAD_CHARS + CHECKSUM_CHARS;
 
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A deployment's token prefix (`TOKEN_PREFIX`): 2 to 12 characters, a lowercase letter then
+/// lowercase letters and digits, so a token's length says where its prefix ends.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Prefix(String);
+
+impl Prefix {
+    /// The prefix of a deployment that sets none.
+    pub const DEFAULT: &'static str = "tkn";
+
+    /// `text` when it is a valid prefix.
+    pub fn parse(text: &str) -> Option<Prefix> {
+        let mut chars = text.bytes();
+        let valid = (2..=12).contains(&text.len())
+            && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        valid.then(|| Prefix(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Prefix {
+    fn default() -> Prefix {
+        Prefix(Prefix::DEFAULT.into())
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The tokens a deployment mints (its prefix) and accepts (`ACCEPTED_TOKEN_PREFIXES`, which
+/// always holds the prefix): an operator who changes the prefix keeps the old one accepted, so
+/// the tokens already out keep working while every new one carries the new prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenFormat {
+    /// The minting prefix first, then the others accepted, each once.
+    accepted: Vec<Prefix>,
+}
+
+/// One regular expression of a deployment's tokens, as a secret-scanning partner program takes
+/// them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ScanningPattern {
+    pub name: String,
+    pub regex: String,
+}
+
+impl TokenFormat {
+    /// Mints with `prefix`; accepts it and `also`.
+    pub fn new(prefix: Prefix, also: impl IntoIterator<Item = Prefix>) -> TokenFormat {
+        let mut accepted = vec![prefix];
+        for other in also {
+            if !accepted.contains(&other) {
+                accepted.push(other);
+            }
+        }
+        TokenFormat { accepted }
+    }
+
+    /// The prefix new tokens carry.
+    pub fn prefix(&self) -> &Prefix {
+        &self.accepted[0]
+    }
+
+    /// Every prefix verification accepts, the minting one first.
+    pub fn accepted(&self) -> &[Prefix] {
+        &self.accepted
+    }
+
+    /// Mints a random token of `kind` for `user_id`, created at `now`, with this prefix.
+    pub fn generate(&self, kind: TokenKind, user_id: UserId, now: EpochMs) -> IssuedToken {
+        let mut secret = [0u8; SECRET_BYTES];
+        fill_random(&mut secret);
+        assemble(
+            self.prefix(),
+            kind,
+            user_id,
+            TokenId::generate(now),
+            &secret,
+        )
+    }
+
+    /// Parses a presented token of an accepted prefix without touching the database.
+    pub fn parse(&self, text: &str) -> Result<ParsedToken, MalformedToken> {
+        let parsed = parse_any_prefix(text)?;
+        let prefix = &text[..text.len() - AFTER_PREFIX];
+        match self.accepted.iter().any(|p| p.as_str() == prefix) {
+            true => Ok(parsed),
+            false => Err(MalformedToken),
+        }
+    }
+
+    /// Whether `text` has the shape of a token of an accepted prefix (the prefix, a kind letter,
+    /// `_` and the length), whether or not its checksum holds: such a string is never looked up
+    /// as another system's imported token.
+    pub fn looks_native(&self, text: &str) -> bool {
+        let bytes = text.as_bytes();
+        self.accepted.iter().any(|prefix| {
+            let at = prefix.as_str().len();
+            bytes.len() == at + AFTER_PREFIX
+                && text.starts_with(prefix.as_str())
+                && TokenKind::from_letter(bytes[at]).is_some()
+                && bytes[at + 1] == b'_'
+        })
+    }
+
+    /// The regular expression of each accepted prefix's tokens, for a secret-scanning partner
+    /// program (one pattern a prefix, so each can be retired apart).
+    pub fn scanning_patterns(&self) -> Vec<ScanningPattern> {
+        let letters: String = TokenKind::ALL
+            .iter()
+            .map(|kind| kind.letter() as char)
+            .collect();
+        self.accepted
+            .iter()
+            .map(|prefix| ScanningPattern {
+                name: format!("{prefix} token"),
+                regex: format!(
+                    r"\b{prefix}[{letters}]_[0-9A-Za-z]{{{}}}\b",
+                    PAYLOAD_CHARS + CHECKSUM_CHARS
+                ),
+            })
+            .collect()
+    }
+
+    /// The token format as a secret-scanning partner program asks it to be described.
+    pub fn scanning_description(&self) -> String {
+        let prefixes = match self.accepted.as_slice() {
+            [only] => format!("the prefix {only}"),
+            [current, older @ ..] => {
+                let older: Vec<&str> = older.iter().map(Prefix::as_str).collect();
+                format!(
+                    "the prefix {current} (tokens issued before it may carry {})",
+                    older.join(" or ")
+                )
+            }
+            [] => unreachable!("a token format has a minting prefix"),
+        };
+        format!(
+            "API tokens of this deployment's token service. A token starts with {prefixes}, then \
+             one letter for its kind (a: API key, p: personal access token, w: white-label token, \
+             c: customer token, u: permanent user token, s: service key), an underscore, then \
+             {} base62 characters: {} of payload (192 random bits, the owner and the record) \
+             and a {}-character CRC-32 checksum of everything before it, so a candidate is \
+             checked offline before it is reported. Every match is a live credential until \
+             revoked: report it to the deployment's secret-scanning route, which revokes it.",
+            PAYLOAD_CHARS + CHECKSUM_CHARS,
+            PAYLOAD_CHARS,
+            CHECKSUM_CHARS
+        )
+    }
+}
+
+impl Default for TokenFormat {
+    fn default() -> TokenFormat {
+        TokenFormat::new(Prefix::default(), [])
+    }
+}
 
 /// What a token is for; fixes its prefix letter, the listing it shows in and whether it is capped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -310,13 +474,6 @@ pub struct IssuedToken {
 #[error("malformed token")]
 pub struct MalformedToken;
 
-/// Mints a random token of `kind` for `user_id`, created at `now`.
-pub fn generate(kind: TokenKind, user_id: UserId, now: EpochMs) -> IssuedToken {
-    let mut secret = [0u8; SECRET_BYTES];
-    fill_random(&mut secret);
-    assemble(kind, user_id, TokenId::generate(now), &secret)
-}
-
 /// The server key permanent tokens are derived from (`PERMANENT_TOKEN_KEY`).
 #[derive(Clone)]
 pub struct PermanentKey(Vec<u8>);
@@ -330,9 +487,11 @@ impl PermanentKey {
         (key.len() >= Self::MIN_LEN).then(|| PermanentKey(key.to_vec()))
     }
 
-    /// The permanent token of `user_id` for `generation`: HMAC-SHA256 of the key, the user id and
-    /// the generation, so it is the same on every call and never stored in plaintext.
-    pub fn derive(&self, user_id: UserId, generation: u32) -> IssuedToken {
+    /// The permanent token of `user_id` for `generation` with `prefix`: HMAC-SHA256 of the key,
+    /// the user id and the generation, so it is the same on every call and never stored in
+    /// plaintext (the prefix is outside the HMAC: one generation's secret is the same under
+    /// every prefix, and only the token that carries the stored hash authenticates).
+    pub fn derive(&self, prefix: &Prefix, user_id: UserId, generation: u32) -> IssuedToken {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(b"permanent-token/v1");
         mac.update(&user_id.0.to_be_bytes());
@@ -341,6 +500,7 @@ impl PermanentKey {
         let mut secret = [0u8; SECRET_BYTES];
         secret.copy_from_slice(&digest[..SECRET_BYTES]);
         assemble(
+            prefix,
             TokenKind::Permanent,
             user_id,
             TokenId::permanent(generation),
@@ -356,6 +516,7 @@ impl fmt::Debug for PermanentKey {
 }
 
 fn assemble(
+    prefix: &Prefix,
     kind: TokenKind,
     user_id: UserId,
     token_id: TokenId,
@@ -365,8 +526,8 @@ fn assemble(
     payload[..SECRET_BYTES].copy_from_slice(secret);
     payload[SECRET_BYTES..SECRET_BYTES + 8].copy_from_slice(&user_id.0.to_be_bytes());
     payload[SECRET_BYTES + 8..].copy_from_slice(&token_id.0);
-    let mut text = String::with_capacity(TOKEN_LEN);
-    text.push_str(PREFIX);
+    let mut text = String::with_capacity(prefix.as_str().len() + AFTER_PREFIX);
+    text.push_str(prefix.as_str());
     text.push(kind.letter() as char);
     text.push('_');
     text.push_str(&encode_base62(&payload, PAYLOAD_CHARS));
@@ -384,18 +545,19 @@ fn assemble(
     }
 }
 
-/// Parses and checks a presented token without touching the database.
-pub fn parse(text: &str) -> Result<ParsedToken, MalformedToken> {
+/// Parses and checks a token of any well-formed prefix without touching the database. What a
+/// deployment accepts is [`TokenFormat::parse`]; this is for what holds under every prefix
+/// (tests, tools that read a token's owner and id).
+pub fn parse_any_prefix(text: &str) -> Result<ParsedToken, MalformedToken> {
     let bytes = text.as_bytes();
-    if bytes.len() != TOKEN_LEN
-        || !text.is_ascii()
-        || !text.starts_with(PREFIX)
-        || bytes[PREFIX.len() + 1] != b'_'
-    {
+    let Some(at) = text.len().checked_sub(AFTER_PREFIX) else {
+        return Err(MalformedToken);
+    };
+    if !text.is_ascii() || Prefix::parse(&text[..at]).is_none() || bytes[at + 1] != b'_' {
         return Err(MalformedToken);
     }
-    let kind = TokenKind::from_letter(bytes[PREFIX.len()]).ok_or(MalformedToken)?;
-    let (body, checksum) = text.split_at(TOKEN_LEN - CHECKSUM_CHARS);
+    let kind = TokenKind::from_letter(bytes[at]).ok_or(MalformedToken)?;
+    let (body, checksum) = text.split_at(text.len() - CHECKSUM_CHARS);
     let checksum: [u8; 4] = decode_base62(checksum)
         .ok_or(MalformedToken)?
         .try_into()
@@ -403,7 +565,7 @@ pub fn parse(text: &str) -> Result<ParsedToken, MalformedToken> {
     if crc32fast::hash(body.as_bytes()) != u32::from_be_bytes(checksum) {
         return Err(MalformedToken);
     }
-    let payload: [u8; PAYLOAD_BYTES] = decode_base62(&body[PREFIX.len() + 2..])
+    let payload: [u8; PAYLOAD_BYTES] = decode_base62(&body[at + 2..])
         .ok_or(MalformedToken)?
         .try_into()
         .map_err(|_| MalformedToken)?;
@@ -417,6 +579,27 @@ pub fn parse(text: &str) -> Result<ParsedToken, MalformedToken> {
         token_id: TokenId(token_id),
         hash: hash_token(text),
     })
+}
+
+/// The hash another system's token is imported and looked up by: the SHA-256 of the secret, which
+/// for Laravel Sanctum's `<id>|<secret>` form is the part after `|` (Sanctum stores
+/// `sha256(<secret>)`), of the whole string otherwise. `None` for a string no system issues as
+/// a token (fewer than 8 or more than 1024 characters, or one outside visible ASCII), which is
+/// then never looked up.
+pub fn foreign_hash(text: &str) -> Option<TokenHash> {
+    let plausible = (8..=1024).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic());
+    if !plausible {
+        return None;
+    }
+    let secret = match text.split_once('|') {
+        Some((id, secret))
+            if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && !secret.is_empty() =>
+        {
+            secret
+        }
+        _ => text,
+    };
+    Some(hash_token(secret))
 }
 
 /// The SHA-256 of a string as a token would be hashed, whether or not it is one.
@@ -493,6 +676,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashSet;
+
+    /// The length of a token of the default prefix.
+    const TOKEN_LEN: usize = Prefix::DEFAULT.len() + AFTER_PREFIX;
+
+    fn generate(kind: TokenKind, user: UserId, now: EpochMs) -> IssuedToken {
+        TokenFormat::default().generate(kind, user, now)
+    }
+
+    fn parse(text: &str) -> Result<ParsedToken, MalformedToken> {
+        TokenFormat::default().parse(text)
+    }
 
     fn any_kind() -> impl Strategy<Value = TokenKind> {
         prop::sample::select(TokenKind::ALL.to_vec())
@@ -592,12 +786,24 @@ mod tests {
     #[test]
     fn permanent_tokens_are_stable_per_user_and_generation() {
         let key = PermanentKey::new(&[9u8; 32]).unwrap();
-        let a = key.derive(UserId(5), 1);
-        assert_eq!(a.secret, key.derive(UserId(5), 1).secret);
-        assert_ne!(a.secret, key.derive(UserId(5), 2).secret);
-        assert_ne!(a.secret, key.derive(UserId(6), 1).secret);
+        let a = key.derive(&Prefix::default(), UserId(5), 1);
+        assert_eq!(
+            a.secret,
+            key.derive(&Prefix::default(), UserId(5), 1).secret
+        );
+        assert_ne!(
+            a.secret,
+            key.derive(&Prefix::default(), UserId(5), 2).secret
+        );
+        assert_ne!(
+            a.secret,
+            key.derive(&Prefix::default(), UserId(6), 1).secret
+        );
         let other = PermanentKey::new(&[8u8; 32]).unwrap();
-        assert_ne!(a.secret, other.derive(UserId(5), 1).secret);
+        assert_ne!(
+            a.secret,
+            other.derive(&Prefix::default(), UserId(5), 1).secret
+        );
         assert_eq!(parse(a.secret.expose()), Ok(a.parsed.clone()));
         assert_eq!(a.parsed.token_id, TokenId::permanent(1));
         assert_eq!(a.parsed.token_id.permanent_generation(), Some(1));
@@ -607,6 +813,121 @@ mod tests {
         );
         assert_eq!(TokenId::generate(EpochMs(1)).permanent_generation(), None);
         assert!(PermanentKey::new(&[1u8; 31]).is_none());
+    }
+
+    #[test]
+    fn prefixes_are_two_to_twelve_lowercase_letters_and_digits_from_a_letter() {
+        for good in ["tk", "tkn", "acme", "a1b2c3d4e5f6", "x9"] {
+            assert_eq!(
+                Prefix::parse(good).map(|p| p.to_string()),
+                Some(good.into())
+            );
+        }
+        for bad in [
+            "",
+            "t",
+            "1tk",
+            "Tkn",
+            "tk_n",
+            "tkn-",
+            "abcdefghijklm",
+            "tkn ",
+            "äbc",
+        ] {
+            assert_eq!(Prefix::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_changed_prefix_mints_the_new_one_and_accepts_both() {
+        let old = TokenFormat::default();
+        let acme = Prefix::parse("acme").unwrap();
+        let changed = TokenFormat::new(acme.clone(), [Prefix::default(), acme.clone()]);
+        assert_eq!(changed.accepted(), [acme.clone(), Prefix::default()]);
+        let before = old.generate(TokenKind::ApiKey, UserId(3), EpochMs(5));
+        let after = changed.generate(TokenKind::ServiceKey, UserId(3), EpochMs(5));
+        let after_text = after.secret.expose();
+        assert!(after_text.starts_with("acmes_"), "{after_text}");
+        assert_eq!(after_text.len(), 4 + AFTER_PREFIX);
+        assert_eq!(
+            changed.parse(before.secret.expose()),
+            Ok(before.parsed.clone())
+        );
+        assert_eq!(changed.parse(after_text), Ok(after.parsed.clone()));
+        // The old format never accepted the new prefix; one without the old prefix retires it.
+        assert_eq!(old.parse(after_text), Err(MalformedToken));
+        let retired = TokenFormat::new(acme, []);
+        assert_eq!(retired.parse(before.secret.expose()), Err(MalformedToken));
+        assert!(!retired.looks_native(before.secret.expose()));
+        assert!(retired.looks_native(after_text));
+        // A prefix swapped on a valid token breaks its checksum.
+        let swapped = format!("tkns_{}", &after_text[6..]);
+        assert_eq!(changed.parse(&swapped), Err(MalformedToken));
+        assert!(changed.looks_native(&swapped));
+    }
+
+    #[test]
+    fn scanning_patterns_match_every_accepted_prefix_and_nothing_else() {
+        let format = TokenFormat::new(Prefix::parse("acme").unwrap(), [Prefix::default()]);
+        let patterns = format.scanning_patterns();
+        assert_eq!(patterns.len(), 2);
+        assert_eq!(patterns[0].regex, r"\bacme[apwcus]_[0-9A-Za-z]{63}\b");
+        assert_eq!(patterns[1].regex, r"\btkn[apwcus]_[0-9A-Za-z]{63}\b");
+        let description = format.scanning_description();
+        assert!(
+            description.contains("the prefix acme (tokens issued before it may carry tkn)"),
+            "{description}"
+        );
+        let single = TokenFormat::default().scanning_description();
+        assert!(
+            single.contains("A token starts with the prefix tkn, then one letter"),
+            "{single}"
+        );
+    }
+
+    #[test]
+    fn permanent_tokens_keep_their_secret_under_every_prefix() {
+        let key = PermanentKey::new(&[9u8; 32]).unwrap();
+        let acme = Prefix::parse("acme").unwrap();
+        let old = key.derive(&Prefix::default(), UserId(5), 1);
+        let new = key.derive(&acme, UserId(5), 1);
+        let payload = |issued: &IssuedToken, at: usize| {
+            issued.secret.expose()[at + 2..at + 2 + PAYLOAD_CHARS].to_string()
+        };
+        assert_eq!(payload(&old, 3), payload(&new, 4));
+        assert_ne!(old.parsed.hash, new.parsed.hash);
+        assert_eq!(old.parsed.token_id, new.parsed.token_id);
+    }
+
+    #[test]
+    fn foreign_tokens_hash_their_secret_and_sanctums_the_part_after_the_bar() {
+        let sanctum = "42|Zt9xQ2kLmN4pR7sV1wY3aB6cD8eF0gH2iJ5kL7mN";
+        let secret = &sanctum[3..];
+        assert_eq!(foreign_hash(sanctum), Some(hash_token(secret)));
+        // Sanctum's own export holds sha256(secret): the same hash, whichever form comes in.
+        assert_eq!(foreign_hash(secret), Some(hash_token(secret)));
+        assert_eq!(
+            foreign_hash("sk_live_abc123XYZ"),
+            Some(hash_token("sk_live_abc123XYZ"))
+        );
+        for not_sanctum in ["x1|abcdefgh", "|abcdefghij", "12|"] {
+            assert_eq!(
+                foreign_hash(not_sanctum),
+                Some(hash_token(not_sanctum)),
+                "{not_sanctum}"
+            );
+        }
+        for implausible in [
+            "",
+            "short",
+            "has space in it",
+            "tab\there!",
+            "é-accented-key",
+        ] {
+            assert_eq!(foreign_hash(implausible), None, "{implausible}");
+        }
+        assert_eq!(foreign_hash(&"a".repeat(1025)), None);
+        assert!(foreign_hash(&"a".repeat(1024)).is_some());
     }
 
     #[test]

@@ -291,11 +291,41 @@ pub fn future_date_field(
     }
 }
 
-/// Epoch seconds of an RFC 3339 date-time or a `YYYY-MM-DD` date (midnight UTC).
+/// A moment no later than `now_s`, as [`future_date_field`] reads dates; epoch seconds, `None`
+/// when absent.
+pub fn past_date_field(body: &Map<String, Value>, field: &str, now_s: u64) -> Parsed<Option<u64>> {
+    let Some(value) = present(body, field) else {
+        return Ok(None);
+    };
+    let label = label(field);
+    match value.as_str().and_then(|text| parse_date(text.trim())) {
+        Some(at) if (0..=now_s as i64).contains(&at) => Ok(Some(at as u64)),
+        Some(_) => Err(FieldErrors::single(
+            field,
+            format!("The {label} field must be a date before now."),
+        )),
+        None => Err(FieldErrors::single(
+            field,
+            format!("The {label} field must be a valid date (ISO 8601)."),
+        )),
+    }
+}
+
+/// Epoch seconds of an RFC 3339 date-time, an SQL `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC, as
+/// Laravel's tables and MySQL's JSON write them) or a `YYYY-MM-DD` date (midnight UTC).
 fn parse_date(text: &str) -> Option<i64> {
     use time::format_description::well_known::Rfc3339;
     if let Ok(at) = time::OffsetDateTime::parse(text, &Rfc3339) {
         return Some(at.unix_timestamp());
+    }
+    let sql = time::PrimitiveDateTime::parse(
+        text,
+        time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second][optional [.[subsecond]]]"
+        ),
+    );
+    if let Ok(at) = sql {
+        return Some(at.assume_utc().unix_timestamp());
     }
     let date = time::Date::parse(
         text,
@@ -510,6 +540,26 @@ mod tests {
         );
         assert_eq!(
             summary(date("tomorrow")),
+            "The f field must be a valid date (ISO 8601)."
+        );
+        assert_eq!(date("2026-01-02 00:00:00").unwrap(), Some(now + 86_400));
+        let past = |text: &str| past_date_field(&field(json!(text)), "f", now);
+        assert_eq!(past("2025-12-31 00:00:00").unwrap(), Some(now - 86_400));
+        assert_eq!(
+            past("2025-12-31 00:00:00.000000").unwrap(),
+            Some(now - 86_400)
+        );
+        assert_eq!(past("2026-01-01T00:00:00Z").unwrap(), Some(now));
+        assert_eq!(
+            summary(past("2026-01-01T00:00:01Z")),
+            "The f field must be a date before now."
+        );
+        assert_eq!(
+            summary(past("1969-12-31")),
+            "The f field must be a date before now."
+        );
+        assert_eq!(
+            summary(past("yesterday")),
             "The f field must be a valid date (ISO 8601)."
         );
     }

@@ -405,11 +405,11 @@ impl<St: Send + Sync> FromRequestParts<St> for RequestSource {
 }
 
 /// The body's fields: a JSON object (or, where the style accepts them, a form). An empty body
-/// is no fields (so the route reports the missing ones); more than 16 KiB is 413; anything else
-/// that is not an object is 400.
-pub struct Fields<S>(Map<String, Value>, PhantomData<S>);
+/// is no fields (so the route reports the missing ones); more than `LIMIT` bytes (16 KiB unless
+/// the route takes more) is 413; anything else that is not an object is 400.
+pub struct Fields<S, const LIMIT: usize = MAX_BODY_BYTES>(Map<String, Value>, PhantomData<S>);
 
-impl<S> Deref for Fields<S> {
+impl<S, const LIMIT: usize> Deref for Fields<S, LIMIT> {
     type Target = Map<String, Value>;
 
     fn deref(&self) -> &Map<String, Value> {
@@ -417,12 +417,12 @@ impl<S> Deref for Fields<S> {
     }
 }
 
-impl<S: Style> FromRequest<State> for Fields<S> {
+impl<S: Style, const LIMIT: usize> FromRequest<State> for Fields<S, LIMIT> {
     type Rejection = Failure<S>;
 
     async fn from_request(request: Request, state: &State) -> Result<Self, Failure<S>> {
         let format = S::body_format(request.headers());
-        let RawBody(bytes, _) = RawBody::<S, MAX_BODY_BYTES>::from_request(request, state).await?;
+        let RawBody(bytes, _) = RawBody::<S, LIMIT>::from_request(request, state).await?;
         Ok(Fields(body_fields(&bytes, format)?, PhantomData))
     }
 }

@@ -81,18 +81,42 @@ async fn ttl_deleting_expired_tokens_never_strands_their_slots() {
     let user = add_user(&store, new_user(&t.platform, Role::User)).await;
     let owner = Owner::from(&user);
     let now = now_ms();
-    mint(&store, owner, key_request(None), 5, now)
-        .await
-        .unwrap();
+    mint(
+        &store,
+        &shared::token::TokenFormat::default(),
+        owner,
+        key_request(None),
+        5,
+        now,
+    )
+    .await
+    .unwrap();
     for _ in 0..4 {
         let expired = key_request(Some(now.0 / 1000 - 60));
-        mint(&store, owner, expired, 5, now).await.unwrap();
+        mint(
+            &store,
+            &shared::token::TokenFormat::default(),
+            owner,
+            expired,
+            5,
+            now,
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(live_tokens(&store, &user).await, 5);
     // DynamoDB's TTL deletes what has expired (by the TTL attribute), whenever it gets to it.
     ttl_sweep(&store, now_ms()).await;
     for i in 0..4 {
-        let created = mint(&store, owner, key_request(None), 5, now_ms()).await;
+        let created = mint(
+            &store,
+            &shared::token::TokenFormat::default(),
+            owner,
+            key_request(None),
+            5,
+            now_ms(),
+        )
+        .await;
         assert!(created.is_ok(), "creation {i} after the sweep: {created:?}");
     }
     let listed = store
@@ -104,7 +128,15 @@ async fn ttl_deleting_expired_tokens_never_strands_their_slots() {
     // The released ones now carry the TTL attribute, and a sweep takes them without harm.
     assert!(ttl_sweep(&store, now_ms()).await >= 4);
     assert!(matches!(
-        mint(&store, owner, key_request(None), 5, now_ms()).await,
+        mint(
+            &store,
+            &shared::token::TokenFormat::default(),
+            owner,
+            key_request(None),
+            5,
+            now_ms()
+        )
+        .await,
         Err(StoreError::Refused(Refusal::TokenLimitReached { max: 5 }))
     ));
 }
@@ -119,9 +151,16 @@ async fn revoked_and_released_tokens_leave_the_range_listings_read() {
     let owner = Owner::from(&user);
     let mut revoked = Vec::new();
     for _ in 0..30 {
-        let minted = mint(&store, owner, key_request(None), 100, now_ms())
-            .await
-            .unwrap();
+        let minted = mint(
+            &store,
+            &shared::token::TokenFormat::default(),
+            owner,
+            key_request(None),
+            100,
+            now_ms(),
+        )
+        .await
+        .unwrap();
         assert!(store
             .revoke_token(
                 user.id,
@@ -134,9 +173,16 @@ async fn revoked_and_released_tokens_leave_the_range_listings_read() {
             .unwrap());
         revoked.push(minted);
     }
-    let kept = mint(&store, owner, key_request(None), 100, now_ms())
-        .await
-        .unwrap();
+    let kept = mint(
+        &store,
+        &shared::token::TokenFormat::default(),
+        owner,
+        key_request(None),
+        100,
+        now_ms(),
+    )
+    .await
+    .unwrap();
     assert_eq!(family_items(&store, &user, TokenFamily::ApiKeys).await, 1);
     let listed = store
         .list_tokens(user.id, TokenFamily::ApiKeys, now_ms())
@@ -145,9 +191,14 @@ async fn revoked_and_released_tokens_leave_the_range_listings_read() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, kept.record.id);
     // Verification still says why a revoked token fails.
-    let verified = verify(&store, revoked[0].secret.expose(), now_ms())
-        .await
-        .unwrap();
+    let verified = verify(
+        &store,
+        &shared::token::TokenFormat::default(),
+        revoked[0].secret.expose(),
+        now_ms(),
+    )
+    .await
+    .unwrap();
     assert_eq!(verified.code, VerificationCode::Revoked);
     // Expired tokens leave the range when their slots are released at the cap.
     let (_, capped) = service_with(2).await;
@@ -157,11 +208,27 @@ async fn revoked_and_released_tokens_leave_the_range_listings_read() {
     let now = now_ms();
     for _ in 0..2 {
         let expired = key_request(Some(now.0 / 1000 - 60));
-        mint(&capped, owner, expired.clone(), 2, now).await.unwrap();
-    }
-    mint(&capped, owner, key_request(None), 2, now_ms())
+        mint(
+            &capped,
+            &shared::token::TokenFormat::default(),
+            owner,
+            expired.clone(),
+            2,
+            now,
+        )
         .await
         .unwrap();
+    }
+    mint(
+        &capped,
+        &shared::token::TokenFormat::default(),
+        owner,
+        key_request(None),
+        2,
+        now_ms(),
+    )
+    .await
+    .unwrap();
     assert_eq!(family_items(&capped, &user, TokenFamily::ApiKeys).await, 1);
 }
 
@@ -181,6 +248,7 @@ async fn a_create_whose_answer_was_lost_stores_one_token_and_succeeds() {
     );
     let minted = mint(
         &faulty,
+        &shared::token::TokenFormat::default(),
         Owner::from(&user),
         key_request(None),
         100,
@@ -205,9 +273,16 @@ async fn a_revocation_whose_answer_was_lost_is_reported_done() {
     let (_, faulty) = service_intercepted(&service, &store, faults.clone());
     let t = tenant(&store).await;
     let user = add_user(&store, new_user(&t.platform, Role::User)).await;
-    let minted = mint(&store, Owner::from(&user), key_request(None), 100, now_ms())
-        .await
-        .unwrap();
+    let minted = mint(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Owner::from(&user),
+        key_request(None),
+        100,
+        now_ms(),
+    )
+    .await
+    .unwrap();
     plan_for_every_attempt(
         &faults,
         Operation::TransactWriteItems,
@@ -226,9 +301,14 @@ async fn a_revocation_whose_answer_was_lost_is_reported_done() {
     assert_eq!(faults.injected(), SDK_ATTEMPTS);
     assert!(revoked, "the revocation landed: not a 404");
     assert_eq!(live_tokens(&store, &user).await, 0);
-    let verified = verify(&store, minted.secret.expose(), now_ms())
-        .await
-        .unwrap();
+    let verified = verify(
+        &store,
+        &shared::token::TokenFormat::default(),
+        minted.secret.expose(),
+        now_ms(),
+    )
+    .await
+    .unwrap();
     assert_eq!(verified.code, VerificationCode::Revoked);
 }
 
@@ -249,7 +329,15 @@ async fn cancelled_and_in_progress_transactions_are_tried_again() {
     ] {
         faults.plan(Operation::TransactWriteItems, fault);
         faults.plan(Operation::TransactWriteItems, fault);
-        let minted = mint(&faulty, owner, key_request(None), 100, now_ms()).await;
+        let minted = mint(
+            &faulty,
+            &shared::token::TokenFormat::default(),
+            owner,
+            key_request(None),
+            100,
+            now_ms(),
+        )
+        .await;
         assert!(minted.is_ok(), "{fault:?}: {minted:?}");
         assert_eq!(faults.pending(), 0, "{fault:?}");
         let revoked = {
@@ -343,8 +431,8 @@ async fn a_permanent_token_issue_whose_answer_was_lost_hands_out_a_working_key()
     let t = tenant(&store).await;
     let key = service.config.permanent_key().unwrap();
     let derive = |generation| {
-        let issued = key.derive(t.user.id, generation);
-        shared::store::NewToken {
+        let issued = key.derive(&shared::token::Prefix::default(), t.user.id, generation);
+        vec![shared::store::NewToken {
             parsed: issued.parsed,
             name: "permanent".into(),
             abilities: Abilities::full(),
@@ -352,7 +440,8 @@ async fn a_permanent_token_issue_whose_answer_was_lost_hands_out_a_working_key()
             expires_at: None,
             parent_id: None,
             meta: None,
-        }
+            imported: false,
+        }]
     };
     plan_for_every_attempt(
         &faults,
@@ -368,13 +457,19 @@ async fn a_permanent_token_issue_whose_answer_was_lost_hands_out_a_working_key()
             now_ms(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .generation;
     assert_eq!(faults.injected(), SDK_ATTEMPTS);
     assert_eq!(generation, t.user.permanent_generation);
-    let issued = key.derive(t.user.id, generation);
-    let verified = verify(&store, issued.secret.expose(), now_ms())
-        .await
-        .unwrap();
+    let issued = key.derive(&shared::token::Prefix::default(), t.user.id, generation);
+    let verified = verify(
+        &store,
+        &shared::token::TokenFormat::default(),
+        issued.secret.expose(),
+        now_ms(),
+    )
+    .await
+    .unwrap();
     assert_eq!(verified.code, VerificationCode::Valid);
 }
 
@@ -393,7 +488,16 @@ async fn a_table_that_never_answers_fails_before_the_deadline() {
     for budget in [Duration::from_millis(900), Duration::from_millis(1800)] {
         let started = Instant::now();
         let deadline = started + budget;
-        let verified = deadline::within(Some(deadline), verify(&slow, &token, now_ms())).await;
+        let verified = deadline::within(
+            Some(deadline),
+            verify(
+                &slow,
+                &shared::token::TokenFormat::default(),
+                &token,
+                now_ms(),
+            ),
+        )
+        .await;
         assert!(matches!(
             verified,
             Err(shared::store::Fault::Unavailable(_))
@@ -402,6 +506,7 @@ async fn a_table_that_never_answers_fails_before_the_deadline() {
             Some(deadline),
             mint(
                 &slow,
+                &shared::token::TokenFormat::default(),
                 Owner::from(&t.user),
                 key_request(None),
                 100,
@@ -426,7 +531,8 @@ async fn the_same_create_or_revocation_sent_again_is_recognised() {
     let (_, store) = service().await;
     let t = tenant(&store).await;
     let user = add_user(&store, new_user(&t.platform, Role::User)).await;
-    let issued = shared::token::generate(TokenKind::ApiKey, user.id, now_ms());
+    let issued =
+        shared::token::TokenFormat::default().generate(TokenKind::ApiKey, user.id, now_ms());
     let new = shared::store::NewToken {
         parsed: issued.parsed.clone(),
         name: "once".into(),
@@ -435,6 +541,7 @@ async fn the_same_create_or_revocation_sent_again_is_recognised() {
         expires_at: None,
         parent_id: None,
         meta: None,
+        imported: false,
     };
     for _ in 0..2 {
         store

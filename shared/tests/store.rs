@@ -148,6 +148,7 @@ async fn expired_tokens_are_rejected_and_unlisted_while_the_item_remains() {
     let now = now_ms();
     let expired = mint(
         &store,
+        &shared::token::TokenFormat::default(),
         owner(&t.user),
         request(TokenKind::ApiKey, Some(now.0 / 1000 - 1)),
         100,
@@ -157,6 +158,7 @@ async fn expired_tokens_are_rejected_and_unlisted_while_the_item_remains() {
     .unwrap();
     let live = mint(
         &store,
+        &shared::token::TokenFormat::default(),
         owner(&t.user),
         request(TokenKind::ApiKey, Some(now.0 / 1000 + 3600)),
         100,
@@ -165,11 +167,22 @@ async fn expired_tokens_are_rejected_and_unlisted_while_the_item_remains() {
     .await
     .unwrap();
 
-    let result = authenticate(&store, Some(expired.secret.expose()), now_ms()).await;
+    let result = authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(expired.secret.expose()),
+        now_ms(),
+    )
+    .await;
     assert!(matches!(result, Err(ApiError::Unauthenticated)));
-    let principal = authenticate(&store, Some(live.secret.expose()), now_ms())
-        .await
-        .unwrap();
+    let principal = authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(live.secret.expose()),
+        now_ms(),
+    )
+    .await
+    .unwrap();
     assert_eq!(principal.user_id, t.user.id);
 
     let listed: Vec<_> = store
@@ -197,6 +210,7 @@ async fn a_revoked_token_fails_on_the_very_next_read() {
     let t = tenant(&store).await;
     let minted = mint(
         &store,
+        &shared::token::TokenFormat::default(),
         owner(&t.user),
         request(TokenKind::Personal, None),
         100,
@@ -204,9 +218,14 @@ async fn a_revoked_token_fails_on_the_very_next_read() {
     )
     .await
     .unwrap();
-    assert!(authenticate(&store, Some(minted.secret.expose()), now_ms())
-        .await
-        .is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(minted.secret.expose()),
+        now_ms()
+    )
+    .await
+    .is_ok());
     let revoked = store
         .revoke_token(
             t.user.id,
@@ -219,7 +238,13 @@ async fn a_revoked_token_fails_on_the_very_next_read() {
         .unwrap();
     assert!(revoked);
     assert!(matches!(
-        authenticate(&store, Some(minted.secret.expose()), now_ms()).await,
+        authenticate(
+            &store,
+            &shared::token::TokenFormat::default(),
+            Some(minted.secret.expose()),
+            now_ms()
+        )
+        .await,
         Err(ApiError::Unauthenticated)
     ));
     // Revoking twice finds nothing live.
@@ -260,18 +285,36 @@ async fn malformed_tokens_are_refused_without_a_database_call() {
     flipped.push(if last == 'a' { 'b' } else { 'a' });
     for presented in [flipped.as_str(), "", "garbage", &t.user_token[..20]] {
         assert!(matches!(
-            authenticate(&broken, Some(presented), now_ms()).await,
+            authenticate(
+                &broken,
+                &shared::token::TokenFormat::default(),
+                Some(presented),
+                now_ms()
+            )
+            .await,
             Err(ApiError::Unauthenticated)
         ));
     }
     // Control: a well-formed token does reach the (broken) database.
     assert!(matches!(
-        authenticate(&broken, Some(&t.user_token), now_ms()).await,
+        authenticate(
+            &broken,
+            &shared::token::TokenFormat::default(),
+            Some(&t.user_token),
+            now_ms()
+        )
+        .await,
         Err(ApiError::Unavailable(_))
     ));
     // And the flipped token is refused by the working store too.
     assert!(matches!(
-        authenticate(&working, Some(&flipped), now_ms()).await,
+        authenticate(
+            &working,
+            &shared::token::TokenFormat::default(),
+            Some(&flipped),
+            now_ms()
+        )
+        .await,
         Err(ApiError::Unauthenticated)
     ));
 }
@@ -280,10 +323,10 @@ async fn malformed_tokens_are_refused_without_a_database_call() {
 async fn a_forged_secret_for_a_real_record_is_refused() {
     let (_, store) = service().await;
     let t = tenant(&store).await;
-    let real = token::parse(&t.user_token).unwrap();
+    let real = token::parse_any_prefix(&t.user_token).unwrap();
     // Same user and record id but another secret: only the hash comparison can refuse it.
     let other = token_for(&store, &t.user, TokenKind::ApiKey, Abilities::full()).await;
-    let other = token::parse(&other).unwrap();
+    let other = token::parse_any_prefix(&other).unwrap();
     assert_ne!(real.hash, other.hash);
     let record = store
         .get_token(t.user.id, TokenFamily::ApiKeys, real.token_id)
@@ -307,12 +350,19 @@ async fn blocking_a_user_stops_its_tokens_and_new_ones() {
         .await
         .unwrap();
     assert!(matches!(
-        authenticate(&store, Some(&t.user_token), now_ms()).await,
+        authenticate(
+            &store,
+            &shared::token::TokenFormat::default(),
+            Some(&t.user_token),
+            now_ms()
+        )
+        .await,
         Err(ApiError::Unauthenticated)
     ));
     assert!(matches!(
         mint(
             &store,
+            &shared::token::TokenFormat::default(),
             owner(&t.user),
             request(TokenKind::ApiKey, None),
             100,
@@ -329,9 +379,14 @@ async fn blocking_a_user_stops_its_tokens_and_new_ones() {
         )
         .await
         .unwrap();
-    assert!(authenticate(&store, Some(&t.user_token), now_ms())
-        .await
-        .is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&t.user_token),
+        now_ms()
+    )
+    .await
+    .is_ok());
     assert!(matches!(
         store
             .set_user_status(
@@ -363,6 +418,7 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
         tasks.push(tokio::spawn(async move {
             mint(
                 store.as_ref(),
+                &shared::token::TokenFormat::default(),
                 owner(&user),
                 request(kind, None),
                 cap,
@@ -395,6 +451,7 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
     // Customer tokens are not capped.
     mint(
         store.as_ref(),
+        &shared::token::TokenFormat::default(),
         owner(&t.user),
         request(TokenKind::Customer, None),
         cap,
@@ -423,6 +480,7 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
     let soon = now_ms().seconds().0 + 1;
     mint(
         store.as_ref(),
+        &shared::token::TokenFormat::default(),
         owner(&t.user),
         request(TokenKind::ApiKey, Some(soon)),
         cap,
@@ -433,6 +491,7 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
     let later = (soon + 1) * 1000;
     mint(
         store.as_ref(),
+        &shared::token::TokenFormat::default(),
         owner(&t.user),
         request(TokenKind::ApiKey, None),
         cap,
@@ -443,6 +502,7 @@ async fn the_cap_holds_under_concurrency_and_frees_expired_slots() {
     assert!(matches!(
         mint(
             store.as_ref(),
+            &shared::token::TokenFormat::default(),
             owner(&t.user),
             request(TokenKind::ApiKey, None),
             cap,
@@ -461,6 +521,7 @@ async fn listings_are_newest_first_and_per_family() {
     for offset in 1..=3 {
         let minted = mint(
             &store,
+            &shared::token::TokenFormat::default(),
             owner(&t.admin),
             request(TokenKind::WhiteLabel, None),
             100,
@@ -472,6 +533,7 @@ async fn listings_are_newest_first_and_per_family() {
     }
     let personal = mint(
         &store,
+        &shared::token::TokenFormat::default(),
         owner(&t.admin),
         request(TokenKind::Personal, None),
         100,
@@ -498,16 +560,25 @@ async fn listings_are_newest_first_and_per_family() {
 }
 
 /// The permanent token of `generation` for `user`, as `GET /ext/get-user-token` derives it.
-fn permanent(key: &token::PermanentKey, user: UserId, generation: u32) -> shared::store::NewToken {
-    shared::store::NewToken {
-        parsed: key.derive(user, generation).parsed,
+/// The record of `user`'s permanent token of `generation`, the one candidate of the default
+/// prefix.
+fn permanent(
+    key: &token::PermanentKey,
+    user: UserId,
+    generation: u32,
+) -> Vec<shared::store::NewToken> {
+    vec![shared::store::NewToken {
+        parsed: key
+            .derive(&shared::token::Prefix::default(), user, generation)
+            .parsed,
         name: "permanent".into(),
         abilities: Abilities::full(),
         created_at_ms: now_ms().0,
         expires_at: None,
         parent_id: None,
         meta: None,
-    }
+        imported: false,
+    }]
 }
 
 #[tokio::test]
@@ -515,7 +586,11 @@ async fn the_permanent_token_is_written_once_and_authenticates() {
     let (service, store) = service().await;
     let t = tenant(&store).await;
     let key = service.config.permanent_key().unwrap();
-    let issued = key.derive(t.user.id, t.user.permanent_generation);
+    let issued = key.derive(
+        &shared::token::Prefix::default(),
+        t.user.id,
+        t.user.permanent_generation,
+    );
     let derive = |generation| permanent(key, t.user.id, generation);
     let generation = store
         .issue_permanent_token(
@@ -526,7 +601,8 @@ async fn the_permanent_token_is_written_once_and_authenticates() {
             now_ms(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .generation;
     assert_eq!(generation, t.user.permanent_generation);
     let user = store.get_user(t.user.id).await.unwrap().unwrap();
     assert!(user.permanent_issued);
@@ -541,12 +617,18 @@ async fn the_permanent_token_is_written_once_and_authenticates() {
                 now_ms(),
             )
             .await
-            .unwrap();
+            .unwrap()
+            .generation;
         assert_eq!(again, generation);
     }
-    let principal = authenticate(&store, Some(issued.secret.expose()), now_ms())
-        .await
-        .unwrap();
+    let principal = authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(issued.secret.expose()),
+        now_ms(),
+    )
+    .await
+    .unwrap();
     assert_eq!(principal.kind, TokenKind::Permanent);
 
     // Only the hash is stored.
@@ -572,7 +654,8 @@ async fn the_permanent_token_is_written_once_and_authenticates() {
 async fn a_record_id_is_never_overwritten() {
     let (_, store) = service().await;
     let t = tenant(&store).await;
-    let issued = token::generate(TokenKind::ApiKey, t.user.id, now_ms());
+    let issued =
+        shared::token::TokenFormat::default().generate(TokenKind::ApiKey, t.user.id, now_ms());
     let new = shared::store::NewToken {
         parsed: issued.parsed.clone(),
         name: "first".into(),
@@ -581,6 +664,7 @@ async fn a_record_id_is_never_overwritten() {
         expires_at: None,
         parent_id: None,
         meta: None,
+        imported: false,
     };
     store
         .create_token(
@@ -593,7 +677,8 @@ async fn a_record_id_is_never_overwritten() {
         .await
         .unwrap();
     // Another token (another secret) that drew the same record id.
-    let other = token::generate(TokenKind::ApiKey, t.user.id, now_ms());
+    let other =
+        shared::token::TokenFormat::default().generate(TokenKind::ApiKey, t.user.id, now_ms());
     let again = shared::store::NewToken {
         name: "second".into(),
         parsed: token::ParsedToken {
@@ -630,7 +715,16 @@ async fn only_the_first_works(
 ) {
     let works = |t: &token::IssuedToken| {
         let secret = t.secret.expose().to_string();
-        async move { authenticate(store, Some(&secret), now_ms()).await.is_ok() }
+        async move {
+            authenticate(
+                store,
+                &shared::token::TokenFormat::default(),
+                Some(&secret),
+                now_ms(),
+            )
+            .await
+            .is_ok()
+        }
     };
     assert!(works(fresh).await, "the new permanent key works");
     assert!(
@@ -654,8 +748,9 @@ async fn a_revoked_permanent_record_moves_the_user_to_a_working_next_generation(
             now_ms(),
         )
         .await
-        .unwrap();
-    let old = key.derive(t.user.id, first);
+        .unwrap()
+        .generation;
+    let old = key.derive(&shared::token::Prefix::default(), t.user.id, first);
     assert!(store
         .revoke_token(
             t.user.id,
@@ -676,9 +771,15 @@ async fn a_revoked_permanent_record_moves_the_user_to_a_working_next_generation(
             now_ms(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .generation;
     assert_eq!(next, first + 1);
-    only_the_first_works(&store, &key.derive(t.user.id, next), &old).await;
+    only_the_first_works(
+        &store,
+        &key.derive(&shared::token::Prefix::default(), t.user.id, next),
+        &old,
+    )
+    .await;
     let user = store.get_user(t.user.id).await.unwrap().unwrap();
     assert_eq!(
         (user.permanent_generation, user.permanent_issued),
@@ -700,8 +801,9 @@ async fn a_new_server_key_moves_every_permanent_token_on_and_retires_the_old_one
             now_ms(),
         )
         .await
-        .unwrap();
-    let old = old_key.derive(t.user.id, first);
+        .unwrap()
+        .generation;
+    let old = old_key.derive(&shared::token::Prefix::default(), t.user.id, first);
 
     let new_key = token::PermanentKey::new(random_hex(32).as_bytes()).unwrap();
     let user = store.get_user(t.user.id).await.unwrap().unwrap();
@@ -714,10 +816,16 @@ async fn a_new_server_key_moves_every_permanent_token_on_and_retires_the_old_one
             now_ms(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .generation;
     assert_eq!(next, first + 1);
     // The key the old server key made stops working with the move.
-    only_the_first_works(&store, &new_key.derive(t.user.id, next), &old).await;
+    only_the_first_works(
+        &store,
+        &new_key.derive(&shared::token::Prefix::default(), t.user.id, next),
+        &old,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -734,9 +842,16 @@ async fn batch_revocation_leaves_what_changed_meanwhile_and_counts_slots_once() 
         TokenKind::ApiKey,
     ] {
         minted.push(
-            mint(&store, owner(&t.user), request(kind, None), 100, now_ms())
-                .await
-                .unwrap(),
+            mint(
+                &store,
+                &shared::token::TokenFormat::default(),
+                owner(&t.user),
+                request(kind, None),
+                100,
+                now_ms(),
+            )
+            .await
+            .unwrap(),
         );
     }
     let addresses: Vec<TokenAddress> = minted

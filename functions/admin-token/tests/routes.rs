@@ -47,7 +47,14 @@ async fn mints_a_token_by_user_id_that_authenticates_as_the_user() {
             "token_name": "api-token",
         })
     );
-    let principal = authenticate(&store, Some(&token), now_ms()).await.unwrap();
+    let principal = authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&token),
+        now_ms(),
+    )
+    .await
+    .unwrap();
     assert_eq!(principal.user_id, t.user.id);
     assert_eq!(principal.kind, TokenKind::WhiteLabel);
     assert!(principal.abilities.is_full());

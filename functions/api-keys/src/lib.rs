@@ -285,6 +285,10 @@ struct ApiKeyView<'a> {
     last_used_at: Option<MicrosText>,
     expires_at: Option<MicrosText>,
     enabled: bool,
+    /// `true` for a key brought over from another system; absent otherwise, so the seed's
+    /// shape of every other key is unchanged.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    imported: bool,
 }
 
 impl<'a> From<&'a TokenRecord> for ApiKeyView<'a> {
@@ -296,6 +300,7 @@ impl<'a> From<&'a TokenRecord> for ApiKeyView<'a> {
             last_used_at: key.last_used_at_ms.map(|at| MicrosText(EpochMs(at))),
             expires_at: key.expires_at.map(|at| MicrosText::from(EpochSeconds(at))),
             enabled: key.enabled,
+            imported: key.imported,
         }
     }
 }
@@ -594,6 +599,7 @@ async fn roll<F: Family>(
     let grace_end = caller.now.seconds().plus(grace);
     let rolled = shared::mint::roll(
         service.store.as_ref(),
+        &service.config.token_format,
         caller.owner(),
         &record,
         request,

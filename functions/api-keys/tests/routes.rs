@@ -490,7 +490,14 @@ async fn authentication_and_routing_errors_keep_the_json_shape() {
 #[tokio::test]
 async fn every_sample_event_runs_through_the_handler() {
     let (service, store) = service().await;
-    let demo = demo::seed(&store, 100, now_ms()).await.unwrap();
+    let demo = demo::seed(
+        &store,
+        &shared::token::TokenFormat::default(),
+        100,
+        now_ms(),
+    )
+    .await
+    .unwrap();
     // (event, placeholder filled from the previous step's response id, status, listing length)
     let steps: [(&str, Option<&str>, u16, Option<usize>); 10] = [
         (
@@ -697,7 +704,7 @@ async fn a_token_never_outlives_the_token_that_minted_it() {
         assert_eq!(status, 201, "{created}");
         let id =
             shared::token::PublicTokenId::parse(created[field]["id"].as_str().unwrap()).unwrap();
-        let family = shared::token::parse(created[field]["token"].as_str().unwrap())
+        let family = shared::token::parse_any_prefix(created[field]["token"].as_str().unwrap())
             .unwrap()
             .kind
             .family();
@@ -849,10 +856,22 @@ async fn a_disabled_key_is_refused_everywhere_until_enabled_and_keeps_its_slot()
         (&json!(id), &json!("K (paused)"), &json!(false))
     );
     assert_eq!(send(&service, Method::GET, KEYS, &key, "").await.0, 401);
-    assert!(shared::auth::authenticate(&store, Some(&key), now_ms())
-        .await
-        .is_err());
-    let verified = shared::auth::verify(&store, &key, now_ms()).await.unwrap();
+    assert!(shared::auth::authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&key),
+        now_ms()
+    )
+    .await
+    .is_err());
+    let verified = shared::auth::verify(
+        &store,
+        &shared::token::TokenFormat::default(),
+        &key,
+        now_ms(),
+    )
+    .await
+    .unwrap();
     assert_eq!(verified.code.as_str(), "DISABLED");
     // Listed as disabled, under its new name.
     let (_, listed) = send(&service, Method::GET, KEYS, &t.user_token, "").await;
@@ -891,11 +910,16 @@ async fn a_disabled_key_is_refused_everywhere_until_enabled_and_keeps_its_slot()
     );
     assert_eq!(send(&service, Method::GET, KEYS, &key, "").await.0, 200);
     assert_eq!(
-        shared::auth::verify(&store, &key, now_ms())
-            .await
-            .unwrap()
-            .code
-            .as_str(),
+        shared::auth::verify(
+            &store,
+            &shared::token::TokenFormat::default(),
+            &key,
+            now_ms()
+        )
+        .await
+        .unwrap()
+        .code
+        .as_str(),
         "VALID"
     );
 }
@@ -976,7 +1000,7 @@ async fn abilities_only_narrow_whoever_asks() {
         widened
     );
     let full = token_for(&store, &t.user, TokenKind::Personal, Abilities::full()).await;
-    let full_id = shared::token::parse(&full).unwrap();
+    let full_id = shared::token::parse_any_prefix(&full).unwrap();
     let full_path = format!("{TOKENS}/{}-{}", full_id.user_id, full_id.token_id);
     assert_eq!(
         send(
@@ -1135,16 +1159,22 @@ async fn keys_and_tokens_may_expire_from_creation() {
         created["api_key"]["expires_at"],
         shared::clock::timestamp_micros(expiry * 1000)
     );
-    assert!(
-        shared::auth::authenticate(&store, Some(&key), EpochMs((expiry - 1) * 1000))
-            .await
-            .is_ok()
-    );
-    assert!(
-        shared::auth::authenticate(&store, Some(&key), EpochMs(expiry * 1000))
-            .await
-            .is_err()
-    );
+    assert!(shared::auth::authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&key),
+        EpochMs((expiry - 1) * 1000)
+    )
+    .await
+    .is_ok());
+    assert!(shared::auth::authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&key),
+        EpochMs(expiry * 1000)
+    )
+    .await
+    .is_err());
     for (days, message) in [
         ("0", "The expires in days field must be between 1 and 3650."),
         (
@@ -1304,22 +1334,31 @@ async fn a_roll_keeps_the_old_token_for_its_grace_period_only() {
             403,
             "calls:read manages no tokens"
         );
-        assert!(
-            shared::auth::authenticate(&store, Some(token), EpochMs((grace_end - 1) * 1000))
-                .await
-                .is_ok()
-        );
+        assert!(shared::auth::authenticate(
+            &store,
+            &shared::token::TokenFormat::default(),
+            Some(token),
+            EpochMs((grace_end - 1) * 1000)
+        )
+        .await
+        .is_ok());
     }
-    assert!(
-        shared::auth::authenticate(&store, Some(&old_token), EpochMs(grace_end * 1000))
-            .await
-            .is_err()
-    );
-    assert!(
-        shared::auth::authenticate(&store, Some(&new_token), EpochMs(grace_end * 1000))
-            .await
-            .is_ok()
-    );
+    assert!(shared::auth::authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&old_token),
+        EpochMs(grace_end * 1000)
+    )
+    .await
+    .is_err());
+    assert!(shared::auth::authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&new_token),
+        EpochMs(grace_end * 1000)
+    )
+    .await
+    .is_ok());
     let (_, listed) = send(&service, Method::GET, TOKENS, &t.user_token, "").await;
     let ids: Vec<&str> = listed["data"]
         .as_array()
@@ -1368,16 +1407,22 @@ async fn a_roll_keeps_the_old_token_for_its_grace_period_only() {
     )
     .await;
     assert_eq!(status, 201, "{again}");
-    assert!(
-        shared::auth::authenticate(&store, Some(&new_token), now_ms())
-            .await
-            .is_err()
-    );
-    assert!(
-        shared::auth::authenticate(&store, Some(&rolled_id(&again, "data").1), now_ms())
-            .await
-            .is_ok()
-    );
+    assert!(shared::auth::authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&new_token),
+        now_ms()
+    )
+    .await
+    .is_err());
+    assert!(shared::auth::authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&rolled_id(&again, "data").1),
+        now_ms()
+    )
+    .await
+    .is_ok());
 }
 
 /// Parallel rolls of one key: exactly one wins, the others are 409.

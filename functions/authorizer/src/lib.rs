@@ -20,7 +20,7 @@ use lambda_http::request::RequestContext;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use shared::auth::{verify, Principal, Verification, VerificationCode};
+use shared::auth::{Principal, Verification, VerificationCode};
 use shared::clock::{EpochMs, EpochSeconds, SecondsText};
 use shared::domain::{Abilities, ExternalId, Meta, Permission, UserId};
 use shared::error::ApiError;
@@ -304,7 +304,7 @@ async fn verify_route(
         required("token", string_field(&body, "token")),
         boolean_field(&body, "consume"),
     )?;
-    let mut verification = verify(service.store.as_ref(), &token, caller.now).await?;
+    let mut verification = service.verify(&token, caller.now).await?;
     let is_itself = verification
         .record
         .as_ref()
@@ -330,7 +330,7 @@ async fn verify_route(
             Some(usage) => charged = Some(usage),
             // It stopped being usable meanwhile (revoked, its successor gone, its owner
             // blocked): answered as it stands now, and charged nothing.
-            None => verification = verify(service.store.as_ref(), &token, caller.now).await?,
+            None => verification = service.verify(&token, caller.now).await?,
         }
     }
     let visible = verification

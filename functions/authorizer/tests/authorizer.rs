@@ -53,12 +53,26 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
         meta: None,
     };
     let owner = Owner::from(&t.admin);
-    let expired = mint(store, owner, request(Some(now.0 / 1000 - 1)), u32::MAX, now)
-        .await
-        .unwrap();
-    let revoked = mint(store, owner, request(None), u32::MAX, now)
-        .await
-        .unwrap();
+    let expired = mint(
+        store,
+        &shared::token::TokenFormat::default(),
+        owner,
+        request(Some(now.0 / 1000 - 1)),
+        u32::MAX,
+        now,
+    )
+    .await
+    .unwrap();
+    let revoked = mint(
+        store,
+        &shared::token::TokenFormat::default(),
+        owner,
+        request(None),
+        u32::MAX,
+        now,
+    )
+    .await
+    .unwrap();
     assert!(store
         .revoke_token(
             t.admin.id,
@@ -85,9 +99,16 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
         .unwrap();
     let disabled = shared::test_support::disabled_token(store, &t.admin).await;
     // Revoked as a secret-scanning report revokes a leaked key.
-    let leaked = mint(store, owner, request(None), u32::MAX, now)
-        .await
-        .unwrap();
+    let leaked = mint(
+        store,
+        &shared::token::TokenFormat::default(),
+        owner,
+        request(None),
+        u32::MAX,
+        now,
+    )
+    .await
+    .unwrap();
     let why = Revocation::Leaked(Leak::new(Some("https://example.com/a"), Some("content")));
     assert_eq!(
         store
@@ -109,7 +130,8 @@ async fn states(store: &DynamoStore, t: &Tenant) -> States {
         leaked: leaked.secret.expose().to_string(),
         blocked,
         disabled,
-        unknown: token::generate(TokenKind::ApiKey, UserId(77_777_777), now)
+        unknown: shared::token::TokenFormat::default()
+            .generate(TokenKind::ApiKey, UserId(77_777_777), now)
             .secret
             .expose()
             .to_string(),
@@ -123,7 +145,7 @@ async fn allow_for_the_calling_method_with_the_caller_in_the_context() {
     let t = tenant(&store).await;
     let limited = Abilities::parse(vec!["calls:read".into(), "leads:write".into()]).unwrap();
     let token = token_for(&store, &t.user, TokenKind::Personal, limited).await;
-    let parsed = token::parse(&token).unwrap();
+    let parsed = token::parse_any_prefix(&token).unwrap();
     for headers in [
         json!({"Authorization": format!("Bearer {token}")}),
         json!({"authorization": format!("bearer {token}")}),
@@ -213,7 +235,8 @@ async fn unauthorized_for_every_token_that_does_not_authenticate() {
 #[tokio::test]
 async fn a_database_fault_is_an_authorizer_failure_not_a_deny() {
     let service = unreachable_service().await;
-    let token = token::generate(TokenKind::ApiKey, UserId(1), now_ms());
+    let token =
+        shared::token::TokenFormat::default().generate(TokenKind::ApiKey, UserId(1), now_ms());
     let event =
         authorizer_event(json!({"Authorization": format!("Bearer {}", token.secret.expose())}));
     assert!(matches!(
@@ -223,7 +246,7 @@ async fn a_database_fault_is_an_authorizer_failure_not_a_deny() {
 }
 
 async fn last_used(store: &DynamoStore, token: &str) -> Option<u64> {
-    let parsed = token::parse(token).unwrap();
+    let parsed = token::parse_any_prefix(token).unwrap();
     store
         .get_token(parsed.user_id, parsed.kind.family(), parsed.token_id)
         .await
@@ -236,7 +259,7 @@ async fn last_used(store: &DynamoStore, token: &str) -> Option<u64> {
 async fn last_use_is_recorded_at_most_once_per_five_minutes() {
     let (_, store) = service().await;
     let t = tenant(&store).await;
-    let parsed = token::parse(&t.user_token).unwrap();
+    let parsed = token::parse_any_prefix(&t.user_token).unwrap();
     let (user, family, id) = (parsed.user_id, parsed.kind.family(), parsed.token_id);
     let now = now_ms();
     // Two concurrent writers at the same moment: one write.
@@ -317,7 +340,7 @@ async fn verify_answers_every_code() {
     let s = states(&store, &t).await;
     let (status, body) = verify_as(&service, &t.admin_token, &t.user_token).await;
     assert_eq!(status, 200);
-    let parsed = token::parse(&t.user_token).unwrap();
+    let parsed = token::parse_any_prefix(&t.user_token).unwrap();
     assert_eq!(
         body,
         json!({
@@ -448,7 +471,14 @@ async fn me_without_an_authorizer_authenticates_the_token_itself() {
 #[tokio::test]
 async fn the_sample_events_run_through_the_function() {
     let (service, store) = service().await;
-    let demo = demo::seed(&store, 100, now_ms()).await.unwrap();
+    let demo = demo::seed(
+        &store,
+        &shared::token::TokenFormat::default(),
+        100,
+        now_ms(),
+    )
+    .await
+    .unwrap();
     let keys = [
         ("ADMIN_KEY", demo.admin_key.as_str()),
         ("USER_KEY", demo.user_key.as_str()),
@@ -613,10 +643,20 @@ async fn a_rolled_token_is_allowed_for_its_grace_period_only() {
         meta: None,
     };
     let now = now_ms();
-    let old = mint(&store, owner, request(), u32::MAX, now).await.unwrap();
+    let old = mint(
+        &store,
+        &shared::token::TokenFormat::default(),
+        owner,
+        request(),
+        u32::MAX,
+        now,
+    )
+    .await
+    .unwrap();
     let grace_end = now.0 / 1000 + 2;
     let rolled = shared::mint::roll(
         &store,
+        &shared::token::TokenFormat::default(),
         owner,
         &old.record,
         request(),

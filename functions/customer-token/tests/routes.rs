@@ -87,12 +87,12 @@ async fn mints_a_new_expiring_token_on_every_call() {
             "customer_api_key": key,
             "name": "My API Token",
             "expires": expires,
-            "id": format!("{}-{}", user.id, token::parse(&key).unwrap().token_id),
+            "id": format!("{}-{}", user.id, token::parse_any_prefix(&key).unwrap().token_id),
         })
     );
     assert!((before + 30 * 86_400..=now_ms().seconds().0 + 30 * 86_400).contains(&expires));
     // `expires` is exactly the stored TTL attribute, and the token works as the customer.
-    let parsed = token::parse(&key).unwrap();
+    let parsed = token::parse_any_prefix(&key).unwrap();
     let record = store
         .get_token(parsed.user_id, parsed.kind.family(), parsed.token_id)
         .await
@@ -100,7 +100,14 @@ async fn mints_a_new_expiring_token_on_every_call() {
         .unwrap();
     assert_eq!(record.expires_at, Some(expires));
     assert_eq!(record.kind, TokenKind::Customer);
-    let principal = authenticate(&store, Some(&key), now_ms()).await.unwrap();
+    let principal = authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&key),
+        now_ms(),
+    )
+    .await
+    .unwrap();
     assert_eq!(principal.user_id, user.id);
 
     // Again: another token, the first one still valid; no name or expiry means nulls.
@@ -116,7 +123,14 @@ async fn mints_a_new_expiring_token_on_every_call() {
         (second["name"].clone(), second["expires"].clone()),
         (Value::Null, Value::Null)
     );
-    assert!(authenticate(&store, Some(&key), now_ms()).await.is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&key),
+        now_ms()
+    )
+    .await
+    .is_ok());
     let (status, third) = post(
         &service,
         &t.admin_token,
@@ -329,7 +343,14 @@ async fn customer_tokens_are_capped_and_an_admin_revokes_them_by_id() {
         shared::domain::Abilities::full(),
     )
     .await;
-    assert!(authenticate(&store, Some(&own), now_ms()).await.is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&own),
+        now_ms()
+    )
+    .await
+    .is_ok());
 
     // Another platform's admin, a user, a bad id: the same 404 / 403, nothing revoked.
     let other = tenant(&store).await;
@@ -340,7 +361,14 @@ async fn customer_tokens_are_capped_and_an_admin_revokes_them_by_id() {
     assert_eq!(revoke(&service, &other.admin_token, &ids[0]).await, unknown);
     assert_eq!(revoke(&service, &t.admin_token, "nonsense").await, unknown);
     assert_eq!(revoke(&service, &t.user_token, &ids[0]).await.0, 403);
-    assert!(authenticate(&store, Some(&keys[0]), now_ms()).await.is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&keys[0]),
+        now_ms()
+    )
+    .await
+    .is_ok());
 
     // The platform's admin revokes it: it stops working at once and frees its slot.
     let (status, revoked) = revoke(&service, &t.admin_token, &ids[0]).await;
@@ -351,9 +379,14 @@ async fn customer_tokens_are_capped_and_an_admin_revokes_them_by_id() {
             json!({"message": "API token revoked successfully", "id": ids[0]})
         )
     );
-    assert!(authenticate(&store, Some(&keys[0]), now_ms())
-        .await
-        .is_err());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&keys[0]),
+        now_ms()
+    )
+    .await
+    .is_err());
     assert_eq!(revoke(&service, &t.admin_token, &ids[0]).await, unknown);
     assert_eq!(post(&service, &t.admin_token, body).await.0, 200);
 }

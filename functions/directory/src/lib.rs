@@ -8,6 +8,8 @@
 //!   (`users:read`), `PATCH /api/v1/users/{id}` (name, meta, status: `users:write`).
 //! * A user's tokens: `GET /api/v1/users/{id}/tokens` (`tokens:read`), `POST` (mint an API key,
 //!   `tokens:write`), `DELETE /api/v1/users/{id}/tokens/{token_id}` (`tokens:write`).
+//! * Another system's tokens: `POST /api/v1/tokens/import` (`tokens:write`), up to 1000 a
+//!   request, answered per entry (see [`shared::import`]).
 //!
 //! Bodies are Laravel's `{data}` and `{message[, errors]}`. Another platform's user, token or
 //! key is answered exactly as an unknown one.
@@ -25,6 +27,7 @@ use shared::domain::{
 };
 use shared::error::{ApiError, FieldErrors};
 use shared::http::query_parameter;
+use shared::import;
 use shared::limits::Limits;
 use shared::mint::{MintRequest, Minted};
 use shared::service::Service;
@@ -55,6 +58,7 @@ pub fn routes() -> Routes<Laravel> {
         .get("/api/v1/users/{id}/tokens", list_user_tokens)
         .post("/api/v1/users/{id}/tokens", mint_user_token)
         .delete("/api/v1/users/{id}/tokens/{token_id}", revoke_user_token)
+        .post("/api/v1/tokens/import", import_tokens)
 }
 
 /// The function's router over `service`.
@@ -64,6 +68,9 @@ pub fn router(service: Service) -> Router {
 
 /// The latest expiry a key may be given at creation: 10 years ahead.
 const MAX_LIFETIME_SECONDS: u64 = 3650 * 86_400;
+
+/// The largest import body: 1000 entries of a few KiB each, within Lambda's 6 MB payload.
+const MAX_IMPORT_BYTES: usize = 4 * 1024 * 1024;
 
 /// The most users a page holds, and how many without `limit`.
 const MAX_USERS_PER_PAGE: u64 = 100;
@@ -132,6 +139,8 @@ struct TokenView<'a> {
     enabled: bool,
     meta: Option<&'a Map<String, Value>>,
     limits: Option<Limits>,
+    /// Brought over from another system by an import.
+    imported: bool,
 }
 
 impl<'a> From<&'a TokenRecord> for TokenView<'a> {
@@ -149,6 +158,7 @@ impl<'a> From<&'a TokenRecord> for TokenView<'a> {
             enabled: token.enabled,
             meta: token.meta.as_ref().map(Meta::as_object),
             limits: token.meter.map(|meter| meter.limits),
+            imported: token.imported,
         }
     }
 }
@@ -639,4 +649,48 @@ async fn revoke_user_token(
         },
     )
     .into_response())
+}
+
+/// `POST /api/v1/tokens/import {"tokens": [...]}`: another system's tokens, up to 1000, each
+/// an API key of its owner (a user of the caller's platform, by `user_id` or `external_id`)
+/// that authenticates by its secret's hash; answered per entry, in order,
+/// `{index, status: imported | existing | error, id?, error?}`. More than 1000: 422, nothing
+/// imported.
+async fn import_tokens(
+    State(service): State<web::State>,
+    caller: Platform<Laravel, permission::TokensWrite>,
+    body: Fields<Laravel, MAX_IMPORT_BYTES>,
+) -> Answer {
+    caller.require_unmetered()?;
+    let entries = match body.get("tokens") {
+        Some(Value::Array(entries)) if entries.len() > import::MAX_ENTRIES => {
+            return Err(invalid_tokens(format!(
+                "The tokens field must not have more than {} items.",
+                import::MAX_ENTRIES
+            )))
+        }
+        Some(Value::Array(entries)) if !entries.is_empty() => entries,
+        Some(Value::Array(_)) | Some(Value::Null) | None => {
+            return Err(invalid_tokens("The tokens field is required.".into()))
+        }
+        Some(_) => return Err(invalid_tokens("The tokens field must be an array.".into())),
+    };
+    let entries = entries
+        .iter()
+        .map(|entry| import::Entry::parse(entry, &service, caller.now))
+        .collect();
+    let change = caller.change();
+    let outcomes = import::import(
+        &service,
+        Some(caller.platform_id),
+        entries,
+        &change,
+        caller.now,
+    )
+    .await?;
+    data(StatusCode::OK, outcomes)
+}
+
+fn invalid_tokens(message: String) -> Failure<Laravel> {
+    ApiError::Validation(FieldErrors::single("tokens", message)).into()
 }

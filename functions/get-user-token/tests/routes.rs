@@ -58,7 +58,14 @@ async fn the_same_permanent_key_on_every_call() {
         json!({"success": true, "message": "", "data": {"permanentToken": {"key": key, "active": true}}, "code": 200})
     );
     assert_eq!(get(&service, &t.admin_token, &query).await.1, body);
-    let principal = authenticate(&store, Some(&key), now_ms()).await.unwrap();
+    let principal = authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&key),
+        now_ms(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (principal.user_id, principal.kind),
         (t.user.id, TokenKind::Permanent)
@@ -95,7 +102,13 @@ async fn a_blocked_user_is_inactive_and_its_key_fails() {
         json!({"key": key, "active": false})
     );
     assert!(matches!(
-        authenticate(&store, key.as_str(), now_ms()).await,
+        authenticate(
+            &store,
+            &shared::token::TokenFormat::default(),
+            key.as_str(),
+            now_ms()
+        )
+        .await,
         Err(ApiError::Unauthenticated)
     ));
     store
@@ -106,7 +119,14 @@ async fn a_blocked_user_is_inactive_and_its_key_fails() {
         )
         .await
         .unwrap();
-    assert!(authenticate(&store, key.as_str(), now_ms()).await.is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        key.as_str(),
+        now_ms()
+    )
+    .await
+    .is_ok());
 }
 
 #[tokio::test]
@@ -237,10 +257,23 @@ async fn rotation_replaces_the_key_and_refuses_the_previous_one_at_once() {
         json!({"success": true, "message": "", "data": {"permanentToken": {"key": second, "active": true}}, "code": 200})
     );
     assert!(matches!(
-        authenticate(&store, Some(&first), now_ms()).await,
+        authenticate(
+            &store,
+            &shared::token::TokenFormat::default(),
+            Some(&first),
+            now_ms()
+        )
+        .await,
         Err(ApiError::Unauthenticated)
     ));
-    let principal = authenticate(&store, Some(&second), now_ms()).await.unwrap();
+    let principal = authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&second),
+        now_ms(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (principal.user_id, principal.kind),
         (t.user.id, TokenKind::Permanent)
@@ -252,8 +285,22 @@ async fn rotation_replaces_the_key_and_refuses_the_previous_one_at_once() {
     // Again: a third key, the second refused.
     let third = key_of(&rotate(&service, &t.admin_token, &query).await.1);
     assert!(![first.as_str(), second.as_str()].contains(&third.as_str()));
-    assert!(authenticate(&store, Some(&second), now_ms()).await.is_err());
-    assert!(authenticate(&store, Some(&third), now_ms()).await.is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&second),
+        now_ms()
+    )
+    .await
+    .is_err());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&third),
+        now_ms()
+    )
+    .await
+    .is_ok());
     // A user whose key was never read: the rotation issues one that works.
     let other = shared::test_support::add_user(
         &store,
@@ -263,9 +310,14 @@ async fn rotation_replaces_the_key_and_refuses_the_previous_one_at_once() {
     let fresh = format!("?userId={}", other.id);
     let (status, body) = rotate(&service, &t.admin_token, &fresh).await;
     assert_eq!(status, 200, "{body}");
-    assert!(authenticate(&store, Some(&key_of(&body)), now_ms())
-        .await
-        .is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&key_of(&body)),
+        now_ms()
+    )
+    .await
+    .is_ok());
     assert_eq!(
         key_of(&get(&service, &t.admin_token, &fresh).await.1),
         key_of(&body)
@@ -300,9 +352,23 @@ async fn racing_rotations_leave_exactly_one_working_key() {
         .collect();
     keys.push(first);
     for key in keys.iter().filter(|key| **key != current) {
-        assert!(authenticate(&store, Some(key), now_ms()).await.is_err());
+        assert!(authenticate(
+            &store,
+            &shared::token::TokenFormat::default(),
+            Some(key),
+            now_ms()
+        )
+        .await
+        .is_err());
     }
-    assert!(authenticate(&store, Some(&current), now_ms()).await.is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&current),
+        now_ms()
+    )
+    .await
+    .is_ok());
     assert!(keys.contains(&current));
 }
 
@@ -361,6 +427,13 @@ async fn rotation_refusals_use_the_envelope_and_change_nothing() {
         .0,
         405
     );
-    assert!(authenticate(&store, Some(&key), now_ms()).await.is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&key),
+        now_ms()
+    )
+    .await
+    .is_ok());
     assert_eq!(key_of(&get(&service, &t.admin_token, &query).await.1), key);
 }

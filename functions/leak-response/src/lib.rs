@@ -31,7 +31,9 @@ use shared::store::{
     descendants, now_ms, Found, Leak, PermanentGeneration, Revocation, TokenAddress, TokenRecord,
     TokenState,
 };
-use shared::token::{self, hash_token, hex, ParsedToken, PermanentKey, PublicTokenId, TokenKind};
+use shared::token::{
+    hash_token, hex, ParsedToken, PermanentKey, PublicTokenId, TokenFormat, TokenKind,
+};
 use shared::validate::{required, string_field};
 use shared::web::{self, Failure, Fields, Json, Laravel, RawBody, RequestSource, Routes};
 
@@ -119,7 +121,7 @@ async fn report(
     })?;
     let parsed: Vec<Option<ParsedToken>> = reported
         .iter()
-        .map(|r| token::parse(&r.token).ok())
+        .map(|r| service.config.token_format.parse(&r.token).ok())
         .collect();
     let addresses: Vec<TokenAddress> = parsed.iter().flatten().map(TokenAddress::from).collect();
     let permanent_owners: Vec<UserId> = parsed
@@ -138,7 +140,9 @@ async fn report(
     let mut seen = HashSet::new();
     let mut rotating = HashSet::new();
     for (entry, parsed) in reported.iter().zip(&parsed) {
-        let ours = parsed.as_ref().filter(|p| issued_here(p, &found, key));
+        let ours = parsed
+            .as_ref()
+            .filter(|p| issued_here(p, &found, key, &service.config.token_format));
         labels.push(Labelled {
             token_hash: hex(&hash_token(&entry.token).0),
             token_type: &entry.kind,
@@ -202,18 +206,26 @@ async fn report(
 }
 
 /// Whether `parsed` is a token this service issued: its record (live or not) holds its hash,
-/// or it is a permanent key the server key derives for a generation its owner has had.
-fn issued_here(parsed: &ParsedToken, found: &Found, key: &PermanentKey) -> bool {
+/// or it is a permanent key the server key derives, under an accepted prefix, for a generation
+/// its owner has had.
+fn issued_here(
+    parsed: &ParsedToken,
+    found: &Found,
+    key: &PermanentKey,
+    format: &TokenFormat,
+) -> bool {
     let recorded = found
         .tokens
         .get(&TokenAddress::from(parsed))
         .is_some_and(|record| record.kind == parsed.kind && record.hash.matches(&parsed.hash));
     recorded
         || permanent_generation_had(parsed, found).is_some_and(|generation| {
-            key.derive(parsed.user_id, generation)
-                .parsed
-                .hash
-                .matches(&parsed.hash)
+            format.accepted().iter().any(|prefix| {
+                key.derive(prefix, parsed.user_id, generation)
+                    .parsed
+                    .hash
+                    .matches(&parsed.hash)
+            })
         })
 }
 
@@ -287,7 +299,7 @@ async fn self_revoke(
     body: Fields<Laravel>,
 ) -> Answer {
     let presented = required("token", string_field(&body, "token"))?;
-    if let Ok(parsed) = token::parse(&presented) {
+    if let Ok(parsed) = service.config.token_format.parse(&presented) {
         let (kind, hash) = (parsed.kind, parsed.hash);
         let holds_it =
             move |record: &TokenRecord| record.kind == kind && record.hash.matches(&hash);

@@ -18,7 +18,7 @@ use shared::test_support::{
     request, service, service_intercepted, tenant, token_expiring, token_for, unreachable_service,
     Scanner, Tenant,
 };
-use shared::token::{self, generate, PermanentKey, TokenFamily, TokenKind};
+use shared::token::{self, PermanentKey, TokenFamily, TokenFormat, TokenKind};
 
 const KEY_ID: &str = Scanner::KEY_ID;
 
@@ -108,7 +108,7 @@ async fn a_report_labels_every_entry_in_order_and_revokes_the_live_ones() {
     let personal = token_for(&store, &t.user, TokenKind::Personal, Abilities::full()).await;
     let customer = token_for(&store, &t.user, TokenKind::Customer, Abilities::full()).await;
     let deleted = token_for(&store, &t.user, TokenKind::ApiKey, Abilities::full()).await;
-    let parsed_deleted = token::parse(&deleted).unwrap();
+    let parsed_deleted = token::parse_any_prefix(&deleted).unwrap();
     store
         .revoke_token(
             t.user.id,
@@ -123,7 +123,7 @@ async fn a_report_labels_every_entry_in_order_and_revokes_the_live_ones() {
     let expired = expired.secret.expose().to_string();
     let disabled = shared::test_support::disabled_token(&store, &t.user).await;
     // A token of this service's shape for a user that exists, never issued.
-    let never_issued = generate(TokenKind::ApiKey, t.user.id, now);
+    let never_issued = TokenFormat::default().generate(TokenKind::ApiKey, t.user.id, now);
     let never_issued = never_issued.secret.expose().to_string();
     let entries = [
         entry(&t.user_token),
@@ -169,14 +169,23 @@ async fn a_report_labels_every_entry_in_order_and_revokes_the_live_ones() {
     });
     // The live ones (the disabled one too) are revoked as leaked, with where they were found.
     for token in [&t.user_token, &personal, &customer, &disabled] {
-        let verified = verify(&store, token, now_ms()).await.unwrap();
+        let verified = verify(&store, &TokenFormat::default(), token, now_ms())
+            .await
+            .unwrap();
         assert_eq!(verified.code, VerificationCode::Revoked, "{token}");
         assert_eq!(verified.revoked_reason, Some("leaked"));
         assert_eq!(
             verified.record.unwrap().revocation,
             Some(where_found.clone())
         );
-        assert!(authenticate(&store, Some(token), now_ms()).await.is_err());
+        assert!(authenticate(
+            &store,
+            &shared::token::TokenFormat::default(),
+            Some(token),
+            now_ms()
+        )
+        .await
+        .is_err());
     }
     // Each revocation has its event: secret scanning as the actor, where the leak was found.
     let page = store
@@ -199,9 +208,13 @@ async fn a_report_labels_every_entry_in_order_and_revokes_the_live_ones() {
         assert_eq!(event["details"]["source"], "content");
     }
     // What was no longer live keeps its state and reason.
-    let verified = verify(&store, &deleted, now_ms()).await.unwrap();
+    let verified = verify(&store, &TokenFormat::default(), &deleted, now_ms())
+        .await
+        .unwrap();
     assert_eq!(verified.revoked_reason, Some("deleted"));
-    let verified = verify(&store, &expired, now_ms()).await.unwrap();
+    let verified = verify(&store, &TokenFormat::default(), &expired, now_ms())
+        .await
+        .unwrap();
     assert_eq!(verified.code, VerificationCode::Expired);
     assert_eq!(verified.revoked_reason, None);
     // The slots of the revoked keys are given back: the user mints up to the cap again.
@@ -211,9 +224,14 @@ async fn a_report_labels_every_entry_in_order_and_revokes_the_live_ones() {
         .unwrap();
     assert!(live.is_empty(), "{live:?}");
     // The admin's key, not reported, still works.
-    assert!(authenticate(&store, Some(&t.admin_token), now_ms())
-        .await
-        .is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&t.admin_token),
+        now_ms()
+    )
+    .await
+    .is_ok());
 }
 
 #[tokio::test]
@@ -233,10 +251,14 @@ async fn a_repeated_report_answers_the_same_and_changes_nothing_more() {
         ["true_positive", "true_positive", "false_positive"]
     );
     assert_eq!(first.1[1]["token_type"], "other");
-    let revoked = verify(&store, &t.user_token, now_ms()).await.unwrap();
+    let revoked = verify(&store, &TokenFormat::default(), &t.user_token, now_ms())
+        .await
+        .unwrap();
     let second = report(&service, &scanner, &body).await;
     assert_eq!(second, first);
-    let again = verify(&store, &t.user_token, now_ms()).await.unwrap();
+    let again = verify(&store, &TokenFormat::default(), &t.user_token, now_ms())
+        .await
+        .unwrap();
     assert_eq!(
         again.record, revoked.record,
         "the revocation is as the first report left it"
@@ -264,16 +286,16 @@ async fn leaked_permanent_keys_rotate_the_current_generation_only() {
     assert_ne!(first, current);
     // The same record id as the current key, under another server key: not ours.
     let other_server_key = PermanentKey::new(&[7u8; 32]).unwrap();
-    let generation = token::parse(&current)
+    let generation = token::parse_any_prefix(&current)
         .unwrap()
         .token_id
         .permanent_generation()
         .unwrap();
-    let forged = other_server_key.derive(t.user.id, generation);
+    let forged = other_server_key.derive(&shared::token::Prefix::default(), t.user.id, generation);
     let forged = forged.secret.expose().to_string();
     // A generation the user has not reached yet.
     let ahead = key
-        .derive(t.user.id, generation + 1)
+        .derive(&shared::token::Prefix::default(), t.user.id, generation + 1)
         .secret
         .expose()
         .to_string();
@@ -295,7 +317,9 @@ async fn leaked_permanent_keys_rotate_the_current_generation_only() {
             "true_positive"
         ]
     );
-    let leaked = verify(&store, &current, now_ms()).await.unwrap();
+    let leaked = verify(&store, &TokenFormat::default(), &current, now_ms())
+        .await
+        .unwrap();
     assert_eq!(leaked.code, VerificationCode::Revoked);
     assert_eq!(leaked.revoked_reason, Some("leaked"));
     // The user moved on at once: the next generation is issued, and handed out from now on.
@@ -304,14 +328,28 @@ async fn leaked_permanent_keys_rotate_the_current_generation_only() {
     assert!(user.permanent_issued);
     let next = permanent_key(&service, &user).await;
     assert_eq!(next, ahead, "the next generation's key");
-    assert!(authenticate(&store, Some(&next), now_ms()).await.is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&next),
+        now_ms()
+    )
+    .await
+    .is_ok());
     // An older generation's key reported again: true, and no further rotation.
     let body = json!([entry(&first), entry(&current)]).to_string();
     let (_, again) = report(&service, &scanner, &body).await;
     assert_eq!(labels(&again), ["true_positive", "true_positive"]);
     let user = store.get_user(t.user.id).await.unwrap().unwrap();
     assert_eq!(user.permanent_generation, generation + 1);
-    assert!(authenticate(&store, Some(&next), now_ms()).await.is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&next),
+        now_ms()
+    )
+    .await
+    .is_ok());
 }
 
 #[tokio::test]
@@ -329,7 +367,9 @@ async fn a_blocked_owners_leaked_permanent_key_is_revoked_and_moves_on_when_unbl
     let (status, answer) =
         report(&service, &scanner, &json!([entry(&permanent)]).to_string()).await;
     assert_eq!((status, labels(&answer)), (200, vec!["true_positive"]));
-    let verified = verify(&store, &permanent, now_ms()).await.unwrap();
+    let verified = verify(&store, &TokenFormat::default(), &permanent, now_ms())
+        .await
+        .unwrap();
     assert_eq!(verified.revoked_reason, Some("leaked"));
     store
         .set_user_status(
@@ -342,7 +382,14 @@ async fn a_blocked_owners_leaked_permanent_key_is_revoked_and_moves_on_when_unbl
     let user = store.get_user(t.user.id).await.unwrap().unwrap();
     let next = permanent_key(&service, &user).await;
     assert_ne!(next, permanent);
-    assert!(authenticate(&store, Some(&next), now_ms()).await.is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&next),
+        now_ms()
+    )
+    .await
+    .is_ok());
 }
 
 #[tokio::test]
@@ -393,9 +440,14 @@ async fn refused_signatures_revoke_nothing() {
             "{headers:?}"
         );
     }
-    assert!(authenticate(&store, Some(&t.user_token), now_ms())
-        .await
-        .is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&t.user_token),
+        now_ms()
+    )
+    .await
+    .is_ok());
     // A service that trusts no key refuses every report.
     let mut untrusting = service.clone();
     untrusting.config.secret_scanning_keys = None;
@@ -404,14 +456,24 @@ async fn refused_signatures_revoke_nothing() {
         ("github-public-key-signature", good.as_str()),
     ];
     assert_eq!(send_report(&untrusting, &body, &headers).await.0, 401);
-    assert!(authenticate(&store, Some(&t.user_token), now_ms())
-        .await
-        .is_ok());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&t.user_token),
+        now_ms()
+    )
+    .await
+    .is_ok());
     // The trusted signature over the same body does revoke.
     assert_eq!(report(&service, &scanner, &body).await.0, 200);
-    assert!(authenticate(&store, Some(&t.user_token), now_ms())
-        .await
-        .is_err());
+    assert!(authenticate(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Some(&t.user_token),
+        now_ms()
+    )
+    .await
+    .is_err());
 }
 
 #[tokio::test]
@@ -466,7 +528,8 @@ async fn a_thousand_token_report_is_read_in_batches_and_revoked_per_owner() {
     }
     let forged: Vec<String> = (0..850)
         .map(|i| {
-            generate(TokenKind::ApiKey, t.user.id, EpochMs(now_ms().0 + i))
+            TokenFormat::default()
+                .generate(TokenKind::ApiKey, t.user.id, EpochMs(now_ms().0 + i))
                 .secret
                 .expose()
                 .to_string()
@@ -503,7 +566,14 @@ async fn a_thousand_token_report_is_read_in_batches_and_revoked_per_owner() {
     assert_eq!(counts.get("TransactWriteItems"), Some(&5), "{counts:?}");
     assert_eq!(counts.values().sum::<usize>(), 175, "{counts:?}");
     for token in &live {
-        assert!(authenticate(&store, Some(token), now_ms()).await.is_err());
+        assert!(authenticate(
+            &store,
+            &shared::token::TokenFormat::default(),
+            Some(token),
+            now_ms()
+        )
+        .await
+        .is_err());
     }
     // Left: each one's own key from the tenant, not reported.
     for (owner, kept) in [(&t.user, &t.user_token), (&t.admin, &t.admin_token)] {
@@ -512,7 +582,7 @@ async fn a_thousand_token_report_is_read_in_batches_and_revoked_per_owner() {
             .await
             .unwrap();
         assert_eq!(keys.len(), 1);
-        assert_eq!(keys[0].id, token::parse(kept).unwrap().token_id);
+        assert_eq!(keys[0].id, token::parse_any_prefix(kept).unwrap().token_id);
         let personal = store
             .list_tokens(owner.id, TokenFamily::Personal, now_ms())
             .await
@@ -526,21 +596,24 @@ async fn self_revocation_answers_the_same_whatever_the_token() {
     let (_, service, store, t) = scanned_tenant().await;
     let permanent = permanent_key(&service, &t.user).await;
     // The same record as the user's permanent key, another secret.
-    let generation = token::parse(&permanent)
+    let generation = token::parse_any_prefix(&permanent)
         .unwrap()
         .token_id
         .permanent_generation()
         .unwrap();
-    let forged = PermanentKey::new(&[3u8; 32])
-        .unwrap()
-        .derive(t.user.id, generation);
+    let forged = PermanentKey::new(&[3u8; 32]).unwrap().derive(
+        &shared::token::Prefix::default(),
+        t.user.id,
+        generation,
+    );
     let forged = forged.secret.expose().to_string();
     let accepted = (202, json!({"message": "Accepted."}));
     for token in [
         forged.as_str(),
         "tkna_unknown",
         "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
-        generate(TokenKind::Personal, t.user.id, now_ms())
+        TokenFormat::default()
+            .generate(TokenKind::Personal, t.user.id, now_ms())
             .secret
             .expose(),
     ] {
@@ -548,20 +621,36 @@ async fn self_revocation_answers_the_same_whatever_the_token() {
         assert_eq!(answer, accepted, "{token}");
     }
     assert!(
-        authenticate(&store, Some(&permanent), now_ms())
-            .await
-            .is_ok(),
+        authenticate(
+            &store,
+            &shared::token::TokenFormat::default(),
+            Some(&permanent),
+            now_ms()
+        )
+        .await
+        .is_ok(),
         "not the forged one's"
     );
     for token in [&t.user_token, &permanent] {
         let body = json!({"token": format!(" {token} ")}).to_string();
         assert_eq!(self_revoke(&service, &body).await, accepted);
-        assert!(authenticate(&store, Some(token), now_ms()).await.is_err());
-        let verified = verify(&store, token, now_ms()).await.unwrap();
+        assert!(authenticate(
+            &store,
+            &shared::token::TokenFormat::default(),
+            Some(token),
+            now_ms()
+        )
+        .await
+        .is_err());
+        let verified = verify(&store, &TokenFormat::default(), token, now_ms())
+            .await
+            .unwrap();
         assert_eq!(verified.revoked_reason, Some("self_revoked"));
         // Again: the same answer, the revocation as it was.
         assert_eq!(self_revoke(&service, &body).await, accepted);
-        let again = verify(&store, token, now_ms()).await.unwrap();
+        let again = verify(&store, &TokenFormat::default(), token, now_ms())
+            .await
+            .unwrap();
         assert_eq!(again.record, verified.record);
     }
     // The user's next permanent key is issued on the next call.
@@ -596,7 +685,8 @@ async fn an_outage_answers_503_json_and_a_malformed_token_still_202() {
         _ => None,
     })
     .unwrap();
-    let ours = generate(TokenKind::ApiKey, shared::domain::UserId(7), now_ms());
+    let ours =
+        TokenFormat::default().generate(TokenKind::ApiKey, shared::domain::UserId(7), now_ms());
     let ours = ours.secret.expose();
     let unavailable =
         json!({"message": "The service is temporarily unavailable. Please try again shortly."});

@@ -13,7 +13,7 @@ pub use crate::clock::now_ms;
 pub use crate::model::{
     EventCursor, EventPage, EventScope, Found, Leak, Metered, NewToken, NewUser, Owner,
     PermanentGeneration, Platform, Predecessor, Revocation, RollOutcome, TokenAddress, TokenChange,
-    TokenRecord, TokenState, User, UserChange, UserPage, LAST_USED_RESOLUTION_MS,
+    TokenRecord, TokenState, User, UserChange, UserPage, WorkingPermanent, LAST_USED_RESOLUTION_MS,
 };
 pub use dynamo::{Direct, DynamoStore};
 pub use item::{token_sort_prefix, Key};
@@ -22,7 +22,7 @@ use crate::clock::{EpochMs, EpochSeconds};
 use crate::domain::{CustomerId, Email, ExternalId, PlatformId, UserId, UserStatus};
 use crate::limits::{Limits, Meter, Usage};
 use crate::model::Audit;
-use crate::token::{PublicTokenId, TokenFamily, TokenId};
+use crate::token::{PublicTokenId, TokenFamily, TokenHash, TokenId};
 
 /// What the store declined to do because of what is stored: nothing was written. A handler
 /// answers each as its route does; none is a fault of the service.
@@ -46,6 +46,9 @@ pub enum Refusal {
     TokenIdTaken,
     #[error("the user already holds the maximum of {max} tokens")]
     TokenLimitReached { max: u32 },
+    /// An imported token's hash is already this service's: the token that holds it.
+    #[error("a token with this hash was imported before")]
+    AlreadyImported(PublicTokenId),
 }
 
 /// What the store could not do because DynamoDB (or what it holds) failed: the service's fault,
@@ -200,8 +203,14 @@ pub trait Tokens: Send + Sync {
         id: TokenId,
     ) -> Result<(Option<TokenRecord>, Option<User>), Fault>;
 
+    /// The imported token whose secret hashes to `hash` (one strongly consistent GetItem of
+    /// its import pointer); whether it works is its record's to say.
+    async fn find_imported(&self, hash: &TokenHash) -> Result<Option<TokenAddress>, Fault>;
+
     /// Stores a token of `owner` while the owner is active; capped families stay within `cap`
-    /// (counted per [`crate::token::CapCounter`]), whatever the concurrency.
+    /// (counted per [`crate::token::CapCounter`]), whatever the concurrency. An imported token
+    /// is stored with its import pointer, in the same transaction: a hash is imported once
+    /// (`AlreadyImported` names the token that holds it).
     async fn create_token(
         &self,
         owner: Owner,
@@ -371,20 +380,22 @@ pub trait AuditLog: Send + Sync {
 /// The generations of each user's permanent token.
 #[async_trait]
 pub trait PermanentKeys: Send + Sync {
-    /// Makes sure the user's permanent token of the generation it returns works. `Working`: the
-    /// record of the current generation is written on first use; when it is revoked, gone, or
-    /// no longer matches what `derive` makes (the server key changed), the user moves on to the
-    /// next generation in one transaction (the old record, if still live, is revoked with it).
+    /// Makes sure the user's permanent token of the generation it returns works. `derive` makes
+    /// a generation's record under each accepted prefix, the minting one first. `Working`: the
+    /// record of the current generation is written on first use (the first candidate); when it
+    /// is revoked, gone, or matches none of the candidates (the server key changed, or its
+    /// prefix is no longer accepted), the user moves on to the next generation in one
+    /// transaction (the old record, if still live, is revoked with it).
     /// `Next` (a rotation): the user moves on whatever the state of the current one, so the
     /// previous key stops working at once; rotations that race end on one new generation.
     async fn issue_permanent_token(
         &self,
         owner: &User,
-        derive: &(dyn Fn(u32) -> NewToken + Sync),
+        derive: &(dyn Fn(u32) -> Vec<NewToken> + Sync),
         wanted: PermanentGeneration,
         audit: &dyn Audit,
         now: EpochMs,
-    ) -> Result<u32, StoreError>;
+    ) -> Result<WorkingPermanent, StoreError>;
 }
 
 /// The live token a public id names, whatever its family: one BatchGetItem of its four

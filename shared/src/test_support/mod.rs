@@ -17,7 +17,7 @@ use crate::mint::mint_plaintext;
 use crate::service::Service;
 use crate::store::schema::create_table;
 use crate::store::{DynamoStore, NewUser, Owner, Platform, Store, User};
-use crate::token::TokenKind;
+use crate::token::{TokenFormat, TokenKind};
 use crate::trust::TrustRoots;
 
 pub use crate::token::random_hex;
@@ -123,6 +123,7 @@ pub async fn token_for(
 ) -> String {
     mint_plaintext(
         store,
+        &TokenFormat::default(),
         Owner::from(owner),
         kind,
         TokenName::parse("test").expect("a valid name"),
@@ -136,7 +137,7 @@ pub async fn token_for(
 /// A full-access API key of `owner`, disabled (refused everywhere, still holding its slot).
 pub async fn disabled_token(store: &dyn Store, owner: &User) -> String {
     let token = token_for(store, owner, TokenKind::ApiKey, Abilities::full()).await;
-    let parsed = crate::token::parse(&token).expect("a minted token");
+    let parsed = crate::token::parse_any_prefix(&token).expect("a minted token");
     let record = store
         .get_token(owner.id, parsed.kind.family(), parsed.token_id)
         .await
@@ -171,9 +172,17 @@ pub async fn token_expiring(
         change: crate::audit::Change::operator(),
         meta: None,
     };
-    crate::mint::mint(store, Owner::from(owner), request, u32::MAX, now_ms())
-        .await
-        .expect("mint an expiring token")
+    let format = TokenFormat::default();
+    crate::mint::mint(
+        store,
+        &format,
+        Owner::from(owner),
+        request,
+        u32::MAX,
+        now_ms(),
+    )
+    .await
+    .expect("mint an expiring token")
 }
 
 /// A platform with an admin and a plain user, each holding a full-access API key.
@@ -385,7 +394,7 @@ pub fn event(json: &str, replacements: &[(&str, &str)]) -> Request {
 /// (its `ADMIN_KEY` and `USER_KEY` filled in): the status and the JSON body.
 pub async fn sample_event(router: RouterOf, json: &str) -> (u16, Value) {
     let (service, store) = service().await;
-    let demo = crate::demo::seed(&store, 100, now_ms())
+    let demo = crate::demo::seed(&store, &TokenFormat::default(), 100, now_ms())
         .await
         .expect("the demo directory");
     let keys = [

@@ -40,7 +40,7 @@ async fn send(
 
 /// The stored credits of the token a secret names.
 async fn stored_credits(store: &DynamoStore, secret: &str) -> u64 {
-    let parsed = token::parse(secret).unwrap();
+    let parsed = token::parse_any_prefix(secret).unwrap();
     let key = Key::token(parsed.user_id, parsed.kind.family(), parsed.token_id);
     let item = store.direct().item(&key).await.unwrap().unwrap();
     item["credits"].as_n().unwrap().parse().unwrap()
@@ -48,7 +48,7 @@ async fn stored_credits(store: &DynamoStore, secret: &str) -> u64 {
 
 /// Gives the user's key `credits` of its own.
 async fn meter(store: &DynamoStore, secret: &str, credits: u64) {
-    let parsed = token::parse(secret).unwrap();
+    let parsed = token::parse_any_prefix(secret).unwrap();
     let record = store
         .get_token(parsed.user_id, parsed.kind.family(), parsed.token_id)
         .await
@@ -191,7 +191,7 @@ async fn a_creation_whose_outcome_stays_unknown_is_made_void() {
         change: Change::operator(),
         meta: None,
     };
-    let issued = token::generate(request.kind, owner.id, now_ms());
+    let issued = shared::token::TokenFormat::default().generate(request.kind, owner.id, now_ms());
     let new = NewToken {
         parsed: issued.parsed,
         name: "unknown".into(),
@@ -200,6 +200,7 @@ async fn a_creation_whose_outcome_stays_unknown_is_made_void() {
         expires_at: None,
         parent_id: None,
         meta: None,
+        imported: false,
     };
     let before = slots(&store, &t).await;
     for _ in 0..40 {

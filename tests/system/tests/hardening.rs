@@ -192,7 +192,14 @@ impl World {
             return Token::Missing;
         };
         let token = value.strip_prefix("Bearer ").unwrap_or(value).trim();
-        match shared::auth::authenticate(&self.store, Some(token), now_ms()).await {
+        match shared::auth::authenticate(
+            &self.store,
+            &shared::token::TokenFormat::default(),
+            Some(token),
+            now_ms(),
+        )
+        .await
+        {
             Ok(_) => Token::Valid,
             Err(_) => Token::Refused,
         }
@@ -239,9 +246,16 @@ async fn service_key(
         change: shared::audit::Change::operator(),
         meta: None,
     };
-    mint(store, Owner::from(&account), request, u32::MAX, now)
-        .await
-        .unwrap()
+    mint(
+        store,
+        &shared::token::TokenFormat::default(),
+        Owner::from(&account),
+        request,
+        u32::MAX,
+        now,
+    )
+    .await
+    .unwrap()
 }
 
 async fn world() -> World {
@@ -287,6 +301,7 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
     };
     let expired = mint(
         &store,
+        &shared::token::TokenFormat::default(),
         Owner::from(&a.admin),
         request(Some(now.0 / 1000 - 60)),
         u32::MAX,
@@ -294,9 +309,16 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
     )
     .await
     .unwrap();
-    let revoked = mint(&store, Owner::from(&a.admin), request(None), u32::MAX, now)
-        .await
-        .unwrap();
+    let revoked = mint(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Owner::from(&a.admin),
+        request(None),
+        u32::MAX,
+        now,
+    )
+    .await
+    .unwrap();
     assert!(store
         .revoke_token(
             a.admin.id,
@@ -308,9 +330,16 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
         .await
         .unwrap());
     // A's admin's full key, reported leaked (revoked as a secret-scanning report does).
-    let leaked = mint(&store, Owner::from(&a.admin), request(None), u32::MAX, now)
-        .await
-        .unwrap();
+    let leaked = mint(
+        &store,
+        &shared::token::TokenFormat::default(),
+        Owner::from(&a.admin),
+        request(None),
+        u32::MAX,
+        now,
+    )
+    .await
+    .unwrap();
     let why = shared::store::Revocation::Leaked(shared::store::Leak::new(
         Some("https://example.com/leak"),
         None,
@@ -340,7 +369,8 @@ async fn world_on(target: Target, store: DynamoStore) -> World {
         .unwrap();
     let limited = Abilities::parse(vec!["calls:read".into()]).unwrap();
     let limited_admin = token_for(&store, &a.admin, TokenKind::Personal, limited).await;
-    let unknown = token::generate(TokenKind::ApiKey, UserId(999_999_999), now)
+    let unknown = shared::token::TokenFormat::default()
+        .generate(TokenKind::ApiKey, UserId(999_999_999), now)
         .secret
         .expose()
         .to_string();
@@ -425,6 +455,7 @@ enum Route {
     ListUserTokens,
     MintUserToken,
     RevokeUserToken,
+    ImportTokens,
 }
 
 /// Who calls, in the matrix.
@@ -441,7 +472,7 @@ enum Caller {
 }
 
 impl Route {
-    const ALL: [Route; 32] = [
+    const ALL: [Route; 33] = [
         Route::WhiteLabelToken,
         Route::CustomerToken,
         Route::RevokeCustomerToken,
@@ -474,6 +505,7 @@ impl Route {
         Route::ListUserTokens,
         Route::MintUserToken,
         Route::RevokeUserToken,
+        Route::ImportTokens,
     ];
 
     /// The permission a service key needs for this route; `None`: no service key may use it.
@@ -482,7 +514,8 @@ impl Route {
             Route::CustomerToken
             | Route::RevokeCustomerToken
             | Route::MintUserToken
-            | Route::RevokeUserToken => Permission::TokensWrite,
+            | Route::RevokeUserToken
+            | Route::ImportTokens => Permission::TokensWrite,
             Route::AuditEvents => Permission::AuditRead,
             Route::UserLimits | Route::TokenLimits => Permission::LimitsWrite,
             Route::VerifyToken => Permission::Verify,
@@ -497,11 +530,15 @@ impl Route {
     }
 
     /// A platform route that acts on the caller's own platform as a whole: another platform's
-    /// admin succeeds on its own.
+    /// admin succeeds on its own (an import's entries for A's user are then each answered as
+    /// not found).
     fn platform_wide(self) -> bool {
         matches!(
             self,
-            Route::CreateServiceKey | Route::ListServiceKeys | Route::CreateUser
+            Route::CreateServiceKey
+                | Route::ListServiceKeys
+                | Route::CreateUser
+                | Route::ImportTokens
         )
     }
 
@@ -627,7 +664,7 @@ impl Route {
                     Abilities::full(),
                 )
                 .await;
-                let parsed = token::parse(&text).unwrap();
+                let parsed = token::parse_any_prefix(&text).unwrap();
                 (
                     Method::DELETE,
                     format!(
@@ -683,7 +720,7 @@ impl Route {
                 json!({"credits": null, "rate_limit": null}).to_string(),
             ),
             Route::TokenLimits => {
-                let parsed = token::parse(&w.a.user_token).unwrap();
+                let parsed = token::parse_any_prefix(&w.a.user_token).unwrap();
                 (
                     Method::PUT,
                     format!("/api/v1/tokens/{}-{}/limits", w.a.user.id, parsed.token_id),
@@ -735,10 +772,17 @@ impl Route {
                 format!("/api/v1/users/{}/tokens", w.customer.id),
                 r#"{"name":"m"}"#.into(),
             ),
+            Route::ImportTokens => (
+                Method::POST,
+                "/api/v1/tokens/import".into(),
+                json!({"tokens": [{"user_id": w.customer.id, "name": "i",
+                    "token": format!("legacy-{}", shared::test_support::random_hex(8))}]})
+                .to_string(),
+            ),
             Route::RevokeUserToken => {
                 let text =
                     token_for(&w.store, &w.a.admin, TokenKind::ApiKey, Abilities::full()).await;
-                let parsed = token::parse(&text).unwrap();
+                let parsed = token::parse_any_prefix(&text).unwrap();
                 (
                     Method::DELETE,
                     format!("/api/v1/users/{}/tokens/{}-{}", w.a.admin.id, w.a.admin.id, parsed.token_id),
@@ -768,7 +812,7 @@ impl Route {
             | Route::RollApiKey
             | Route::RollApiToken => {
                 // A fresh token of the caller (when the caller is a real, active user), else of A's admin.
-                let owner = match token.and_then(|t| token::parse(t).ok()) {
+                let owner = match token.and_then(|t| token::parse_any_prefix(t).ok()) {
                     Some(parsed) => w.store.get_user(parsed.user_id).await.unwrap(),
                     None => None,
                 }
@@ -790,7 +834,7 @@ impl Route {
                     _ => (Method::DELETE, "", ""),
                 };
                 let text = token_for(&w.store, &owner, kind, Abilities::full()).await;
-                let parsed = token::parse(&text).unwrap();
+                let parsed = token::parse_any_prefix(&text).unwrap();
                 (
                     method,
                     format!("{base}/{}-{}{suffix}", owner.id, parsed.token_id),
@@ -982,7 +1026,7 @@ async fn cross_tenant_answers_are_byte_identical_to_unknown_users() {
     let victim_id = format!(
         "{}-{}",
         w.a.user.id,
-        token::parse(&victim).unwrap().token_id
+        token::parse_any_prefix(&victim).unwrap().token_id
     );
     let (status, body, _) = w
         .target
@@ -997,11 +1041,14 @@ async fn cross_tenant_answers_are_byte_identical_to_unknown_users() {
         (status, body),
         (404, json!({"message": "API key not found."}))
     );
-    assert!(
-        shared::auth::authenticate(&w.store, Some(&victim), now_ms())
-            .await
-            .is_ok()
-    );
+    assert!(shared::auth::authenticate(
+        &w.store,
+        &shared::token::TokenFormat::default(),
+        Some(&victim),
+        now_ms()
+    )
+    .await
+    .is_ok());
 }
 
 #[tokio::test]
@@ -1634,9 +1681,14 @@ async fn two_hundred_parallel_creates_across_users_all_land() {
         let (user, status, body) = task.await.unwrap();
         assert_eq!(status, 201, "{body}");
         let token = body["api_key"]["token"].as_str().unwrap().to_string();
-        let principal = shared::auth::authenticate(&store, Some(&token), now_ms())
-            .await
-            .unwrap();
+        let principal = shared::auth::authenticate(
+            &store,
+            &shared::token::TokenFormat::default(),
+            Some(&token),
+            now_ms(),
+        )
+        .await
+        .unwrap();
         assert_eq!(principal.user_id, user.id);
         assert!(tokens.insert(token));
         let listed = store

@@ -371,7 +371,7 @@ async fn exercise(h: &Harness) {
         assert_eq!(status, 200, "{id}");
     }
     let victim = token_for(store, &customer, TokenKind::Customer, Abilities::full()).await;
-    let victim = token::parse(&victim).unwrap();
+    let victim = token::parse_any_prefix(&victim).unwrap();
     let path = format!(
         "/api/v1/global/users/tokens/{}-{}",
         customer.id, victim.token_id
@@ -394,7 +394,7 @@ async fn exercise(h: &Harness) {
         assert_eq!(h.send("api-keys", Method::GET, path, &user, "").await, 200);
     }
     let doomed = token_for(store, &t.user, TokenKind::ApiKey, Abilities::full()).await;
-    let doomed = token::parse(&doomed).unwrap();
+    let doomed = token::parse_any_prefix(&doomed).unwrap();
     let path = format!("/api/user/api-keys/{}-{}", t.user.id, doomed.token_id);
     // Renamed and disabled, enabled again (the enabled attribute set, then removed), then deleted.
     for body in [
@@ -426,7 +426,7 @@ async fn exercise(h: &Harness) {
     let manages = Abilities::parse(vec!["tokens:manage".into()]).unwrap();
     let manager = token_for(store, &t.user, TokenKind::Personal, manages.clone()).await;
     let weak = token_for(store, &t.user, TokenKind::Personal, manages).await;
-    let weak = token::parse(&weak).unwrap();
+    let weak = token::parse_any_prefix(&weak).unwrap();
     let manager = bearer(&manager);
     let path = format!("/api/v1/user/api-tokens/{}-{}", t.user.id, weak.token_id);
     let status = h
@@ -454,7 +454,7 @@ async fn exercise(h: &Harness) {
     assert_eq!(status, 422);
     // Usage limits: a token's own, then its owner's (the metered authorizations below).
     let metered = token_for(store, &t.admin, TokenKind::ApiKey, Abilities::full()).await;
-    let metered_id = token::parse(&metered).unwrap();
+    let metered_id = token::parse_any_prefix(&metered).unwrap();
     let limits = json!({"credits": {"remaining": 5, "refill": {"amount": 5, "interval": "day"}},
         "rate_limit": {"limit": 5, "window_seconds": 60}})
     .to_string();
@@ -672,6 +672,22 @@ async fn exercise(h: &Harness) {
             .await,
         200
     );
+    // Another system's key imported for the user, twice (its pointer read, then refused).
+    let import = format!(
+        r#"{{"tokens":[{{"user_id":{id},"name":"legacy","token":"7|iam-legacy-secret-0001"}}]}}"#
+    );
+    for status in ["imported", "existing"] {
+        let imported = h
+            .send_json(
+                "directory",
+                Method::POST,
+                "/api/v1/tokens/import",
+                &key,
+                &import,
+            )
+            .await;
+        assert_eq!(imported.1["data"][0]["status"], status, "{}", imported.1);
+    }
     let path = format!("/api/v1/users/{id}");
     let body = r#"{"name":"E","meta":null,"status":"blocked"}"#;
     assert_eq!(

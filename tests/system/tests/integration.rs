@@ -1000,6 +1000,7 @@ async fn token_meta_changed_by_patch_survives_a_roll_that_read_it_before() {
     };
     let rolled = shared::mint::roll(
         &store,
+        &shared::token::TokenFormat::default(),
         shared::store::Owner::from(&t.user),
         &stale,
         request,
@@ -1038,4 +1039,37 @@ async fn token_meta_changed_by_patch_survives_a_roll_that_read_it_before() {
         "{listed}"
     );
     assert!(metas.iter().any(|m| m.is_null()), "{listed}");
+}
+
+#[tokio::test]
+async fn a_platforms_service_keys_stop_at_the_cap_with_a_422_and_a_revocation_frees_a_slot() {
+    let (service, store) = service_with(3).await;
+    let t = tenant(&store).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(service_key(&service, &t, &["verify"]).await.1);
+    }
+    let body = json!({"name": "one more", "permissions": ["verify"]});
+    let (status, refused) = send(
+        &service,
+        Method::POST,
+        "/api/v1/service-keys",
+        &t.admin_token,
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(refused["errors"].is_object(), "{refused}");
+    let path = format!("/api/v1/service-keys/{}", ids[0]);
+    let (status, _) = send(&service, Method::DELETE, &path, &t.admin_token, None).await;
+    assert_eq!(status, 200);
+    let (status, created) = send(
+        &service,
+        Method::POST,
+        "/api/v1/service-keys",
+        &t.admin_token,
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
 }

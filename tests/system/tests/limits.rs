@@ -64,7 +64,7 @@ async fn verify(service: &Service, caller: &str, token: &str, consume: bool) -> 
 
 /// The record a token names.
 async fn record_of(store: &DynamoStore, secret: &str) -> TokenRecord {
-    let parsed = token::parse(secret).unwrap();
+    let parsed = token::parse_any_prefix(secret).unwrap();
     store
         .get_token(parsed.user_id, parsed.kind.family(), parsed.token_id)
         .await
@@ -73,7 +73,7 @@ async fn record_of(store: &DynamoStore, secret: &str) -> TokenRecord {
 }
 
 fn public_id(secret: &str) -> String {
-    let parsed = token::parse(secret).unwrap();
+    let parsed = token::parse_any_prefix(secret).unwrap();
     format!("{}-{}", parsed.user_id, parsed.token_id)
 }
 
@@ -113,7 +113,7 @@ fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
 }
 
 fn token_key(secret: &str) -> Key {
-    let parsed = token::parse(secret).unwrap();
+    let parsed = token::parse_any_prefix(secret).unwrap();
     Key::token(parsed.user_id, parsed.kind.family(), parsed.token_id)
 }
 
@@ -646,7 +646,8 @@ async fn only_a_platform_admin_sets_limits_and_only_inside_its_platform() {
             (404, json!({"message": "User not found."}))
         );
     }
-    let unknown = token::generate(TokenKind::ApiKey, t.user.id, now_ms());
+    let unknown =
+        shared::token::TokenFormat::default().generate(TokenKind::ApiKey, t.user.id, now_ms());
     for id in [
         format!("{}-{}", t.user.id, unknown.parsed.token_id),
         "nonsense".to_string(),

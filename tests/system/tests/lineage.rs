@@ -121,7 +121,7 @@ async fn slot_holders(store: &DynamoStore, user: UserId) -> Vec<TokenRecord> {
 
 /// The stored record a secret names (the live item, else its retired copy).
 async fn record_of(store: &DynamoStore, secret: &str) -> TokenRecord {
-    let parsed = token::parse(secret).unwrap();
+    let parsed = token::parse_any_prefix(secret).unwrap();
     let address = shared::store::TokenAddress::from(&parsed);
     store
         .find_tokens(&[address], &[])
@@ -419,7 +419,7 @@ async fn a_token_with_limits_of_its_own_mints_nothing() {
     ));
     let admin_key = token_for(&store, &t.admin, TokenKind::ApiKey, Abilities::full()).await;
     let admin_id = {
-        let parsed = token::parse(&admin_key).unwrap();
+        let parsed = token::parse_any_prefix(&admin_key).unwrap();
         format!("{}-{}", parsed.user_id, parsed.token_id)
     };
     set_limits(
@@ -521,7 +521,7 @@ async fn a_permanent_keys_limits_survive_rotation_leak_and_reissue() {
         }
     };
     let key = permanent(service.clone(), Method::GET, "/ext/get-user-token").await;
-    let parsed = token::parse(&key).unwrap();
+    let parsed = token::parse_any_prefix(&key).unwrap();
     let id = format!("{}-{}", parsed.user_id, parsed.token_id);
     set_limits(
         &service,
@@ -843,6 +843,7 @@ async fn a_roll_racing_an_update_hands_on_what_the_update_left() {
     let grace = now_ms().seconds().0 + 600;
     let rolled = shared::mint::roll(
         &store,
+        &shared::token::TokenFormat::default(),
         owner,
         &stale,
         request,

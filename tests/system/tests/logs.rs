@@ -33,7 +33,14 @@ async fn no_token_appears_in_the_logs() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let (service, store) = service().await;
-    let demo = demo::seed(&store, 100, now_ms()).await.unwrap();
+    let demo = demo::seed(
+        &store,
+        &shared::token::TokenFormat::default(),
+        100,
+        now_ms(),
+    )
+    .await
+    .unwrap();
     let admin = format!("Bearer {}", demo.admin_key);
     let user = format!("Bearer {}", demo.user_key);
     let mut secrets = vec![demo.admin_key.clone(), demo.user_key.clone()];

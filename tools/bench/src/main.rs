@@ -18,6 +18,7 @@
 
 mod coldstart;
 mod faults;
+mod import;
 mod leak;
 mod metering;
 mod raw;
@@ -170,7 +171,14 @@ async fn world() -> World {
         store: Arc::new(store.clone()),
         config,
     };
-    let demo = demo::seed(&store, 100_000, now_ms()).await.expect("seed");
+    let demo = demo::seed(
+        &store,
+        &shared::token::TokenFormat::default(),
+        100_000,
+        now_ms(),
+    )
+    .await
+    .expect("seed");
     let mut users = Vec::new();
     for i in 0..64 {
         let user = store
@@ -227,7 +235,7 @@ async fn world() -> World {
 /// A new API key of `user` with `limits` of its own, set as the operator.
 pub async fn metered_key(store: &DynamoStore, user: &User, limits: &Limits) -> String {
     let key = mint_key(store, user).await;
-    let parsed = shared::token::parse(&key).expect("a bench token");
+    let parsed = shared::token::parse_any_prefix(&key).expect("a bench token");
     let record = store
         .get_token(parsed.user_id, parsed.kind.family(), parsed.token_id)
         .await
@@ -243,7 +251,14 @@ pub async fn metered_key(store: &DynamoStore, user: &User, limits: &Limits) -> S
 }
 
 pub async fn mint_key(store: &DynamoStore, user: &User) -> String {
-    demo::api_key(store, user, u32::MAX).await.expect("mint")
+    demo::api_key(
+        store,
+        &shared::token::TokenFormat::default(),
+        user,
+        u32::MAX,
+    )
+    .await
+    .expect("mint")
 }
 
 /// Who calls a route, and how the token is sent.
@@ -418,7 +433,7 @@ async fn main() {
     let mut ids = Vec::new();
     for _ in 0..requests * 3 * consuming {
         let key = mint_key(&world.store, &world.demo.user).await;
-        let parsed = shared::token::parse(&key).unwrap();
+        let parsed = shared::token::parse_any_prefix(&key).unwrap();
         ids.push(format!("{}-{}", parsed.user_id, parsed.token_id));
     }
     let ids = Arc::new(ids);
@@ -524,6 +539,8 @@ async fn main() {
     metering::report(&world, requests).await;
     println!();
     leak::report(&world).await;
+    println!();
+    import::report(&world, requests).await;
     println!();
     coldstart::report().await;
 }

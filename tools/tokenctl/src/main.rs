@@ -17,6 +17,7 @@ use shared::domain::{
     Abilities, CustomerId, Email, ExternalId, Meta, MetaProblem, Permission, PlatformId, Role,
     TokenName, UserId, UserStatus, Workspace, WorkspaceStatus,
 };
+use shared::import;
 use shared::limits::Limits;
 use shared::mint::MintRequest;
 use shared::service::Service;
@@ -60,6 +61,17 @@ struct Cli {
 enum Command {
     /// The local server's route table: function, method and path of every route.
     Routes,
+    /// The regular expression of the deployment's tokens, one an accepted prefix, and the
+    /// format's description: what a platform submits to a secret-scanning partner program.
+    #[command(name = "scanning-pattern")]
+    ScanningPattern {
+        /// The prefix new tokens carry.
+        #[arg(long, env = "TOKEN_PREFIX")]
+        prefix: Option<String>,
+        /// Every prefix verification accepts, comma-separated (the prefix among them).
+        #[arg(long, env = "ACCEPTED_TOKEN_PREFIXES")]
+        accepted: Option<String>,
+    },
     #[command(flatten)]
     Store(StoreCommand),
 }
@@ -285,6 +297,16 @@ enum TokenCommand {
         /// USER-HEX, as `token mint` prints it.
         id: String,
     },
+    /// Another system's tokens from a JSON Lines file (one entry a line, as
+    /// `POST /api/v1/tokens/import` takes them; any number), with a progress line on stderr.
+    /// Prints the counts and every entry not imported, by line.
+    Import {
+        /// The JSON Lines file.
+        file: std::path::PathBuf,
+        /// Import only for users of this platform (required for entries by `external_id`).
+        #[arg(long)]
+        platform: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -392,7 +414,7 @@ async fn main() -> ExitCode {
         region: cli.region,
         endpoint_url: cli.endpoint_url,
     };
-    match run(cli.command, target).await {
+    match run(cli.command, target, !cli.json).await {
         Ok(output) => {
             if cli.json {
                 println!("{output}");
@@ -479,9 +501,25 @@ fn routes() -> Value {
     json!({ "routes": routes })
 }
 
-async fn run(command: Command, target: Target) -> Result<Value, CliError> {
+/// `scanning-pattern`: the patterns and description of the deployment's token format.
+fn scanning_pattern(prefix: Option<String>, accepted: Option<String>) -> Result<Value, CliError> {
+    let format = shared::config::token_format(&|name: &str| match name {
+        "TOKEN_PREFIX" => prefix.clone(),
+        "ACCEPTED_TOKEN_PREFIXES" => accepted.clone(),
+        _ => None,
+    })
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(json!({
+        "patterns": format.scanning_patterns(),
+        "description": format.scanning_description(),
+    }))
+}
+
+/// Runs `command` on `target`; `progress`: long commands say how far they are on stderr.
+async fn run(command: Command, target: Target, progress: bool) -> Result<Value, CliError> {
     let command = match command {
         Command::Routes => return Ok(routes()),
+        Command::ScanningPattern { prefix, accepted } => return scanning_pattern(prefix, accepted),
         Command::Store(command) => command,
     };
     let service = service(&target).await?;
@@ -509,6 +547,9 @@ async fn run(command: Command, target: Target) -> Result<Value, CliError> {
         StoreCommand::Token(TokenCommand::Revoke { id }) => revoke(&service, &id, now).await,
         StoreCommand::Token(TokenCommand::List { user }) => list_tokens(&service, user, now).await,
         StoreCommand::Token(TokenCommand::Show { id }) => show_token(&service, &id, now).await,
+        StoreCommand::Token(TokenCommand::Import { file, platform }) => {
+            import_file(&service, &file, platform.map(PlatformId), progress, now).await
+        }
         StoreCommand::Limits(command) => limits(&service, command, now).await,
         StoreCommand::SeedDemo => seed_demo(&service, now).await,
         StoreCommand::Serve { port } => serve_locally(service, port).await,
@@ -656,6 +697,7 @@ fn token_view(record: &TokenRecord, now: EpochMs) -> Value {
         "revoked_reason": record.revocation.as_ref().map(Revocation::name),
         "meta": record.meta.as_ref().map(Meta::as_object),
         "limits": record.meter.map(|meter| meter.limits),
+        "imported": record.imported,
     })
 }
 
@@ -997,11 +1039,80 @@ async fn set_status(store: &dyn Store, id: u64, status: UserStatus) -> Result<Va
     Ok(json!({"id": id, "status": status.as_str()}))
 }
 
+/// `token import FILE`: the file's entries in batches of [`import::MAX_ENTRIES`], each line
+/// answered as the route answers an entry (a line that is not JSON is an error of its own).
+async fn import_file(
+    service: &Service,
+    file: &std::path::Path,
+    platform: Option<PlatformId>,
+    progress: bool,
+    now: EpochMs,
+) -> Result<Value, CliError> {
+    use std::io::BufRead;
+    let open = || {
+        std::fs::File::open(file)
+            .map(std::io::BufReader::new)
+            .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))
+    };
+    let total = open()?
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    let (mut done, mut counts) = (0usize, [0usize; 3]);
+    let mut errors = Vec::new();
+    let mut batch: Vec<(usize, Result<import::Entry, String>)> = Vec::new();
+    let mut lines = open()?.lines().enumerate().peekable();
+    let change = Change::operator();
+    while let Some((number, line)) = lines.next() {
+        let line =
+            line.map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
+        if !line.trim().is_empty() {
+            let entry = serde_json::from_str::<Value>(&line)
+                .map_err(|e| format!("The line is not JSON: {e}."))
+                .and_then(|value| import::Entry::parse(&value, service, now));
+            batch.push((number + 1, entry));
+        }
+        if batch.len() < import::MAX_ENTRIES && lines.peek().is_some() {
+            continue;
+        }
+        let (numbers, entries): (Vec<usize>, Vec<_>) =
+            std::mem::take(&mut batch).into_iter().unzip();
+        let outcomes = import::import(service, platform, entries, &change, now).await?;
+        for outcome in outcomes {
+            counts[outcome.status as usize] += 1;
+            if let Some(error) = outcome.error {
+                errors.push(json!({"line": numbers[outcome.index], "error": error}));
+            }
+            done += 1;
+        }
+        if progress {
+            eprintln!(
+                "tokenctl: {done}/{total} entries: {} imported, {} existing, {} errors",
+                counts[import::Status::Imported as usize],
+                counts[import::Status::Existing as usize],
+                counts[import::Status::Error as usize]
+            );
+        }
+    }
+    Ok(json!({
+        "entries": done,
+        "imported": counts[import::Status::Imported as usize],
+        "existing": counts[import::Status::Existing as usize],
+        "errors": errors,
+    }))
+}
+
 async fn seed_demo(service: &Service, now: EpochMs) -> Result<Value, CliError> {
     let cap = service.config.max_tokens_per_user;
-    let demo = demo::seed(service.store.as_ref(), cap, now)
-        .await
-        .map_err(explain)?;
+    let demo = demo::seed(
+        service.store.as_ref(),
+        &service.config.token_format,
+        cap,
+        now,
+    )
+    .await
+    .map_err(explain)?;
     Ok(json!({
         "platform_id": demo.admin.platform_id,
         "admin_id": demo.admin.id,

@@ -785,3 +785,100 @@ fn platforms_users_and_service_keys_are_listed_and_a_service_key_works_over_http
     );
     assert_eq!(again.status.code(), Some(2));
 }
+
+#[test]
+fn a_json_lines_file_of_any_size_imports_in_batches_and_again_as_existing() {
+    let table = table();
+    let platform = ok(
+        &table,
+        &["--json", "platform", "create", "--name", "Imports"],
+    );
+    let pid = platform["id"].as_u64().unwrap().to_string();
+    let user = ok(
+        &table,
+        &[
+            "--json",
+            "user",
+            "create",
+            "--platform",
+            &pid,
+            "--email",
+            "legacy@imports.test",
+            "--name",
+            "Legacy",
+            "--external-id",
+            "crm-9",
+        ],
+    );
+    let id = user["id"].as_u64().unwrap();
+    // 1001 good entries (past one batch), a blank line, a line that is not JSON, and an entry
+    // of an unknown user: lines are numbered as in the file.
+    let mut lines: Vec<String> = (0..1001)
+        .map(|i| match i % 2 {
+            0 => json!({"user_id": id, "name": format!("k{i}"), "token": format!("{i}|legacy-secret-{i:05}")}),
+            _ => json!({"external_id": "crm-9", "name": format!("k{i}"), "sha256": shared::token::hex(&shared::token::hash_token(&format!("export-{i:05}")).0)}),
+        }.to_string())
+        .collect();
+    lines.insert(10, String::new());
+    lines.insert(20, "{not json".into());
+    lines.push(
+        json!({"user_id": 999_999_999, "name": "nobody", "token": "nobody-legacy-1"}).to_string(),
+    );
+    let file = std::env::temp_dir().join(format!("import-{}.jsonl", random_hex(4)));
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let path = file.to_str().unwrap();
+    let run = |json: bool| {
+        let mut args = vec!["token", "import", path, "--platform", &pid];
+        if json {
+            args.push("--json");
+        }
+        command_on(env!("CARGO_BIN_EXE_tokenctl"), &table, KEY)
+            .env("MAX_TOKENS_PER_USER", "5000")
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let first = run(false);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let progress = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        progress.contains("tokenctl: 1000/1003 entries: 999 imported, 0 existing, 1 errors"),
+        "{progress}"
+    );
+    assert!(
+        progress.contains("tokenctl: 1003/1003 entries: 1001 imported, 0 existing, 2 errors"),
+        "{progress}"
+    );
+    let text = String::from_utf8_lossy(&first.stdout);
+    assert!(text.contains("imported: 1001"), "{text}");
+    let again = run(true);
+    assert!(again.status.success());
+    assert!(again.stderr.is_empty(), "no progress lines under --json");
+    let summary: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(summary["entries"], 1003);
+    assert_eq!(summary["imported"], 0);
+    assert_eq!(summary["existing"], 1001);
+    let errors = summary["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{summary}");
+    assert_eq!(errors[0]["line"], 21);
+    assert!(errors[0]["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("The line is not JSON"));
+    assert_eq!(errors[1]["line"], 1004);
+    assert_eq!(errors[1]["error"], "The user was not found.");
+    let listed = ok(
+        &table,
+        &["--json", "token", "list", "--user", &id.to_string()],
+    );
+    let tokens = listed["data"].as_array().unwrap();
+    assert_eq!(tokens.len(), 1001);
+    assert!(tokens
+        .iter()
+        .all(|t| t["imported"] == json!(true) && t["kind"] == "api_key"));
+    std::fs::remove_file(&file).unwrap();
+}

@@ -159,6 +159,8 @@ pub(super) enum Part {
     Tombstone,
     /// A new token's child item under its parent (no condition).
     Child,
+    /// An imported token's hash was never imported before.
+    Imported,
     /// The change's audit event.
     Event,
     /// A metered record charged one unit (its limits as read).

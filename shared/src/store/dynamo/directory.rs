@@ -74,6 +74,17 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// Any profile, a platform's service account's too (which [`Directory::get_user`] never
+    /// answers): what the store itself reads of a token's owner.
+    pub(super) async fn profile(&self, id: UserId) -> Result<Option<User>, Fault> {
+        self.get(Key::user(id))
+            .await?
+            .map(|item| user_from_item(&item))
+            .transpose()
+    }
+}
+
 #[async_trait]
 impl Directory for DynamoStore {
     async fn create_platform(&self, name: &str, now: EpochMs) -> Result<Platform, Fault> {
@@ -237,10 +248,7 @@ impl Directory for DynamoStore {
         if id.is_service_account() {
             return Ok(None);
         }
-        self.get(Key::user(id))
-            .await?
-            .map(|item| user_from_item(&item))
-            .transpose()
+        self.profile(id).await
     }
 
     async fn list_users(

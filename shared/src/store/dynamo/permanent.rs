@@ -8,9 +8,9 @@ use crate::metrics;
 use crate::store::item::{n, token_item, Key};
 use crate::store::{
     Directory, Fault, NewToken, Owner, PermanentGeneration, PermanentKeys, Refusal, Revocation,
-    StoreError, TokenAddress, TokenRecord, TokenState, Tokens, User,
+    StoreError, TokenAddress, TokenRecord, TokenState, Tokens, User, WorkingPermanent,
 };
-use crate::token::{TokenFamily, TokenKind};
+use crate::token::{TokenFamily, TokenId, TokenKind};
 
 use super::core::*;
 use super::retire::Retirement;
@@ -18,14 +18,17 @@ use super::DynamoStore;
 use crate::model::{Audit, Written};
 
 impl DynamoStore {
-    /// Whether `record` is live and holds the hash of `new`, the key the current server key
-    /// derives for its generation.
+    /// Which of `candidates` (the keys the current server key derives for the generation, one
+    /// an accepted prefix) `record` holds the hash of, when it is live.
     pub(super) fn permanent_works(
         record: Option<&TokenRecord>,
-        new: &NewToken,
+        candidates: &[NewToken],
         now: EpochMs,
-    ) -> bool {
-        record.is_some_and(|r| r.hash.matches(&new.parsed.hash) && r.state(now) == TokenState::Live)
+    ) -> Option<usize> {
+        let record = record.filter(|r| r.state(now) == TokenState::Live)?;
+        candidates
+            .iter()
+            .position(|candidate| record.hash.matches(&candidate.parsed.hash))
     }
 }
 
@@ -34,11 +37,11 @@ impl PermanentKeys for DynamoStore {
     async fn issue_permanent_token(
         &self,
         owner: &User,
-        derive: &(dyn Fn(u32) -> NewToken + Sync),
+        derive: &(dyn Fn(u32) -> Vec<NewToken> + Sync),
         wanted: PermanentGeneration,
         audit: &dyn Audit,
         now: EpochMs,
-    ) -> Result<u32, StoreError> {
+    ) -> Result<WorkingPermanent, StoreError> {
         let family = TokenFamily::Permanent;
         let mut owner = owner.clone();
         // A rotation moves on from the generation it found issued; once the profile has moved
@@ -47,14 +50,14 @@ impl PermanentKeys for DynamoStore {
             .then_some(owner.permanent_generation);
         for _ in 0..5 {
             let generation = owner.permanent_generation;
-            let current = derive(generation);
+            let candidates = derive(generation);
             // The live record, or else its retired copy: its limits go on to the next
             // generation either way.
             let stored = if owner.permanent_issued {
                 let address = TokenAddress {
                     user_id: owner.id,
                     family,
-                    id: current.parsed.token_id,
+                    id: TokenId::permanent(generation),
                 };
                 self.find_tokens(&[address], &[])
                     .await?
@@ -64,8 +67,12 @@ impl PermanentKeys for DynamoStore {
                 None
             };
             let must_move = rotating_from == Some(generation) && owner.permanent_issued;
-            if !must_move && Self::permanent_works(stored.as_ref(), &current, now) {
-                return Ok(generation);
+            let works = Self::permanent_works(stored.as_ref(), &candidates, now);
+            if let (false, Some(candidate)) = (must_move, works) {
+                return Ok(WorkingPermanent {
+                    generation,
+                    candidate,
+                });
             }
             // First use: write this generation. Otherwise its record was revoked, is gone, or
             // was made with another server key: move on to the next generation.
@@ -89,7 +96,11 @@ impl PermanentKeys for DynamoStore {
                 ]))
                 .build()
                 .map_err(unavailable)?;
-            let mut record = derive(next).record(Owner::from(&owner));
+            let new = derive(next)
+                .into_iter()
+                .next()
+                .expect("a token format has a minting prefix");
+            let mut record = new.record(Owner::from(&owner));
             record.meter = stored.as_ref().and_then(|old| old.meter);
             let mut items = Transaction::default()
                 .with(
@@ -122,7 +133,10 @@ impl PermanentKeys for DynamoStore {
                     if retiring.is_some() {
                         metrics::revoked(Revocation::Rolled.name(), 1);
                     }
-                    return Ok(next);
+                    return Ok(WorkingPermanent {
+                        generation: next,
+                        candidate: 0,
+                    });
                 }
                 Err(TransactionFailure::Fault(e) | TransactionFailure::Unknown(e)) => {
                     return Err(e.into())

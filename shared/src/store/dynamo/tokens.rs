@@ -13,15 +13,15 @@ use crate::clock::EpochMs;
 use crate::domain::{UserId, UserStatus};
 use crate::metrics;
 use crate::store::item::{
-    abilities_value, child_from_item, child_item, child_prefix, is_void, n, s, token_from_item,
-    token_item, token_sort_prefix, user_from_item, void_item, Item, Key, ENABLED, META, SK,
-    TOKEN_PREFIX,
+    abilities_value, address_from_item, child_item, child_prefix, imported_item, is_void, n, s,
+    token_from_item, token_item, token_sort_prefix, user_from_item, void_item, Item, Key, ENABLED,
+    META, SK, TOKEN_PREFIX,
 };
 use crate::store::{
-    Directory, Fault, Found, NewToken, Owner, Refusal, StoreError, TokenAddress, TokenChange,
-    TokenRecord, TokenState, Tokens, User, LAST_USED_RESOLUTION_MS,
+    Fault, Found, NewToken, Owner, Refusal, StoreError, TokenAddress, TokenChange, TokenRecord,
+    TokenState, Tokens, User, LAST_USED_RESOLUTION_MS,
 };
-use crate::token::{PublicTokenId, TokenFamily, TokenId};
+use crate::token::{PublicTokenId, TokenFamily, TokenHash, TokenId};
 
 use super::core::*;
 use super::DynamoStore;
@@ -183,6 +183,14 @@ impl Tokens for DynamoStore {
         Ok((token, owner))
     }
 
+    async fn find_imported(&self, hash: &TokenHash) -> Result<Option<TokenAddress>, Fault> {
+        self.get(Key::imported(hash))
+            .await?
+            .as_ref()
+            .map(address_from_item)
+            .transpose()
+    }
+
     async fn create_token(
         &self,
         owner: Owner,
@@ -195,7 +203,10 @@ impl Tokens for DynamoStore {
         let record = token.record(owner);
         let mut released_once = false;
         loop {
-            let event = audit.event(&Written::TokenCreated(&record));
+            let event = audit.event(&match record.imported {
+                true => Written::TokenImported(&record),
+                false => Written::TokenCreated(&record),
+            });
             let mut items = Transaction::default()
                 .with(Part::Owner, self.owner_guard(owner.id, family, cap)?)
                 .with(
@@ -205,6 +216,10 @@ impl Tokens for DynamoStore {
                 .with(Part::Event, self.event_put(&event)?);
             if let Some(child) = child_item(&record) {
                 items = items.with(Part::Child, self.put_any(child)?);
+            }
+            if record.imported {
+                let pointer = self.put(imported_item(&record), "attribute_not_exists(pk)")?;
+                items = items.with(Part::Imported, pointer);
             }
             let failed = match self.transact(items).await {
                 Ok(()) => {
@@ -226,6 +241,21 @@ impl Tokens for DynamoStore {
                 }
                 Err(TransactionFailure::Conditions(failed)) => failed,
             };
+            if failed.contains(&Part::Imported) {
+                // The hash was imported before: by this very token when an earlier attempt of
+                // ours committed and its answer was lost, or as another token.
+                if let Some(holder) = self.find_imported(&record.hash).await? {
+                    if holder == record.address() {
+                        metrics::minted(record.kind.as_str(), 1);
+                        return Ok(());
+                    }
+                    return Err(Refusal::AlreadyImported(PublicTokenId {
+                        user_id: holder.user_id,
+                        token_id: holder.id,
+                    })
+                    .into());
+                }
+            }
             let guard_failed = failed.contains(&Part::Owner);
             if failed.contains(&Part::NewToken) {
                 // The record id is taken: by this very token when an earlier attempt of ours
@@ -242,7 +272,7 @@ impl Tokens for DynamoStore {
                     return Err(Refusal::TokenIdTaken.into());
                 }
             }
-            match self.get_user(owner.id).await? {
+            match self.profile(owner.id).await? {
                 None => return Err(Refusal::UserNotFound.into()),
                 Some(user) if !user.is_active() => return Err(Refusal::UserBlocked.into()),
                 Some(_) if !released_once => {
@@ -278,7 +308,7 @@ impl Tokens for DynamoStore {
         self.query_tokens(parent.user_id, &child_prefix(parent.token_id), None)
             .await?
             .iter()
-            .map(child_from_item)
+            .map(address_from_item)
             .collect()
     }
 

@@ -13,6 +13,7 @@
 //! | token      | `USER#<owner id>`           | `TOKEN#<family>#<id>`   |
 //! | retired    | `USER#<owner id>`           | `GONE#<family>#<id>`    |
 //! | child      | `USER#<parent's owner>`     | `CHILD#<parent id>#<child's public id>#<family>` |
+//! | imported   | `IMPORTED#<SHA-256 hex>`    | `IMPORTED`              |
 //!
 //! A user's tokens share its partition, so a listing is one Query on `begins_with(sk, ...)` and
 //! token ids sort by creation time. A revoked token, and an expired one whose slot was given
@@ -23,6 +24,10 @@
 //! A child item points from a token to one minted with it (a successor of a roll included):
 //! written in the child's creation transaction, it lets a leak's response find every
 //! descendant with one strongly consistent Query per token, wherever their owners are.
+//!
+//! An import pointer leads from the SHA-256 of another system's secret to the record of the
+//! token it was imported as (written in that token's creation transaction, kept for good): a
+//! presented string that is not one of this service's tokens is found with one GetItem on it.
 //!
 //! A token's own expiry is `valid_until`. DynamoDB's TTL attribute `expires_at` is written on a
 //! token only once its cap slot has been given back (revocation, or the release of an expired
@@ -42,7 +47,7 @@ use crate::domain::{
     WorkspaceStatus,
 };
 use crate::limits::{Credits, Interval, Limits, Meter, RateLimit, Refill};
-use crate::token::{CapCounter, PublicTokenId, TokenFamily, TokenHash, TokenId, TokenKind};
+use crate::token::{hex, CapCounter, PublicTokenId, TokenFamily, TokenHash, TokenId, TokenKind};
 
 /// A DynamoDB item.
 pub type Item = HashMap<String, AttributeValue>;
@@ -217,6 +222,11 @@ impl Key {
             format!("EXTERNAL#{platform}#{}", external.as_str()),
             "EXTERNAL",
         )
+    }
+
+    /// The import pointer of the token whose secret hashes to `hash`.
+    pub fn imported(hash: &TokenHash) -> Key {
+        Key::fixed(format!("IMPORTED#{}", hex(&hash.0)), "IMPORTED")
     }
 
     /// A platform's place in the registry of platforms (ids zero-padded, so they sort).
@@ -523,8 +533,14 @@ pub(super) fn token_item_at(key: &Key, token: &TokenRecord) -> Item {
         );
     }
     insert_meta(&mut item, token.meta.as_ref());
+    if token.imported {
+        item.insert(IMPORTED.into(), AttributeValue::Bool(true));
+    }
     item
 }
+
+/// Marks a token brought over from another system.
+const IMPORTED: &str = "imported";
 
 pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, Fault> {
     let r = Reader(item);
@@ -596,6 +612,11 @@ pub(super) fn token_from_item(item: &Item) -> Result<TokenRecord, Fault> {
         },
         meter: meter_from_item(item)?,
         meta: meta_from_item(item)?,
+        imported: match item.get(IMPORTED) {
+            None => false,
+            Some(AttributeValue::Bool(imported)) => *imported,
+            Some(_) => return Err(corrupt(IMPORTED, "a boolean")),
+        },
     })
 }
 
@@ -611,14 +632,26 @@ fn public_id(text: &str, attribute: &str) -> Result<PublicTokenId, Fault> {
 /// `None` for a token minted by no token. Its TTL is the child's own expiry, if it has one.
 pub(super) fn child_item(child: &TokenRecord) -> Option<Item> {
     let parent = child.parent_id?;
-    let mut item = keyed(&Key::child(parent, child.address()), "child");
-    item.insert("user_id".into(), n(child.user_id.0));
-    item.insert("family".into(), s(child.kind.family().key_segment()));
-    item.insert("id".into(), s(child.id.to_string()));
+    let mut item = address_item(&Key::child(parent, child.address()), "child", child);
     if let Some(at) = child.expires_at {
         item.insert(TTL_ATTRIBUTE.into(), n(at));
     }
     Some(item)
+}
+
+/// An imported token's pointer: from the hash of its secret to its record (kept for good, so a
+/// hash is imported once even after its token is revoked).
+pub(super) fn imported_item(token: &TokenRecord) -> Item {
+    address_item(&Key::imported(&token.hash), "imported", token)
+}
+
+/// An item of `kind` under `key` that names `token`'s record ([`address_from_item`]).
+fn address_item(key: &Key, kind: &str, token: &TokenRecord) -> Item {
+    let mut item = keyed(key, kind);
+    item.insert("user_id".into(), n(token.user_id.0));
+    item.insert("family".into(), s(token.kind.family().key_segment()));
+    item.insert("id".into(), s(token.id.to_string()));
+    item
 }
 
 /// What takes the key of a token whose creation's outcome stayed unknown, so that the creation
@@ -639,7 +672,8 @@ pub(super) fn is_void(item: &Item) -> bool {
 const VOID: &str = "void";
 
 /// The child a child item points to.
-pub(super) fn child_from_item(item: &Item) -> Result<TokenAddress, Fault> {
+/// The record a child item or an import pointer names.
+pub(super) fn address_from_item(item: &Item) -> Result<TokenAddress, Fault> {
     let r = Reader(item);
     let segment = r.string("family")?;
     let family = TokenFamily::ALL

@@ -1,7 +1,7 @@
 //! Items to records and back: every record round-trips, damaged items are errors.
 
 use super::*;
-use crate::token::{generate, PermanentKey};
+use crate::token::{PermanentKey, Prefix, TokenFormat};
 
 fn user() -> User {
     User {
@@ -49,7 +49,7 @@ fn user() -> User {
 }
 
 fn token(kind: TokenKind) -> TokenRecord {
-    let issued = generate(kind, UserId(123), EpochMs(1_736_332_200_123));
+    let issued = TokenFormat::default().generate(kind, UserId(123), EpochMs(1_736_332_200_123));
     TokenRecord {
         id: issued.parsed.token_id,
         user_id: UserId(123),
@@ -84,6 +84,7 @@ fn token(kind: TokenKind) -> TokenRecord {
             ..Meter::default()
         }),
         meta: None,
+        imported: false,
     }
 }
 
@@ -111,6 +112,18 @@ fn users_round_trip() {
 }
 
 #[test]
+fn an_imported_token_keeps_its_mark() {
+    let record = TokenRecord {
+        imported: true,
+        ..token(TokenKind::ApiKey)
+    };
+    let item = token_item(&record);
+    assert_eq!(item["imported"], AttributeValue::Bool(true));
+    assert_eq!(token_from_item(&item).unwrap(), record);
+    assert!(!token_item(&token(TokenKind::ApiKey)).contains_key("imported"));
+}
+
+#[test]
 fn tokens_round_trip_and_keep_no_plaintext() {
     for kind in TokenKind::ALL {
         let record = token(kind);
@@ -129,7 +142,7 @@ fn tokens_round_trip_and_keep_no_plaintext() {
         let prefix = child_prefix(TokenId::permanent(7));
         assert!(child["sk"].as_s().unwrap().starts_with(&prefix));
         assert_eq!(child["expires_at"], n(1_743_033_600u64));
-        assert_eq!(child_from_item(&child).unwrap(), record.address());
+        assert_eq!(address_from_item(&child).unwrap(), record.address());
     }
     let never = TokenRecord {
         expires_at: None,
@@ -169,7 +182,7 @@ fn tokens_round_trip_and_keep_no_plaintext() {
 #[test]
 fn permanent_items_store_only_the_hash() {
     let key = PermanentKey::new(&[1; 32]).unwrap();
-    let issued = key.derive(UserId(123), 1);
+    let issued = key.derive(&Prefix::default(), UserId(123), 1);
     let record = TokenRecord {
         id: issued.parsed.token_id,
         hash: issued.parsed.hash,
