@@ -130,17 +130,18 @@ impl TokenFormat {
         }
     }
 
-    /// Whether `text` has the shape of a token of an accepted prefix (the prefix, a kind letter,
-    /// `_` and the length), whether or not its checksum holds: such a string is never looked up
-    /// as another system's imported token.
+    /// Whether `text` begins as a token of an accepted prefix does (the prefix, a kind letter
+    /// and `_`), whatever its length or checksum: such a string (a mistyped or truncated token
+    /// of ours) is never looked up as another system's imported token.
     pub fn looks_native(&self, text: &str) -> bool {
         let bytes = text.as_bytes();
         self.accepted.iter().any(|prefix| {
             let at = prefix.as_str().len();
-            bytes.len() == at + AFTER_PREFIX
-                && text.starts_with(prefix.as_str())
-                && TokenKind::from_letter(bytes[at]).is_some()
-                && bytes[at + 1] == b'_'
+            text.starts_with(prefix.as_str())
+                && bytes
+                    .get(at)
+                    .is_some_and(|&b| TokenKind::from_letter(b).is_some())
+                && bytes.get(at + 1) == Some(&b'_')
         })
     }
 
@@ -864,6 +865,12 @@ mod tests {
         let swapped = format!("tkns_{}", &after_text[6..]);
         assert_eq!(changed.parse(&swapped), Err(MalformedToken));
         assert!(changed.looks_native(&swapped));
+        assert!(
+            changed.looks_native(&after_text[..20]),
+            "truncated: still ours"
+        );
+        assert!(!changed.looks_native("acme"));
+        assert!(!changed.looks_native("acmex_0123456789"), "no such kind");
     }
 
     #[test]
@@ -910,7 +917,7 @@ mod tests {
             foreign_hash("sk_live_abc123XYZ"),
             Some(hash_token("sk_live_abc123XYZ"))
         );
-        for not_sanctum in ["x1|abcdefgh", "|abcdefghij", "12|"] {
+        for not_sanctum in ["x1|abcdefgh", "|abcdefghij", "12345678|"] {
             assert_eq!(
                 foreign_hash(not_sanctum),
                 Some(hash_token(not_sanctum)),

@@ -780,7 +780,8 @@ async fn a_users_token_listing_never_carries_a_secret_or_hash_and_revocation_is_
                 "last_used_at",
                 "enabled",
                 "meta",
-                "limits"
+                "limits",
+                "imported"
             ])
         );
     }
