@@ -321,7 +321,7 @@ async fn check(
 /// native token's shape whose checksum does not hold names nothing, and is never read); any
 /// other string, the imported token the SHA-256 of its secret points to (one GetItem, see
 /// [`token::foreign_hash`]).
-async fn resolve(
+pub async fn resolve(
     store: &dyn Store,
     format: &TokenFormat,
     presented: &str,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::audit::Change;
-use crate::auth::{authenticate, authenticated, verify, Principal, Verification};
+use crate::auth::{authenticate, authenticated, resolve, verify, Principal, Verification};
 use crate::clock::EpochMs;
 use crate::config::{dynamodb_client_for, Config};
 use crate::domain::{Abilities, PlatformId};
@@ -13,7 +13,7 @@ use crate::mint::{mint, MintRequest, Minted};
 use crate::store::{
     DynamoStore, Fault, NewToken, Owner, PermanentGeneration, Refusal, Store, StoreError, User,
 };
-use crate::token::{IssuedToken, PermanentKey, Prefix};
+use crate::token::{IssuedToken, ParsedToken, PermanentKey, Prefix};
 
 /// The store and configuration every handler takes.
 #[derive(Clone)]
@@ -111,6 +111,12 @@ impl Service {
             .issue_permanent_token(user, &derive, wanted, change, now)
             .await?;
         Ok(key.derive(&prefixes[working.candidate], user.id, working.generation))
+    }
+
+    /// The token a presented string names, native or imported (see [`crate::auth::resolve`]):
+    /// parsed offline, or found by its secret's hash in one GetItem.
+    pub async fn resolve(&self, presented: &str) -> Result<Option<ParsedToken>, Fault> {
+        resolve(self.store.as_ref(), &self.config.token_format, presented).await
     }
 
     /// What a presented token is and whether it works (see [`crate::auth::verify`]).

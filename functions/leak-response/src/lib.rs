@@ -292,14 +292,14 @@ fn parse_report(body: &[u8]) -> Result<Vec<Reported>, ApiError> {
 }
 
 /// `POST /api/v1/tokens/revoke {"token"}`: revokes the token if it is a live one of this
-/// service. The same 202 whatever the token, so the route tells nothing about tokens.
+/// service (an imported key too). The same 202 whatever the token, so the route tells nothing about tokens.
 async fn self_revoke(
     State(service): State<web::State>,
     RequestSource(source): RequestSource,
     body: Fields<Laravel>,
 ) -> Answer {
     let presented = required("token", string_field(&body, "token"))?;
-    if let Ok(parsed) = service.config.token_format.parse(&presented) {
+    if let Some(parsed) = service.resolve(&presented).await? {
         let (kind, hash) = (parsed.kind, parsed.hash);
         let holds_it =
             move |record: &TokenRecord| record.kind == kind && record.hash.matches(&hash);

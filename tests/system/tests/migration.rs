@@ -679,3 +679,25 @@ async fn a_foreign_token_costs_one_read_more_than_a_native_one() {
     assert!(counted.authenticate(Some("short"), now_ms()).await.is_err());
     assert_eq!(calls(&counter) - before, 0);
 }
+
+#[tokio::test]
+async fn the_holder_of_an_imported_key_revokes_it_as_a_native_one() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let entries = json!([{"user_id": t.user.id, "name": "Legacy", "token": SANCTUM}]);
+    let (_, body) = import(&service, &t.admin_token, entries).await;
+    assert_eq!(statuses(&body), ["imported"]);
+    for presented in ["8|not-the-secret-at-all", SANCTUM] {
+        let request = request(
+            Method::POST,
+            "/api/v1/tokens/revoke",
+            &[("content-type", "application/json")],
+            &json!({ "token": presented }).to_string(),
+        );
+        let answer =
+            shared::test_support::call(|s| tokenctl::serve::router(&s), &service, request).await;
+        assert_eq!(answer, (202, json!({"message": "Accepted."})));
+    }
+    assert_eq!(code(&service, SANCTUM).await, VerificationCode::Revoked);
+    assert_eq!(code(&service, &t.user_token).await, VerificationCode::Valid);
+}
