@@ -18,11 +18,18 @@ cargo build --quiet -p tokenctl
 target/debug/tokenctl init >/dev/null
 demo=$(target/debug/tokenctl seed-demo --json)
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# EventBridge has no emulator: the events function publishes to a local recorder of PutEvents.
+recorder_port=$(free_port)
+export PUTEVENTS_LOG EVENT_BUS_NAME=tokens-invoke AWS_ENDPOINT_URL_EVENTBRIDGE="http://127.0.0.1:$recorder_port"
+PUTEVENTS_LOG=$(mktemp)
+python3 scripts/putevents_recorder.py 127.0.0.1 "$recorder_port" "$PUTEVENTS_LOG" &
+recorder=$!
+port=$(free_port)
 log=$(mktemp)
 cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$port" --ignore-changes >"$log" 2>&1 &
 watch=$!
-trap 'kill $watch 2>/dev/null || true; wait $watch 2>/dev/null || true; rm -f "$log"' EXIT
+trap 'kill $watch $recorder 2>/dev/null || true; wait $watch 2>/dev/null || true; rm -f "$log" "$PUTEVENTS_LOG"' EXIT
 for _ in $(seq 1 100); do
   python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$port" 2>/dev/null && break
   kill -0 "$watch" 2>/dev/null || { cat "$log"; exit 1; }

@@ -59,6 +59,8 @@ def function_of(event):
     """The folder of the function that receives `event`, as API Gateway routes it."""
     if event.get("type") == "REQUEST":
         return folders[authorizer_id]
+    if "Records" in event:
+        return "events"
     return folders[routes[(event["httpMethod"], event["resource"])]]
 
 
@@ -70,6 +72,18 @@ def keys(*names):
 
 
 # (event, expected status, body check, placeholder the response's id fills)
+def published_once(response):
+    """The stream sample: nothing to send again, and its one audit event on the recorder of
+    PutEvents (PUTEVENTS_LOG) with its id, on the bus, from token-service."""
+    if response != {"batchItemFailures": []}:
+        return False
+    with open(os.environ["PUTEVENTS_LOG"]) as log:
+        entries = [json.loads(line) for line in log if line.strip()]
+    return [(e["Source"], e["DetailType"], json.loads(e["Detail"])["id"], e["EventBusName"])
+            for e in entries] == [("token-service", "token.created", "000661e0c4a5b4c0a1b2c3d4",
+                                   os.environ["EVENT_BUS_NAME"])]
+
+
 STEPS = [
     ("admin-token-post", 200,
      lambda b: keys("message", "user", "token", "token_name")(b) and b["user"]["id"] == 1002, None),
@@ -160,6 +174,8 @@ STEPS = [
      lambda b: [e["label"] for e in b] == ["true_positive", "false_positive"]
      and all(set(e) == {"token_hash", "token_type", "label"} for e in b), None),
     ("tokens-revoke-post", 202, lambda b: b == {"message": "Accepted."}, None),
+    # A stream batch to the events function: its audit event on the local PutEvents recorder.
+    ("events-stream", None, published_once, None),
 ]
 
 

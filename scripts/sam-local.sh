@@ -25,7 +25,7 @@ scripts/venv.sh
 export PATH="$PWD/.venv/bin:$PATH"
 mkdir -p .tools/run
 
-sam_pid= forwarder= tail_pid= started_dynamodb= work=$(mktemp -d)
+sam_pid= forwarder= recorder= tail_pid= started_dynamodb= work=$(mktemp -d)
 cleanup() {
   if [ -n "$sam_pid" ]; then
     # start-api leaves its warm containers and lingers after SIGINT: end its group, then the
@@ -34,7 +34,7 @@ cleanup() {
     for _ in $(seq 1 20); do kill -0 "$sam_pid" 2>/dev/null || break; sleep 0.25; done
     kill -KILL -- "-$sam_pid" 2>/dev/null || true
   fi
-  for pid in $forwarder $tail_pid; do kill "$pid" 2>/dev/null || true; done
+  for pid in $forwarder $recorder $tail_pid; do kill "$pid" 2>/dev/null || true; done
   scripts/docker-engine.sh stop || true
   if [ -n "$started_dynamodb" ]; then scripts/dynamodb-local.sh stop sam || true; fi
   rm -rf "$work"
@@ -108,8 +108,16 @@ SECRET_SCANNING_KEYS=${SECRET_SCANNING_KEYS:-$(scripts/scanning-key.sh)}
 python3 -c 'import json, sys; print(json.dumps({"Parameters": {"TABLE_NAME": sys.argv[1],
   "AWS_ENDPOINT_URL_DYNAMODB": sys.argv[2], "SECRET_SCANNING_KEYS": sys.argv[3]}}))' \
   "$table" "$container_endpoint" "$SECRET_SCANNING_KEYS" >"$work/env.json"
+# EventBridge has no emulator: the events function publishes to a local recorder of PutEvents,
+# listening on the bridge's gateway for the containers.
+export PUTEVENTS_LOG="$work/putevents.jsonl" EVENT_BUS_NAME=tokens-sam
+: >"$PUTEVENTS_LOG"
+recorder_host=${gateway:-127.0.0.1}
+recorder_port=$(free_port)
+python3 scripts/putevents_recorder.py "$recorder_host" "$recorder_port" "$PUTEVENTS_LOG" &
+recorder=$!
 sam_args=(--invoke-image "$image" --skip-pull-image --env-vars "$work/env.json"
-  --parameter-overrides "DynamoDbEndpoint=$container_endpoint PermanentTokenKey=$PERMANENT_TOKEN_KEY")
+  --parameter-overrides "DynamoDbEndpoint=$container_endpoint PermanentTokenKey=$PERMANENT_TOKEN_KEY EventBusName=$EVENT_BUS_NAME EventBridgeEndpoint=http://$recorder_host:$recorder_port")
 
 if [ "$mode" = invoke ]; then
   python3 scripts/invoke_events.py sam "$demo" "${sam_args[@]}"

@@ -194,6 +194,18 @@ pub async fn dynamodb_client_for(
     endpoint: Option<&str>,
     region: Option<&str>,
 ) -> aws_sdk_dynamodb::Client {
+    let sdk = sdk_config(roots, region).await;
+    let mut config = aws_sdk_dynamodb::config::Builder::from(&sdk);
+    if let Some(endpoint) = endpoint {
+        config = config.endpoint_url(endpoint);
+    }
+    aws_sdk_dynamodb::Client::from_conf(config.build())
+}
+
+/// The settings every AWS client of the service is built from: the one HTTPS client over
+/// `roots`, the credentials, bounded retries and timeouts, `region` where given. Endpoints
+/// come from the environment (`AWS_ENDPOINT_URL_<SERVICE>`), as the SDK reads them.
+pub async fn sdk_config(roots: TrustRoots, region: Option<&str>) -> aws_config::SdkConfig {
     let mut loader =
         aws_config::defaults(BehaviorVersion::latest()).http_client(roots.http_client());
     if let Some(region) = region {
@@ -206,7 +218,7 @@ pub async fn dynamodb_client_for(
     if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
         loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
     }
-    let sdk = loader
+    loader
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .timeout_config(
             TimeoutConfig::builder()
@@ -216,12 +228,7 @@ pub async fn dynamodb_client_for(
                 .build(),
         )
         .load()
-        .await;
-    let mut config = aws_sdk_dynamodb::config::Builder::from(&sdk);
-    if let Some(endpoint) = endpoint {
-        config = config.endpoint_url(endpoint);
-    }
-    aws_sdk_dynamodb::Client::from_conf(config.build())
+        .await
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod deadline;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod import;
 pub mod limits;

@@ -220,6 +220,9 @@ pub struct Meter {
     /// The rate window (its start, epoch seconds) `window_used` counts, and the units used in it.
     pub window_start: u64,
     pub window_used: u64,
+    /// The credits as last set or refilled: what `credits.low` thresholds are percentages of
+    /// (`None` on meters stored before it was kept).
+    pub credits_full: Option<u64>,
 }
 
 /// Why a unit of use was refused.
@@ -313,6 +316,7 @@ impl Meter {
                 .map_or(0, |refill| refill.interval.period_start(now_s)),
             window_start: 0,
             window_used: 0,
+            credits_full: limits.credits.map(|credits| credits.remaining),
         }
     }
 

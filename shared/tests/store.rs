@@ -986,7 +986,9 @@ async fn init_adds_the_audit_index_to_a_table_made_before_it() {
         .iter()
         .filter_map(|i| i.index_name())
         .collect();
-    assert_eq!(indexes, ["platform-audit"]);
+    assert_eq!(indexes, ["platform-audit", "expiry-day"]);
+    let stream = described.table().unwrap().stream_specification().unwrap();
+    assert!(stream.stream_enabled(), "an old table gets the stream");
     // Events of the old table's users are listed through it at once.
     let old = DynamoStore::new(client.clone(), name);
     let t = tenant(&old).await;

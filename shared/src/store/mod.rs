@@ -15,8 +15,8 @@ pub use crate::model::{
     PermanentGeneration, Platform, Predecessor, Revocation, RollOutcome, TokenAddress, TokenChange,
     TokenRecord, TokenState, User, UserChange, UserPage, WorkingPermanent, LAST_USED_RESOLUTION_MS,
 };
-pub use dynamo::{Direct, DynamoStore};
-pub use item::{token_sort_prefix, Key};
+pub use dynamo::{Direct, DynamoStore, Expiring};
+pub use item::{expiry_day, stream, token_sort_prefix, Item, Key};
 
 use crate::clock::{EpochMs, EpochSeconds};
 use crate::domain::{CustomerId, Email, ExternalId, PlatformId, UserId, UserStatus};

@@ -6,11 +6,11 @@ use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
     GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
 
-use super::item::{AUDIT_INDEX, AUDIT_PLATFORM, PK, SK};
+use super::item::{AUDIT_INDEX, AUDIT_PLATFORM, EXPIRY_DAY, EXPIRY_INDEX, PK, SK};
 use super::Fault;
 
 pub use super::item::TTL_ATTRIBUTE;
@@ -18,10 +18,22 @@ pub use super::item::TTL_ATTRIBUTE;
 /// Hash and range key attribute names, both strings.
 pub const KEY_ATTRIBUTES: [(&str, &str); 2] = [(PK, "HASH"), (SK, "RANGE")];
 
-/// The one global secondary index: every platform's audit events (all attributes projected),
-/// its hash and range key attributes, both strings.
-pub const AUDIT_INDEX_KEYS: (&str, [(&str, &str); 2]) =
-    (AUDIT_INDEX, [(AUDIT_PLATFORM, "HASH"), (SK, "RANGE")]);
+/// A global secondary index (all attributes projected): its name, its hash and range key
+/// attributes, both strings.
+pub type IndexKeys = (&'static str, [(&'static str, &'static str); 2]);
+
+/// Every platform's audit events, newest last.
+pub const AUDIT_INDEX_KEYS: IndexKeys = (AUDIT_INDEX, [(AUDIT_PLATFORM, "HASH"), (SK, "RANGE")]);
+
+/// Live tokens by the day they expire (sparse: only those with an expiry).
+pub const EXPIRY_INDEX_KEYS: IndexKeys = (EXPIRY_INDEX, [(EXPIRY_DAY, "HASH"), (SK, "RANGE")]);
+
+/// The table's global secondary indexes, in the order they were added.
+pub const INDEXES: [IndexKeys; 2] = [AUDIT_INDEX_KEYS, EXPIRY_INDEX_KEYS];
+
+/// What the table's stream carries: both images, so that the `events` function sees what a
+/// change did to a meter.
+pub const STREAM_VIEW: &str = "NEW_AND_OLD_IMAGES";
 
 fn key_schema(keys: &[(&str, &str)]) -> Result<Vec<KeySchemaElement>, Fault> {
     keys.iter()
@@ -35,9 +47,13 @@ fn key_schema(keys: &[(&str, &str)]) -> Result<Vec<KeySchemaElement>, Fault> {
         .collect()
 }
 
-/// Every key attribute of the table and its index: strings.
+/// Every key attribute of the table and its indexes: strings.
 fn attribute_definitions() -> Result<Vec<AttributeDefinition>, Fault> {
-    [PK, SK, AUDIT_PLATFORM]
+    definitions(&[PK, SK, AUDIT_PLATFORM, EXPIRY_DAY])
+}
+
+fn definitions(names: &[&str]) -> Result<Vec<AttributeDefinition>, Fault> {
+    names
         .iter()
         .map(|name| {
             AttributeDefinition::builder()
@@ -62,23 +78,48 @@ pub enum TableOutcome {
     AlreadyExisted,
 }
 
-/// Creates the table (on-demand, `pk`/`sk` strings, TTL on `expires_at`) unless it exists, and
-/// waits until it is active.
-pub async fn create_table(client: &Client, table: &str) -> Result<TableOutcome, Fault> {
-    let (index_name, index_keys) = AUDIT_INDEX_KEYS;
-    let index = GlobalSecondaryIndex::builder()
-        .index_name(index_name)
-        .set_key_schema(Some(key_schema(&index_keys)?))
-        .projection(all_attributes())
+fn stream() -> StreamSpecification {
+    StreamSpecification::builder()
+        .stream_enabled(true)
+        .stream_view_type(StreamViewType::from(STREAM_VIEW))
         .build()
-        .map_err(unavailable)?;
+        .expect("the stream's fields are set")
+}
+
+/// Creates the table (on-demand, `pk`/`sk` strings, TTL on `expires_at`, its indexes, a stream
+/// of both images) unless it exists, and waits until it is active. A table made before an index
+/// or the stream existed gets them.
+pub async fn create_table(client: &Client, table: &str) -> Result<TableOutcome, Fault> {
+    create_table_streaming(client, table, true).await
+}
+
+/// [`create_table`], with its stream only when `streaming`. DynamoDB Local writes a stream's
+/// records in the write's own path, which makes a burst of parallel writes several times slower
+/// than DynamoDB's; the suites whose tables no stream consumer reads make them without one.
+pub async fn create_table_streaming(
+    client: &Client,
+    table: &str,
+    streaming: bool,
+) -> Result<TableOutcome, Fault> {
+    let indexes = INDEXES
+        .iter()
+        .map(|(name, keys)| {
+            GlobalSecondaryIndex::builder()
+                .index_name(*name)
+                .set_key_schema(Some(key_schema(keys)?))
+                .projection(all_attributes())
+                .build()
+                .map_err(unavailable)
+        })
+        .collect::<Result<Vec<_>, Fault>>()?;
     let created = client
         .create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
         .set_attribute_definitions(Some(attribute_definitions()?))
         .set_key_schema(Some(key_schema(&KEY_ATTRIBUTES)?))
-        .global_secondary_indexes(index)
+        .set_global_secondary_indexes(Some(indexes))
+        .set_stream_specification(streaming.then(stream))
         .send()
         .await;
     let outcome = match created {
@@ -93,7 +134,12 @@ pub async fn create_table(client: &Client, table: &str) -> Result<TableOutcome, 
     };
     wait_until_active(client, table).await?;
     if outcome == TableOutcome::AlreadyExisted {
-        add_audit_index(client, table).await?;
+        for index in INDEXES {
+            add_index(client, table, index).await?;
+        }
+        if streaming {
+            add_stream(client, table).await?;
+        }
     }
     if outcome == TableOutcome::Created {
         client
@@ -130,13 +176,7 @@ async fn wait_for(
 ) -> Result<(), Fault> {
     let step = Duration::from_millis(500);
     for _ in 0..(within.as_millis() / step.as_millis()) {
-        let described = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        if done(&described) {
+        if done(&describe(client, table).await?) {
             return Ok(());
         }
         tokio::time::sleep(step).await;
@@ -146,13 +186,42 @@ async fn wait_for(
     ))
 }
 
+async fn describe(client: &Client, table: &str) -> Result<DescribeTableOutput, Fault> {
+    client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(unavailable)
+}
+
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Fault {
     Fault::Unavailable(Box::new(e))
 }
 
-/// Adds the audit index to a table made before it existed, and waits until it is active.
-async fn add_audit_index(client: &Client, table: &str) -> Result<(), Fault> {
-    let (index_name, index_keys) = AUDIT_INDEX_KEYS;
+/// Turns on the stream of a table made before it existed.
+async fn add_stream(client: &Client, table: &str) -> Result<(), Fault> {
+    let described = describe(client, table).await?;
+    let streaming = described
+        .table()
+        .and_then(|t| t.stream_specification())
+        .is_some_and(|s| s.stream_enabled());
+    if !streaming {
+        client
+            .update_table()
+            .table_name(table)
+            .stream_specification(stream())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        wait_until_active(client, table).await?;
+    }
+    Ok(())
+}
+
+/// Adds an index to a table made before it existed, and waits until it is active.
+async fn add_index(client: &Client, table: &str, index: IndexKeys) -> Result<(), Fault> {
+    let (index_name, index_keys) = index;
     let status = |described: &DescribeTableOutput| {
         described
             .table()
@@ -162,12 +231,7 @@ async fn add_audit_index(client: &Client, table: &str) -> Result<(), Fault> {
             .find(|i| i.index_name() == Some(index_name))
             .and_then(|i| i.index_status().cloned())
     };
-    let described = client
-        .describe_table()
-        .table_name(table)
-        .send()
-        .await
-        .map_err(unavailable)?;
+    let described = describe(client, table).await?;
     if status(&described).is_none() {
         let create = CreateGlobalSecondaryIndexAction::builder()
             .index_name(index_name)
@@ -178,7 +242,8 @@ async fn add_audit_index(client: &Client, table: &str) -> Result<(), Fault> {
         client
             .update_table()
             .table_name(table)
-            .set_attribute_definitions(Some(attribute_definitions()?))
+            // The table's keys and this index's: DynamoDB refuses a definition no key uses.
+            .set_attribute_definitions(Some(definitions(&[PK, SK, index_keys[0].0])?))
             .global_secondary_index_updates(
                 GlobalSecondaryIndexUpdate::builder().create(create).build(),
             )
@@ -187,12 +252,5 @@ async fn add_audit_index(client: &Client, table: &str) -> Result<(), Fault> {
             .map_err(unavailable)?;
     }
     let active = |d: &DescribeTableOutput| status(d) == Some(IndexStatus::Active);
-    wait_for(
-        client,
-        table,
-        Duration::from_secs(300),
-        active,
-        "the audit index",
-    )
-    .await
+    wait_for(client, table, Duration::from_secs(300), active, index_name).await
 }

@@ -15,7 +15,7 @@ use crate::config::{dynamodb_client, Config};
 use crate::domain::{Abilities, Email, Role, TokenName, UserStatus, Workspace, WorkspaceStatus};
 use crate::mint::mint_plaintext;
 use crate::service::Service;
-use crate::store::schema::create_table;
+use crate::store::schema::create_table_streaming;
 use crate::store::{DynamoStore, NewUser, Owner, Platform, Store, User};
 use crate::token::{TokenFormat, TokenKind};
 use crate::trust::TrustRoots;
@@ -52,16 +52,25 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
-/// A fresh table on the DynamoDB Local that `make test` started, wrapped in a [`Service`] whose
+/// A fresh table (without a stream) on the DynamoDB Local that `make test` started, wrapped in a [`Service`] whose
 /// per-user caps (tokens and customer tokens) are both `max_tokens_per_user`.
 pub async fn service_with(max_tokens_per_user: u32) -> (Service, DynamoStore) {
+    service_on(max_tokens_per_user, false).await
+}
+
+/// [`service`] on a table with its stream (for the suites that read it: events out).
+pub async fn service_streaming() -> (Service, DynamoStore) {
+    service_on(crate::config::DEFAULT_MAX_TOKENS_PER_USER, true).await
+}
+
+async fn service_on(max_tokens_per_user: u32, streaming: bool) -> (Service, DynamoStore) {
     assert!(
         std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
         "AWS_ENDPOINT_URL_DYNAMODB is not set: run the tests with `make test`, which starts DynamoDB Local"
     );
     let table = format!("test-{}", random_hex(8));
     let client = dynamodb_client(TrustRoots::default()).await;
-    create_table(&client, &table)
+    create_table_streaming(&client, &table, streaming)
         .await
         .expect("create a table on DynamoDB Local");
     let key = random_hex(32);

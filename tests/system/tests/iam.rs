@@ -207,7 +207,15 @@ fn granted() -> BTreeMap<String, Granted> {
                 let returning =
                     &statement["Condition"]["StringEqualsIfExists"]["dynamodb:ReturnValues"];
                 for action in statement["Action"].as_sequence().unwrap() {
-                    let action = action.as_str().unwrap().strip_prefix("dynamodb:").unwrap();
+                    let action = action.as_str().unwrap();
+                    // The event source mapping's reads of the stream, PutEvents, the DLQ: checked
+                    // by `the_events_function_reads_the_stream_and_puts_on_its_one_bus_only`.
+                    let Some(action) = action
+                        .strip_prefix("dynamodb:")
+                        .filter(|_| !STREAM_ACTIONS.contains(&action))
+                    else {
+                        continue;
+                    };
                     grant.actions.insert(action.to_string());
                     if let Some(list) = returning.as_sequence() {
                         grant.returning.insert(
@@ -234,6 +242,24 @@ fn granted() -> BTreeMap<String, Granted> {
         );
     }
     functions
+}
+
+/// What the event source mapping does with the events function's role.
+const STREAM_ACTIONS: [&str; 4] = [
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
+];
+
+/// A sink that takes every entry (what the events function publishes is no DynamoDB call).
+struct Accepting;
+
+#[async_trait::async_trait]
+impl shared::events::Sink for Accepting {
+    async fn put(&self, _: &[shared::events::Entry]) -> Result<(), shared::events::Unpublished> {
+        Ok(())
+    }
 }
 
 /// The table every function works on, and one recording service per function of the template
@@ -265,6 +291,20 @@ impl Harness {
             recorders.insert(function, (service, recorder));
         }
         Harness { store, recorders }
+    }
+
+    /// The store as `function` holds it, recorded.
+    fn dynamo(&self, function: &str) -> DynamoStore {
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            self.store
+                .direct()
+                .client
+                .config()
+                .to_builder()
+                .interceptor(self.recorders[function].1.clone())
+                .build(),
+        );
+        DynamoStore::new(client, self.store.direct().table)
     }
 
     fn service(&self, function: &str) -> &Service {
@@ -700,6 +740,23 @@ async fn exercise(h: &Harness) {
         200
     );
 
+    // events: the daily run over the index of expiry days marks each token it notifies. (Its
+    // stream batches read no table: the records carry the items.)
+    let now = now_ms();
+    let expiring = token_expiring(
+        store,
+        &t.user,
+        shared::token::TokenKind::ApiKey,
+        now.seconds().0 + 10 * 86_400,
+    )
+    .await;
+    let events = h.dynamo("events");
+    let later = shared::clock::EpochMs(now.0 + 7 * 43_200_000);
+    let run = shared::events::notify_expiring(&events, &Accepting, later)
+        .await
+        .unwrap();
+    assert_eq!(run.notified, 1, "{:?}", expiring.record.id);
+
     // Each function's first use of a key records its last use in the background.
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
@@ -779,5 +836,78 @@ fn update_attributes_resolve_names_and_skip_values_and_functions() {
             .iter()
             .map(|a| a.to_string())
             .collect::<BTreeSet<_>>()
+    );
+}
+
+#[test]
+fn the_events_function_reads_the_stream_and_puts_on_its_one_bus_only() {
+    let template: Value =
+        serde_yaml::from_str(include_str!("../../../template.yaml")).expect("template.yaml");
+    let function = &template["Resources"]["EventsFunction"]["Properties"];
+    let mut beyond_table = BTreeMap::new();
+    for statement in function["Policies"][0]["Statement"].as_sequence().unwrap() {
+        for action in statement["Action"].as_sequence().unwrap() {
+            let action = action.as_str().unwrap();
+            if action.starts_with("dynamodb:") && !STREAM_ACTIONS.contains(&action) {
+                continue;
+            }
+            beyond_table.insert(
+                action.to_string(),
+                serde_yaml::to_string(&statement["Resource"]).unwrap(),
+            );
+        }
+    }
+    let keys: Vec<&str> = beyond_table.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "dynamodb:DescribeStream",
+            "dynamodb:GetRecords",
+            "dynamodb:GetShardIterator",
+            "dynamodb:ListStreams",
+            "events:PutEvents",
+            "sqs:SendMessage",
+        ]
+    );
+    for action in STREAM_ACTIONS {
+        assert!(
+            beyond_table[action].contains("StreamArn"),
+            "{action}: {}",
+            beyond_table[action]
+        );
+    }
+    // PutEvents: the bus the stack made, or the one named; never "*".
+    let bus = &beyond_table["events:PutEvents"];
+    assert!(
+        bus.contains("EventBus.Arn") && bus.contains("event-bus/${EventBusName}"),
+        "{bus}"
+    );
+    assert!(!bus.contains('*'));
+    assert!(beyond_table["sqs:SendMessage"].contains("EventsDeadLetterQueue.Arn"));
+    // The mapping: filtered, partial failures reported, bisected, retries bounded, a DLQ.
+    let mapping = &function["Events"]["TableStream"]["Properties"];
+    assert_eq!(
+        mapping["FunctionResponseTypes"][0].as_str(),
+        Some("ReportBatchItemFailures")
+    );
+    assert_eq!(mapping["BisectBatchOnFunctionError"].as_bool(), Some(true));
+    assert_eq!(
+        mapping["MaximumRetryAttempts"].as_u64(),
+        Some(u64::from(events::local::RETRIES))
+    );
+    assert_eq!(
+        mapping["BatchSize"].as_i64(),
+        Some(i64::from(events::local::BATCH))
+    );
+    assert_eq!(
+        mapping["DestinationConfig"]["OnFailure"]["Type"].as_str(),
+        Some("SQS")
+    );
+    assert_eq!(
+        mapping["FilterCriteria"]["Filters"]
+            .as_sequence()
+            .unwrap()
+            .len(),
+        2
     );
 }

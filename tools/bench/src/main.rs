@@ -17,6 +17,7 @@
 //! broke. `bench coldstart` prints only the cold starts (no database).
 
 mod coldstart;
+mod events;
 mod faults;
 mod import;
 mod leak;
@@ -412,6 +413,10 @@ async fn main() {
         coldstart::report().await;
         return;
     }
+    if std::env::args().nth(1).as_deref() == Some("events") {
+        events::report(&world().await, 600).await;
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("faults") {
         let pid = std::env::var("DYNAMODB_LOCAL_PID")
             .ok()
@@ -541,6 +546,8 @@ async fn main() {
     leak::report(&world).await;
     println!();
     import::report(&world, requests).await;
+    println!();
+    events::report(&world, requests).await;
     println!();
     coldstart::report().await;
 }

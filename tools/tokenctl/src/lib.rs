@@ -2,3 +2,4 @@
 //! and the local server that merges them.
 
 pub mod serve;
+pub mod stream;

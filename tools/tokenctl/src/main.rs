@@ -115,11 +115,25 @@ enum StoreCommand {
     Limits(LimitsCommand),
     /// A demo platform with an admin and users; prints their keys.
     SeedDemo,
+    /// Events out: what the table's stream publishes on the EventBridge bus.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Serve every route on 127.0.0.1.
     Serve {
         /// The port on 127.0.0.1.
         #[arg(long, default_value_t = 3000)]
         port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Print, one JSON line each, the entries the table's changes publish (audit events,
+    /// credits.low), as they happen, until stopped.
+    Tail {
+        /// From the oldest record the stream keeps, not from now.
+        #[arg(long)]
+        from_start: bool,
     },
 }
 
@@ -552,7 +566,10 @@ async fn run(command: Command, target: Target, progress: bool) -> Result<Value, 
         }
         StoreCommand::Limits(command) => limits(&service, command, now).await,
         StoreCommand::SeedDemo => seed_demo(&service, now).await,
-        StoreCommand::Serve { port } => serve_locally(service, port).await,
+        StoreCommand::Serve { port } => serve_locally(service, &target, port).await,
+        StoreCommand::Events(EventsCommand::Tail { from_start }) => {
+            tail(&service, &target, from_start).await
+        }
     }
 }
 
@@ -937,14 +954,49 @@ async fn limits(
     Ok(json!({ "data": limits }))
 }
 
-/// `serve`: every route on 127.0.0.1, until stopped.
-async fn serve_locally(service: Service, port: u16) -> Result<Value, CliError> {
+/// `serve`: every route on 127.0.0.1, until stopped; the table's events published to
+/// `AWS_ENDPOINT_URL_EVENTBRIDGE` when it is set.
+async fn serve_locally(service: Service, target: &Target, port: u16) -> Result<Value, CliError> {
     if service.config.permanent_key().is_err() {
         eprintln!("warning: PERMANENT_TOKEN_KEY is not set; /ext/get-user-token will answer 503");
     }
+    tokenctl::stream::publish_while_serving(
+        &service,
+        target.endpoint_url.as_deref(),
+        target.region.as_deref(),
+    )
+    .await
+    .map_err(CliError::Setup)?;
     serve::serve(service, port)
         .await
         .map_err(|e| CliError::Setup(format!("cannot serve on 127.0.0.1:{port}: {e}")))?;
+    Ok(json!({}))
+}
+
+/// `events tail`: what the table's changes publish, printed as they happen, until stopped.
+async fn tail(service: &Service, target: &Target, from_start: bool) -> Result<Value, CliError> {
+    use events::local::Start;
+    let thresholds = tokenctl::stream::thresholds().map_err(CliError::Usage)?;
+    let start = if from_start {
+        Start::Oldest
+    } else {
+        Start::Latest
+    };
+    let mut poller = tokenctl::stream::poller(
+        service,
+        target.endpoint_url.as_deref(),
+        target.region.as_deref(),
+        start,
+    )
+    .await
+    .map_err(|e| CliError::Setup(format!("cannot read the table's stream: {e}")))?;
+    poller
+        .run(
+            &tokenctl::stream::Printer,
+            &thresholds,
+            tokenctl::stream::IDLE,
+        )
+        .await;
     Ok(json!({}))
 }
 

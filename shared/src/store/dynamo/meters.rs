@@ -57,9 +57,10 @@ impl DynamoStore {
         let mut expression_values = HashMap::new();
         match (standing.credits, standing.refill_for) {
             (Some(amount), Some(period)) => {
-                sets.push("credits = :refilled, refilled_for = :period");
+                sets.push("credits = :refilled, refilled_for = :period, credits_full = :full");
                 conditions.push("attribute_exists(credits) AND refilled_for < :period");
                 expression_values.insert(":refilled".into(), n(amount - 1));
+                expression_values.insert(":full".into(), n(amount));
                 expression_values.insert(":period".into(), n(period));
             }
             (Some(_), None) => {

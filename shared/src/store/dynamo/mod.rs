@@ -6,6 +6,7 @@ mod core;
 mod directory;
 mod events;
 mod meters;
+mod notices;
 mod permanent;
 mod retire;
 mod roll;
@@ -15,6 +16,7 @@ use aws_sdk_dynamodb::Client;
 
 use self::core::unavailable;
 pub(crate) use self::core::IN_FLIGHT;
+pub use self::notices::Expiring;
 use crate::domain::UserId;
 use crate::store::item::{Item, Key};
 use crate::store::{Fault, Refusal, StoreError};

@@ -10,7 +10,7 @@ use crate::clock::{EpochMs, EpochSeconds};
 use crate::domain::{UserId, UserStatus};
 use crate::metrics;
 use crate::store::item::{
-    abilities_value, child_item, n, s, token_item, Key, ENABLED, META, METER_ATTRIBUTES,
+    abilities_value, child_item, n, s, token_item, Key, ENABLED, EXPIRY_DAY, META, METER_ATTRIBUTES,
 };
 use crate::store::{
     Fault, NewToken, Owner, Predecessor, Refusal, RollOutcome, Rolls, StoreError, TokenRecord,
@@ -140,8 +140,11 @@ impl Rolls for DynamoStore {
                 (":now".to_string(), n(now_s)),
             ]);
             let unchanged = record_as_read(&predecessor, &mut names, &mut expression_values);
+            // The predecessor hands its meter on, and leaves the index of expiry days: its grace
+            // period is no expiry to give notice of.
             let meter: Vec<String> = (0..METER_ATTRIBUTES.len())
                 .map(|i| format!("#pin{i}"))
+                .chain([EXPIRY_DAY.to_string()])
                 .collect();
             let rolling = Update::builder()
                 .table_name(&self.table)

@@ -80,9 +80,10 @@ pub(super) const RATE_LIMIT: &str = "rate_limit";
 pub(super) const RATE_WINDOW: &str = "rate_window";
 pub(super) const WINDOW_START: &str = "window_start";
 pub(super) const WINDOW_USED: &str = "window_used";
+pub(super) const CREDITS_FULL: &str = "credits_full";
 
 /// Every attribute of a meter, so that setting limits can remove the ones not set.
-pub(super) const METER_ATTRIBUTES: [&str; 8] = [
+pub(super) const METER_ATTRIBUTES: [&str; 9] = [
     CREDITS,
     REFILL_AMOUNT,
     REFILL_INTERVAL,
@@ -91,6 +92,7 @@ pub(super) const METER_ATTRIBUTES: [&str; 8] = [
     RATE_WINDOW,
     WINDOW_START,
     WINDOW_USED,
+    CREDITS_FULL,
 ];
 
 /// The attributes (name, value) a meter is stored as.
@@ -102,6 +104,9 @@ pub(super) fn meter_attributes(meter: &Meter) -> Vec<(&'static str, AttributeVal
             attributes.push((REFILL_AMOUNT, n(refill.amount)));
             attributes.push((REFILL_INTERVAL, s(refill.interval.as_str())));
             attributes.push((REFILLED_FOR, n(meter.refilled_for)));
+        }
+        if let Some(full) = meter.credits_full {
+            attributes.push((CREDITS_FULL, n(full)));
         }
     }
     if let Some(rate) = meter.limits.rate_limit {
@@ -145,6 +150,7 @@ fn meter_from_item(item: &Item) -> Result<Option<Meter>, Fault> {
         refilled_for: r.optional_number(REFILLED_FOR)?.unwrap_or(0),
         window_start: r.optional_number(WINDOW_START)?.unwrap_or(0),
         window_used: r.optional_number(WINDOW_USED)?.unwrap_or(0),
+        credits_full: r.optional_number(CREDITS_FULL)?,
     }))
 }
 
@@ -469,10 +475,36 @@ pub(super) fn abilities_value(abilities: &Abilities) -> AttributeValue {
     AttributeValue::L(abilities.as_slice().iter().map(s).collect())
 }
 
+/// A live token's item: with its expiry day while it has one (see [`EXPIRY_DAY`]).
 pub(super) fn token_item(token: &TokenRecord) -> Item {
-    token_item_at(
+    let mut item = token_item_at(
         &Key::token(token.user_id, token.kind.family(), token.id),
         token,
+    );
+    if let Some(at) = token.expires_at {
+        item.insert(EXPIRY_DAY.into(), s(expiry_day(at)));
+    }
+    item
+}
+
+/// The day (`YYYY-MM-DD`, UTC) a live token expires on: the hash key of the sparse index the
+/// daily run of `events` reads to give notice of expiries. Only a live token of its own expiry
+/// has it: a retired token's item and a rolled token (whose grace period is set) have none.
+pub const EXPIRY_DAY: &str = "expiry_day";
+
+/// The index of live tokens by [`EXPIRY_DAY`], `sk` its range key.
+pub const EXPIRY_INDEX: &str = "expiry-day";
+
+/// The `expiry_day` attribute (`YYYY-MM-DD`, UTC) of a token expiring at `at` (epoch seconds).
+pub fn expiry_day(at: u64) -> String {
+    let date = time::OffsetDateTime::from_unix_timestamp(at as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .date();
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
     )
 }
 
@@ -735,6 +767,8 @@ impl Reader<'_> {
         }
     }
 }
+
+pub mod stream;
 
 #[cfg(test)]
 mod tests;

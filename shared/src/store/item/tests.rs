@@ -42,6 +42,7 @@ fn user() -> User {
             refilled_for: 1_735_689_600,
             window_start: 1_736_332_200,
             window_used: 3,
+            credits_full: Some(100),
         }),
         external_id: None,
         meta: None,
