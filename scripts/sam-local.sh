@@ -105,15 +105,17 @@ demo='{"admin_key": "", "user_key": ""}'
 # SECRET_SCANNING_KEYS (declared by the leak-response function) trusts the local key pair of
 # scripts/scanning-key.sh, which the walkthrough and the sample event sign reports with.
 SECRET_SCANNING_KEYS=${SECRET_SCANNING_KEYS:-$(scripts/scanning-key.sh)}
-python3 -c 'import json, sys; print(json.dumps({"Parameters": {"TABLE_NAME": sys.argv[1],
-  "AWS_ENDPOINT_URL_DYNAMODB": sys.argv[2], "SECRET_SCANNING_KEYS": sys.argv[3]}}))' \
-  "$table" "$container_endpoint" "$SECRET_SCANNING_KEYS" >"$work/env.json"
 # EventBridge has no emulator: the events function publishes to a local recorder of PutEvents,
-# listening on the bridge's gateway for the containers.
+# listening on the bridge's gateway for the containers. Its endpoint goes in env.json too: SAM
+# resolves the template's conditional value of it to an empty string.
 export PUTEVENTS_LOG="$work/putevents.jsonl" EVENT_BUS_NAME=tokens-sam
 : >"$PUTEVENTS_LOG"
 recorder_host=${gateway:-127.0.0.1}
 recorder_port=$(free_port)
+python3 -c 'import json, sys; print(json.dumps({"Parameters": {"TABLE_NAME": sys.argv[1],
+  "AWS_ENDPOINT_URL_DYNAMODB": sys.argv[2], "SECRET_SCANNING_KEYS": sys.argv[3],
+  "AWS_ENDPOINT_URL_EVENTBRIDGE": sys.argv[4]}}))' \
+  "$table" "$container_endpoint" "$SECRET_SCANNING_KEYS" "http://$recorder_host:$recorder_port" >"$work/env.json"
 python3 scripts/putevents_recorder.py "$recorder_host" "$recorder_port" "$PUTEVENTS_LOG" &
 recorder=$!
 sam_args=(--invoke-image "$image" --skip-pull-image --env-vars "$work/env.json"

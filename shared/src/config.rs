@@ -50,6 +50,24 @@ pub enum ConfigError {
          be accepted"
     )]
     PrefixNotAccepted(String),
+    #[error(
+        "{0} is set but empty: the AWS SDK would take it as an endpoint and fail on the first \
+         call; unset it (AWS's own endpoint) or give the endpoint"
+    )]
+    EmptyEndpoint(String),
+}
+
+/// Refuses an endpoint variable set to nothing, which the SDK reads as an endpoint URL and
+/// panics on when it builds its first request.
+fn endpoints_set(vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    match vars
+        .filter(|(name, value)| name.starts_with("AWS_ENDPOINT_URL") && value.trim().is_empty())
+        .map(|(name, _)| name)
+        .next()
+    {
+        Some(name) => Err(ConfigError::EmptyEndpoint(name)),
+        None => Ok(()),
+    }
 }
 
 /// Settings every function shares.
@@ -76,7 +94,10 @@ impl Config {
     /// Reads `TABLE_NAME`, `MAX_TOKENS_PER_USER`, `MAX_CUSTOMER_TOKENS_PER_USER`,
     /// `TLS_TRUST_ROOTS`, `TOKEN_PREFIX`, `ACCEPTED_TOKEN_PREFIXES` and (when present)
     /// `PERMANENT_TOKEN_KEY` and `SECRET_SCANNING_KEYS`.
+    /// Every `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>` set is not empty (a template
+    /// value left empty by a local runner, say).
     pub fn from_env() -> Result<Config, ConfigError> {
+        endpoints_set(std::env::vars())?;
         Config::from_lookup(|name| std::env::var(name).ok())
     }
 
@@ -242,6 +263,34 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn an_endpoint_set_to_nothing_is_refused_at_cold_start_by_name() {
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let empty = vars(&[
+            ("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000"),
+            ("AWS_ENDPOINT_URL_EVENTBRIDGE", ""),
+        ]);
+        let refused = endpoints_set(empty).unwrap_err();
+        assert!(
+            matches!(&refused, ConfigError::EmptyEndpoint(name) if name == "AWS_ENDPOINT_URL_EVENTBRIDGE")
+        );
+        assert!(refused
+            .to_string()
+            .starts_with("AWS_ENDPOINT_URL_EVENTBRIDGE is set but empty"));
+        assert!(endpoints_set(vars(&[("AWS_ENDPOINT_URL", " ")])).is_err());
+        let set = vars(&[
+            ("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000"),
+            ("OTHER", ""),
+        ]);
+        assert!(endpoints_set(set).is_ok());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::config::{dynamodb_client, Config};
 use crate::domain::{Abilities, Email, Role, TokenName, UserStatus, Workspace, WorkspaceStatus};
 use crate::mint::mint_plaintext;
 use crate::service::Service;
-use crate::store::schema::create_table_streaming;
+use crate::store::schema::{create_table_with, Features};
 use crate::store::{DynamoStore, NewUser, Owner, Platform, Store, User};
 use crate::token::{TokenFormat, TokenKind};
 use crate::trust::TrustRoots;
@@ -52,7 +52,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
-/// A fresh table (without a stream) on the DynamoDB Local that `make test` started, wrapped in a [`Service`] whose
+/// A fresh table (without a stream or time to live) on the DynamoDB Local that `make test` started, wrapped in a [`Service`] whose
 /// per-user caps (tokens and customer tokens) are both `max_tokens_per_user`.
 pub async fn service_with(max_tokens_per_user: u32) -> (Service, DynamoStore) {
     service_on(max_tokens_per_user, false).await
@@ -70,7 +70,12 @@ async fn service_on(max_tokens_per_user: u32, streaming: bool) -> (Service, Dyna
     );
     let table = format!("test-{}", random_hex(8));
     let client = dynamodb_client(TrustRoots::default()).await;
-    create_table_streaming(&client, &table, streaming)
+    // No time to live: see `create_table_with`.
+    let features = Features {
+        stream: streaming,
+        ttl: false,
+    };
+    create_table_with(&client, &table, features)
         .await
         .expect("create a table on DynamoDB Local");
     let key = random_hex(32);
