@@ -3,6 +3,8 @@
 //! (see [`crate::token::foreign_hash`]), stored with its import pointer in the owner's capped
 //! creation transaction, so a hash is imported once and a re-import answers `existing`.
 
+use std::collections::HashMap;
+
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -25,9 +27,14 @@ pub const MAX_ENTRIES: usize = 1000;
 /// How far ahead an imported token's expiry may be: 100 years.
 const MAX_EXPIRY_AHEAD_S: u64 = 100 * 365 * 86_400;
 
-/// Owners whose entries are imported at the same time (one owner's entries go one after the
-/// other, so they never race for its cap counter).
-pub const OWNERS_IN_FLIGHT: usize = 8;
+/// Tokens created in one transaction, of one owner or several: each is 3 items (record,
+/// audit event, import pointer) and each owner's guard one more, so at most 96 of DynamoDB's
+/// 100.
+pub const TOGETHER: usize = 24;
+
+/// Transactions of one import sent at the same time. They never hold the same owner: an
+/// owner's entries beyond [`TOGETHER`] go in the next round, after these.
+pub const IN_FLIGHT: usize = 8;
 
 /// Who an entry's token belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -94,6 +101,25 @@ impl Outcome {
 }
 
 impl Entry {
+    /// The API key of `owner` the entry becomes, as `token_id`.
+    fn new_token(&self, owner: &User, token_id: TokenId, now: EpochMs) -> NewToken {
+        NewToken {
+            parsed: ParsedToken {
+                kind: TokenKind::ApiKey,
+                user_id: owner.id,
+                token_id,
+                hash: self.hash,
+            },
+            name: self.name.as_str().to_string(),
+            abilities: self.abilities.clone(),
+            created_at_ms: self.created_at.map_or(now.0, |at| at * 1000),
+            expires_at: self.expires_at,
+            parent_id: None,
+            meta: self.meta.clone(),
+            imported: true,
+        }
+    }
+
     /// Reads one entry of an import: `user_id` or `external_id`, `name`, `abilities?`
     /// (default `["*"]`), `expires_at?`, `created_at?`, `meta?`, and exactly one of `token`
     /// (the old system's plaintext) or `sha256` (its hex SHA-256). A token of this deployment's
@@ -183,6 +209,10 @@ fn parse_sha256(text: &str) -> Option<TokenHash> {
 /// Imports `entries` (each already read, or why not) for users of `platform` (`None`: of any
 /// platform, the operator's import by user id). Every entry is answered, in order; a fault of
 /// the store stops the import (what was stored stays, and a retry answers it `existing`).
+///
+/// The owners are read together (BatchGetItems), then the tokens are created [`TOGETHER`] a
+/// transaction, all or none; a transaction refused (a hash imported before, an owner blocked
+/// or at its cap) is done again one token at a time, so that each entry gets its own answer.
 pub async fn import(
     service: &Service,
     platform: Option<PlatformId>,
@@ -191,73 +221,155 @@ pub async fn import(
     now: EpochMs,
 ) -> Result<Vec<Outcome>, Fault> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; entries.len()];
-    let mut by_owner: Vec<(OwnerRef, Vec<(usize, Entry)>)> = Vec::new();
+    let mut valid = Vec::with_capacity(entries.len());
     for (index, entry) in entries.into_iter().enumerate() {
         match entry {
             Err(error) => outcomes[index] = Some(Outcome::error(index, error)),
-            Ok(entry) => match by_owner.iter_mut().find(|(owner, _)| *owner == entry.owner) {
-                Some((_, group)) => group.push((index, entry)),
-                None => by_owner.push((entry.owner.clone(), vec![(index, entry)])),
-            },
+            Ok(entry) => valid.push((index, entry)),
         }
     }
-    let done: Vec<Vec<Outcome>> = stream::iter(by_owner)
-        .map(|(owner, group)| import_for(service, platform, owner, group, change, now))
-        .buffer_unordered(OWNERS_IN_FLIGHT)
-        .try_collect()
-        .await?;
-    for outcome in done.into_iter().flatten() {
-        let index = outcome.index;
-        outcomes[index] = Some(outcome);
+    let owners = find_owners(service, platform, &valid).await?;
+    // Each owner's entries in order, in pieces of at most TOGETHER.
+    let mut by_owner: Vec<(User, Vec<(usize, Entry)>)> = Vec::new();
+    for (index, entry) in valid {
+        let Some(user) = owners.get(&entry.owner) else {
+            outcomes[index] = Some(Outcome::error(index, unknown_owner(&entry.owner, platform)));
+            continue;
+        };
+        match by_owner.iter_mut().find(|(owner, _)| owner.id == user.id) {
+            Some((_, group)) => group.push((index, entry)),
+            None => by_owner.push((user.clone(), vec![(index, entry)])),
+        }
+    }
+    let mut pieces: Vec<_> = by_owner
+        .into_iter()
+        .map(|(user, group)| (user, in_pieces(group).into_iter()))
+        .collect();
+    // Round by round, each owner's next piece; a round's pieces packed into transactions.
+    loop {
+        let mut transactions: Vec<Vec<(usize, Entry, User)>> = Vec::new();
+        for (user, pieces) in &mut pieces {
+            let Some(piece) = pieces.next() else {
+                continue;
+            };
+            let size = piece.len();
+            let piece = piece
+                .into_iter()
+                .map(|(index, entry)| (index, entry, user.clone()));
+            match transactions.last_mut() {
+                Some(last) if last.len() + size <= TOGETHER => last.extend(piece),
+                _ => transactions.push(piece.collect()),
+            }
+        }
+        if transactions.is_empty() {
+            break;
+        }
+        let done: Vec<Vec<Outcome>> = stream::iter(transactions)
+            .map(|together| import_together(service, together, change, now))
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await?;
+        for outcome in done.into_iter().flatten() {
+            let index = outcome.index;
+            outcomes[index] = Some(outcome);
+        }
     }
     Ok(outcomes.into_iter().flatten().collect())
 }
 
-/// One owner's entries, one after the other.
-async fn import_for(
+/// One owner's entries in pieces of at most [`TOGETHER`], in order.
+fn in_pieces(group: Vec<(usize, Entry)>) -> Vec<Vec<(usize, Entry)>> {
+    let mut group = group.into_iter().peekable();
+    let mut pieces = Vec::new();
+    while group.peek().is_some() {
+        pieces.push(group.by_ref().take(TOGETHER).collect());
+    }
+    pieces
+}
+
+/// Why an entry's owner is not one: unknown, or of another platform.
+fn unknown_owner(owner: &OwnerRef, platform: Option<PlatformId>) -> &'static str {
+    match owner {
+        OwnerRef::External(_) if platform.is_none() => {
+            "An external id names a user of a platform: give the platform."
+        }
+        _ => "The user was not found.",
+    }
+}
+
+/// The entries' owners that are users of `platform` (any platform's when `None`, by user id
+/// alone: an external id names a user of a platform).
+async fn find_owners(
     service: &Service,
     platform: Option<PlatformId>,
-    owner: OwnerRef,
-    group: Vec<(usize, Entry)>,
+    entries: &[(usize, Entry)],
+) -> Result<HashMap<OwnerRef, User>, Fault> {
+    let (mut ids, mut externals) = (Vec::new(), Vec::new());
+    for (_, entry) in entries {
+        match &entry.owner {
+            OwnerRef::Id(id) => ids.push(*id),
+            OwnerRef::External(external) => externals.push(external.clone()),
+        }
+    }
+    let mut owners: HashMap<OwnerRef, User> = service
+        .store
+        .get_users(&ids)
+        .await?
+        .into_iter()
+        .map(|(id, user)| (OwnerRef::Id(id), user))
+        .collect();
+    if let (Some(platform), false) = (platform, externals.is_empty()) {
+        let found = service
+            .store
+            .find_users_by_external_ids(platform, &externals)
+            .await?;
+        owners.extend(
+            found
+                .into_iter()
+                .map(|(external, user)| (OwnerRef::External(external), user)),
+        );
+    }
+    owners.retain(|_, user| platform.is_none_or(|platform| user.platform_id == platform));
+    Ok(owners)
+}
+
+/// Entries of distinct owners' pieces, created in one transaction; refused, one by one.
+async fn import_together(
+    service: &Service,
+    together: Vec<(usize, Entry, User)>,
     change: &Change,
     now: EpochMs,
 ) -> Result<Vec<Outcome>, Fault> {
-    let Some(user) = find_owner(service, platform, &owner).await? else {
-        let unknown = match owner {
-            OwnerRef::External(_) if platform.is_none() => {
-                "An external id names a user of a platform: give the platform."
-            }
-            _ => "The user was not found.",
-        };
-        return Ok(group
-            .into_iter()
-            .map(|(index, _)| Outcome::error(index, unknown))
+    let kind = TokenKind::ApiKey;
+    let new: Vec<(Owner, NewToken)> = together
+        .iter()
+        .map(|(_, entry, user)| {
+            (
+                Owner::from(user),
+                entry.new_token(user, TokenId::generate(now), now),
+            )
+        })
+        .collect();
+    let ids: Vec<PublicTokenId> = new
+        .iter()
+        .map(|(_, token)| PublicTokenId {
+            user_id: token.parsed.user_id,
+            token_id: token.parsed.token_id,
+        })
+        .collect();
+    let cap = service.config.cap(kind.family());
+    if service.store.create_tokens(new, cap, change, now).await? {
+        return Ok(together
+            .iter()
+            .zip(ids)
+            .map(|((index, ..), id)| Outcome::stored(*index, Status::Imported, id))
             .collect());
-    };
-    let mut outcomes = Vec::with_capacity(group.len());
-    for (index, entry) in group {
+    }
+    let mut outcomes = Vec::with_capacity(together.len());
+    for (index, entry, user) in together {
         outcomes.push(import_one(service, &user, index, entry, change, now).await?);
     }
     Ok(outcomes)
-}
-
-/// The entry's owner, when it is a user of `platform`.
-async fn find_owner(
-    service: &Service,
-    platform: Option<PlatformId>,
-    owner: &OwnerRef,
-) -> Result<Option<User>, Fault> {
-    let user = match (owner, platform) {
-        (OwnerRef::Id(id), _) => service.store.get_user(*id).await?,
-        (OwnerRef::External(external), Some(platform)) => {
-            service
-                .store
-                .find_user_by_external_id(platform, external)
-                .await?
-        }
-        (OwnerRef::External(_), None) => None,
-    };
-    Ok(user.filter(|user| platform.is_none_or(|platform| user.platform_id == platform)))
 }
 
 async fn import_one(
@@ -268,26 +380,11 @@ async fn import_one(
     change: &Change,
     now: EpochMs,
 ) -> Result<Outcome, Fault> {
-    let kind = TokenKind::ApiKey;
-    let cap = service.config.cap(kind.family());
+    let cap = service.config.cap(TokenKind::ApiKey.family());
     let mut result = Err(StoreError::Refused(Refusal::TokenIdTaken));
     for _ in 0..3 {
         let token_id = TokenId::generate(now);
-        let new = NewToken {
-            parsed: ParsedToken {
-                kind,
-                user_id: user.id,
-                token_id,
-                hash: entry.hash,
-            },
-            name: entry.name.as_str().to_string(),
-            abilities: entry.abilities.clone(),
-            created_at_ms: entry.created_at.map_or(now.0, |at| at * 1000),
-            expires_at: entry.expires_at,
-            parent_id: None,
-            meta: entry.meta.clone(),
-            imported: true,
-        };
+        let new = entry.new_token(user, token_id, now);
         result = service
             .store
             .create_token(Owner::from(user), new, cap, change, now)

@@ -6,6 +6,8 @@ mod dynamo;
 mod item;
 pub mod schema;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use futures_util::stream::{StreamExt, TryStreamExt};
 
@@ -134,6 +136,10 @@ pub trait Directory: Send + Sync {
     /// A user of the directory; a platform's service account is none (`None`).
     async fn get_user(&self, id: UserId) -> Result<Option<User>, Fault>;
 
+    /// The users of the directory among `ids` (a service account is none of them), by id:
+    /// BatchGetItems of up to 100 profiles.
+    async fn get_users(&self, ids: &[UserId]) -> Result<HashMap<UserId, User>, Fault>;
+
     /// Up to `limit` of the platform's users by id, after the user `after`: one strongly
     /// consistent Query of the platform's member items, then one BatchGetItem of their profiles.
     async fn list_users(
@@ -170,6 +176,14 @@ pub trait Directory: Send + Sync {
         platform: PlatformId,
         external: &ExternalId,
     ) -> Result<Option<User>, Fault>;
+
+    /// The users of `platform` with the platform's own ids `externals`, by external id: the
+    /// pointer items, then the profiles (BatchGetItems of up to 100 each).
+    async fn find_users_by_external_ids(
+        &self,
+        platform: PlatformId,
+        externals: &[ExternalId],
+    ) -> Result<HashMap<ExternalId, User>, Fault>;
 
     async fn find_user_by_customer_id(&self, customer: &CustomerId) -> Result<Option<User>, Fault>;
 
@@ -219,6 +233,19 @@ pub trait Tokens: Send + Sync {
         audit: &dyn Audit,
         now: EpochMs,
     ) -> Result<(), StoreError>;
+
+    /// Stores new tokens, of one owner or of several, in one transaction: all of them, with
+    /// what [`Tokens::create_token`] writes for each and one guard an owner counting them
+    /// all under `cap`, or none. `Ok(false)`: none is stored, nor ever will be (a condition
+    /// failed, the tokens do not fit in one transaction, or an unknown outcome was settled);
+    /// create them one by one to learn each one's answer.
+    async fn create_tokens(
+        &self,
+        tokens: Vec<(Owner, NewToken)>,
+        cap: u32,
+        audit: &dyn Audit,
+        now: EpochMs,
+    ) -> Result<bool, Fault>;
 
     /// Every live token of a user, all families, newest first within each family (one
     /// strongly consistent Query).

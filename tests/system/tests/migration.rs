@@ -701,3 +701,276 @@ async fn the_holder_of_an_imported_key_revokes_it_as_a_native_one() {
     assert_eq!(code(&service, SANCTUM).await, VerificationCode::Revoked);
     assert_eq!(code(&service, &t.user_token).await, VerificationCode::Valid);
 }
+
+/// Users of `t`'s platform: `count` of them, the i-th with external id `<prefix>-<i>`.
+async fn users_with_external_ids(
+    store: &shared::store::DynamoStore,
+    t: &shared::test_support::Tenant,
+    prefix: &str,
+    count: usize,
+) -> Vec<shared::store::User> {
+    let mut users = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut user = shared::test_support::new_user(&t.platform, shared::domain::Role::User);
+        user.external_id = shared::domain::ExternalId::parse(&format!("{prefix}-{i}"));
+        users.push(shared::test_support::add_user(store, user).await);
+    }
+    users
+}
+
+/// The public id of the token a principal authenticated with.
+fn public_id(principal: &shared::auth::Principal) -> String {
+    token::PublicTokenId {
+        user_id: principal.user_id,
+        token_id: principal.token_id,
+    }
+    .to_string()
+}
+
+/// The user's cap counter, its live API keys, and its `token.imported` events.
+async fn holdings(
+    store: &shared::store::DynamoStore,
+    user: shared::domain::UserId,
+) -> (i64, usize, usize) {
+    use shared::store::traits::*;
+    let counter = store
+        .direct()
+        .cap_count(user, token::CapCounter::Tokens)
+        .await
+        .unwrap();
+    let keys = store
+        .list_tokens(user, token::TokenFamily::ApiKeys, now_ms())
+        .await
+        .unwrap()
+        .len();
+    let events = store
+        .list_events(shared::store::EventScope::User(user), 1000, None)
+        .await
+        .unwrap()
+        .events
+        .iter()
+        .filter(|e| e["action"] == "token.imported")
+        .count();
+    (counter, keys, events)
+}
+
+#[tokio::test]
+async fn a_batch_is_imported_a_transaction_at_a_time_and_a_refused_one_answers_each_entry() {
+    let (service, store) = service().await;
+    let t = tenant(&store).await;
+    let users = users_with_external_ids(&store, &t, "batch", 3).await;
+    let (by_id, by_external, blocked) = (&users[0], &users[1], &users[2]);
+    let counter = CallCounter::default();
+    let (counted, _) = service_intercepted(&service, &store, counter.clone());
+    // 20 entries by user id and 20 by external id: two transactions, after the owners' reads.
+    let first: Vec<Value> = (0..40)
+        .map(|i| match i % 2 {
+            0 => json!({"user_id": by_id.id, "name": format!("k{i}"), "token": format!("batch-legacy-{i:04}")}),
+            _ => json!({"external_id": "batch-1", "name": format!("k{i}"), "sha256": sha256_hex(&format!("batch-export-{i:04}"))}),
+        })
+        .collect();
+    let (status, body) = import(&counted, &t.admin_token, json!(first)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(statuses(&body).iter().all(|s| *s == "imported"), "{body}");
+    let counts = counter.counts();
+    assert_eq!(counts.get("TransactWriteItems"), Some(&2), "{counts:?}");
+    // The admin's own key and its owner, the owners by id, the external ids' pointers and
+    // their owners: no read an entry.
+    assert!(
+        counts.get("BatchGetItem").is_some_and(|n| *n <= 4),
+        "{counts:?}"
+    );
+    assert!(counts.values().sum::<usize>() <= 8, "{counts:?}");
+    for user in [by_id, by_external] {
+        assert_eq!(holdings(&store, user.id).await, (20, 20, 20));
+    }
+    let ids: Vec<String> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    // Each entry's own token: its plaintext authenticates as the id it was answered with.
+    let found = service
+        .authenticate(Some("batch-legacy-0000"), now_ms())
+        .await
+        .unwrap();
+    assert_eq!(public_id(&found), ids[0]);
+
+    // A transaction refused (a hash of before, a blocked owner): each entry answered alone.
+    use shared::store::traits::*;
+    store
+        .set_user_status(
+            blocked.id,
+            shared::domain::UserStatus::Blocked,
+            &shared::audit::Change::operator(),
+        )
+        .await
+        .unwrap();
+    let second = json!([
+        {"user_id": by_id.id, "name": "new 1", "token": "batch-legacy-new-1"},
+        {"user_id": by_id.id, "name": "again", "token": "batch-legacy-0000"},
+        {"user_id": blocked.id, "name": "blocked", "token": "batch-legacy-blocked"},
+        {"external_id": "batch-1", "name": "new 2", "token": "batch-legacy-new-2"},
+    ]);
+    let (_, body) = import(&service, &t.admin_token, second).await;
+    assert_eq!(
+        statuses(&body),
+        ["imported", "existing", "error", "imported"]
+    );
+    assert_eq!(body["data"][1]["id"], ids[0]);
+    assert_eq!(body["data"][2]["error"], "The user is blocked.");
+    // The same new secret twice in one batch: imported once, then `existing` with its id.
+    let third = json!([
+        {"user_id": by_id.id, "name": "twice", "token": "batch-legacy-twice"},
+        {"external_id": "batch-1", "name": "twice", "token": "batch-legacy-twice"},
+    ]);
+    let (_, body) = import(&service, &t.admin_token, third).await;
+    assert_eq!(statuses(&body), ["imported", "existing"], "{body}");
+    assert_eq!(body["data"][0]["id"], body["data"][1]["id"]);
+    assert_eq!(holdings(&store, by_id.id).await, (22, 22, 22));
+    assert_eq!(holdings(&store, by_external.id).await, (21, 21, 21));
+    assert_eq!(holdings(&store, blocked.id).await, (0, 0, 0));
+    // The whole first batch again: every entry `existing`, as the same token.
+    let (_, again) = import(&service, &t.admin_token, json!(first)).await;
+    assert!(statuses(&again).iter().all(|s| *s == "existing"), "{again}");
+    let again_ids: Vec<&str> = again["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(again_ids, ids);
+}
+
+#[tokio::test]
+async fn an_owner_with_more_entries_than_a_transaction_holds_goes_round_by_round() {
+    let (service, store) = shared::test_support::service_with(60).await;
+    let t = tenant(&store).await;
+    let users = users_with_external_ids(&store, &t, "rounds", 2).await;
+    // 55 for one owner (three rounds: 24, 24, 7), 5 for another: all imported, counted once.
+    let entries: Vec<Value> = (0..60)
+        .map(|i| {
+            let owner = if i < 55 { &users[0] } else { &users[1] };
+            json!({"user_id": owner.id, "name": format!("r{i}"), "token": format!("rounds-legacy-{i:04}")})
+        })
+        .collect();
+    let (status, body) = import(&service, &t.admin_token, json!(entries)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(statuses(&body).iter().all(|s| *s == "imported"), "{body}");
+    assert_eq!(holdings(&store, users[0].id).await, (55, 55, 55));
+    assert_eq!(holdings(&store, users[1].id).await, (5, 5, 5));
+    // At the cap: 5 more for the first owner, 5 slots left; the refused transaction answers
+    // each entry, and the counter stays the keys' count.
+    let more: Vec<Value> = (0..8)
+        .map(|i| json!({"user_id": users[0].id, "name": format!("m{i}"), "token": format!("rounds-more-{i:04}")}))
+        .collect();
+    let (_, body) = import(&service, &t.admin_token, json!(more)).await;
+    assert_eq!(
+        statuses(&body),
+        ["imported", "imported", "imported", "imported", "imported", "error", "error", "error"]
+    );
+    assert_eq!(
+        body["data"][5]["error"],
+        "The user already holds the maximum of 60 tokens."
+    );
+    assert_eq!(holdings(&store, users[0].id).await, (60, 60, 60));
+}
+
+#[tokio::test]
+async fn an_import_racing_mints_of_the_same_owner_stays_within_the_cap() {
+    let (service, store) = shared::test_support::service_with(30).await;
+    let t = tenant(&store).await;
+    // The user holds its one key; 24 imported and 12 minted race for 29 slots.
+    let entries: Vec<Value> = (0..24)
+        .map(|i| json!({"user_id": t.user.id, "name": format!("i{i}"), "token": format!("race-legacy-{i:04}")}))
+        .collect();
+    let mints: Vec<_> = (0..12)
+        .map(|i| {
+            let (service, token) = (service.clone(), t.user_token.clone());
+            tokio::spawn(async move {
+                send(
+                    &service,
+                    Method::POST,
+                    "/api/user/api-keys",
+                    &token,
+                    Some(json!({"name": format!("m{i}")})),
+                )
+                .await
+            })
+        })
+        .collect();
+    let (status, body) = import(&service, &t.admin_token, json!(entries)).await;
+    assert_eq!(status, 200, "{body}");
+    let mut minted = 0;
+    for mint in mints {
+        let (status, answer) = mint.await.unwrap();
+        assert!(status == 201 || status == 422, "{status} {answer}");
+        minted += usize::from(status == 201);
+    }
+    let imported = statuses(&body).iter().filter(|s| **s == "imported").count();
+    assert_eq!(
+        imported + minted,
+        29,
+        "{imported} imported, {minted} minted"
+    );
+    let (counter, keys, events) = holdings(&store, t.user.id).await;
+    assert_eq!((counter, keys, events), (30, 30, imported));
+}
+
+#[tokio::test]
+async fn an_import_transaction_whose_outcome_is_unknown_is_settled_once() {
+    use shared::test_support::faults::{Fault, FaultInjector, Operation};
+    let (service, store) = service().await;
+    let faults = FaultInjector::default();
+    let (faulty, _) = service_intercepted(&service, &store, faults.clone());
+    let t = tenant(&store).await;
+    let entries = |from: usize| {
+        json!((from..from + 5)
+            .map(|i| json!({"user_id": t.user.id, "name": format!("u{i}"), "token": format!("unknown-legacy-{i:04}")}))
+            .collect::<Vec<_>>())
+    };
+    let attempts = 10;
+    // It commits and its answer is lost; every later attempt fails to connect: it landed.
+    faults.plan(Operation::TransactWriteItems, Fault::CommittedAnswerLost);
+    for _ in 1..attempts {
+        faults.plan(Operation::TransactWriteItems, Fault::ConnectionFailed);
+    }
+    let (status, body) = import(&faulty, &t.admin_token, entries(0)).await;
+    assert_eq!(faults.injected(), attempts);
+    assert_eq!(status, 200, "{body}");
+    assert!(statuses(&body).iter().all(|s| *s == "imported"), "{body}");
+    assert_eq!(holdings(&store, t.user.id).await, (6, 6, 5));
+    // No attempt lands: settled as never, its tokens are imported again one by one.
+    faults.clear();
+    for _ in 0..attempts {
+        faults.plan(Operation::TransactWriteItems, Fault::ConnectionFailed);
+    }
+    let (status, body) = import(&faulty, &t.admin_token, entries(5)).await;
+    assert_eq!(faults.injected(), 2 * attempts);
+    assert_eq!(status, 200, "{body}");
+    assert!(statuses(&body).iter().all(|s| *s == "imported"), "{body}");
+    assert_eq!(holdings(&store, t.user.id).await, (11, 11, 10));
+    for (i, entry) in body["data"].as_array().unwrap().iter().enumerate() {
+        let secret = format!("unknown-legacy-{:04}", i + 5);
+        let found = service.authenticate(Some(&secret), now_ms()).await.unwrap();
+        assert_eq!(public_id(&found), entry["id"].as_str().unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_new_owner_given_more_entries_than_its_cap_gets_its_cap() {
+    let (service, store) = shared::test_support::service_with(4).await;
+    let t = tenant(&store).await;
+    // A user without a key, so without a counter yet: 6 entries in one request, cap 4.
+    let users = users_with_external_ids(&store, &t, "fresh", 1).await;
+    let entries: Vec<Value> = (0..6)
+        .map(|i| json!({"external_id": "fresh-0", "name": format!("f{i}"), "token": format!("fresh-legacy-{i:04}")}))
+        .collect();
+    let (_, body) = import(&service, &t.admin_token, json!(entries)).await;
+    assert_eq!(
+        statuses(&body),
+        ["imported", "imported", "imported", "imported", "error", "error"]
+    );
+    assert_eq!(holdings(&store, users[0].id).await, (4, 4, 4));
+}

@@ -94,9 +94,10 @@ pub async fn report(w: &Arc<World>, requests: usize) {
     let wall = started.elapsed();
     let calls = w.counter.0.load(Ordering::Relaxed) - calls_before;
     println!(
-        "Import of {total} tokens of another system ({OWNERS} owners, half Sanctum plaintexts by user id, half hashes by external id; batches of {} as tokenctl sends a file, {} owners in flight)",
+        "Import of {total} tokens of another system ({OWNERS} owners, half Sanctum plaintexts by user id, half hashes by external id; batches of {} as tokenctl sends a file, {} tokens a transaction, {} transactions in flight)",
         import::MAX_ENTRIES,
-        import::OWNERS_IN_FLIGHT
+        import::TOGETHER,
+        import::IN_FLIGHT
     );
     println!(
         "  {imported} imported ({other} not) in {:.1} s: {:.0} tokens/s, {:.2} DynamoDB calls a token",

@@ -417,6 +417,10 @@ async fn main() {
         events::report(&world().await, 600).await;
         return;
     }
+    if std::env::args().nth(1).as_deref() == Some("import") {
+        import::report(&Arc::new(world().await), 600).await;
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("faults") {
         let pid = std::env::var("DYNAMODB_LOCAL_PID")
             .ok()

@@ -3,7 +3,7 @@
 //! while a write lost a race or was throttled, and the same client request token while an
 //! outcome is unknown; nothing here knows a product rule.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -14,11 +14,12 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update,
 };
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use crate::audit::Event;
 use crate::deadline;
 use crate::domain::UserId;
-use crate::store::item::{s, user_partition, Item, Key};
+use crate::store::item::{s, user_partition, Item, Key, PK, SK};
 use crate::store::Fault;
 use crate::token::{fill_random, random_hex};
 
@@ -26,6 +27,9 @@ use super::DynamoStore;
 
 /// Keys a BatchGetItem may name.
 pub(super) const BATCH_GET_KEYS: usize = 100;
+
+/// Items a TransactWriteItems may hold.
+pub(super) const TRANSACTION_ITEMS: usize = 100;
 
 /// Requests of one call sent at once (batched reads, owners' revocations).
 pub(crate) const IN_FLIGHT: usize = 8;
@@ -182,6 +186,30 @@ impl Transaction {
     pub(super) fn and(mut self, other: Transaction) -> Transaction {
         self.0.extend(other.0);
         self
+    }
+
+    /// Whether DynamoDB takes it as one TransactWriteItems: at most [`TRANSACTION_ITEMS`]
+    /// items, no two of them on the same item (else it refuses the whole request, a
+    /// `ValidationException`, not a cancellation).
+    pub(super) fn sendable(&self) -> bool {
+        let mut targets = HashSet::new();
+        self.0.len() <= TRANSACTION_ITEMS
+            && self.0.iter().all(|(_, item)| {
+                let key = match (
+                    item.put(),
+                    item.update(),
+                    item.condition_check(),
+                    item.delete(),
+                ) {
+                    (Some(put), ..) => put.item(),
+                    (_, Some(update), ..) => update.key(),
+                    (_, _, Some(check), _) => check.key(),
+                    (.., Some(delete)) => delete.key(),
+                    _ => return false,
+                };
+                let part = |name: &str| key.get(name).and_then(|v| v.as_s().ok()).cloned();
+                targets.insert((part(PK), part(SK)))
+            })
     }
 }
 
@@ -439,6 +467,26 @@ impl DynamoStore {
             attempt += 1;
             backoff.wait().await;
         }
+    }
+
+    /// Strongly consistent reads of any number of items: BatchGetItems of at most
+    /// [`BATCH_GET_KEYS`] distinct keys (it refuses a request that names one key twice), up to
+    /// [`IN_FLIGHT`] at a time. The items found, in no particular order.
+    pub(super) async fn batch_get_all(&self, keys: Vec<Key>) -> Result<Vec<Item>, Fault> {
+        let mut seen = HashSet::new();
+        let mut keys = keys
+            .into_iter()
+            .filter(|key| seen.insert(key.clone()))
+            .peekable();
+        let mut chunks = Vec::new();
+        while keys.peek().is_some() {
+            chunks.push(keys.by_ref().take(BATCH_GET_KEYS).collect::<Vec<_>>());
+        }
+        let pages: Vec<Vec<Item>> = stream::iter(chunks.into_iter().map(|c| self.batch_get(c)))
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(pages.into_iter().flatten().collect())
     }
 
     /// Strongly consistent reads of several items in one BatchGetItem, asking again for any

@@ -1,6 +1,8 @@
 //! Platforms and users: ids from atomic counters, profiles with their unique email and customer
 //! id items, and status changes.
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{ConditionCheck, ReturnValue, TransactWriteItem, Update};
 
@@ -8,7 +10,7 @@ use crate::clock::EpochMs;
 use crate::domain::{CustomerId, Email, ExternalId, PlatformId, Role, UserId, UserStatus};
 use crate::store::item::{
     members_partition, n, platform_from_item, platform_item, platform_item_at, s, user_from_item,
-    user_item, Key, META, PLATFORMS,
+    user_item, Item, Key, META, PLATFORMS,
 };
 use crate::store::{
     Directory, Fault, NewUser, Platform, Refusal, StoreError, Tokens, User, UserChange, UserPage,
@@ -20,6 +22,16 @@ use crate::model::{Audit, Written};
 
 /// The attribute that marks which call created an item (see `create_platform`).
 pub(super) const CREATION: &str = "creation";
+
+/// The user a uniqueness item points to.
+fn pointed_user(pointer: &Item) -> Result<UserId, Fault> {
+    pointer
+        .get("user_id")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .map(UserId)
+        .ok_or_else(|| Fault::Corrupt("uniqueness item without user_id".into()))
+}
 
 impl DynamoStore {
     /// Writes a new platform's registry item (what `list_platforms` reads): after the platform
@@ -39,15 +51,10 @@ impl DynamoStore {
 
     /// The user a uniqueness item (email, customer id) points to.
     pub(super) async fn follow_pointer(&self, key: Key) -> Result<Option<User>, Fault> {
-        let Some(pointer) = self.get(key).await? else {
-            return Ok(None);
-        };
-        let id = pointer
-            .get("user_id")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| Fault::Corrupt("uniqueness item without user_id".into()))?;
-        self.get_user(UserId(id)).await
+        match self.get(key).await? {
+            Some(pointer) => self.get_user(pointed_user(&pointer)?).await,
+            None => Ok(None),
+        }
     }
 
     /// Next value of a named counter (atomic `ADD`).
@@ -251,6 +258,15 @@ impl Directory for DynamoStore {
         self.profile(id).await
     }
 
+    async fn get_users(&self, ids: &[UserId]) -> Result<HashMap<UserId, User>, Fault> {
+        let ids: Vec<UserId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !id.is_service_account())
+            .collect();
+        Ok(self.find_tokens(&[], &ids).await?.users)
+    }
+
     async fn list_users(
         &self,
         platform: PlatformId,
@@ -282,7 +298,7 @@ impl Directory for DynamoStore {
                     .ok_or_else(|| Fault::Corrupt("member item without user_id".into()))
             })
             .collect::<Result<Vec<UserId>, Fault>>()?;
-        let mut found = self.find_tokens(&[], &ids).await?.users;
+        let mut found = self.get_users(&ids).await?;
         // A member whose profile is gone is left out; the page still ends where the Query did.
         let users = ids.iter().filter_map(|id| found.remove(id)).collect();
         let next = match page.last_evaluated_key() {
@@ -424,6 +440,32 @@ impl Directory for DynamoStore {
             .follow_pointer(Key::external(platform, external))
             .await?
             .filter(|u| u.platform_id == platform))
+    }
+
+    async fn find_users_by_external_ids(
+        &self,
+        platform: PlatformId,
+        externals: &[ExternalId],
+    ) -> Result<HashMap<ExternalId, User>, Fault> {
+        let asked: HashSet<&ExternalId> = externals.iter().collect();
+        let keys = externals
+            .iter()
+            .map(|e| Key::external(platform, e))
+            .collect();
+        let ids = self
+            .batch_get_all(keys)
+            .await?
+            .iter()
+            .map(pointed_user)
+            .collect::<Result<Vec<UserId>, Fault>>()?;
+        Ok(self
+            .get_users(&ids)
+            .await?
+            .into_values()
+            .filter(|user| user.platform_id == platform)
+            .filter_map(|user| Some((user.external_id.clone()?, user)))
+            .filter(|(external, _)| asked.contains(external))
+            .collect())
     }
 
     async fn find_user_by_customer_id(&self, customer: &CustomerId) -> Result<Option<User>, Fault> {

@@ -64,7 +64,7 @@ impl DynamoStore {
         family: TokenFamily,
     ) -> Result<TransactWriteItem, Fault> {
         let Some(counter) = family.cap().map(CapCounter::attribute) else {
-            return self.owner_guard(owner, family, u32::MAX);
+            return self.owner_guard(owner, family, u32::MAX, 1);
         };
         let update = Update::builder()
             .table_name(&self.table)

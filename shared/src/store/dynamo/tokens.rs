@@ -1,13 +1,12 @@
 //! Tokens: creation within the owner's cap (settled when its outcome is unknown), reads of the
 //! live item or its retired copy, updates and `last_used_at`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, ReturnValue, TransactWriteItem, Update,
 };
-use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use crate::clock::EpochMs;
 use crate::domain::{UserId, UserStatus};
@@ -88,13 +87,15 @@ impl DynamoStore {
         }
     }
 
-    /// The user update of a token creation: counts capped families, and in every case holds
-    /// the owner active for the transaction.
+    /// The user update of `count` token creations: counts capped families (all `count` fit
+    /// under `cap`, or none; `count` is at most `cap`: a profile without a counter yet passes
+    /// whatever the count), and in every case holds the owner active for the transaction.
     pub(super) fn owner_guard(
         &self,
         owner: UserId,
         family: TokenFamily,
         cap: u32,
+        count: u32,
     ) -> Result<TransactWriteItem, Fault> {
         let key = Some(Key::user(owner).to_item());
         let active = (":active", s(UserStatus::Active.as_str()));
@@ -102,17 +103,21 @@ impl DynamoStore {
             let update = Update::builder()
                 .table_name(&self.table)
                 .set_key(key)
-                .update_expression("ADD #counter :one")
+                .update_expression("ADD #counter :count")
                 // Profiles written before a counter existed have none: zero.
                 .condition_expression(
                     "attribute_exists(pk) AND #status = :active \
-                     AND (attribute_not_exists(#counter) OR #counter < :cap)",
+                     AND (attribute_not_exists(#counter) OR #counter <= :room)",
                 )
                 .set_expression_attribute_names(names([
                     ("#status", "status"),
                     ("#counter", counter.attribute()),
                 ]))
-                .set_expression_attribute_values(values([(":one", n(1)), active, (":cap", n(cap))]))
+                .set_expression_attribute_values(values([
+                    (":count", n(count)),
+                    active,
+                    (":room", n(cap.saturating_sub(count))),
+                ]))
                 .build()
                 .map_err(unavailable)?;
             Ok(TransactWriteItem::builder().update(update).build())
@@ -127,6 +132,29 @@ impl DynamoStore {
                 .map_err(unavailable)?;
             Ok(TransactWriteItem::builder().condition_check(check).build())
         }
+    }
+
+    /// A new token's items but its owner's guard: its record, its audit event, its child
+    /// item (minted with a parent) and its import pointer (imported).
+    fn creation(&self, record: &TokenRecord, audit: &dyn Audit) -> Result<Transaction, Fault> {
+        let event = audit.event(&match record.imported {
+            true => Written::TokenImported(record),
+            false => Written::TokenCreated(record),
+        });
+        let mut items = Transaction::default()
+            .with(
+                Part::NewToken,
+                self.put(token_item(record), "attribute_not_exists(pk)")?,
+            )
+            .with(Part::Event, self.event_put(&event)?);
+        if let Some(child) = child_item(record) {
+            items = items.with(Part::Child, self.put_any(child)?);
+        }
+        if record.imported {
+            let pointer = self.put(imported_item(record), "attribute_not_exists(pk)")?;
+            items = items.with(Part::Imported, pointer);
+        }
+        Ok(items)
     }
 
     /// The retired copy of a token, if it has one.
@@ -203,24 +231,9 @@ impl Tokens for DynamoStore {
         let record = token.record(owner);
         let mut released_once = false;
         loop {
-            let event = audit.event(&match record.imported {
-                true => Written::TokenImported(&record),
-                false => Written::TokenCreated(&record),
-            });
-            let mut items = Transaction::default()
-                .with(Part::Owner, self.owner_guard(owner.id, family, cap)?)
-                .with(
-                    Part::NewToken,
-                    self.put(token_item(&record), "attribute_not_exists(pk)")?,
-                )
-                .with(Part::Event, self.event_put(&event)?);
-            if let Some(child) = child_item(&record) {
-                items = items.with(Part::Child, self.put_any(child)?);
-            }
-            if record.imported {
-                let pointer = self.put(imported_item(&record), "attribute_not_exists(pk)")?;
-                items = items.with(Part::Imported, pointer);
-            }
+            let items = Transaction::default()
+                .with(Part::Owner, self.owner_guard(owner.id, family, cap, 1)?)
+                .and(self.creation(&record, audit)?);
             let failed = match self.transact(items).await {
                 Ok(()) => {
                     metrics::minted(record.kind.as_str(), 1);
@@ -290,6 +303,61 @@ impl Tokens for DynamoStore {
         }
     }
 
+    async fn create_tokens(
+        &self,
+        tokens: Vec<(Owner, NewToken)>,
+        cap: u32,
+        audit: &dyn Audit,
+        now: EpochMs,
+    ) -> Result<bool, Fault> {
+        let records: Vec<TokenRecord> = tokens
+            .into_iter()
+            .map(|(owner, token)| token.record(owner))
+            .collect();
+        let Some(first) = records.first() else {
+            return Ok(true);
+        };
+        // One guard an owner and family, counting all of its new tokens.
+        let mut counts: Vec<(UserId, TokenFamily, u32)> = Vec::new();
+        for record in &records {
+            let family = record.kind.family();
+            match counts
+                .iter_mut()
+                .find(|(user, f, _)| *user == record.user_id && *f == family)
+            {
+                Some((_, _, count)) => *count += 1,
+                None => counts.push((record.user_id, family, 1)),
+            }
+        }
+        let mut items = Transaction::default();
+        for (user, family, count) in counts {
+            if count > cap {
+                // Never all of them: an owner without a counter yet would pass the guard.
+                return Ok(false);
+            }
+            items = items.with(Part::Owner, self.owner_guard(user, family, cap, count)?);
+        }
+        for record in &records {
+            items = items.and(self.creation(record, audit)?);
+        }
+        if !items.sendable() {
+            return Ok(false);
+        }
+        let stored = match self.transact(items).await {
+            Ok(()) => true,
+            Err(TransactionFailure::Conditions(_)) => false,
+            Err(TransactionFailure::Fault(e)) => return Err(e),
+            // All or none: the first record settles the whole transaction.
+            Err(TransactionFailure::Unknown(e)) => self.settle_new_token(first, e, now).await?,
+        };
+        if stored {
+            for record in &records {
+                metrics::minted(record.kind.as_str(), 1);
+            }
+        }
+        Ok(stored)
+    }
+
     async fn list_all_tokens(&self, user: UserId, now: EpochMs) -> Result<Vec<TokenRecord>, Fault> {
         self.live_tokens(user, TOKEN_PREFIX, now).await
     }
@@ -313,8 +381,6 @@ impl Tokens for DynamoStore {
     }
 
     async fn find_tokens(&self, tokens: &[TokenAddress], users: &[UserId]) -> Result<Found, Fault> {
-        // BatchGetItem refuses a request that names one key twice.
-        let mut seen = HashSet::new();
         let keys: Vec<Key> = tokens
             .iter()
             .flat_map(|a| {
@@ -324,19 +390,10 @@ impl Tokens for DynamoStore {
                 ]
             })
             .chain(users.iter().map(|user| Key::user(*user)))
-            .filter(|key| seen.insert(key.clone()))
             .collect();
-        let mut chunks = Vec::new();
-        let mut keys = keys.into_iter().peekable();
-        while keys.peek().is_some() {
-            chunks.push(keys.by_ref().take(BATCH_GET_KEYS).collect::<Vec<_>>());
-        }
-        let pages: Vec<Vec<Item>> = stream::iter(chunks.into_iter().map(|c| self.batch_get(c)))
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect()
-            .await?;
+        let items = self.batch_get_all(keys).await?;
         let mut found = Found::default();
-        for item in pages.iter().flatten().filter(|item| !is_void(item)) {
+        for item in items.iter().filter(|item| !is_void(item)) {
             let sk = item.get(SK).and_then(|sk| sk.as_s().ok());
             if sk.is_some_and(|sk| sk == "PROFILE") {
                 let user = user_from_item(item)?;
