@@ -17,7 +17,7 @@ pub use crate::model::{
     PermanentGeneration, Platform, Predecessor, Revocation, RollOutcome, TokenAddress, TokenChange,
     TokenRecord, TokenState, User, UserChange, UserPage, WorkingPermanent, LAST_USED_RESOLUTION_MS,
 };
-pub use dynamo::{Direct, DynamoStore, Expiring};
+pub use dynamo::{Backfilled, Direct, DynamoStore, Expiring};
 pub use item::{expiry_day, stream, token_sort_prefix, Item, Key};
 
 use crate::clock::{EpochMs, EpochSeconds};

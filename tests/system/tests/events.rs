@@ -494,22 +494,16 @@ async fn expiring_tokens_are_notified_once_per_token_and_threshold() {
     assert_no_secret(&bus, &[soon.secret.expose(), later.secret.expose()]);
 }
 
-/// A roll hands the meter and the expiry notices to the successor: the rolled key leaves the
-/// index of expiry days, its meter's crossings are the successor's, each once.
-#[tokio::test]
-async fn a_roll_hands_the_meter_and_the_expiry_notices_to_the_successor() {
-    let (service, store) = service().await;
-    let mut bus = Bus::of(&store).await;
-    let t = tenant(&store).await;
-    let now = now_ms();
-    let minted = token_expiring(
-        &store,
-        &t.user,
-        TokenKind::ApiKey,
-        now.seconds().0 + 10 * DAY,
-    )
-    .await;
-    let limits = Limits::parse(json!({"credits": {"remaining": 10}}).as_object().unwrap()).unwrap();
+/// An API key of `user` that expires in 10 days, with `credits` of its own.
+async fn expiring_key_with_credits(
+    store: &DynamoStore,
+    user: &shared::store::User,
+    credits: u64,
+    now: EpochMs,
+) -> shared::mint::Minted {
+    let minted = token_expiring(store, user, TokenKind::ApiKey, now.seconds().0 + 10 * DAY).await;
+    let limits = json!({"credits": {"remaining": credits}});
+    let limits = Limits::parse(limits.as_object().unwrap()).unwrap();
     assert!(store
         .set_limits(
             Metered::Token(&minted.record),
@@ -519,6 +513,18 @@ async fn a_roll_hands_the_meter_and_the_expiry_notices_to_the_successor() {
         )
         .await
         .unwrap());
+    minted
+}
+
+/// A roll hands the meter and the expiry notices to the successor: the rolled key leaves the
+/// index of expiry days, its meter's crossings are the successor's, each once.
+#[tokio::test]
+async fn a_roll_hands_the_meter_and_the_expiry_notices_to_the_successor() {
+    let (service, store) = service().await;
+    let mut bus = Bus::of(&store).await;
+    let t = tenant(&store).await;
+    let now = now_ms();
+    let minted = expiring_key_with_credits(&store, &t.user, 10, now).await;
     // 7 units on the key: 3 left, 20% (2) not yet crossed.
     for _ in 0..7 {
         assert!(service
@@ -580,4 +586,99 @@ async fn a_roll_hands_the_meter_and_the_expiry_notices_to_the_successor() {
         .collect();
     assert_eq!(notices, vec![successor]);
     assert_no_secret(&bus, &[minted.secret.expose(), successor_secret.as_str()]);
+}
+
+/// Removes `attribute` from a token's item, as an item written before events out lacks it.
+async fn written_before_events_out(store: &DynamoStore, key: shared::store::Key, attribute: &str) {
+    let direct = store.direct();
+    direct
+        .client
+        .update_item()
+        .table_name(direct.table)
+        .set_key(Some(key.to_item()))
+        .update_expression(format!("REMOVE {attribute}"))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// `tokenctl backfill`'s store call: a token and a meter written before events out get their
+/// expiry notices and low-credit notices after it, and a second run writes nothing.
+#[tokio::test]
+async fn the_backfill_gives_records_of_before_their_notices() {
+    let (service, store) = service().await;
+    let mut bus = Bus::of(&store).await;
+    let t = tenant(&store).await;
+    let now = now_ms();
+    let old = expiring_key_with_credits(&store, &t.user, 10, now).await;
+    let revoked = token_expiring(
+        &store,
+        &t.user,
+        TokenKind::ApiKey,
+        now.seconds().0 + 10 * DAY,
+    )
+    .await;
+    let key = |minted: &shared::mint::Minted| {
+        shared::store::Key::token(t.user.id, TokenKind::ApiKey.family(), minted.record.id)
+    };
+    for attribute in ["expiry_day", "credits_full"] {
+        written_before_events_out(&store, key(&old), attribute).await;
+    }
+    written_before_events_out(&store, key(&revoked), "expiry_day").await;
+    assert!(store
+        .revoke_token(
+            t.user.id,
+            TokenKind::ApiKey.family(),
+            revoked.record.id,
+            &Change::operator(),
+            now
+        )
+        .await
+        .unwrap());
+    let week_before = EpochMs(now.0 + 7 * DAY * 1000 / 2);
+    // Before: not in the index, so no notice.
+    notify_expiring(&store, &bus.publisher, week_before)
+        .await
+        .unwrap();
+    assert!(bus.of_type("token.expiring").is_empty());
+
+    let done = store.backfill(now).await.unwrap();
+    assert_eq!(
+        (done.found, done.expiry_days, done.credits_full),
+        (1, 1, 1),
+        "{done:?}"
+    );
+    assert_eq!(store.backfill(now).await.unwrap(), Default::default());
+    let stored = store.direct().item(&key(&old)).await.unwrap().unwrap();
+    assert_eq!(stored["credits_full"].as_n().unwrap(), "10");
+    assert_eq!(
+        stored["expiry_day"].as_s().unwrap(),
+        &shared::store::expiry_day(old.record.expires_at.unwrap())
+    );
+
+    // After: the expiry notice of the live key alone, and its meter's crossing of 20 %.
+    notify_expiring(&store, &bus.publisher, week_before)
+        .await
+        .unwrap();
+    let expiring: Vec<String> = bus
+        .of_type("token.expiring")
+        .iter()
+        .map(|e| e.detail["token_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(expiring, vec![old.record.public_id().to_string()]);
+    for _ in 0..8 {
+        assert!(service.admit(Some(old.secret.expose()), now).await.is_ok());
+    }
+    bus.drain().await;
+    let low: Vec<(u64, u64)> = bus
+        .of_type("credits.low")
+        .iter()
+        .map(|e| {
+            (
+                e.detail["threshold_percent"].as_u64().unwrap(),
+                e.detail["remaining"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(low, vec![(20, 2)]);
 }

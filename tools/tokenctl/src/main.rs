@@ -81,6 +81,10 @@ enum Command {
 enum StoreCommand {
     /// Create the table (the definition template.yaml declares) if it is missing.
     Init,
+    /// Write onto records made before events out what its notices read: the expiry day of
+    /// live tokens that expire (expiry notices), the full credits of meters (low-credit
+    /// notices). Safe while the service runs; run again, it writes nothing.
+    Backfill,
     /// Platforms (white-label and agency tenants).
     #[command(subcommand)]
     Platform(PlatformCommand),
@@ -540,6 +544,7 @@ async fn run(command: Command, target: Target, progress: bool) -> Result<Value, 
     let now = now_ms();
     match command {
         StoreCommand::Init => init(&service).await,
+        StoreCommand::Backfill => backfill(&service, &target, now).await,
         StoreCommand::Audit {
             user,
             platform,
@@ -580,6 +585,24 @@ async fn init(service: &Service) -> Result<Value, CliError> {
     Ok(json!({
         "table": service.config.table_name,
         "created": outcome == TableOutcome::Created,
+    }))
+}
+
+/// `backfill`: what records made before events out lack, written.
+async fn backfill(service: &Service, target: &Target, now: EpochMs) -> Result<Value, CliError> {
+    let client = shared::config::dynamodb_client_for(
+        service.config.trust_roots,
+        target.endpoint_url.as_deref(),
+        target.region.as_deref(),
+    )
+    .await;
+    let store = shared::store::DynamoStore::new(client, service.config.table_name.clone());
+    let done = store.backfill(now).await?;
+    Ok(json!({
+        "table": service.config.table_name,
+        "found": done.found,
+        "expiry_days": done.expiry_days,
+        "credits_full": done.credits_full,
     }))
 }
 

@@ -49,6 +49,11 @@ fn serve(table: &str) -> (LocalServer, u16) {
 fn the_operator_path_from_an_empty_table_to_a_revoked_key() {
     let table = table();
     assert_eq!(ok(&table, &["init", "--json"])["created"], false);
+    // A table of this release has nothing to backfill.
+    assert_eq!(
+        ok(&table, &["backfill", "--json"]),
+        json!({"table": table, "found": 0, "expiry_days": 0, "credits_full": 0})
+    );
     let platform = ok(&table, &["--json", "platform", "create", "--name", "Acme"]);
     let pid = platform["id"].as_u64().unwrap().to_string();
     let admin = ok(

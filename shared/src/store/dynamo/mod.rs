@@ -2,6 +2,7 @@
 //! transactions where invariants need them. [`core`] reaches DynamoDB; each other file is one
 //! kind of record's operations.
 
+mod backfill;
 mod core;
 mod directory;
 mod events;
@@ -14,6 +15,7 @@ mod tokens;
 
 use aws_sdk_dynamodb::Client;
 
+pub use self::backfill::Backfilled;
 use self::core::unavailable;
 pub(crate) use self::core::IN_FLIGHT;
 pub use self::notices::Expiring;

@@ -495,6 +495,31 @@ pub const EXPIRY_DAY: &str = "expiry_day";
 /// The index of live tokens by [`EXPIRY_DAY`], `sk` its range key.
 pub const EXPIRY_INDEX: &str = "expiry-day";
 
+/// What an item written before events out lacks of what events out reads, as it would be
+/// written today: a live, unrolled token's expiry day, and a meter's full credits (unknown for
+/// a meter set before: its refill amount, or else the credits it has now, whichever is more).
+pub(super) fn missing_for_events(item: &Item) -> Result<(Option<String>, Option<u64>), Fault> {
+    let r = Reader(item);
+    let token = r.string(SK)?.starts_with(TOKEN_PREFIX)
+        && !item.contains_key(EXPIRY_DAY)
+        && !item.contains_key(ROLLED_TO)
+        && !item.contains_key("revoked_at");
+    let day = match token {
+        true => r.optional_number::<u64>(VALID_UNTIL)?.map(expiry_day),
+        false => None,
+    };
+    let full = match (
+        r.optional_number::<u64>(CREDITS)?,
+        item.contains_key(CREDITS_FULL),
+    ) {
+        (Some(credits), false) => {
+            Some(credits.max(r.optional_number::<u64>(REFILL_AMOUNT)?.unwrap_or(0)))
+        }
+        _ => None,
+    };
+    Ok((day, full))
+}
+
 /// The `expiry_day` attribute (`YYYY-MM-DD`, UTC) of a token expiring at `at` (epoch seconds).
 pub fn expiry_day(at: u64) -> String {
     let date = time::OffsetDateTime::from_unix_timestamp(at as i64)
