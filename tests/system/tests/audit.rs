@@ -2,7 +2,6 @@
 //! back through `GET /api/v1/audit-events` page by page.
 
 use lambda_http::http::Method;
-use lambda_http::Request;
 use serde_json::{json, Value};
 
 use shared::audit::Change;
@@ -10,8 +9,11 @@ use shared::clock::EpochMs;
 use shared::domain::UserStatus;
 use shared::service::Service;
 use shared::store::traits::*;
-use shared::test_support::{event, request, service, tenant, token_for};
+use shared::test_support::{request, service, tenant, token_for};
 use shared::token::{self, hex, TokenKind};
+
+mod common;
+use common::{call, key_lifecycle, keys, sample, Lifecycle};
 
 /// The audit event items of the table, as stored (a Scan: test code only).
 async fn stored_events(
@@ -35,19 +37,6 @@ async fn stored_events(
         })
         .cloned()
         .collect()
-}
-
-async fn call(service: &Service, request: Request) -> (u16, Value) {
-    let (status, headers, body) =
-        shared::test_support::exchange(tokenctl::serve::router(service), request).await;
-    shared::test_support::status_and_json(status, &headers, &body)
-}
-
-/// A sample event (API Gateway's request context: source 203.0.113.10, curl/8.5.0) with its
-/// placeholders filled.
-fn sample(name: &str, values: &[(&str, &str)]) -> Request {
-    let path = format!("{}/../../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    event(&std::fs::read_to_string(path).unwrap(), values)
 }
 
 async fn events_of(service: &Service, admin: &str, query: &str) -> (u16, Value) {
@@ -94,30 +83,14 @@ async fn every_change_writes_one_event_and_reads_write_none() {
     let (service, store) = service().await;
     let t = tenant(&store).await; // operator: 2 users created, 2 keys created
     let user = t.user.id.to_string();
-    let values = [
-        ("USER_KEY", t.user_token.as_str()),
-        ("ADMIN_KEY", t.admin_token.as_str()),
-    ];
+    let values = keys(&t);
     // Through the routes, with API Gateway's request context.
-    let (status, created) = call(&service, sample("api-keys-post", &values)).await;
-    assert_eq!(status, 201, "{created}");
-    let key_id = created["api_key"]["id"].as_str().unwrap().to_string();
-    let new_token = created["api_key"]["token"].as_str().unwrap().to_string();
-    let with_key = [values[0], values[1], ("KEY_ID", key_id.as_str())];
-    assert_eq!(
-        call(&service, sample("api-keys-patch", &with_key)).await.0,
-        200
-    );
-    let (status, rolled) = call(&service, sample("api-keys-roll", &with_key)).await;
-    assert_eq!(status, 201, "{rolled}");
-    let successor = rolled["api_key"]["id"].as_str().unwrap().to_string();
-    let with_successor = [values[0], values[1], ("KEY_ID", successor.as_str())];
-    assert_eq!(
-        call(&service, sample("api-keys-delete", &with_successor))
-            .await
-            .0,
-        200
-    );
+    let Lifecycle {
+        key_id,
+        key_token: new_token,
+        successor_id: successor,
+        successor_token,
+    } = key_lifecycle(&service, &t).await;
     // Reads and refused changes write nothing.
     assert_eq!(call(&service, sample("api-keys-get", &values)).await.0, 200);
     let refused = request(
@@ -243,7 +216,14 @@ async fn every_change_writes_one_event_and_reads_write_none() {
         "the user's thirteen and the admin's two"
     );
     let stored = format!("{audit_items:?}");
-    for secret in [&t.user_token, &t.admin_token, &new_token, &held] {
+    let secrets = [
+        &t.user_token,
+        &t.admin_token,
+        &new_token,
+        &successor_token,
+        &held,
+    ];
+    for secret in secrets {
         let hash = hex(&token::hash_token(secret).0);
         assert!(!all.contains(secret.as_str()) && !all.contains(&hash));
         assert!(!stored.contains(secret.as_str()) && !stored.contains(&hash));

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_http::http::Method;
-use lambda_http::Request;
 use serde_json::{json, Value};
 
 use events::local::{Pass, Poller, Start};
@@ -19,14 +18,16 @@ use shared::clock::EpochMs;
 use shared::domain::{Abilities, UserStatus};
 use shared::events::{notify_expiring, Thresholds};
 use shared::limits::Limits;
-use shared::service::Service;
 use shared::store::traits::*;
 use shared::store::{now_ms, DynamoStore, Metered};
 use shared::test_support::{
-    event, request, service_streaming as service, tenant, token_expiring, token_for,
+    request, service_streaming as service, tenant, token_expiring, token_for,
 };
 use shared::token::{self, hex, TokenKind};
 use shared::trust::TrustRoots;
+
+mod common;
+use common::{call, key_lifecycle, keys, sample};
 
 const BUS: &str = "tokens-test";
 const DAY: u64 = 86_400;
@@ -71,17 +72,6 @@ impl Bus {
             .filter(|e| e.detail_type == detail_type)
             .collect()
     }
-}
-
-async fn call(service: &Service, request: Request) -> (u16, Value) {
-    let (status, headers, body) =
-        shared::test_support::exchange(tokenctl::serve::router(service), request).await;
-    shared::test_support::status_and_json(status, &headers, &body)
-}
-
-fn sample(name: &str, values: &[(&str, &str)]) -> Request {
-    let path = format!("{}/../../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    event(&std::fs::read_to_string(path).unwrap(), values)
 }
 
 /// Every audit event stored in the table, by id (a Scan: test code only).
@@ -158,30 +148,8 @@ async fn every_audit_event_is_published_once_with_its_id_and_reads_publish_nothi
     let (service, store) = service().await;
     let mut bus = Bus::of(&store).await;
     let t = tenant(&store).await;
-    let values = [
-        ("USER_KEY", t.user_token.as_str()),
-        ("ADMIN_KEY", t.admin_token.as_str()),
-    ];
-    let (status, created) = call(&service, sample("api-keys-post", &values)).await;
-    assert_eq!(status, 201, "{created}");
-    let key_id = created["api_key"]["id"].as_str().unwrap().to_string();
-    let new_token = created["api_key"]["token"].as_str().unwrap().to_string();
-    let with_key = [values[0], values[1], ("KEY_ID", key_id.as_str())];
-    assert_eq!(
-        call(&service, sample("api-keys-patch", &with_key)).await.0,
-        200
-    );
-    let (status, rolled) = call(&service, sample("api-keys-roll", &with_key)).await;
-    assert_eq!(status, 201, "{rolled}");
-    let successor = rolled["api_key"]["id"].as_str().unwrap().to_string();
-    let rolled_token = rolled["api_key"]["token"].as_str().unwrap().to_string();
-    let with_successor = [values[0], values[1], ("KEY_ID", successor.as_str())];
-    assert_eq!(
-        call(&service, sample("api-keys-delete", &with_successor))
-            .await
-            .0,
-        200
-    );
+    let values = keys(&t);
+    let lifecycle = key_lifecycle(&service, &t).await;
     let change = Change::operator();
     for status in [UserStatus::Blocked, UserStatus::Active] {
         store
@@ -245,13 +213,22 @@ async fn every_audit_event_is_published_once_with_its_id_and_reads_publish_nothi
             "{action} missing from {actions:?}"
         );
     }
+    // The roll's event names the key and its successor, as the audit listing does.
+    let rolled: Vec<&Value> = published
+        .values()
+        .map(|(d, _)| d)
+        .filter(|d| d["action"] == "token.rolled")
+        .collect();
+    assert_eq!(rolled.len(), 1);
+    assert_eq!(rolled[0]["target"]["token_id"], lifecycle.key_id);
+    assert_eq!(rolled[0]["details"]["successor_id"], lifecycle.successor_id);
     // Setting limits crosses nothing: no credits.low.
     assert!(bus.of_type("credits.low").is_empty());
     let secrets = [
         t.user_token.as_str(),
         t.admin_token.as_str(),
-        new_token.as_str(),
-        rolled_token.as_str(),
+        lifecycle.key_token.as_str(),
+        lifecycle.successor_token.as_str(),
         held.as_str(),
     ];
     assert_no_secret(&bus, &secrets);
